@@ -1,0 +1,3 @@
+from iscsifs.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,158 @@
+"""The async client API: discover a portal, log in to targets, find their disk LUNs.
+
+    async with trio.open_nursery() as nursery:
+        client = Client(ClientConfig(initiator_name=...))
+        targets = await client.discover(url)
+        session = await client.login(nursery, url, targets[0].name)
+        for info in await scan_luns(session):
+            ...
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import socket
+from dataclasses import dataclass, field
+
+import trio
+
+from iscsifs.lun import Lun, command, inquiry, read_capacity
+from iscsifs.net.session import Portal, Session, parse_target_address
+from iscsifs.proto.chap import ChapCredentials
+from iscsifs.proto.errors import IscsiError, RemoteProtocolError
+from iscsifs.proto.login import LoginConfig
+from iscsifs.proto.text import Offer
+from iscsifs.scsi import cdb
+from iscsifs.scsi.response import Capacity, StandardInquiry, parse_report_luns
+from iscsifs.url import IscsiUrl
+
+log = logging.getLogger("iscsifs.client")
+
+INITIATOR_NAME_FILE = "/etc/iscsi/initiatorname.iscsi"
+
+
+class NotFoundError(IscsiError):
+    """The named target or LUN does not exist on the portal."""
+
+
+def default_initiator_name() -> str:
+    """open-iscsi's name if this machine has one, else a stable name derived from the machine."""
+    try:
+        with open(INITIATOR_NAME_FILE, encoding="utf-8") as f:
+            for line in f:
+                m = re.match(r"^\s*InitiatorName\s*=\s*(\S+)", line)
+                if m:
+                    return m.group(1)
+    except OSError:
+        pass
+    try:
+        with open("/etc/machine-id", encoding="ascii") as f:
+            seed = f.read().strip()
+    except OSError:
+        seed = socket.gethostname()
+    return "iqn.2026-11.org.iscsifs:" + hashlib.sha256(seed.encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True, slots=True)
+class ClientConfig:
+    initiator_name: str = field(default_factory=default_initiator_name)
+    credentials: ChapCredentials | None = None
+    offer: Offer = Offer()
+    login_timeout: float = 15.0
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoveredTarget:
+    name: str
+    addresses: tuple[tuple[Portal, int], ...]  # (portal, target portal group tag)
+
+
+@dataclass(frozen=True, slots=True)
+class LunInfo:
+    target: str
+    lun: int
+    inquiry: StandardInquiry
+    capacity: Capacity | None  # None for LUNs that are not disks
+
+    @property
+    def is_disk(self) -> bool:
+        return self.capacity is not None
+
+
+def parse_send_targets(pairs: list[tuple[str, str]], default_port: int) -> list[DiscoveredTarget]:
+    """SendTargets answer (RFC 7143 §13.3, Appendix C): TargetName followed by its TargetAddresses."""
+    targets: list[DiscoveredTarget] = []
+    name: str | None = None
+    addresses: list[tuple[Portal, int]] = []
+    for key, value in pairs:
+        if key == "TargetName":
+            if name is not None:
+                targets.append(DiscoveredTarget(name, tuple(addresses)))
+            name, addresses = value, []
+        elif key == "TargetAddress":
+            if name is None:
+                raise RemoteProtocolError("TargetAddress before any TargetName in SendTargets answer")
+            addresses.append(parse_target_address(value, default_port))
+    if name is not None:
+        targets.append(DiscoveredTarget(name, tuple(addresses)))
+    return targets
+
+
+class Client:
+    def __init__(self, config: ClientConfig) -> None:
+        self.config = config
+
+    def _login_config(self, target: str | None) -> LoginConfig:
+        return LoginConfig(initiator_name=self.config.initiator_name, target_name=target,
+                           offer=self.config.offer, credentials=self.config.credentials)
+
+    async def discover(self, url: IscsiUrl) -> list[DiscoveredTarget]:
+        """A Discovery session with SendTargets=All, then logout."""
+        async with trio.open_nursery() as nursery:
+            with trio.fail_after(self.config.login_timeout):
+                session = await Session.open(nursery, Portal(url.host, url.port), self._login_config(None))
+            try:
+                with trio.fail_after(self.config.login_timeout):
+                    pairs = await session.text_request([("SendTargets", "All")])
+            finally:
+                with trio.move_on_after(2):
+                    await session.logout()
+            nursery.cancel_scope.cancel()
+        return parse_send_targets(pairs, url.port)
+
+    async def login(self, nursery: trio.Nursery, url: IscsiUrl, target: str) -> Session:
+        # The portal the user named is the one known to be reachable from here; targets often
+        # advertise addresses on other networks (or behind NAT), so log in through it.
+        with trio.fail_after(self.config.login_timeout):
+            return await Session.open(nursery, Portal(url.host, url.port), self._login_config(target))
+
+
+async def report_luns(session: Session) -> list[int]:
+    """REPORT LUNS (SPC-4 §6.33) through LUN 0, asking again if the list did not fit."""
+    alloc = 4096
+    while True:
+        result = await command(session, 0, cdb.report_luns(alloc), name="REPORT LUNS", expected_in=alloc)
+        luns, list_length = parse_report_luns(result.data)
+        if list_length + 8 <= alloc or alloc >= 1 << 20:
+            return sorted(set(luns))
+        alloc = min(list_length + 8, 1 << 20)
+
+
+async def scan_luns(session: Session) -> list[LunInfo]:
+    """Every LUN of the target with its INQUIRY data, and capacity for disks."""
+    infos: list[LunInfo] = []
+    assert session.target_name is not None
+    for lun in await report_luns(session):
+        inq = await inquiry(session, lun)
+        if not inq.connected:
+            continue
+        capacity = await read_capacity(session, lun) if inq.is_disk else None
+        infos.append(LunInfo(session.target_name, lun, inq, capacity))
+    return infos
+
+
+async def open_luns(session: Session, read_only: bool = False) -> list[tuple[LunInfo, Lun]]:
+    return [(info, Lun(session, info.lun, info.capacity, read_only=read_only))
+            for info in await scan_luns(session) if info.capacity is not None]

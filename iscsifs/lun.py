@@ -1,0 +1,195 @@
+"""Byte-offset I/O on one LUN: alignment, read-modify-write, flush, and the SCSI command policy.
+
+Writes that do not cover whole blocks read the edge blocks, merge, and write back. Every write
+holds an exclusive lock on the block range it touches for its whole duration, so concurrent
+writers to the same block can neither lose nor tear each other's updates.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+import trio
+
+from iscsifs.net.session import Session
+from iscsifs.proto.errors import IscsiError
+from iscsifs.proto.session import ScsiResult
+from iscsifs.scsi import cdb
+from iscsifs.scsi.response import (
+    Capacity, StandardInquiry, parse_inquiry, parse_read_capacity_10, parse_read_capacity_16,
+)
+from iscsifs.scsi.sense import ScsiError, SenseKey, Status, is_unit_attention, parse_sense
+
+log = logging.getLogger("iscsifs.lun")
+
+UNIT_ATTENTION_RETRIES = 8  # every target reports at least one (29/00) after login
+DEFAULT_MAX_TRANSFER = 1 << 20
+
+
+class LunRangeError(IscsiError):
+    """I/O outside the LUN. ``errno`` is what writing past the end of a disk gives."""
+
+    errno = errno.ENOSPC
+
+
+async def command(session: Session, lun: int, cdb_bytes: bytes, *, name: str,
+                  data_out: bytes | bytearray | memoryview | None = None, expected_in: int = 0) -> ScsiResult:
+    """Run a SCSI command; return on GOOD, retry UNIT ATTENTION, raise ScsiError otherwise."""
+    for attempt in range(UNIT_ATTENTION_RETRIES + 1):
+        result = await session.execute(lun, cdb_bytes, data_out=data_out, expected_in=expected_in)
+        if result.response != 0:
+            raise ScsiError(Status.TASK_ABORTED, None, f"{name} (iSCSI response 0x{result.response:02x}, target failure)")
+        if result.status in (Status.GOOD, Status.CONDITION_MET):
+            return result
+        sense = parse_sense(result.sense)
+        if is_unit_attention(result.status, sense) and attempt < UNIT_ATTENTION_RETRIES:
+            # A UNIT ATTENTION reports an event (reset, parameters changed) and fails this
+            # command only; the same command is valid again (SAM-5 §5.14).
+            log.debug("LUN %d: %s reported unit attention %s; retrying", lun, name, sense)
+            continue
+        if result.status == Status.CHECK_CONDITION and sense is not None and sense.key == SenseKey.RECOVERED_ERROR:
+            return result
+        raise ScsiError(result.status, sense, f"{name} on LUN {lun}")
+    raise AssertionError("unreachable")
+
+
+async def inquiry(session: Session, lun: int) -> StandardInquiry:
+    result = await command(session, lun, cdb.inquiry(255), name="INQUIRY", expected_in=255)
+    return parse_inquiry(result.data)
+
+
+async def read_capacity(session: Session, lun: int) -> Capacity:
+    """READ CAPACITY(16), falling back to (10) for devices that do not know it (SBC-3 §5.16)."""
+    try:
+        result = await command(session, lun, cdb.read_capacity_16(32), name="READ CAPACITY(16)", expected_in=32)
+        return parse_read_capacity_16(result.data)
+    except ScsiError as exc:
+        if exc.sense is None or exc.sense.key != SenseKey.ILLEGAL_REQUEST:
+            raise
+    result = await command(session, lun, cdb.read_capacity_10(), name="READ CAPACITY(10)", expected_in=8)
+    cap = parse_read_capacity_10(result.data)
+    if cap.blocks - 1 == 0xFFFFFFFF:
+        raise ScsiError(Status.CHECK_CONDITION, None, "READ CAPACITY(10) says the LUN is too large for it, "
+                        "and READ CAPACITY(16) is not supported")
+    return cap
+
+
+class RangeLock:
+    """Exclusive locks on inclusive block ranges; non-overlapping ranges never wait for each other."""
+
+    def __init__(self) -> None:
+        self._held: list[tuple[int, int]] = []
+        self._released = trio.Event()
+
+    @asynccontextmanager
+    async def hold(self, first: int, last: int) -> AsyncIterator[None]:
+        while any(a <= last and first <= b for a, b in self._held):
+            await self._released.wait()
+        entry = (first, last)
+        self._held.append(entry)
+        try:
+            yield
+        finally:
+            self._held.remove(entry)
+            self._released.set()
+            self._released = trio.Event()
+
+
+class Lun:
+    """A disk LUN addressed in bytes. ``size`` is exact: blocks × block size."""
+
+    def __init__(self, session: Session, lun: int, capacity: Capacity, *, read_only: bool = False,
+                 max_transfer: int = DEFAULT_MAX_TRANSFER) -> None:
+        self.session = session
+        self.lun = lun
+        self.capacity = capacity
+        self.read_only = read_only
+        self.block_size = capacity.block_size
+        # Whole blocks per command, at least one.
+        self.max_blocks = max(1, max_transfer // self.block_size)
+        self.dirty = False
+        self._locks = RangeLock()
+
+    def __repr__(self) -> str:
+        return f"<Lun {self.session.target_name}/{self.lun} {self.size} bytes bs={self.block_size}>"
+
+    @property
+    def size(self) -> int:
+        return self.capacity.size
+
+    async def read_blocks(self, lba: int, blocks: int) -> bytes | bytearray | memoryview:
+        if blocks <= self.max_blocks:
+            return await self._read_command(lba, blocks)
+        out = bytearray()
+        while blocks:
+            n = min(blocks, self.max_blocks)
+            out += await self._read_command(lba, n)
+            lba += n
+            blocks -= n
+        return out
+
+    async def _read_command(self, lba: int, blocks: int) -> bytes | bytearray | memoryview:
+        length = blocks * self.block_size
+        result = await command(self.session, self.lun, cdb.read(lba, blocks), name="READ", expected_in=length)
+        if len(result.data) != length:
+            raise ScsiError(Status.CHECK_CONDITION, None, f"READ at LBA {lba} returned {len(result.data)} of {length} bytes")
+        return result.data
+
+    async def write_blocks(self, lba: int, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data).cast("B")
+        step = self.max_blocks * self.block_size
+        for off in range(0, len(view), step):
+            chunk = view[off : off + step]
+            blocks = len(chunk) // self.block_size
+            self.dirty = True
+            await command(self.session, self.lun, cdb.write(lba, blocks), name="WRITE", data_out=chunk)
+            lba += blocks
+
+    async def read(self, offset: int, size: int) -> bytes:
+        """Up to ``size`` bytes at ``offset``; short at the end of the LUN, empty past it."""
+        if offset < 0 or size < 0:
+            raise LunRangeError("negative offset or size")
+        end = min(offset + size, self.size)
+        if offset >= end:
+            return b""
+        bs = self.block_size
+        first, last = offset // bs, (end - 1) // bs
+        data = await self.read_blocks(first, last - first + 1)
+        start = offset - first * bs
+        return bytes(memoryview(data)[start : start + end - offset])
+
+    async def write(self, offset: int, data: bytes | bytearray | memoryview) -> int:
+        """Write all of ``data`` at ``offset`` or raise; never changes the size of the LUN."""
+        n = len(data)
+        if n == 0:
+            return 0
+        if offset < 0 or offset + n > self.size:
+            raise LunRangeError(f"write of {n} bytes at offset {offset} goes past the end of the LUN ({self.size} bytes)")
+        bs = self.block_size
+        end = offset + n
+        first, last = offset // bs, (end - 1) // bs
+        head, tail = offset % bs, end % bs
+        async with self._locks.hold(first, last):
+            if not head and not tail:
+                await self.write_blocks(first, data)
+                return n
+            buf = bytearray((last - first + 1) * bs)
+            if head:
+                buf[:bs] = await self.read_blocks(first, 1)
+            if tail and (last != first or not head):
+                buf[-bs:] = await self.read_blocks(last, 1)
+            buf[head : head + n] = data
+            await self.write_blocks(first, buf)
+        return n
+
+    async def flush(self) -> None:
+        """SYNCHRONIZE CACHE for the whole LUN (SBC-3 §5.22)."""
+        self.dirty = False
+        try:
+            await command(self.session, self.lun, cdb.synchronize_cache(), name="SYNCHRONIZE CACHE")
+        except BaseException:
+            self.dirty = True
+            raise

@@ -1,0 +1,1 @@
+"""The trio network layer: connections, sessions, discovery."""

@@ -1,0 +1,388 @@
+"""One iSCSI session over one TCP connection, on trio.
+
+A reader task parses PDUs and hands them to the sans-I/O ``SessionCore``; completions wake the
+waiter keyed by Initiator Task Tag. Every send goes through one ``StrictFIFOLock`` and is
+shielded: a half-sent PDU would corrupt the stream (trio's ``send_all`` may send part of the data
+when cancelled), so cancellation only ever stops the *wait* for a response.
+Timeouts are the caller's (trio.fail_after / move_on_after), as trio's design asks.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import trio
+
+from iscsifs.proto.errors import (
+    ConnectionLost, IscsiError, LoginRedirect, RemoteProtocolError,
+)
+from iscsifs.proto.login import LoginComplete, LoginConfig, LoginMachine
+from iscsifs.proto.pdu import (
+    RESERVED_TAG, AsyncEvent, LoginResponse, LogoutReason, LogoutRequest, LogoutResponse, NopOut, Pdu,
+    PduReader, TextRequest, TextResponse, encode_pdu,
+)
+from iscsifs.proto.session import (
+    AsyncReceived, Event, RequestRejected, ResponseReceived, ScsiResult, ScsiTask, SendPdus, SessionCore,
+    TaskDone,
+)
+from iscsifs.proto.text import encode_text, parse_text
+from iscsifs.scsi.response import encode_lun
+
+log = logging.getLogger("iscsifs.session")
+
+RECEIVE_SIZE = 1 << 18
+MAX_REDIRECTS = 5
+
+
+class ConnectError(IscsiError):
+    """The portal could not be reached over TCP."""
+
+
+@dataclass(frozen=True, slots=True)
+class Portal:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def parse_target_address(value: str, default_port: int = 3260) -> tuple[Portal, int]:
+    """TargetAddress=host[:port][,tpgt] with IPv6 in brackets (RFC 7143 §13.8)."""
+    addr, _, tpgt = value.partition(",")
+    if addr.startswith("["):
+        host, _, rest = addr[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    else:
+        host, _, port = addr.partition(":")
+    if not host or (port and not port.isdigit()) or (tpgt and not tpgt.isdigit()):
+        raise RemoteProtocolError(f"malformed TargetAddress {value[:80]!r}")
+    return Portal(host, int(port) if port else default_port), int(tpgt) if tpgt else 0
+
+
+class _Waiter:
+    __slots__ = ("event", "pdu", "error")
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+        self.pdu: Pdu | None = None
+        self.error: BaseException | None = None
+
+
+async def _connect(portal: Portal) -> trio.SocketStream:
+    try:
+        return await trio.open_tcp_stream(portal.host, portal.port)
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise ConnectError(f"cannot connect to portal {portal}: {reason}") from None
+
+
+class Session:
+    """A logged-in session. Create with ``await Session.open(nursery, portal, config)``."""
+
+    def __init__(self, stream: trio.SocketStream, reader: PduReader, login: LoginComplete, config: LoginConfig,
+                 portal: Portal) -> None:
+        self.portal = portal
+        self.config = config
+        self.login = login
+        self.params = login.params
+        self._stream = stream
+        self._reader = reader
+        self._core = SessionCore(login.params, cmd_sn=config.cmd_sn, exp_cmd_sn=login.exp_cmd_sn,
+                                 max_cmd_sn=login.max_cmd_sn, exp_stat_sn=(login.stat_sn + 1) & 0xFFFFFFFF)
+        self._send_lock = trio.StrictFIFOLock()
+        self._window_changed = trio.Event()
+        self._tasks: dict[int, trio.Event] = {}
+        self._waiters: dict[int, _Waiter] = {}
+        self._nursery: trio.Nursery | None = None
+        self._dead: BaseException | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        state = "dead" if self._dead else "closed" if self._closed else "live"
+        return (f"<Session {self.config.target_name or 'discovery'} at {self.portal} tsih={self.login.tsih} "
+                f"{state} outstanding={self._core.outstanding} window={self._core.window_size}>")
+
+    @property
+    def alive(self) -> bool:
+        return self._dead is None and not self._closed
+
+    @property
+    def target_name(self) -> str | None:
+        return self.config.target_name
+
+    # -- establishing ----------------------------------------------------------------------------
+
+    @classmethod
+    async def open(cls, nursery: trio.Nursery, portal: Portal, config: LoginConfig) -> Session:
+        for _ in range(MAX_REDIRECTS + 1):
+            stream = await _connect(portal)
+            try:
+                reader = PduReader()
+                login = await _login(stream, reader, config)
+            except LoginRedirect as redirect:
+                await stream.aclose()
+                portal, _ = parse_target_address(redirect.target_address, portal.port)
+                log.info("target %s redirected us to %s", config.target_name or "portal", portal)
+                continue
+            except BaseException:
+                with trio.CancelScope(shield=True):
+                    await stream.aclose()
+                raise
+            reader.header_digest = login.params.header_digest
+            reader.data_digest = login.params.data_digest
+            reader.max_recv_data_segment_length = login.params.our_max_recv_data_segment_length
+            session = cls(stream, reader, login, config, portal)
+            session._nursery = nursery
+            nursery.start_soon(session._read_loop)
+            log.debug("logged in: %r params=%s", session, login.params)
+            return session
+        raise ConnectError(f"more than {MAX_REDIRECTS} login redirections")
+
+    # -- the reader --------------------------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        try:
+            while True:
+                pdu = self._reader.next_pdu()
+                if pdu is None:
+                    data = await self._stream.receive_some(RECEIVE_SIZE)
+                    if not data:
+                        raise ConnectionLost(f"target {self.portal} closed the connection")
+                    self._reader.feed(data)
+                    continue
+                self._dispatch(self._core.receive(pdu))
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            if not self._closed:
+                self._fail(ConnectionLost(f"connection to {self.portal} lost: {exc or type(exc).__name__}"))
+        except IscsiError as exc:
+            if not self._closed:
+                self._fail(exc)
+        finally:
+            if self._dead is not None:
+                with trio.CancelScope(shield=True):
+                    await self._stream.aclose()
+
+    def _dispatch(self, events: list[Event]) -> None:
+        for ev in events:
+            if isinstance(ev, TaskDone):
+                done = self._tasks.pop(ev.task.initiator_task_tag, None)
+                if done is not None:
+                    done.set()
+            elif isinstance(ev, SendPdus):
+                assert self._nursery is not None
+                # Never send from the reader: a full send buffer must not stop us reading.
+                self._nursery.start_soon(self._send_background, ev.pdus)
+            elif isinstance(ev, ResponseReceived):
+                waiter = self._waiters.pop(ev.initiator_task_tag, None)
+                if waiter is not None:
+                    waiter.pdu = ev.pdu
+                    waiter.event.set()
+            elif isinstance(ev, RequestRejected):
+                waiter = self._waiters.pop(ev.initiator_task_tag, None)
+                if waiter is not None:
+                    waiter.error = ev.error
+                    waiter.event.set()
+            elif isinstance(ev, AsyncReceived):
+                self._on_async(ev)
+        self._window_changed.set()
+        self._window_changed = trio.Event()
+
+    def _on_async(self, ev: AsyncReceived) -> None:
+        m = ev.message
+        if m.async_event == AsyncEvent.SCSI_ASYNC_EVENT:
+            log.info("target %s reports a SCSI asynchronous event", self.target_name)
+        elif m.async_event == AsyncEvent.LOGOUT_REQUESTED:
+            log.warning("target %s requests logout within %d s", self.target_name, m.parameter3)
+        elif m.async_event in (AsyncEvent.CONNECTION_DROP, AsyncEvent.SESSION_DROP):
+            log.warning("target %s is dropping the %s", self.target_name,
+                        "connection" if m.async_event == AsyncEvent.CONNECTION_DROP else "session")
+        else:
+            log.info("target %s sent async event %d", self.target_name, m.async_event)
+
+    def _fail(self, error: BaseException) -> None:
+        if self._dead is not None:
+            return
+        self._dead = error
+        log.warning("session %s at %s failed: %s", self.target_name or "discovery", self.portal, error)
+        for itt in list(self._core.tasks):
+            task = self._core.forget(itt)
+            if task is not None:
+                task.error = error
+        for done in self._tasks.values():
+            done.set()
+        self._tasks.clear()
+        for waiter in self._waiters.values():
+            waiter.error = error
+            waiter.event.set()
+        self._waiters.clear()
+        self._window_changed.set()
+
+    def _check_alive(self) -> None:
+        if self._dead is not None:
+            raise ConnectionLost(str(self._dead))
+        if self._closed:
+            raise ConnectionLost("session is logged out")
+
+    # -- sending -----------------------------------------------------------------------------------
+
+    async def _send_locked(self, pdus: list[Pdu] | tuple[Pdu, ...]) -> None:
+        hd, dd = self.params.header_digest, self.params.data_digest
+        try:
+            with trio.CancelScope(shield=True):
+                for pdu in pdus:
+                    bufs = encode_pdu(pdu, hd, dd)
+                    if len(bufs) == 1 or len(pdu.data) <= 16384:
+                        await self._stream.send_all(b"".join(bufs))
+                    else:
+                        for buf in bufs:
+                            await self._stream.send_all(buf)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            self._fail(ConnectionLost(f"connection to {self.portal} lost while sending: {exc or type(exc).__name__}"))
+            raise ConnectionLost(str(self._dead)) from None
+
+    async def _send_background(self, pdus: tuple[Pdu, ...]) -> None:
+        try:
+            async with self._send_lock:
+                if self.alive:
+                    await self._send_locked(pdus)
+        except ConnectionLost:
+            pass  # already recorded by _fail; the waiting tasks have been failed
+
+    async def _issue(self, build) -> object:
+        """Wait for the CmdSN window, then build and send under the lock (so CmdSN order = wire order)."""
+        while True:
+            self._check_alive()
+            if not self._core.window_open:
+                await self._window_changed.wait()
+                continue
+            async with self._send_lock:
+                self._check_alive()
+                if not self._core.window_open:
+                    continue
+                item, pdus = build()
+                await self._send_locked(pdus)
+                return item
+
+    # -- SCSI commands -----------------------------------------------------------------------------
+
+    async def execute(self, lun: int, cdb: bytes, *, data_out: bytes | bytearray | memoryview | None = None,
+                      expected_in: int = 0) -> ScsiResult:
+        """Run one SCSI command; returns its result whatever the status (see ``iscsifs.lun`` for policy)."""
+        task = ScsiTask(encode_lun(lun), cdb, expected_in,
+                        memoryview(data_out).cast("B") if data_out is not None and len(data_out) else None)
+        done = trio.Event()
+
+        def build():
+            pdus = self._core.issue(task)
+            self._tasks[task.initiator_task_tag] = done
+            return task, pdus
+
+        await self._issue(build)
+        try:
+            await done.wait()
+        finally:
+            self._tasks.pop(task.initiator_task_tag, None)
+        if task.error is not None:
+            raise task.error
+        assert task.result is not None
+        return task.result
+
+    # -- other requests ----------------------------------------------------------------------------
+
+    async def _roundtrip(self, pdu_type: type[Pdu], **fields: object) -> Pdu:
+        waiter = _Waiter()
+
+        def build():
+            pdu = self._core.request(pdu_type, **fields)
+            self._waiters[pdu.initiator_task_tag] = waiter
+            return pdu, [pdu]
+
+        sent = await self._issue(build)
+        try:
+            await waiter.event.wait()
+        finally:
+            if self._waiters.pop(sent.initiator_task_tag, None) is not None:
+                self._core.forget(sent.initiator_task_tag)
+        if waiter.error is not None:
+            raise waiter.error
+        assert waiter.pdu is not None
+        return waiter.pdu
+
+    async def text_request(self, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """A Text Request/Response exchange, following continuations (C bit) to the end."""
+        data = encode_text(pairs)
+        ttt = RESERVED_TAG
+        itt = 0
+        received = b""
+        while True:
+            fields: dict[str, object] = dict(target_transfer_tag=ttt, data=data)
+            if itt:
+                fields["initiator_task_tag"] = itt
+            resp = await self._roundtrip(TextRequest, **fields)
+            assert isinstance(resp, TextResponse)
+            itt = resp.initiator_task_tag
+            received += bytes(resp.data)
+            if len(received) > 1 << 22:
+                raise RemoteProtocolError("text response longer than 4 MiB")
+            if not resp.cont:
+                return parse_text(received)
+            ttt, data = resp.target_transfer_tag, b""
+
+    async def ping(self) -> None:
+        """NOP-Out with a fresh ITT; returns when the NOP-In answer arrives."""
+        await self._roundtrip(NopOut, lun=0, target_transfer_tag=RESERVED_TAG)
+
+    async def logout(self) -> None:
+        """Close the session cleanly; quiet if the connection is already gone."""
+        if not self.alive:
+            await self.aclose()
+            return
+        try:
+            resp = await self._roundtrip(LogoutRequest, reason=LogoutReason.CLOSE_SESSION, cid=self.config.cid)
+            assert isinstance(resp, LogoutResponse)
+            if resp.response != 0:
+                log.info("target %s answered logout with response %d", self.target_name, resp.response)
+        except ConnectionLost:
+            pass
+        finally:
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        self._closed = True
+        with trio.CancelScope(shield=True):
+            await self._stream.aclose()
+        for done in self._tasks.values():
+            done.set()
+        for waiter in self._waiters.values():
+            waiter.error = ConnectionLost("session closed")
+            waiter.event.set()
+
+
+async def _login(stream: trio.SocketStream, reader: PduReader, config: LoginConfig) -> LoginComplete:
+    machine = LoginMachine(config)
+    request = machine.start()
+    while True:
+        await stream.send_all(b"".join(encode_pdu(request)))
+        response = await _read_one(stream, reader)
+        if not isinstance(response, LoginResponse):
+            raise RemoteProtocolError(f"expected a Login Response, got {type(response).__name__}")
+        result = machine.receive(response)
+        if isinstance(result, LoginComplete):
+            return result
+        request = result
+
+
+async def _read_one(stream: trio.SocketStream, reader: PduReader) -> Pdu:
+    while True:
+        pdu = reader.next_pdu()
+        if pdu is not None:
+            return pdu
+        try:
+            data = await stream.receive_some(RECEIVE_SIZE)
+        except (trio.BrokenResourceError, OSError) as exc:
+            raise ConnectionLost(f"connection lost during login: {exc}") from None
+        if not data:
+            raise ConnectionLost("target closed the connection during login")
+        reader.feed(data)

@@ -1,0 +1,101 @@
+"""Protocol errors that say whose fault they are (after h11's Local/RemoteProtocolError)."""
+
+from __future__ import annotations
+
+
+class IscsiError(Exception):
+    """Base class of every error iscsifs raises on purpose."""
+
+
+class LocalProtocolError(IscsiError):
+    """We were asked to do something the protocol does not allow."""
+
+
+class RemoteProtocolError(IscsiError):
+    """The target sent something the protocol does not allow; the connection is unusable."""
+
+
+class DigestError(RemoteProtocolError):
+    """A header or data digest did not match (RFC 7143 §7.8): drop the connection."""
+
+
+class ConnectionLost(IscsiError):
+    """The TCP connection to the target closed or broke."""
+
+
+# RFC 7143 §11.13.5: Status-Class / Status-Detail of a Login Response.
+LOGIN_STATUS_TEXT: dict[tuple[int, int], str] = {
+    (0x01, 0x01): "target moved temporarily",
+    (0x01, 0x02): "target moved permanently",
+    (0x02, 0x00): "initiator error",
+    (0x02, 0x01): "authentication failed",
+    (0x02, 0x02): "authorization failed (initiator not allowed to log in)",
+    (0x02, 0x03): "target not found",
+    (0x02, 0x04): "target removed",
+    (0x02, 0x05): "unsupported iSCSI version",
+    (0x02, 0x06): "too many connections",
+    (0x02, 0x07): "missing parameter",
+    (0x02, 0x08): "cannot include connection in session",
+    (0x02, 0x09): "session type not supported",
+    (0x02, 0x0A): "session does not exist",
+    (0x02, 0x0B): "invalid request during login",
+    (0x03, 0x00): "target error",
+    (0x03, 0x01): "service unavailable",
+    (0x03, 0x02): "out of resources",
+}
+
+
+class LoginError(IscsiError):
+    """The target refused the login with a Status-Class/Status-Detail (RFC 7143 §11.13.5)."""
+
+    def __init__(self, status_class: int, status_detail: int, target: str = "") -> None:
+        self.status_class = status_class
+        self.status_detail = status_detail
+        self.target = target
+        text = LOGIN_STATUS_TEXT.get((status_class, status_detail), "login rejected")
+        where = f" for {target}" if target else ""
+        super().__init__(f"login{where} failed: {text} (status 0x{status_class:02x}{status_detail:02x})")
+
+    @property
+    def is_authentication(self) -> bool:
+        return self.status_class == 0x02 and self.status_detail in (0x01, 0x02)
+
+    @property
+    def is_not_found(self) -> bool:
+        return self.status_class == 0x02 and self.status_detail in (0x03, 0x04)
+
+
+class AuthenticationError(IscsiError):
+    """CHAP could not be completed: missing credentials or a bad answer from the target."""
+
+
+class LoginRedirect(IscsiError):
+    """The target sent us elsewhere (Status-Class 1, RFC 7143 §11.13.5)."""
+
+    def __init__(self, target_address: str, permanent: bool) -> None:
+        self.target_address = target_address
+        self.permanent = permanent
+        super().__init__(f"target moved {'permanently' if permanent else 'temporarily'} to {target_address}")
+
+
+# RFC 7143 §11.17.1: Reject reasons.
+REJECT_REASON_TEXT: dict[int, str] = {
+    0x02: "data (payload) digest error",
+    0x03: "SNACK reject",
+    0x04: "protocol error",
+    0x05: "command not supported",
+    0x06: "immediate command rejected: too many immediate commands",
+    0x07: "task in progress",
+    0x08: "invalid data ack",
+    0x09: "invalid PDU field",
+    0x0A: "long operation reject: out of resources",
+    0x0C: "waiting for logout",
+}
+
+
+class RejectedError(IscsiError):
+    """The target answered one of our PDUs with a Reject PDU."""
+
+    def __init__(self, reason: int) -> None:
+        self.reason = reason
+        super().__init__(f"target rejected the PDU: {REJECT_REASON_TEXT.get(reason, 'unknown reason')} (0x{reason:02x})")

@@ -1,0 +1,76 @@
+"""CDB builders (SPC-4, SBC-3). Each returns the raw CDB bytes; nothing keeps state."""
+
+from __future__ import annotations
+
+import struct
+
+
+class Op:
+    TEST_UNIT_READY = 0x00
+    INQUIRY = 0x12
+    MODE_SENSE_6 = 0x1A
+    READ_CAPACITY_10 = 0x25
+    READ_10 = 0x28
+    WRITE_10 = 0x2A
+    SYNCHRONIZE_CACHE_10 = 0x35
+    MODE_SENSE_10 = 0x5A
+    READ_16 = 0x88
+    WRITE_16 = 0x8A
+    SYNCHRONIZE_CACHE_16 = 0x91
+    SERVICE_ACTION_IN_16 = 0x9E
+    REPORT_LUNS = 0xA0
+
+
+SA_READ_CAPACITY_16 = 0x10
+
+_U16 = struct.Struct(">H")
+
+
+def test_unit_ready() -> bytes:
+    return bytes(6)
+
+
+def inquiry(allocation_length: int = 255, page_code: int | None = None) -> bytes:
+    evpd = page_code is not None
+    return struct.pack(">BBBHB", Op.INQUIRY, 1 if evpd else 0, page_code or 0, allocation_length, 0)
+
+
+def report_luns(allocation_length: int = 16384, select_report: int = 0) -> bytes:
+    return struct.pack(">BxB3xIxx", Op.REPORT_LUNS, select_report, allocation_length)
+
+
+def read_capacity_10() -> bytes:
+    return struct.pack(">B9x", Op.READ_CAPACITY_10)
+
+
+def read_capacity_16(allocation_length: int = 32) -> bytes:
+    return struct.pack(">BB8xIxx", Op.SERVICE_ACTION_IN_16, SA_READ_CAPACITY_16, allocation_length)
+
+
+def fits_10(lba: int, blocks: int) -> bool:
+    """Can READ/WRITE(10) address this range (32-bit LBA, 16-bit length)?"""
+    return lba + blocks <= 0xFFFFFFFF and blocks <= 0xFFFF
+
+
+def read(lba: int, blocks: int, use_16: bool = False) -> bytes:
+    if use_16 or not fits_10(lba, blocks):
+        return struct.pack(">BxQIxx", Op.READ_16, lba, blocks)
+    return struct.pack(">BxIxHx", Op.READ_10, lba, blocks)
+
+
+def write(lba: int, blocks: int, use_16: bool = False, fua: bool = False) -> bytes:
+    flags = 0x08 if fua else 0
+    if use_16 or not fits_10(lba, blocks):
+        return struct.pack(">BBQIxx", Op.WRITE_16, flags, lba, blocks)
+    return struct.pack(">BBIxHx", Op.WRITE_10, flags, lba, blocks)
+
+
+def synchronize_cache(lba: int = 0, blocks: int = 0, use_16: bool = False) -> bytes:
+    """Blocks 0 means 'to the end of the medium' (SBC-3 §5.22)."""
+    if use_16 or not fits_10(lba, blocks):
+        return struct.pack(">BxQIxx", Op.SYNCHRONIZE_CACHE_16, lba, blocks)
+    return struct.pack(">BxIxHx", Op.SYNCHRONIZE_CACHE_10, lba, blocks)
+
+
+def mode_sense_6(page_code: int = 0x3F, allocation_length: int = 255, dbd: bool = True) -> bytes:
+    return struct.pack(">BBBxBx", Op.MODE_SENSE_6, 0x08 if dbd else 0, page_code & 0x3F, allocation_length)
