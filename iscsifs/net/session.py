@@ -98,6 +98,7 @@ class Session:
         self._nursery: trio.Nursery | None = None
         self._dead: BaseException | None = None
         self._closed = False
+        self._logging_out = False  # the target closes the socket right after a Logout Response
 
     def __repr__(self) -> str:
         state = "dead" if self._dead else "closed" if self._closed else "live"
@@ -205,7 +206,8 @@ class Session:
         if self._dead is not None:
             return
         self._dead = error
-        log.warning("session %s at %s failed: %s", self.target_name or "discovery", self.portal, error)
+        log.log(logging.DEBUG if self._logging_out else logging.WARNING, "session %s at %s failed: %s",
+                self.target_name or "discovery", self.portal, error)
         for itt in list(self._core.tasks):
             task = self._core.forget(itt)
             if task is not None:
@@ -339,6 +341,7 @@ class Session:
         if not self.alive:
             await self.aclose()
             return
+        self._logging_out = True
         try:
             resp = await self._roundtrip(LogoutRequest, reason=LogoutReason.CLOSE_SESSION, cid=self.config.cid)
             assert isinstance(resp, LogoutResponse)

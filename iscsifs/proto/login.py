@@ -112,13 +112,15 @@ class LoginMachine:
     # -- input -------------------------------------------------------------------------------------
 
     def receive(self, resp: LoginResponse) -> LoginRequest | LoginComplete:
-        if resp.initiator_task_tag != LOGIN_ITT or resp.isid != self.config.isid:
-            raise RemoteProtocolError(f"Login Response for another login (ITT {resp.initiator_task_tag:#x}, ISID {resp.isid.hex()}; ours {self.config.isid.hex()})")
+        # Status first: tgt answers a refused login (e.g. 0x0203) with a zeroed ISID.
         if resp.status_class == 0x01:
             keys = dict(parse_text(resp.data))
             raise LoginRedirect(keys.get("TargetAddress", ""), permanent=resp.status_detail == 0x02)
         if resp.status_class != 0:
             raise LoginError(resp.status_class, resp.status_detail, self.config.target_name or "")
+        if resp.initiator_task_tag != LOGIN_ITT or resp.isid != self.config.isid:
+            raise RemoteProtocolError(
+                f"Login Response for another login (ITT 0x{resp.initiator_task_tag:08x}, ISID {resp.isid.hex()})")
         self.exp_stat_sn = (resp.stat_sn + 1) & 0xFFFFFFFF
         if resp.csg != self._last_csg:
             raise RemoteProtocolError(f"Login Response in stage {resp.csg}, request was in stage {self._last_csg}")

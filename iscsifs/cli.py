@@ -1,0 +1,388 @@
+"""Command line: ``iscsifs URL MOUNTPOINT``, ``iscsifs`` (demo) and ``iscsifs ls URL``.
+
+Errors are one line on stderr and a documented exit code; never a traceback (``-d`` adds one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import logging
+import logging.handlers
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import trio
+
+from iscsifs import __version__
+from iscsifs.client import Client, ClientConfig, NotFoundError, scan_luns
+from iscsifs.mount import MountError, MountOptions, serve
+from iscsifs.net.session import ConnectError
+from iscsifs.proto.chap import ChapCredentials
+from iscsifs.proto.errors import (
+    AuthenticationError, ConnectionLost, IscsiError, LoginError, RejectedError, RemoteProtocolError,
+)
+from iscsifs.scsi.response import DeviceType
+from iscsifs.scsi.sense import ScsiError
+from iscsifs.url import IscsiUrl, UrlError, is_iscsi_name, parse_url
+
+log = logging.getLogger("iscsifs")
+
+EXIT_OK = 0
+EXIT_ERROR = 1  # unexpected internal error
+EXIT_USAGE = 2  # bad command line, URL, option or mount point
+EXIT_CONNECT = 3  # portal unreachable or not answering in time
+EXIT_AUTH = 4  # login refused: authentication or authorization
+EXIT_NOT_FOUND = 5  # no such target or LUN
+EXIT_MOUNT = 6  # the FUSE mount itself failed
+EXIT_TARGET = 7  # the target misbehaved or failed a command
+
+EXIT_CODES_HELP = """exit codes:
+  0  success (for a mount: the mount is live)
+  1  unexpected internal error
+  2  bad command line, URL, option or mount point
+  3  portal unreachable or not answering in time
+  4  login refused: authentication or authorization failed
+  5  no such target or LUN
+  6  the FUSE mount failed (mount point busy, no /dev/fuse, not permitted)
+  7  the target failed a command or broke the protocol
+"""
+
+DEMO_TARGET = "iqn.2026-11.org.iscsifs:demo"
+DEMO_SIZE = 64 << 20
+DEMO_GREETING = (b"Hello from iscsifs!\nThis 64 MiB file is LUN 1 of a throwaway tgtd target, "
+                 b"read and written over iSCSI.\n")
+
+
+class UsageError(Exception):
+    pass
+
+
+def exit_code_for(exc: BaseException) -> int:
+    if isinstance(exc, (UsageError, UrlError)):
+        return EXIT_USAGE
+    if isinstance(exc, (ConnectError, trio.TooSlowError)):
+        return EXIT_CONNECT
+    if isinstance(exc, LoginError):
+        if exc.is_authentication:
+            return EXIT_AUTH
+        if exc.is_not_found:
+            return EXIT_NOT_FOUND
+        return EXIT_TARGET
+    if isinstance(exc, AuthenticationError):
+        return EXIT_AUTH
+    if isinstance(exc, NotFoundError):
+        return EXIT_NOT_FOUND
+    if isinstance(exc, MountError):
+        return EXIT_MOUNT
+    if isinstance(exc, (RemoteProtocolError, ScsiError, RejectedError, ConnectionLost, IscsiError)):
+        return EXIT_TARGET
+    return EXIT_ERROR
+
+
+def error_message(exc: BaseException) -> str:
+    if isinstance(exc, trio.TooSlowError):
+        return "the portal did not answer in time"
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+# -- options ---------------------------------------------------------------------------------------
+
+
+def parse_mount_options(values: list[str]) -> tuple[MountOptions, dict[str, str]]:
+    """-o opt[,opt...] (repeatable). Returns FUSE options and iSCSI settings."""
+    read_only = allow_other = False
+    settings: dict[str, str] = {}
+    for value in values:
+        for opt in filter(None, value.split(",")):
+            key, eq, val = opt.partition("=")
+            if key == "ro" and not eq:
+                read_only = True
+            elif key == "rw" and not eq:
+                read_only = False
+            elif key == "allow_other" and not eq:
+                allow_other = True
+            elif key == "initiator_name" and eq:
+                if not is_iscsi_name(val):
+                    raise UsageError(f"initiator_name={val[:80]} is not an iSCSI name (iqn.YYYY-MM.domain:name)")
+                settings[key] = val
+            else:
+                raise UsageError(f"unknown mount option '{opt[:80]}' (known: ro, rw, allow_other, initiator_name=IQN)")
+    return MountOptions(read_only=read_only, allow_other=allow_other), settings
+
+
+def client_for(url: IscsiUrl, settings: dict[str, str]) -> Client:
+    credentials = None
+    if url.user is not None:
+        if url.password is None:
+            raise UsageError("the URL names a CHAP user but no password (iscsi://user%password@host/...)")
+        credentials = ChapCredentials(url.user, url.password.encode())
+    kwargs = {}
+    if "initiator_name" in settings:
+        kwargs["initiator_name"] = settings["initiator_name"]
+    return Client(ClientConfig(credentials=credentials, **kwargs))
+
+
+def setup_logging(debug: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(name)s: %(levelname)s: %(message)s" if debug else "iscsifs: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+    logging.getLogger("iscsifs.lun").setLevel(logging.DEBUG if debug else logging.INFO)
+
+
+def log_to_syslog(debug: bool) -> None:
+    """A daemonized mount has no terminal: its log lines go to syslog/journald."""
+    root = logging.getLogger()
+    if os.path.exists("/dev/log"):
+        handler: logging.Handler = logging.handlers.SysLogHandler(address="/dev/log")
+        handler.setFormatter(logging.Formatter("iscsifs[%(process)d]: %(message)s"))
+    else:
+        handler = logging.NullHandler()
+    root.handlers[:] = [handler]
+
+
+# -- mount -----------------------------------------------------------------------------------------
+
+
+def _report(fd: int | None, code: int, message: str) -> None:
+    if fd is None:
+        if code:
+            print(f"iscsifs: {message}", file=sys.stderr)
+        elif message:
+            print(message, flush=True)
+        return
+    try:
+        os.write(fd, f"{code}\n{message}".encode())
+        os.close(fd)
+    except OSError:
+        pass
+
+
+def _daemonize() -> int | None:
+    """Fork; the parent waits until the child reports the mount is live (or failed) and exits.
+
+    Returns, in the child, the pipe to report on.
+    """
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        os.setsid()
+        return w
+    os.close(w)
+    chunks = []
+    while True:
+        chunk = os.read(r, 65536)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(r)
+    text = b"".join(chunks).decode(errors="replace")
+    code_text, _, message = text.partition("\n")
+    if not code_text.strip().isdigit():
+        os.waitpid(pid, 0)
+        print("iscsifs: the mount process exited before the mount was live", file=sys.stderr)
+        os._exit(EXIT_ERROR)
+    code = int(code_text)
+    if code:
+        os.waitpid(pid, 0)
+        print(f"iscsifs: {message}", file=sys.stderr)
+    elif message:
+        print(message, flush=True)
+    os._exit(code)
+
+
+def _detach_stdio() -> None:
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+def run_mount(args: argparse.Namespace) -> int:
+    options, settings = parse_mount_options(args.options)
+    demo_dir: Path | None = None
+    if args.url is None:
+        if os.geteuid() != 0:
+            raise UsageError("the demo starts a local tgtd target, which needs root (or give a URL)")
+        if shutil.which("tgtd") is None:
+            raise UsageError("the demo needs tgtd: install the Debian package 'tgt' (or give a URL)")
+        demo_dir = Path(tempfile.mkdtemp(prefix="iscsifs-demo-"))
+        mountpoint = demo_dir / "mnt"
+        mountpoint.mkdir()
+        url = None
+    else:
+        url = parse_url(args.url)
+        if args.mountpoint is None:
+            raise UsageError("missing MOUNTPOINT (iscsifs URL MOUNTPOINT)")
+        mountpoint = Path(args.mountpoint).absolute()
+        if not mountpoint.exists():
+            raise UsageError(f"mount point {mountpoint} does not exist")
+        if not (mountpoint.is_dir() or mountpoint.is_file()):
+            raise UsageError(f"mount point {mountpoint} is neither a directory nor a regular file")
+    report_fd = None if args.foreground else _daemonize()
+    try:
+        code, message = EXIT_OK, ""
+        try:
+            trio.run(_mount_main, args, url, str(mountpoint), options, settings, demo_dir, report_fd)
+        except BaseException as exc:  # noqa: BLE001 - one line, one exit code, always
+            exc = _unwrap(exc)
+            if isinstance(exc, KeyboardInterrupt):
+                code, message = 130, "interrupted"
+            else:
+                code, message = exit_code_for(exc), error_message(exc)
+                if args.debug:
+                    log.debug("details", exc_info=exc)
+            if demo_dir is not None:
+                shutil.rmtree(demo_dir, ignore_errors=True)
+        if code:
+            _report(report_fd, code, message)
+            return code
+        return EXIT_OK
+    finally:
+        if report_fd is not None:
+            os._exit(0)  # the daemon child: never return into the caller's stack
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.exceptions[0]
+    return exc
+
+
+async def _mount_main(args: argparse.Namespace, url: IscsiUrl | None, mountpoint: str, options: MountOptions,
+                      settings: dict[str, str], demo_dir: Path | None, report_fd: int | None) -> None:
+    on_exit = None
+    message = ""
+    if demo_dir is not None:
+        from iscsifs.tgt import TgtDaemon
+
+        tgt = TgtDaemon(demo_dir / "target")
+        await trio.to_thread.run_sync(tgt.start)
+        backing = demo_dir / "target" / "demo.img"
+        with open(backing, "wb") as f:
+            f.write(DEMO_GREETING)
+            f.truncate(DEMO_SIZE)
+        tgt.add_target(DEMO_TARGET)
+        tgt.add_lun(DEMO_TARGET, 1, backing)
+        url = parse_url(tgt.url)
+
+        def on_exit() -> None:
+            tgt.stop()
+            shutil.rmtree(demo_dir, ignore_errors=True)
+
+        message = (f"iscsifs: demo target {DEMO_TARGET} on {tgt.portal} (a private tgtd), mounted at {mountpoint}\n"
+                   f"  try:      ls -l {mountpoint}/{DEMO_TARGET}/ && head -c 120 {mountpoint}/{DEMO_TARGET}/1\n"
+                   f"  unmount:  fusermount3 -u {mountpoint}   (also stops the demo target)")
+    assert url is not None
+    client = client_for(url, settings)
+    if args.foreground and demo_dir is not None:
+        message += "\n  (running in the foreground: Ctrl-C also unmounts)"
+
+    def ready() -> None:
+        _report(report_fd, EXIT_OK, message)
+        if report_fd is not None:
+            os.chdir("/")
+            _detach_stdio()
+            log_to_syslog(args.debug)
+
+    try:
+        await serve(client, url, mountpoint, options, ready, on_exit)
+    except BaseException:
+        if on_exit is not None:
+            on_exit()
+        raise
+
+
+# -- ls --------------------------------------------------------------------------------------------
+
+
+async def _ls(url: IscsiUrl, client: Client) -> list[tuple[str, int, str, int | None, str, str]]:
+    rows = []
+    targets = [url.target] if url.target else [t.name for t in sorted(await client.discover(url), key=lambda t: t.name)]
+    for target in targets:
+        async with trio.open_nursery() as nursery:
+            session = await client.login(nursery, url, target)
+            try:
+                with trio.fail_after(60):
+                    infos = await scan_luns(session)
+            finally:
+                with trio.move_on_after(2):
+                    await session.logout()
+            nursery.cancel_scope.cancel()
+        for info in infos:
+            if url.lun is not None and info.lun != url.lun:
+                continue
+            size = info.capacity.size if info.capacity else None
+            rows.append((target, info.lun, DeviceType.name(info.inquiry.device_type), size,
+                         info.inquiry.vendor, info.inquiry.product))
+        if url.lun is not None and not any(r[1] == url.lun for r in rows):
+            raise NotFoundError(f"LUN {url.lun} of {target} does not exist")
+    return rows
+
+
+def run_ls(args: argparse.Namespace) -> int:
+    url = parse_url(args.url)
+    client = client_for(url, {})
+    rows = trio.run(_ls, url, client)
+    header = ("TARGET", "LUN", "TYPE", "SIZE", "VENDOR", "PRODUCT")
+    table = [header] + [(t, str(lun), typ, "-" if size is None else str(size), v, p) for t, lun, typ, size, v, p in rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    for r in table:
+        print("  ".join(c.rjust(w) if i in (1, 3) else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip())
+    return EXIT_OK
+
+
+# -- entry point -----------------------------------------------------------------------------------
+
+
+def _mount_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="iscsifs",
+        usage="iscsifs [-o OPTIONS] [-f] [-d] [URL MOUNTPOINT]\n       iscsifs ls URL",
+        description="Mount iSCSI LUNs as regular files. With no URL, mount a demo on a throwaway local tgtd.",
+        epilog="URL: iscsi://[user[%password]@]host[:port][/target-iqn[/lun]]  (IPv6 hosts in [brackets])\n"
+               "options (-o): ro, rw, allow_other, initiator_name=IQN\n\n" + EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("url", nargs="?", metavar="URL")
+    p.add_argument("mountpoint", nargs="?", metavar="MOUNTPOINT")
+    p.add_argument("-o", dest="options", action="append", default=[], metavar="OPTIONS")
+    p.add_argument("-f", dest="foreground", action="store_true", help="stay in the foreground")
+    p.add_argument("-d", dest="debug", action="store_true", help="log protocol events (implies nothing else)")
+    p.add_argument("--version", action="version", version=f"iscsifs {__version__}")
+    return p
+
+
+def _ls_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="iscsifs ls", description="List every target and LUN on a portal.",
+                                epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("url", metavar="URL")
+    p.add_argument("-d", dest="debug", action="store_true", help="log protocol events")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    is_ls = bool(argv) and argv[0] == "ls"
+    args = (_ls_parser() if is_ls else _mount_parser()).parse_args(argv[1:] if is_ls else argv)
+    setup_logging(args.debug)
+    try:
+        return run_ls(args) if is_ls else run_mount(args)
+    except BaseException as exc:  # noqa: BLE001
+        exc = _unwrap(exc)
+        if isinstance(exc, KeyboardInterrupt):
+            return 130
+        if isinstance(exc, BrokenPipeError) or getattr(exc, "errno", None) == errno.EPIPE:
+            return EXIT_OK
+        if args.debug:
+            log.debug("details", exc_info=exc)
+        print(f"iscsifs: {error_message(exc)}", file=sys.stderr)
+        return exit_code_for(exc)

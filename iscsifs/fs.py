@@ -1,0 +1,246 @@
+"""The FUSE filesystem: one directory per target, one regular file per disk LUN.
+
+This is the only module that speaks FUSE and the only place FUSEError is raised: every error
+from below is turned into an errno here (``_errno``), so a file user sees what a local disk
+would give. No handler blocks: all I/O is awaited on trio.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import stat
+import time
+from dataclasses import dataclass, field
+
+import pyfuse3
+import trio
+
+from iscsifs.client import LunInfo
+from iscsifs.lun import Lun
+from iscsifs.proto.errors import IscsiError
+
+log = logging.getLogger("iscsifs.fs")
+
+ATTR_TIMEOUT = 1.0
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR
+
+
+def _errno(exc: BaseException) -> int:
+    code = getattr(exc, "errno", None)
+    return code if isinstance(code, int) and code > 0 else errno.EIO
+
+
+@dataclass(slots=True, eq=False)
+class Node:
+    inode: int
+    name: bytes
+    parent: int
+    lun: Lun | None = None
+    info: LunInfo | None = None
+    children: dict[bytes, int] = field(default_factory=dict)
+    mtime_ns: int = field(default_factory=time.time_ns)
+
+    @property
+    def is_file(self) -> bool:
+        return self.lun is not None
+
+
+class IscsiFs(pyfuse3.Operations):
+    supports_dot_lookup = True
+    enable_writeback_cache = False  # write-through: an acknowledged write() is on the target
+
+    def __init__(self, *, read_only: bool = False, uid: int | None = None, gid: int | None = None,
+                 root_lun: tuple[LunInfo, Lun] | None = None) -> None:
+        super().__init__()
+        self.read_only = read_only
+        self.uid = os.getuid() if uid is None else uid
+        self.gid = os.getgid() if gid is None else gid
+        root = Node(pyfuse3.ROOT_INODE, b"", pyfuse3.ROOT_INODE)
+        if root_lun is not None:
+            root.info, root.lun = root_lun
+        self.nodes: dict[int, Node] = {root.inode: root}
+        self._next_inode = pyfuse3.ROOT_INODE + 1
+
+    # -- building the tree -------------------------------------------------------------------------
+
+    def add_dir(self, parent: int, name: str) -> int:
+        return self._add(parent, name, None, None)
+
+    def add_lun(self, parent: int, name: str, info: LunInfo, lun: Lun) -> int:
+        return self._add(parent, name, info, lun)
+
+    def _add(self, parent: int, name: str, info: LunInfo | None, lun: Lun | None) -> int:
+        raw = os.fsencode(name)
+        if b"/" in raw or raw in (b"", b".", b".."):
+            raise ValueError(f"cannot use {name!r} as a file name")
+        node = Node(self._next_inode, raw, parent, lun, info)
+        self._next_inode += 1
+        self.nodes[node.inode] = node
+        self.nodes[parent].children[raw] = node.inode
+        return node.inode
+
+    def luns(self) -> list[Lun]:
+        return [n.lun for n in self.nodes.values() if n.lun is not None]
+
+    # -- attributes --------------------------------------------------------------------------------
+
+    def _node(self, inode: int) -> Node:
+        node = self.nodes.get(inode)
+        if node is None:
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        return node
+
+    def _writable(self, node: Node) -> bool:
+        return not self.read_only and node.lun is not None and not node.lun.read_only
+
+    def _attr(self, node: Node) -> pyfuse3.EntryAttributes:
+        a = pyfuse3.EntryAttributes()
+        a.st_ino = node.inode
+        a.generation = 0
+        a.entry_timeout = ATTR_TIMEOUT
+        a.attr_timeout = ATTR_TIMEOUT
+        if node.lun is not None:
+            a.st_mode = stat.S_IFREG | (0o644 if self._writable(node) else 0o444)
+            a.st_nlink = 1
+            a.st_size = node.lun.size
+            a.st_blksize = node.lun.block_size
+            a.st_blocks = (node.lun.size + 511) // 512
+        else:
+            a.st_mode = stat.S_IFDIR | 0o755
+            a.st_nlink = 2 + sum(1 for c in node.children.values() if not self.nodes[c].is_file)
+            a.st_size = 0
+            a.st_blksize = 4096
+            a.st_blocks = 0
+        a.st_uid = self.uid
+        a.st_gid = self.gid
+        a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = node.mtime_ns
+        return a
+
+    async def getattr(self, inode, ctx=None):
+        return self._attr(self._node(inode))
+
+    async def lookup(self, parent_inode, name, ctx=None):
+        parent = self._node(parent_inode)
+        if name == b".":
+            return self._attr(parent)
+        if name == b"..":
+            return self._attr(self._node(parent.parent))
+        child = parent.children.get(name)
+        if child is None:
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        return self._attr(self.nodes[child])
+
+    async def setattr(self, inode, attr, fields, fh, ctx):
+        node = self._node(inode)
+        if fields.update_size:
+            # A LUN has the size the target gives it. Truncating to that same size is harmless
+            # (some tools do it); anything else would silently lie about the device.
+            if node.lun is None or attr.st_size != node.lun.size:
+                raise pyfuse3.FUSEError(errno.EPERM)
+        if fields.update_mode or fields.update_uid or fields.update_gid:
+            raise pyfuse3.FUSEError(errno.EPERM)
+        if fields.update_mtime:
+            node.mtime_ns = attr.st_mtime_ns
+        return self._attr(node)
+
+    async def statfs(self, ctx):
+        s = pyfuse3.StatvfsData()
+        total = sum(lun.size for lun in self.luns())
+        s.f_bsize = s.f_frsize = 512
+        s.f_blocks = total // 512
+        s.f_bfree = s.f_bavail = 0
+        s.f_files = len(self.nodes)
+        s.f_ffree = s.f_favail = 0
+        s.f_namemax = 255
+        return s
+
+    # -- directories -------------------------------------------------------------------------------
+
+    async def opendir(self, inode, ctx):
+        node = self._node(inode)
+        if node.is_file:
+            raise pyfuse3.FUSEError(errno.ENOTDIR)
+        return inode
+
+    async def readdir(self, fh, start_id, token):
+        node = self._node(fh)
+        entries = sorted(node.children.items())
+        for index in range(start_id, len(entries)):
+            name, inode = entries[index]
+            if not pyfuse3.readdir_reply(token, name, self._attr(self.nodes[inode]), index + 1):
+                break
+
+    async def releasedir(self, fh):
+        pass
+
+    # -- files -------------------------------------------------------------------------------------
+
+    async def open(self, inode, flags, ctx):
+        node = self._node(inode)
+        if node.lun is None:
+            raise pyfuse3.FUSEError(errno.EISDIR)
+        if flags & _WRITE_FLAGS and not self._writable(node):
+            raise pyfuse3.FUSEError(errno.EROFS)
+        if flags & os.O_TRUNC and node.lun.size:
+            raise pyfuse3.FUSEError(errno.EPERM)  # a LUN cannot be truncated; use conv=notrunc
+        # keep_cache=False: another initiator may have written since the last open.
+        return pyfuse3.FileInfo(fh=inode, keep_cache=False)
+
+    async def read(self, fh, off, size):
+        lun = self._lun(fh)
+        try:
+            return await lun.read(off, size)
+        except (IscsiError, OSError, trio.TooSlowError) as exc:
+            raise self._io_error("read", lun, exc) from None
+
+    async def write(self, fh, off, buf):
+        node = self._node(fh)
+        lun = self._lun(fh)
+        if not self._writable(node):
+            raise pyfuse3.FUSEError(errno.EROFS)
+        try:
+            n = await lun.write(off, buf)
+        except (IscsiError, OSError, trio.TooSlowError) as exc:
+            raise self._io_error("write", lun, exc) from None
+        node.mtime_ns = time.time_ns()
+        return n
+
+    async def flush(self, fh):
+        # close(2): make what this file wrote durable, and report it if that fails.
+        await self._sync(fh)
+
+    async def fsync(self, fh, datasync):
+        await self._sync(fh)
+
+    async def release(self, fh):
+        pass
+
+    async def _sync(self, fh: int) -> None:
+        lun = self._lun(fh)
+        if not lun.dirty:
+            return
+        try:
+            await lun.flush()
+        except (IscsiError, OSError, trio.TooSlowError) as exc:
+            raise self._io_error("flush", lun, exc) from None
+
+    def _lun(self, fh: int) -> Lun:
+        node = self._node(fh)
+        if node.lun is None:
+            raise pyfuse3.FUSEError(errno.EISDIR)
+        return node.lun
+
+    def _io_error(self, op: str, lun: Lun, exc: BaseException) -> pyfuse3.FUSEError:
+        code = _errno(exc)
+        if code != errno.ENOSPC:
+            log.warning("%s on %s/%d failed: %s", op, lun.session.target_name, lun.lun, exc)
+        return pyfuse3.FUSEError(code)
+
+    # -- what a LUN tree cannot do -----------------------------------------------------------------
+
+    async def _not_permitted(self, *args, **kwargs):
+        raise pyfuse3.FUSEError(errno.EPERM)
+
+    create = mknod = mkdir = unlink = rmdir = rename = symlink = link = _not_permitted

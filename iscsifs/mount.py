@@ -1,0 +1,157 @@
+"""Serving a mount: log in, build the tree, mount with pyfuse3, serve until unmounted.
+
+Run inside ``trio.run``. ``ready(message)`` is called once the kernel mount is live, so the CLI
+can return only then (as sshfs does).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from dataclasses import dataclass, replace
+from typing import Callable
+
+import pyfuse3
+import trio
+
+from iscsifs.client import Client, NotFoundError, open_luns
+from iscsifs.fs import IscsiFs
+from iscsifs.lun import Lun
+from iscsifs.net.session import Session
+from iscsifs.proto.errors import IscsiError
+from iscsifs.url import IscsiUrl
+
+log = logging.getLogger("iscsifs")
+
+SHUTDOWN_TIMEOUT = 10.0
+
+
+class MountError(IscsiError):
+    """The kernel mount itself failed (mount point busy, no /dev/fuse, not permitted)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MountOptions:
+    read_only: bool = False
+    allow_other: bool = False
+    fsname: str = "iscsifs"
+
+    def fuse_options(self) -> set[str]:
+        opts = set(pyfuse3.default_options)
+        opts.add(f"fsname={self.fsname}")
+        opts.add("subtype=iscsifs")
+        if self.read_only:
+            opts.add("ro")
+        if self.allow_other:
+            opts.add("allow_other")
+        return opts
+
+
+async def build_tree(nursery: trio.Nursery, client: Client, url: IscsiUrl, *, root_is_file: bool,
+                     read_only: bool) -> tuple[IscsiFs, list[Session]]:
+    sessions: list[Session] = []
+    try:
+        if url.target is None:
+            return await _build_portal(nursery, client, url, read_only, sessions), sessions
+        session = await client.login(nursery, url, url.target)
+        sessions.append(session)
+        luns = await open_luns(session, read_only=read_only)
+        if url.lun is None:
+            fs = IscsiFs(read_only=read_only)
+            for info, lun in luns:
+                fs.add_lun(pyfuse3.ROOT_INODE, str(info.lun), info, lun)
+            return fs, sessions
+        match = [(info, lun) for info, lun in luns if info.lun == url.lun]
+        if not match:
+            raise NotFoundError(f"LUN {url.lun} of {url.target} does not exist or is not a disk")
+        if root_is_file:
+            return IscsiFs(read_only=read_only, root_lun=match[0]), sessions
+        fs = IscsiFs(read_only=read_only)
+        fs.add_lun(pyfuse3.ROOT_INODE, str(url.lun), *match[0])
+        return fs, sessions
+    except BaseException:
+        with trio.CancelScope(shield=True), trio.move_on_after(2):
+            for s in sessions:
+                await s.logout()
+        raise
+
+
+async def _build_portal(nursery: trio.Nursery, client: Client, url: IscsiUrl, read_only: bool,
+                        sessions: list[Session]) -> IscsiFs:
+    targets = sorted(await client.discover(url), key=lambda t: t.name)
+    fs = IscsiFs(read_only=read_only)
+    failures: list[IscsiError] = []
+    for target in targets:
+        try:
+            session = await client.login(nursery, url, target.name)
+        except IscsiError as exc:
+            log.warning("skipping target %s: %s", target.name, exc)
+            failures.append(exc)
+            continue
+        sessions.append(session)
+        directory = fs.add_dir(pyfuse3.ROOT_INODE, target.name)
+        for info, lun in await open_luns(session, read_only=read_only):
+            fs.add_lun(directory, str(info.lun), info, lun)
+    if failures and not sessions:
+        raise failures[0]
+    return fs
+
+
+async def shutdown(luns: list[Lun], sessions: list[Session]) -> None:
+    """Flush what was written, then log out: what unmount and SIGTERM do."""
+    with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_TIMEOUT) as scope:
+        for lun in luns:
+            if lun.dirty and lun.session.alive:
+                try:
+                    await lun.flush()
+                except IscsiError as exc:
+                    log.error("flushing %s/%d on unmount failed: %s", lun.session.target_name, lun.lun, exc)
+        for session in sessions:
+            await session.logout()
+    if scope.cancelled_caught:
+        log.warning("targets did not answer within %.0f s at unmount; closed anyway", SHUTDOWN_TIMEOUT)
+
+
+async def serve(client: Client, url: IscsiUrl, mountpoint: str, options: MountOptions,
+                ready: Callable[[], None], on_exit: Callable[[], None] | None = None) -> None:
+    root_is_file = os.path.isfile(mountpoint)
+    if root_is_file and url.lun is None:
+        raise MountError(f"{mountpoint} is a file: only a LUN URL (iscsi://host/iqn/lun) can be mounted on a file")
+    options = replace(options, fsname=url.redacted())
+    async with trio.open_nursery() as nursery:
+        fs, sessions = await build_tree(nursery, client, url, root_is_file=root_is_file,
+                                        read_only=options.read_only)
+        try:
+            pyfuse3.init(fs, mountpoint, options.fuse_options())
+        except (RuntimeError, OSError) as exc:
+            await shutdown([], sessions)
+            raise MountError(f"cannot mount on {mountpoint}: {exc}") from None
+        terminated = False
+        try:
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+
+                async def on_signal() -> None:
+                    nonlocal terminated
+                    async for signum in signals:
+                        log.info("received %s: unmounting", signal.Signals(signum).name)
+                        terminated = True
+                        pyfuse3.terminate()
+                        return
+
+                nursery.start_soon(on_signal)
+                ready()
+                n = len(fs.luns())
+                log.info("mounted %s on %s (%d LUN%s)", url, mountpoint, n, "" if n == 1 else "s")
+                await pyfuse3.main()
+        except BaseException:
+            terminated = True  # we are leaving on an error: the kernel mount is still there
+            raise
+        finally:
+            await shutdown(fs.luns(), sessions)
+            # After an external unmount (fusermount3 -u) the kernel mount is already gone.
+            pyfuse3.close(unmount=terminated)
+            log.info("unmounted %s", mountpoint)
+            if on_exit is not None:
+                on_exit()
+            nursery.cancel_scope.cancel()

@@ -1,0 +1,142 @@
+"""A private tgtd (Linux SCSI target framework) for the demo and the tests.
+
+Each instance runs ``tgtd -f -C N --iscsi portal=HOST:PORT`` with its own control port N, so
+several can run side by side, and is configured with ``tgtadm -C N``. LUNs are files.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+TGT_SOCKET_DIR = Path("/var/run/tgtd")
+
+
+class TgtError(RuntimeError):
+    pass
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class TgtDaemon:
+    workdir: Path
+    host: str = "127.0.0.1"
+    port: int = 0
+    control_port: int = 0
+    proc: subprocess.Popen | None = None
+    next_tid: int = 1
+    targets: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def portal(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"iscsi://{self.portal}"
+
+    def start(self, timeout: float = 10.0) -> TgtDaemon:
+        if shutil.which("tgtd") is None or shutil.which("tgtadm") is None:
+            raise TgtError("tgtd is not installed (Debian package 'tgt')")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        last_error = ""
+        for _ in range(5):
+            self.port = self.port or free_port(self.host)
+            self.control_port = self.control_port or self._free_control_port()
+            log = open(self.workdir / "tgtd.log", "ab")
+            self.proc = subprocess.Popen(
+                ["tgtd", "-f", "-C", str(self.control_port), "--iscsi", f"portal={self.portal}"],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+            log.close()
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                if self._ready():
+                    return self
+                time.sleep(0.05)
+            last_error = (self.workdir / "tgtd.log").read_text(errors="replace")[-500:]
+            self.stop()
+            self.port = self.control_port = 0
+        raise TgtError(f"tgtd did not start: {last_error.strip()}")
+
+    def _free_control_port(self) -> int:
+        while True:
+            n = random.randint(1000, 60000)
+            if not (TGT_SOCKET_DIR / f"socket.{n}").exists():
+                return n
+
+    def _ready(self) -> bool:
+        r = subprocess.run(["tgtadm", "-C", str(self.control_port), "--lld", "iscsi", "--op", "show",
+                            "--mode", "target"], capture_output=True)
+        if r.returncode != 0:
+            return False
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.settimeout(0.5)
+            return s.connect_ex((self.host, self.port)) == 0
+
+    def tgtadm(self, *args: str) -> str:
+        r = subprocess.run(["tgtadm", "-C", str(self.control_port), "--lld", "iscsi", *args],
+                           capture_output=True, text=True, timeout=30)
+        if r.returncode != 0:
+            raise TgtError(f"tgtadm {' '.join(args)}: {r.stderr.strip() or r.stdout.strip()}")
+        return r.stdout
+
+    def add_target(self, iqn: str, bind: str = "ALL") -> int:
+        tid = self.next_tid
+        self.next_tid += 1
+        self.tgtadm("--op", "new", "--mode", "target", "--tid", str(tid), "-T", iqn)
+        if bind:
+            self.tgtadm("--op", "bind", "--mode", "target", "--tid", str(tid), "-I", bind)
+        self.targets[iqn] = tid
+        return tid
+
+    def add_lun(self, iqn: str, lun: int, backing: Path, *, size: int | None = None,
+                block_size: int | None = None, params: str | None = None) -> Path:
+        """Add a file-backed LUN; ``size`` creates (sparse) or resizes the backing file first."""
+        if size is not None:
+            with open(backing, "ab") as f:
+                f.truncate(size)
+        args = ["--op", "new", "--mode", "logicalunit", "--tid", str(self.targets[iqn]), "--lun", str(lun),
+                "-b", str(backing)]
+        if block_size:
+            args += ["--blocksize", str(block_size)]
+        self.tgtadm(*args)
+        if params:
+            self.tgtadm("--op", "update", "--mode", "logicalunit", "--tid", str(self.targets[iqn]),
+                        "--lun", str(lun), "--params", params)
+        return backing
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            # tgtd -f ignores SIGTERM and SIGINT; it holds no state we need to keep.
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(timeout=10)
+        if self.control_port:
+            for suffix in ("", ".lock"):
+                try:
+                    (TGT_SOCKET_DIR / f"socket.{self.control_port}{suffix}").unlink()
+                except OSError:
+                    pass
+
+    def __enter__(self) -> TgtDaemon:
+        return self.start() if self.proc is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,299 @@
+"""Real mounts against a real tgtd, driven by real tools and Python file I/O."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import random
+import stat
+import subprocess
+import threading
+
+import pytest
+
+from conftest import ISCSIFS, is_mounted, mounted, needs_fuse, pattern, run, unmount
+
+pytestmark = needs_fuse
+
+
+def test_portal_mount_tree_sizes_and_content(private_tgt, tmp_path):
+    a = "iqn.2026-11.example:disk1"
+    b = "iqn.2026-11.example:disk2"
+    private_tgt.add_target(a)
+    private_tgt.add_target(b)
+    files = {}
+    for iqn, lun, size in ((a, 1, 3 << 20), (a, 2, 1 << 20), (b, 1, 2 << 20)):
+        path = tmp_path / f"{iqn[-5:]}-{lun}.img"
+        path.write_bytes(pattern(size, lun))
+        private_tgt.add_lun(iqn, lun, path)
+        files[(iqn, lun)] = path
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    with mounted(private_tgt.url, mnt):
+        assert sorted(os.listdir(mnt)) == [a, b]
+        # tgt's LUN 0 is a controller: only disks become files.
+        assert sorted(os.listdir(mnt / a)) == ["1", "2"]
+        assert os.listdir(mnt / b) == ["1"]
+        for (iqn, lun), path in files.items():
+            f = mnt / iqn / str(lun)
+            st = os.stat(f)
+            assert stat.S_ISREG(st.st_mode)
+            assert st.st_size == path.stat().st_size
+            out = run("stat", "-c", "%s", str(f))
+            assert out.stdout.decode().strip() == str(path.stat().st_size)
+            # cat | sha256sum equals the backing file's
+            cat = subprocess.run(f"cat '{f}' | sha256sum", shell=True, capture_output=True, timeout=60)
+            assert cat.stdout.split()[0].decode() == hashlib.sha256(path.read_bytes()).hexdigest()
+            assert run("cmp", str(f), str(path)).returncode == 0
+
+
+def test_dd_write_then_read_back_matches_backing_file(make_target, tmp_path):
+    t = make_target({1: 8 << 20})
+    image = tmp_path / "image"
+    image.write_bytes(os.urandom(3 << 20))
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    with mounted(t.url, mnt):
+        lun = mnt / "1"
+        r = run("dd", f"if={image}", f"of={lun}", "bs=1M", "seek=2", "conv=notrunc,fsync")
+        assert r.returncode == 0, r.stderr
+        r = run("dd", f"if={lun}", "bs=1M", "skip=2", "count=3", "iflag=direct", f"of={tmp_path / 'back'}")
+        assert r.returncode == 0, r.stderr
+        assert (tmp_path / "back").read_bytes() == image.read_bytes()
+    backing = t.backing[1].read_bytes()
+    assert backing[2 << 20 : 5 << 20] == image.read_bytes()
+    assert backing[: 2 << 20] == pattern(8 << 20, seed=_seed(t))[: 2 << 20]
+
+
+def _seed(t) -> int:
+    n = int(t.iqn.rsplit(":t", 1)[1])
+    return n * 100 + 1
+
+
+def test_python_io_at_odd_offsets_and_eof(make_target, tmp_path):
+    size = (1 << 20) + 512 * 3
+    t = make_target({1: size})
+    expected = bytearray(pattern(size, seed=_seed(t)))
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    rng = random.Random(7)
+    with mounted(t.url, mnt):
+        path = mnt / "1"
+        fd = os.open(path, os.O_RDWR)
+        try:
+            for _ in range(60):
+                off = rng.randrange(0, size)
+                n = rng.randrange(1, min(70000, size - off) + 1)
+                data = os.urandom(n)
+                assert os.pwrite(fd, data, off) == n
+                expected[off : off + n] = data
+                roff = rng.randrange(0, size)
+                rn = rng.randrange(1, 100000)
+                assert os.pread(fd, rn, roff) == bytes(expected[roff : roff + rn])
+            # A read at EOF is short, past EOF empty.
+            assert os.pread(fd, 4096, size - 100) == bytes(expected[-100:])
+            assert os.pread(fd, 4096, size) == b""
+            # A write past the end fails and never changes the size.
+            with pytest.raises(OSError) as e:
+                os.pwrite(fd, b"x" * 1024, size - 10)
+            assert e.value.errno == errno.ENOSPC
+            with pytest.raises(OSError) as e:
+                os.pwrite(fd, b"x", size + 4096)
+            assert e.value.errno == errno.ENOSPC
+            assert os.fstat(fd).st_size == size
+            os.fsync(fd)
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+        assert path.read_bytes() == bytes(expected)
+    assert t.backing[1].read_bytes() == bytes(expected)
+
+
+def test_concurrent_unaligned_writers_lose_nothing(make_target, tmp_path):
+    """Many threads write disjoint, unaligned slices that share 512-byte blocks."""
+    size = 1 << 20
+    t = make_target({1: size}, fill=False)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    # Slices of odd lengths laid end to end: neighbours always share a block.
+    rng = random.Random(3)
+    slices, off = [], 0
+    while off < 256 * 1024:
+        n = rng.randrange(1, 1500)
+        slices.append((off, bytes([len(slices) % 251 + 1]) * n))
+        off += n
+    rng.shuffle(slices)
+    errors: list[BaseException] = []
+    with mounted(t.url, mnt):
+        path = mnt / "1"
+
+        def writer(part):
+            try:
+                fd = os.open(path, os.O_WRONLY)
+                try:
+                    for o, data in part:
+                        assert os.pwrite(fd, data, o) == len(data)
+                finally:
+                    os.close(fd)
+            except BaseException as exc:  # noqa: BLE001
+                errors.append(exc)
+
+        threads = [threading.Thread(target=writer, args=(slices[i::8],)) for i in range(8)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(timeout=120)
+        assert not errors
+        content = path.read_bytes()
+    expected = bytearray(size)
+    for o, data in slices:
+        expected[o : o + len(data)] = data
+    assert content == bytes(expected)
+    assert t.backing[1].read_bytes() == bytes(expected)
+
+
+def test_lun_operations_that_cannot_be_done_fail_clearly(make_target, tmp_path):
+    t = make_target({1: 1 << 20})
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    with mounted(t.url, mnt):
+        f = mnt / "1"
+        for action in (lambda: os.truncate(f, 100), lambda: os.unlink(f), lambda: os.mkdir(mnt / "x"),
+                       lambda: os.rename(f, mnt / "2"), lambda: open(mnt / "new", "wb"),
+                       lambda: open(f, "wb")):
+            with pytest.raises(OSError) as e:
+                action()
+            assert e.value.errno == errno.EPERM
+        os.truncate(f, 1 << 20)  # to its own size: harmless, allowed
+        assert os.stat(f).st_size == 1 << 20
+        with pytest.raises(OSError) as e:
+            os.listdir(mnt / "nope")
+        assert e.value.errno == errno.ENOENT
+
+
+def test_read_only_option(make_target, tmp_path):
+    t = make_target({1: 1 << 20})
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    with mounted(t.url, mnt, "-o", "ro"):
+        f = mnt / "1"
+        assert os.stat(f).st_mode & 0o222 == 0
+        assert f.read_bytes() == t.backing[1].read_bytes()
+        with pytest.raises(OSError) as e:
+            os.open(f, os.O_WRONLY)
+        assert e.value.errno == errno.EROFS
+
+
+def test_lun_url_on_directory_and_on_file(make_target, tmp_path):
+    t = make_target({1: 1 << 20, 2: 2 << 20})
+    d = tmp_path / "dir"
+    d.mkdir()
+    with mounted(t.lun_url(2), d):
+        assert os.listdir(d) == ["2"]
+        assert os.stat(d / "2").st_size == 2 << 20
+    f = tmp_path / "disk.img"
+    f.write_bytes(b"")
+    with mounted(t.lun_url(2), f):
+        assert os.stat(f).st_size == 2 << 20
+        assert f.read_bytes() == t.backing[2].read_bytes()
+        with open(f, "r+b") as fh:
+            fh.seek(12345)
+            fh.write(b"through a file mount point")
+        assert t.backing[2].read_bytes()[12345 : 12345 + 26] == b"through a file mount point"
+    assert f.stat().st_size == 0  # the mount point file itself is untouched
+
+
+def test_background_mount_is_live_when_command_returns(make_target, tmp_path):
+    t = make_target({1: 1 << 20})
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    try:
+        r = run(*ISCSIFS, t.url, str(mnt), timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert is_mounted(mnt)  # no polling: live the moment the command returned
+        assert os.listdir(mnt) == ["1"]
+        assert (mnt / "1").read_bytes()[:4096] == t.backing[1].read_bytes()[:4096]
+    finally:
+        unmount(mnt)
+    # The daemon logs out and exits after unmount: no session left on the target.
+    for _ in range(100):
+        if "Connection" not in t.tgt.tgtadm("--op", "show", "--mode", "conn", "--tid", str(t.tgt.targets[t.iqn])):
+            break
+        import time
+
+        time.sleep(0.1)
+    else:
+        raise AssertionError("session still open on the target after unmount")
+
+
+@pytest.mark.parametrize("make_url, code, words", [
+    (lambda t: "http://127.0.0.1/x", 2, "must start with iscsi://"),
+    (lambda t: "iscsi://127.0.0.1:notaport", 2, "port"),
+    (lambda t: f"{t.tgt.url}/iqn.2026-11.test.iscsifs:missing", 5, "target not found"),
+    (lambda t: f"{t.url}/9", 5, "LUN 9"),
+    (lambda t: "iscsi://127.0.0.1:1", 3, "cannot connect"),
+])
+def test_bad_input_one_line_error_and_exit_code(make_target, tmp_path, make_url, code, words):
+    t = make_target({1: 1 << 20})
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    r = run(*ISCSIFS, make_url(t), str(mnt), timeout=60)
+    err = r.stderr.decode()
+    assert r.returncode == code, err
+    assert words in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not is_mounted(mnt)
+
+
+def test_bad_mount_options_and_mountpoints(make_target, tmp_path):
+    t = make_target({1: 1 << 20})
+    r = run(*ISCSIFS, "-o", "bogus", t.url, str(tmp_path))
+    assert r.returncode == 2 and "unknown mount option 'bogus'" in r.stderr.decode()
+    r = run(*ISCSIFS, t.url, str(tmp_path / "missing"))
+    assert r.returncode == 2 and "does not exist" in r.stderr.decode()
+    f = tmp_path / "file"
+    f.write_bytes(b"")
+    r = run(*ISCSIFS, t.url, str(f))
+    assert r.returncode == 6 and "only a LUN URL" in r.stderr.decode()
+    assert f.read_bytes() == b""
+
+
+def test_already_mounted_mountpoint_is_a_mount_error(make_target, tmp_path):
+    t = make_target({1: 1 << 20})
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    with mounted(t.url, mnt):
+        r = run(*ISCSIFS, "-o", "ro", t.url, str(mnt), timeout=60)
+        # fusermount3 refuses to stack on a FUSE mount point that is not ours to shadow
+        assert r.returncode in (0, 6), r.stderr
+        if r.returncode == 0:
+            unmount(mnt)  # stacked mount: take it off again
+        assert len(r.stderr.decode().strip().splitlines()) <= 1
+
+
+def test_sigterm_unmounts_cleanly(make_target, tmp_path):
+    import signal
+
+    t = make_target({1: 1 << 20})
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    with mounted(t.url, mnt) as m:
+        with open(mnt / "1", "r+b") as f:
+            f.write(b"before sigterm")
+        m.proc.send_signal(signal.SIGTERM)
+        assert m.proc.wait(timeout=30) == 0, m.stderr
+        assert not is_mounted(mnt)
+    assert t.backing[1].read_bytes()[:14] == b"before sigterm"
+
+
+def test_unmount_during_open_file_refused_then_clean(make_target, tmp_path):
+    t = make_target({1: 1 << 20})
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    with mounted(t.url, mnt) as m:
+        fd = os.open(mnt / "1", os.O_RDONLY)
+        r = run("fusermount3", "-u", str(mnt))
+        assert r.returncode != 0 and is_mounted(mnt)  # busy: a real unmount would lose the open file
+        os.close(fd)
+    assert m.proc.returncode == 0, m.stderr
