@@ -259,7 +259,7 @@ class Negotiation:
         name = _FIELD[spec.name]
         if spec.kind is Kind.LIST:
             if answer not in offered.split(","):
-                raise RemoteProtocolError(f"target chose {spec.name}={answer}, which was not offered")
+                raise RemoteProtocolError(f"target answered {spec.name}={answer[:32]} to our offer of {offered}")
             self._set(name, answer == "CRC32C")
         elif spec.kind in (Kind.AND, Kind.OR):
             ours, theirs = _boolean(spec, offered), _boolean(spec, answer)

@@ -1,0 +1,94 @@
+"""SCSI codec (raw CDB bytes, parsers, sense -> errno) and iscsi:// URLs."""
+
+from __future__ import annotations
+
+import errno
+
+import pytest
+
+from iscsifs.scsi import cdb
+from iscsifs.scsi.response import (
+    decode_lun, encode_lun, parse_inquiry, parse_read_capacity_10, parse_read_capacity_16, parse_report_luns,
+)
+from iscsifs.scsi.sense import ScsiError, errno_for, parse_sense
+from iscsifs.url import UrlError, parse_url
+
+
+@pytest.mark.parametrize("built, hexcdb", [
+    (cdb.test_unit_ready(), "000000000000"),
+    (cdb.inquiry(255), "12" "00" "00" "00ff" "00"),
+    (cdb.inquiry(252, page_code=0x80), "12" "01" "80" "00fc" "00"),
+    (cdb.report_luns(4096), "a00000000000" "00001000" "0000"),
+    (cdb.read_capacity_10(), "25" + "00" * 9),
+    (cdb.read_capacity_16(32), "9e10" + "00" * 8 + "00000020" "0000"),
+    (cdb.read(0x12345678, 0x10), "28" "00" "12345678" "00" "0010" "00"),
+    (cdb.read(1 << 33, 8), "88" "00" "0000000200000000" "00000008" "0000"),
+    (cdb.read(0, 0x10000), "88" "00" "0000000000000000" "00010000" "0000"),
+    (cdb.write(7, 1), "2a" "00" "00000007" "00" "0001" "00"),
+    (cdb.write(0xFFFFFFFF, 1), "8a" "00" "00000000ffffffff" "00000001" "0000"),
+    (cdb.synchronize_cache(), "35" + "00" * 9),
+])
+def test_cdb_bytes(built, hexcdb):
+    assert built.hex() == hexcdb
+
+
+def test_inquiry_and_capacity_parsers():
+    inq = parse_inquiry(bytes([0x0C, 0, 5, 2, 31, 0, 0, 0]) + b"IET     " + b"Controller      " + b"0001")
+    assert (inq.device_type, inq.vendor, inq.product, inq.revision, inq.is_disk) == (0x0C, "IET", "Controller", "0001", False)
+    assert parse_inquiry(bytes([0x7F]) + bytes(35)).connected is False
+    # READ CAPACITY returns the *last* LBA: 3 TiB of 4 KiB blocks has last LBA 805306367.
+    cap = parse_read_capacity_16((805306367).to_bytes(8, "big") + (4096).to_bytes(4, "big") + bytes(20))
+    assert cap.size == 3 << 40 and cap.block_size == 4096
+    assert parse_read_capacity_10(bytes.fromhex("0001ffff00000200")).size == 0x20000 * 512
+
+
+def test_luns_round_trip_and_report_luns():
+    for lun in (0, 1, 255, 256, 16383):
+        assert decode_lun(encode_lun(lun).to_bytes(8, "big")) == lun
+    data = (24).to_bytes(4, "big") + bytes(4) + encode_lun(0).to_bytes(8, "big") + encode_lun(1).to_bytes(8, "big") \
+        + encode_lun(300).to_bytes(8, "big")
+    assert parse_report_luns(data) == ([0, 1, 300], 24)
+    assert parse_report_luns(data[:16]) == ([0], 24)  # truncated: caller re-asks with the length
+
+
+def test_sense_formats_and_errno_table():
+    fixed = bytes([0x70, 0, 0x05, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x21, 0x00]) + bytes(4)
+    s = parse_sense(fixed)
+    assert (s.key, s.asc, s.ascq) == (5, 0x21, 0)
+    assert errno_for(2, s) == errno.ENOSPC
+    desc = bytes([0x72, 0x07, 0x27, 0x00]) + bytes(4)
+    assert errno_for(2, parse_sense(desc)) == errno.EROFS
+    assert errno_for(2, parse_sense(bytes([0x70, 0, 0x03]) + bytes(15))) == errno.EIO
+    assert errno_for(0x18, None) == errno.EBUSY
+    e = ScsiError(2, parse_sense(fixed), "WRITE")
+    assert "ILLEGAL REQUEST 21/00 (LBA out of range)" in str(e) and e.errno == errno.ENOSPC
+    assert parse_sense(b"") is None and parse_sense(b"\x00\x00") is None
+
+
+@pytest.mark.parametrize("url, expect", [
+    ("iscsi://127.0.0.1", ("127.0.0.1", 3260, None, None, None, None)),
+    ("iscsi://host.example:3261/iqn.2026-11.example:disk1", ("host.example", 3261, "iqn.2026-11.example:disk1", None, None, None)),
+    ("iscsi://[::1]/iqn.2026-11.example:disk1/7", ("::1", 3260, "iqn.2026-11.example:disk1", 7, None, None)),
+    ("iscsi://bob%p%40ss@[fe80::1]:99/eui.0123456789abcdef/0", ("fe80::1", 99, "eui.0123456789abcdef", 0, "bob", "p%40ss")),
+])
+def test_urls(url, expect):
+    u = parse_url(url)
+    assert (u.host, u.port, u.target, u.lun, u.user, u.password) == expect
+
+
+@pytest.mark.parametrize("url", [
+    "iscsi:/x", "iscsi://", "iscsi://h:", "iscsi://h:70000", "iscsi://[::1", "iscsi://::1/iqn.2026-11.a:b",
+    "iscsi://h/iqn.x", "iscsi://h/iqn.2026-11.a:b/-1", "iscsi://h/iqn.2026-11.a:b/1/2", "iscsi://@h", "iscsi://h?bogus=1",
+    "iscsi://h h",
+])
+def test_malformed_urls(url):
+    with pytest.raises(UrlError):
+        parse_url(url)
+
+
+def test_password_never_in_repr_str_or_errors():
+    u = parse_url("iscsi://bob%hunter2@h/iqn.2026-11.a:b")
+    assert "hunter2" not in repr(u) and "hunter2" not in str(u) and "hunter2" not in u.redacted()
+    with pytest.raises(UrlError) as e:
+        parse_url("iscsi://bob%hunter2@h/notaname")
+    assert "hunter2" not in str(e.value)

@@ -1,0 +1,347 @@
+"""Full-feature phase: the sans-I/O SessionCore, and the trio Session against an in-memory fake target."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+
+from iscsifs.net import session as net_session
+from iscsifs.net.session import Portal, Session
+from iscsifs.proto import pdu as P
+from iscsifs.proto.errors import ConnectionLost, RejectedError, RemoteProtocolError
+from iscsifs.proto.login import LoginConfig
+from iscsifs.proto.session import (
+    ResponseReceived, ScsiTask, SendPdus, SessionCore, TaskDone, sn_le, sn_lt,
+)
+from iscsifs.proto.text import OperationalParams, encode_text, parse_text
+
+
+def core(**params) -> SessionCore:
+    return SessionCore(OperationalParams(**params), cmd_sn=10, exp_cmd_sn=10, max_cmd_sn=20, exp_stat_sn=5)
+
+
+def test_serial_number_arithmetic_wraps():
+    assert sn_lt(0xFFFFFFFF, 0) and not sn_lt(0, 0xFFFFFFFF)
+    assert sn_le(5, 5) and sn_lt(5, 6)
+
+
+def test_window_closes_and_never_moves_back():
+    c = core()
+    c.max_cmd_sn = 10
+    assert c.window_open
+    c.issue(ScsiTask(0, b"\0" * 6))
+    assert not c.window_open
+    c._update_window(11, 9)  # MaxCmdSN < ExpCmdSN - 1: ignored
+    assert c.max_cmd_sn == 10
+    c._update_window(11, 12)
+    assert c.window_open and c.exp_cmd_sn == 11
+    c._update_window(10, 11)  # older values: never backwards
+    assert (c.exp_cmd_sn, c.max_cmd_sn) == (11, 12)
+
+
+def test_write_plan_immediate_and_unsolicited_within_first_burst():
+    c = core(max_recv_data_segment_length=8192, first_burst_length=20000, immediate_data=True, initial_r2t=False)
+    data = bytes(range(256)) * 200  # 51200 bytes
+    pdus = c.issue(ScsiTask(0, b"\x2a" + bytes(9), data_out=memoryview(data)))
+    cmd, outs = pdus[0], pdus[1:]
+    assert isinstance(cmd, P.ScsiCommand) and not cmd.final and cmd.write
+    assert len(cmd.data) == 8192 and cmd.expected_data_transfer_length == len(data)
+    assert [(o.buffer_offset, len(o.data), o.data_sn, o.final) for o in outs] == [
+        (8192, 8192, 0, False), (16384, 3616, 1, True)]
+    assert all(o.target_transfer_tag == P.RESERVED_TAG for o in outs)
+    # The rest comes by R2T, each burst in MaxRecvDataSegmentLength pieces with DataSN from 0.
+    r2t = P.R2T(0, cmd.initiator_task_tag, 0x55, 0, 10, 20, 0, 20000, 20000)
+    (ev,) = c.receive(r2t)
+    assert isinstance(ev, SendPdus)
+    got = [(o.buffer_offset, len(o.data), o.data_sn, o.final, o.target_transfer_tag) for o in ev.pdus]
+    assert got == [(20000, 8192, 0, False, 0x55), (28192, 8192, 1, False, 0x55), (36384, 3616, 2, True, 0x55)]
+    assert b"".join(bytes(o.data) for o in ev.pdus) == data[20000:40000]
+
+
+def test_write_plan_initial_r2t_no_immediate():
+    c = core(immediate_data=False, initial_r2t=True)
+    pdus = c.issue(ScsiTask(0, bytes(10), data_out=memoryview(bytes(4096))))
+    assert len(pdus) == 1 and pdus[0].final and pdus[0].data == b""
+
+
+def test_bad_r2ts_are_protocol_errors():
+    c = core(max_burst_length=8192)
+    (cmd, *_) = c.issue(ScsiTask(0, bytes(10), data_out=memoryview(bytes(65536))))
+    itt = cmd.initiator_task_tag
+    for bad in (P.R2T(0, itt, 1, 0, 10, 20, 1, 0, 4096),  # R2TSN out of order
+                P.R2T(0, itt, 1, 0, 10, 20, 0, 0, 16384),  # beyond MaxBurstLength
+                P.R2T(0, itt, 1, 0, 10, 20, 0, 65000, 4096),  # beyond the transfer
+                P.R2T(0, 999, 1, 0, 10, 20, 0, 0, 4096)):  # unknown task
+        with pytest.raises(RemoteProtocolError):
+            c.receive(bad)
+
+
+def test_data_in_reassembly_with_status_in_last_pdu():
+    c = core()
+    task = ScsiTask(0, bytes(10), expected_in=10000)
+    (cmd,) = c.issue(task)
+    itt = cmd.initiator_task_tag
+    assert c.receive(P.DataIn(0, itt, P.RESERVED_TAG, 0, 11, 21, 0, 0, data=b"a" * 6000)) == []
+    (done,) = c.receive(P.DataIn(0, itt, P.RESERVED_TAG, 5, 11, 21, 1, 6000, final=True, has_status=True,
+                                 status=0, data=b"b" * 4000))
+    assert isinstance(done, TaskDone) and done.task is task
+    assert bytes(task.result.data) == b"a" * 6000 + b"b" * 4000
+    assert c.exp_stat_sn == 6 and c.exp_cmd_sn == 11 and c.max_cmd_sn == 21
+
+
+def test_data_in_underflow_then_separate_response_with_sense():
+    c = core()
+    task = ScsiTask(0, bytes(10), expected_in=4096)
+    (cmd,) = c.issue(task)
+    itt = cmd.initiator_task_tag
+    c.receive(P.DataIn(0, itt, P.RESERVED_TAG, 0, 11, 21, 0, 0, final=True, data=b"x" * 1000))
+    sense = bytes([0x70, 0, 0x01]) + bytes(15)
+    (done,) = c.receive(P.ScsiResponse(itt, 0, 2, 5, 11, 21, residual_count=3096, underflow=True,
+                                       data=len(sense).to_bytes(2, "big") + sense))
+    assert bytes(task.result.data) == b"x" * 1000 and task.result.sense == sense and task.result.status == 2
+
+
+@pytest.mark.parametrize("bad", [
+    lambda itt: P.DataIn(0, itt, 0, 0, 0, 0, 1, 0, data=b"x"),  # DataSN gap
+    lambda itt: P.DataIn(0, itt, 0, 0, 0, 0, 0, 4000, data=b"x" * 200),  # beyond EDTL
+    lambda itt: P.DataIn(0, itt, 0, 0, 0, 0, 0, 8, data=b"x"),  # out of order offset
+    lambda itt: P.DataIn(0, itt + 1, 0, 0, 0, 0, 0, 0, data=b"x"),  # unknown ITT
+    lambda itt: P.ScsiResponse(itt, 0, 0, 0, 0, 0, data=b"\x00\x10"),  # SenseLength beyond segment
+])
+def test_bad_data_in(bad):
+    c = core()
+    (cmd,) = c.issue(ScsiTask(0, bytes(10), expected_in=4096))
+    with pytest.raises(RemoteProtocolError):
+        c.receive(bad(cmd.initiator_task_tag))
+
+
+def test_target_nop_in_is_answered_without_advancing_cmd_sn():
+    c = core()
+    (ev,) = c.receive(P.NopIn(lun=3 << 48, initiator_task_tag=P.RESERVED_TAG, target_transfer_tag=0x1234,
+                              stat_sn=5, exp_cmd_sn=10, max_cmd_sn=30))
+    (nop,) = ev.pdus
+    assert isinstance(nop, P.NopOut) and nop.immediate
+    assert (nop.initiator_task_tag, nop.target_transfer_tag, nop.cmd_sn, nop.lun) == (P.RESERVED_TAG, 0x1234, 10, 3 << 48)
+    assert c.cmd_sn == 10 and c.max_cmd_sn == 30 and c.exp_stat_sn == 5  # unsolicited StatSN not advanced
+
+
+def test_reject_fails_the_rejected_command():
+    c = core()
+    task = ScsiTask(0, bytes(10), expected_in=512)
+    (cmd,) = c.issue(task)
+    (done,) = c.receive(P.Reject(reason=0x09, stat_sn=5, exp_cmd_sn=11, max_cmd_sn=21, data=P.pdu_bytes(cmd)[:48]))
+    assert isinstance(done, TaskDone) and isinstance(task.error, RejectedError)
+    assert "invalid PDU field" in str(task.error)
+
+
+def test_responses_for_requests_never_sent_are_protocol_errors():
+    c = core()
+    for bad in (P.TextResponse(7, P.RESERVED_TAG, 5, 10, 20), P.LogoutResponse(7, 0, 5, 10, 20),
+                P.NopIn(0, 7, P.RESERVED_TAG, 5, 10, 20), P.LoginResponse(b"\0" * 6, 1, 0, 0, 0, 0, 0, 0, 1, 3, True)):
+        with pytest.raises(RemoteProtocolError):
+            c.receive(bad)
+    req = c.request(P.TextRequest, target_transfer_tag=P.RESERVED_TAG, data=b"SendTargets=All\0")
+    assert not req.immediate and c.cmd_sn == 11
+    (ev,) = c.receive(P.TextResponse(req.initiator_task_tag, P.RESERVED_TAG, 5, 11, 20))
+    assert isinstance(ev, ResponseReceived)
+
+
+# -- the trio Session against an in-memory fake target ----------------------------------------------
+
+
+class FakeTarget:
+    """Just enough of a target to log in and serve scripted behaviour; sans-I/O codec over a stream."""
+
+    def __init__(self, stream, *, max_cmd_sn_delta: int = 0, mrdsl: int = 4096):
+        self.stream = stream
+        self.reader = P.PduReader(max_recv_data_segment_length=1 << 20, accept=P.INITIATOR_OPCODES)
+        self.stat_sn = 100
+        self.exp_cmd_sn = 0
+        self.delta = max_cmd_sn_delta
+        self.mrdsl = mrdsl
+        self.disk = bytearray(1 << 16)
+        self.log: list[P.Pdu] = []
+
+    async def recv(self) -> P.Pdu:
+        while True:
+            pdu = self.reader.next_pdu()
+            if pdu is not None:
+                self.log.append(pdu)
+                return pdu
+            data = await self.stream.receive_some(65536)
+            if not data:
+                raise EOFError
+            self.reader.feed(data)
+
+    async def send(self, pdu: P.Pdu) -> None:
+        await self.stream.send_all(P.pdu_bytes(pdu))
+
+    def sn(self, advance: bool = True) -> dict:
+        s = dict(stat_sn=self.stat_sn, exp_cmd_sn=self.exp_cmd_sn, max_cmd_sn=self.exp_cmd_sn + self.delta)
+        if advance:
+            self.stat_sn += 1
+        return s
+
+    async def login(self) -> None:
+        while True:
+            req = await self.recv()
+            self.exp_cmd_sn = req.cmd_sn
+            done = req.transit and req.nsg == P.Stage.FULL_FEATURE
+            keys = [("MaxRecvDataSegmentLength", str(self.mrdsl)), ("InitialR2T", "Yes")] if req.csg == 1 else []
+            await self.send(P.LoginResponse(isid=req.isid, tsih=7 if done else 0,
+                                            initiator_task_tag=req.initiator_task_tag, status_class=0,
+                                            status_detail=0, csg=req.csg, nsg=req.nsg, transit=req.transit,
+                                            data=encode_text(keys), **self.sn()))
+            if done:
+                return
+
+    async def serve_scsi(self, req: P.ScsiCommand) -> None:
+        self.exp_cmd_sn = req.cmd_sn + 1
+        op = req.cdb[0]
+        if op == 0x28:  # READ(10), 512-byte blocks, status in the last Data-In
+            lba, n = int.from_bytes(req.cdb[2:6], "big"), int.from_bytes(req.cdb[7:9], "big")
+            data = bytes(self.disk[lba * 512 : (lba + n) * 512])
+            for i, off in enumerate(range(0, len(data), self.mrdsl)):
+                last = off + self.mrdsl >= len(data)
+                await self.send(P.DataIn(0, req.initiator_task_tag, P.RESERVED_TAG, data_sn=i, buffer_offset=off,
+                                         final=last, has_status=last, data=data[off : off + self.mrdsl],
+                                         **self.sn(advance=last)))
+        elif op == 0x2A:  # WRITE(10) by R2T bursts of 3000 bytes
+            lba = int.from_bytes(req.cdb[2:6], "big")
+            buf = bytearray(req.data)
+            r2t_sn = 0
+            while len(buf) < req.expected_data_transfer_length:
+                want = min(3000, req.expected_data_transfer_length - len(buf))
+                await self.send(P.R2T(0, req.initiator_task_tag, 0x900 + r2t_sn, r2t_sn=r2t_sn,
+                                      buffer_offset=len(buf), desired_data_transfer_length=want,
+                                      **self.sn(advance=False)))
+                r2t_sn += 1
+                got = 0
+                while True:
+                    d = await self.recv()
+                    assert isinstance(d, P.DataOut) and d.buffer_offset == len(buf)
+                    buf += d.data
+                    got += len(d.data)
+                    if d.final:
+                        break
+                assert got == want
+            self.disk[lba * 512 : lba * 512 + len(buf)] = buf
+            await self.send(P.ScsiResponse(req.initiator_task_tag, 0, 0, **self.sn()))
+
+
+@pytest.fixture
+def config():
+    return LoginConfig(initiator_name="iqn.2026-11.test:init", target_name="iqn.2026-11.test:tgt")
+
+
+async def open_over(nursery, client_stream, config) -> Session:
+    async def fake_connect(portal):
+        return client_stream
+
+    orig = net_session._connect
+    net_session._connect = fake_connect
+    try:
+        return await Session.open(nursery, Portal("fake", 3260), config)
+    finally:
+        net_session._connect = orig
+
+
+async def test_read_write_through_r2t_and_small_segments(config):
+    client, server = trio.testing.memory_stream_pair()
+    target = FakeTarget(server, max_cmd_sn_delta=4, mrdsl=1024)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(target.login)
+        session = await open_over(nursery, client, config)
+        assert session.params.max_recv_data_segment_length == 1024 and session.params.initial_r2t
+
+        async def serve():
+            while True:
+                req = await target.recv()
+                await target.serve_scsi(req)
+
+        nursery.start_soon(serve)
+        data = bytes(range(256)) * 40  # 10240 bytes = 20 blocks
+        res = await session.execute(0, bytes.fromhex("2a00000000010000140000"), data_out=data)
+        assert res.status == 0
+        assert bytes(target.disk[512 : 512 + len(data)]) == data
+        outs = [p for p in target.log if isinstance(p, P.DataOut)]
+        assert max(len(p.data) for p in outs) <= 1024  # the target's MaxRecvDataSegmentLength
+        res = await session.execute(0, bytes.fromhex("28000000000100001400"), expected_in=len(data))
+        assert bytes(res.data) == data
+        nursery.cancel_scope.cancel()
+
+
+async def test_closed_window_waits_until_nop_in_opens_it(config):
+    client, server = trio.testing.memory_stream_pair()
+    target = FakeTarget(server, max_cmd_sn_delta=-1)  # MaxCmdSN = ExpCmdSN - 1: window closed
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(target.login)
+        session = await open_over(nursery, client, config)
+        result = []
+
+        async def reader():
+            result.append(await session.execute(0, bytes.fromhex("28000000000000000100"), expected_in=512))
+
+        nursery.start_soon(reader)
+        await trio.testing.wait_all_tasks_blocked()
+        assert not result and not any(isinstance(p, P.ScsiCommand) for p in target.log)
+        # The target opens the window with an unsolicited NOP-In, and pings us at the same time.
+        target.delta = 1
+        await target.send(P.NopIn(0, P.RESERVED_TAG, 0x77, **target.sn(advance=False)))
+        # Both follow; the RFC sets no order between them.
+        got = sorted([await target.recv(), await target.recv()], key=lambda p: type(p).__name__)
+        nop, cmd = got
+        assert isinstance(nop, P.NopOut) and nop.target_transfer_tag == 0x77 and nop.immediate
+        assert isinstance(cmd, P.ScsiCommand)
+        await target.serve_scsi(cmd)
+        await trio.testing.wait_all_tasks_blocked()
+        assert result and result[0].status == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_text_continuation_and_logout(config):
+    client, server = trio.testing.memory_stream_pair()
+    target = FakeTarget(server, max_cmd_sn_delta=4)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(target.login)
+        session = await open_over(nursery, client, config)
+
+        async def serve_text():
+            req = await target.recv()
+            assert isinstance(req, P.TextRequest) and parse_text(req.data) == [("SendTargets", "All")]
+            full = encode_text([("TargetName", "iqn.2026-11.a:x"), ("TargetAddress", "[::1]:3260,1")])
+            await target.send(P.TextResponse(req.initiator_task_tag, 0x42, final=False, cont=True, data=full[:10],
+                                             **target.sn()))
+            req2 = await target.recv()
+            assert req2.target_transfer_tag == 0x42 and req2.initiator_task_tag == req.initiator_task_tag
+            await target.send(P.TextResponse(req.initiator_task_tag, P.RESERVED_TAG, data=full[10:], **target.sn()))
+            logout = await target.recv()
+            assert isinstance(logout, P.LogoutRequest)
+            await target.send(P.LogoutResponse(logout.initiator_task_tag, 0, **target.sn()))
+            await target.stream.aclose()
+
+        nursery.start_soon(serve_text)
+        pairs = await session.text_request([("SendTargets", "All")])
+        assert pairs == [("TargetName", "iqn.2026-11.a:x"), ("TargetAddress", "[::1]:3260,1")]
+        await session.logout()
+        assert not session.alive
+        with pytest.raises(ConnectionLost):
+            await session.execute(0, bytes(6))
+
+
+async def test_malformed_pdu_from_target_fails_waiting_commands(config):
+    client, server = trio.testing.memory_stream_pair()
+    target = FakeTarget(server, max_cmd_sn_delta=4)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(target.login)
+        session = await open_over(nursery, client, config)
+
+        async def misbehave():
+            await target.recv()
+            await target.stream.send_all(bytes([0x3E]) + bytes(47))  # no such opcode
+
+        nursery.start_soon(misbehave)
+        with pytest.raises(RemoteProtocolError):
+            await session.execute(0, bytes.fromhex("28000000000000000100"), expected_in=512)
+        assert not session.alive
