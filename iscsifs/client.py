@@ -148,7 +148,12 @@ async def scan_luns(session: Session) -> list[LunInfo]:
         inq = await inquiry(session, lun)
         if not inq.connected:
             continue
-        capacity = await read_capacity(session, lun) if inq.is_disk else None
+        capacity = None
+        if inq.is_disk:
+            # TEST UNIT READY first: it takes the UNIT ATTENTION of a fresh login and tells us the
+            # unit can do I/O before we show it as a file.
+            await command(session, lun, cdb.test_unit_ready(), name="TEST UNIT READY")
+            capacity = await read_capacity(session, lun)
         infos.append(LunInfo(session.target_name, lun, inq, capacity))
     return infos
 

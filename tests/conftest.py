@@ -46,11 +46,11 @@ class TargetFactory:
         self.workdir = workdir
 
     def __call__(self, luns: dict[int, int] | None = None, *, block_size: int | None = None,
-                 fill: bool = True) -> Target:
+                 fill: bool = True, params: dict[int, str] | None = None, bind: str = "ALL") -> Target:
         """A new target with file-backed LUNs {lun: size}; filled with a known pattern."""
         n = next(_names)
         iqn = f"iqn.2026-11.test.iscsifs:t{n}"
-        self.tgt.add_target(iqn)
+        self.tgt.add_target(iqn, bind=bind)
         backing = {}
         for lun, size in (luns or {1: 4 << 20}).items():
             path = self.workdir / f"t{n}-lun{lun}.img"
@@ -59,7 +59,7 @@ class TargetFactory:
                     f.write(pattern(size, seed=n * 100 + lun))
                 else:
                     f.truncate(size)
-            self.tgt.add_lun(iqn, lun, path, block_size=block_size)
+            self.tgt.add_lun(iqn, lun, path, block_size=block_size, params=(params or {}).get(lun))
             backing[lun] = path
         return Target(iqn, backing, self.tgt)
 

@@ -297,3 +297,92 @@ def test_unmount_during_open_file_refused_then_clean(make_target, tmp_path):
         assert r.returncode != 0 and is_mounted(mnt)  # busy: a real unmount would lose the open file
         os.close(fd)
     assert m.proc.returncode == 0, m.stderr
+
+
+def test_block_size_and_target_errors_surface_as_errno(make_target, tmp_path):
+    t = make_target({1: 1 << 20, 2: 1 << 20}, block_size=4096, params={2: "readonly=1"})
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    with mounted(t.url, mnt):
+        assert os.stat(mnt / "1").st_blksize == 4096
+        assert run("stat", "-c", "%o", str(mnt / "1")).stdout.decode().strip() == "4096"
+        with open(mnt / "1", "r+b", buffering=0) as f:
+            f.seek(4090)
+            f.write(b"0123456789ab")  # straddles two 4 KiB blocks
+        assert t.backing[1].read_bytes()[4090:4102] == b"0123456789ab"
+        # tgt's readonly LUN answers DATA PROTECT: the writer sees EROFS, never silent success.
+        fd = os.open(mnt / "2", os.O_WRONLY)
+        try:
+            with pytest.raises(OSError) as e:
+                os.pwrite(fd, b"x" * 4096, 0)
+            assert e.value.errno == errno.EROFS
+        finally:
+            os.close(fd)
+    assert t.backing[2].read_bytes()[:4096] == pattern(1 << 20, seed=_seed(t) + 1)[:4096]
+
+
+def test_initiator_name_option(make_target, tmp_path):
+    name = "iqn.2026-11.test.iscsifs:allowed-host"
+    t = make_target({1: 1 << 20}, bind="")
+    t.tgt.tgtadm("--op", "bind", "--mode", "target", "--tid", str(t.tgt.targets[t.iqn]), "--initiator-name", name)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    # tgt refuses an initiator that is not in the target's ACL as "target not found" (0x0203).
+    r = run(*ISCSIFS, t.url, str(mnt))
+    assert r.returncode == 5, r.stderr
+    with mounted(t.url, mnt, "-o", f"initiator_name={name}"):
+        conns = t.tgt.tgtadm("--op", "show", "--mode", "conn", "--tid", str(t.tgt.targets[t.iqn]))
+        assert f"Initiator: {name}" in conns
+    r = run(*ISCSIFS, "-o", "initiator_name=not an iqn", t.url, str(mnt))
+    assert r.returncode == 2 and "not an iSCSI name" in r.stderr.decode()
+
+
+def test_allow_other(make_target, tmp_path):
+    import tempfile
+    from pathlib import Path
+
+    t = make_target({1: 1 << 20})
+    # pytest's tmp_path is private to root; another user must be able to reach the mount point.
+    base = Path(tempfile.mkdtemp(prefix="iscsifs-allow-other-"))
+    os.chmod(base, 0o755)
+    mnt = base / "mnt"
+    mnt.mkdir()
+    as_nobody = ["runuser", "-u", "nobody", "--", "stat", "-c", "%s"]
+    try:
+        with mounted(t.url, mnt):
+            assert run(*as_nobody, str(mnt / "1")).returncode != 0  # FUSE keeps other users out by default
+        with mounted(t.url, mnt, "-o", "allow_other"):
+            r = run(*as_nobody, str(mnt / "1"))
+            assert r.returncode == 0 and r.stdout.decode().strip() == str(1 << 20), r.stderr
+            w = run("runuser", "-u", "nobody", "--", "dd", "if=/dev/zero", f"of={mnt / '1'}", "count=1",
+                    "conv=notrunc")
+            assert w.returncode != 0  # default_permissions: mode 0644 owned by root
+    finally:
+        import shutil
+
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_umount_flushes_logs_out_and_exits(make_target, tmp_path):
+    t = make_target({1: 1 << 20})
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    with mounted(t.url, mnt) as m:
+        with open(mnt / "1", "r+b") as f:
+            f.seek(1000)
+            f.write(b"umount")
+        assert run("umount", str(mnt)).returncode == 0
+        assert m.proc.wait(timeout=30) == 0, m.stderr
+    assert t.backing[1].read_bytes()[1000:1006] == b"umount"
+
+
+def test_debug_logs_protocol_events_without_secrets(make_target):
+    t = make_target({1: 1 << 20})
+    tid = str(t.tgt.targets[t.iqn])
+    t.tgt.tgtadm("--op", "new", "--mode", "account", "--user", "dbguser", "--password", "dbgsecret123")
+    t.tgt.tgtadm("--op", "bind", "--mode", "account", "--tid", tid, "--user", "dbguser")
+    r = run(*ISCSIFS, "ls", "-d", t.url.replace("iscsi://", "iscsi://dbguser%dbgsecret123@"))
+    err = r.stderr.decode()
+    assert r.returncode == 0, err
+    assert "LoginRequest" in err and "ScsiCommand" in err and "DataIn" in err
+    assert "dbgsecret123" not in err and "dbgsecret123" not in r.stdout.decode()

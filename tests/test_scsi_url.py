@@ -92,3 +92,21 @@ def test_password_never_in_repr_str_or_errors():
     with pytest.raises(UrlError) as e:
         parse_url("iscsi://bob%hunter2@h/notaname")
     assert "hunter2" not in str(e.value)
+
+
+def test_send_targets_with_several_addresses_per_target():
+    from iscsifs.client import parse_send_targets
+    from iscsifs.proto.errors import RemoteProtocolError
+
+    pairs = [("TargetName", "iqn.2026-11.a:one"), ("TargetAddress", "10.0.0.1:3260,1"),
+             ("TargetAddress", "[fe80::1]:3261,2"), ("TargetAddress", "san.example,3"),
+             ("TargetName", "iqn.2026-11.a:two")]
+    one, two = parse_send_targets(pairs, 3260)
+    assert one.name == "iqn.2026-11.a:one"
+    assert [(p.host, p.port, tag) for p, tag in one.addresses] == [
+        ("10.0.0.1", 3260, 1), ("fe80::1", 3261, 2), ("san.example", 3260, 3)]
+    assert two.addresses == ()
+    with pytest.raises(RemoteProtocolError):
+        parse_send_targets([("TargetAddress", "10.0.0.1:3260,1")], 3260)
+    with pytest.raises(RemoteProtocolError):
+        parse_send_targets([("TargetName", "iqn.2026-11.a:x"), ("TargetAddress", "h:port,1")], 3260)

@@ -61,6 +61,18 @@ def parse_target_address(value: str, default_port: int = 3260) -> tuple[Portal, 
     return Portal(host, int(port) if port else default_port), int(tpgt) if tpgt else 0
 
 
+_DESCRIBED = ("initiator_task_tag", "target_transfer_tag", "cmd_sn", "exp_stat_sn", "stat_sn", "exp_cmd_sn",
+              "max_cmd_sn", "data_sn", "r2t_sn", "buffer_offset", "desired_data_transfer_length",
+              "expected_data_transfer_length", "status", "response", "reason", "async_event")
+
+
+def describe(pdu: Pdu) -> str:
+    """One line per PDU for -d: its kind, the sequence fields it carries, the data length."""
+    fields = " ".join(f"{name}={getattr(pdu, name)}" for name in _DESCRIBED if hasattr(pdu, name))
+    cdb = f" cdb={pdu.cdb[:16].hex()}" if hasattr(pdu, "cdb") else ""
+    return f"{type(pdu).__name__} {fields}{cdb} data={len(pdu.data)}"
+
+
 class _Waiter:
     __slots__ = ("event", "pdu", "error")
 
@@ -153,6 +165,8 @@ class Session:
                         raise ConnectionLost(f"target {self.portal} closed the connection")
                     self._reader.feed(data)
                     continue
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug("%s <- %s", self.target_name or "discovery", describe(pdu))
                 self._dispatch(self._core.receive(pdu))
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             if not self._closed:
@@ -231,6 +245,9 @@ class Session:
 
     async def _send_locked(self, pdus: list[Pdu] | tuple[Pdu, ...]) -> None:
         hd, dd = self.params.header_digest, self.params.data_digest
+        if log.isEnabledFor(logging.DEBUG):
+            for pdu in pdus:
+                log.debug("%s -> %s", self.target_name or "discovery", describe(pdu))
         try:
             with trio.CancelScope(shield=True):
                 for pdu in pdus:
@@ -367,8 +384,10 @@ async def _login(stream: trio.SocketStream, reader: PduReader, config: LoginConf
     machine = LoginMachine(config)
     request = machine.start()
     while True:
+        log.debug("%s -> %s", config.target_name or "discovery", describe(request))
         await stream.send_all(b"".join(encode_pdu(request)))
         response = await _read_one(stream, reader)
+        log.debug("%s <- %s", config.target_name or "discovery", describe(response))
         if not isinstance(response, LoginResponse):
             raise RemoteProtocolError(f"expected a Login Response, got {type(response).__name__}")
         result = machine.receive(response)
