@@ -39,6 +39,16 @@ class Target:
     def lun_url(self, lun: int) -> str:
         return f"{self.url}/{lun}"
 
+    @property
+    def tid(self) -> str:
+        return str(self.tgt.targets[self.iqn])
+
+    def require_chap(self, user: str, password: str) -> str:
+        """Give the target a CHAP account; returns the target URL with those credentials."""
+        self.tgt.tgtadm("--op", "new", "--mode", "account", "--user", user, "--password", password)
+        self.tgt.tgtadm("--op", "bind", "--mode", "account", "--tid", self.tid, "--user", user)
+        return self.url.replace("iscsi://", f"iscsi://{user}%{password}@")
+
 
 class TargetFactory:
     def __init__(self, tgt: TgtDaemon, workdir: Path) -> None:

@@ -272,21 +272,6 @@ def test_already_mounted_mountpoint_is_a_mount_error(make_target, tmp_path):
         assert len(r.stderr.decode().strip().splitlines()) <= 1
 
 
-def test_sigterm_unmounts_cleanly(make_target, tmp_path):
-    import signal
-
-    t = make_target({1: 1 << 20})
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    with mounted(t.url, mnt) as m:
-        with open(mnt / "1", "r+b") as f:
-            f.write(b"before sigterm")
-        m.proc.send_signal(signal.SIGTERM)
-        assert m.proc.wait(timeout=30) == 0, m.stderr
-        assert not is_mounted(mnt)
-    assert t.backing[1].read_bytes()[:14] == b"before sigterm"
-
-
 def test_unmount_during_open_file_refused_then_clean(make_target, tmp_path):
     t = make_target({1: 1 << 20})
     mnt = tmp_path / "mnt"
@@ -324,14 +309,14 @@ def test_block_size_and_target_errors_surface_as_errno(make_target, tmp_path):
 def test_initiator_name_option(make_target, tmp_path):
     name = "iqn.2026-11.test.iscsifs:allowed-host"
     t = make_target({1: 1 << 20}, bind="")
-    t.tgt.tgtadm("--op", "bind", "--mode", "target", "--tid", str(t.tgt.targets[t.iqn]), "--initiator-name", name)
+    t.tgt.tgtadm("--op", "bind", "--mode", "target", "--tid", t.tid, "--initiator-name", name)
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     # tgt refuses an initiator that is not in the target's ACL as "target not found" (0x0203).
     r = run(*ISCSIFS, t.url, str(mnt))
     assert r.returncode == 5, r.stderr
     with mounted(t.url, mnt, "-o", f"initiator_name={name}"):
-        conns = t.tgt.tgtadm("--op", "show", "--mode", "conn", "--tid", str(t.tgt.targets[t.iqn]))
+        conns = t.tgt.tgtadm("--op", "show", "--mode", "conn", "--tid", t.tid)
         assert f"Initiator: {name}" in conns
     r = run(*ISCSIFS, "-o", "initiator_name=not an iqn", t.url, str(mnt))
     assert r.returncode == 2 and "not an iSCSI name" in r.stderr.decode()
@@ -363,25 +348,29 @@ def test_allow_other(make_target, tmp_path):
         shutil.rmtree(base, ignore_errors=True)
 
 
-def test_umount_flushes_logs_out_and_exits(make_target, tmp_path):
+@pytest.mark.parametrize("stop", ["sigterm", "umount"])
+def test_stopping_flushes_logs_out_and_exits(make_target, tmp_path, stop):
+    import signal
+
     t = make_target({1: 1 << 20})
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     with mounted(t.url, mnt) as m:
         with open(mnt / "1", "r+b") as f:
             f.seek(1000)
-            f.write(b"umount")
-        assert run("umount", str(mnt)).returncode == 0
+            f.write(stop.encode())
+        if stop == "sigterm":
+            m.proc.send_signal(signal.SIGTERM)
+        else:
+            assert run("umount", str(mnt)).returncode == 0
         assert m.proc.wait(timeout=30) == 0, m.stderr
-    assert t.backing[1].read_bytes()[1000:1006] == b"umount"
+        assert not is_mounted(mnt)
+    assert t.backing[1].read_bytes()[1000 : 1000 + len(stop)] == stop.encode()
 
 
 def test_debug_logs_protocol_events_without_secrets(make_target):
     t = make_target({1: 1 << 20})
-    tid = str(t.tgt.targets[t.iqn])
-    t.tgt.tgtadm("--op", "new", "--mode", "account", "--user", "dbguser", "--password", "dbgsecret123")
-    t.tgt.tgtadm("--op", "bind", "--mode", "account", "--tid", tid, "--user", "dbguser")
-    r = run(*ISCSIFS, "ls", "-d", t.url.replace("iscsi://", "iscsi://dbguser%dbgsecret123@"))
+    r = run(*ISCSIFS, "ls", "-d", t.require_chap("dbguser", "dbgsecret123"))
     err = r.stderr.decode()
     assert r.returncode == 0, err
     assert "LoginRequest" in err and "ScsiCommand" in err and "DataIn" in err

@@ -247,12 +247,17 @@ async def open_over(nursery, client_stream, config) -> Session:
         net_session._connect = orig
 
 
-async def test_read_write_through_r2t_and_small_segments(config):
+async def logged_in(nursery, config, **target_kw) -> tuple[FakeTarget, Session]:
+    """A fake target on one end of an in-memory stream, and a Session logged in to it."""
     client, server = trio.testing.memory_stream_pair()
-    target = FakeTarget(server, max_cmd_sn_delta=4, mrdsl=1024)
+    target = FakeTarget(server, **target_kw)
+    nursery.start_soon(target.login)
+    return target, await open_over(nursery, client, config)
+
+
+async def test_read_write_through_r2t_and_small_segments(config):
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(target.login)
-        session = await open_over(nursery, client, config)
+        target, session = await logged_in(nursery, config, max_cmd_sn_delta=4, mrdsl=1024)
         assert session.params.max_recv_data_segment_length == 1024 and session.params.initial_r2t
 
         async def serve():
@@ -273,11 +278,9 @@ async def test_read_write_through_r2t_and_small_segments(config):
 
 
 async def test_closed_window_waits_until_nop_in_opens_it(config):
-    client, server = trio.testing.memory_stream_pair()
-    target = FakeTarget(server, max_cmd_sn_delta=-1)  # MaxCmdSN = ExpCmdSN - 1: window closed
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(target.login)
-        session = await open_over(nursery, client, config)
+        # MaxCmdSN = ExpCmdSN - 1: the window is closed.
+        target, session = await logged_in(nursery, config, max_cmd_sn_delta=-1)
         result = []
 
         async def reader():
@@ -301,11 +304,8 @@ async def test_closed_window_waits_until_nop_in_opens_it(config):
 
 
 async def test_text_continuation_and_logout(config):
-    client, server = trio.testing.memory_stream_pair()
-    target = FakeTarget(server, max_cmd_sn_delta=4)
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(target.login)
-        session = await open_over(nursery, client, config)
+        target, session = await logged_in(nursery, config, max_cmd_sn_delta=4)
 
         async def serve_text():
             req = await target.recv()
@@ -331,11 +331,8 @@ async def test_text_continuation_and_logout(config):
 
 
 async def test_malformed_pdu_from_target_fails_waiting_commands(config):
-    client, server = trio.testing.memory_stream_pair()
-    target = FakeTarget(server, max_cmd_sn_delta=4)
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(target.login)
-        session = await open_over(nursery, client, config)
+        target, session = await logged_in(nursery, config, max_cmd_sn_delta=4)
 
         async def misbehave():
             await target.recv()

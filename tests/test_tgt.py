@@ -51,10 +51,7 @@ def _seed(t) -> int:
 
 def test_chap_one_way_with_tgt_accounts(make_target, tmp_path):
     t = make_target({1: 1 << 20})
-    tid = str(t.tgt.targets[t.iqn])
-    t.tgt.tgtadm("--op", "new", "--mode", "account", "--user", "chapuser", "--password", "chapsecret12")
-    t.tgt.tgtadm("--op", "bind", "--mode", "account", "--tid", tid, "--user", "chapuser")
-    good = t.lun_url(1).replace("iscsi://", "iscsi://chapuser%chapsecret12@")
+    good = t.require_chap("chapuser", "chapsecret12") + "/1"
     with LunFile(good) as lun:
         assert lun.read(0, 16) == t.backing[1].read_bytes()[:16]
     # No credentials, and wrong ones: authentication failure, exit 4, no secret in the message.
@@ -74,9 +71,8 @@ def test_chap_one_way_with_tgt_accounts(make_target, tmp_path):
 async def test_header_and_data_digests_with_tgt(make_target):
     """tgt checks our CRC32C and we check its: any byte-order mistake would fail the login or the I/O."""
     t = make_target({1: 1 << 20})
-    tid = str(t.tgt.targets[t.iqn])
     for key in ("HeaderDigest", "DataDigest"):
-        t.tgt.tgtadm("--op", "update", "--mode", "target", "--tid", tid, "-n", key, "-v", "CRC32C")
+        t.tgt.tgtadm("--op", "update", "--mode", "target", "--tid", t.tid, "-n", key, "-v", "CRC32C")
     offer = Offer(header_digest=("CRC32C",), data_digest=("CRC32C",))
     client = Client(ClientConfig(offer=offer))
     async with trio.open_nursery() as nursery:
