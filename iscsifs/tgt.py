@@ -73,7 +73,7 @@ class TgtDaemon:
 
     def _free_control_port(self) -> int:
         while True:
-            n = random.randint(1000, 60000)
+            n = random.randint(1000, 32000)  # tgtd takes -C values up to 32767 only
             if not (TGT_SOCKET_DIR / f"socket.{n}").exists():
                 return n
 
