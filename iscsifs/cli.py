@@ -18,10 +18,9 @@ from pathlib import Path
 import trio
 
 from iscsifs import __version__
-from iscsifs.client import Client, ClientConfig, NotFoundError, scan_luns
+from iscsifs.client import Client, NotFoundError
 from iscsifs.mount import MountError, MountOptions, serve
 from iscsifs.net.session import ConnectError
-from iscsifs.proto.chap import ChapCredentials
 from iscsifs.proto.errors import (
     AuthenticationError, ConnectionLost, IscsiError, LoginError, RejectedError, RemoteProtocolError,
 )
@@ -113,18 +112,6 @@ def parse_mount_options(values: list[str]) -> tuple[MountOptions, dict[str, str]
             else:
                 raise UsageError(f"unknown mount option '{opt[:80]}' (known: ro, rw, allow_other, initiator_name=IQN)")
     return MountOptions(read_only=read_only, allow_other=allow_other), settings
-
-
-def client_for(url: IscsiUrl, settings: dict[str, str]) -> Client:
-    credentials = None
-    if url.user is not None:
-        if url.password is None:
-            raise UsageError("the URL names a CHAP user but no password (iscsi://user%password@host/...)")
-        credentials = ChapCredentials(url.user, url.password.encode())
-    kwargs = {}
-    if "initiator_name" in settings:
-        kwargs["initiator_name"] = settings["initiator_name"]
-    return Client(ClientConfig(credentials=credentials, **kwargs))
 
 
 def setup_logging(debug: bool) -> None:
@@ -283,7 +270,7 @@ async def _mount_main(args: argparse.Namespace, url: IscsiUrl | None, mountpoint
                    f"  try:      ls -l {mountpoint}/{DEMO_TARGET}/ && head -c 120 {mountpoint}/{DEMO_TARGET}/1\n"
                    f"  unmount:  fusermount3 -u {mountpoint}   (also stops the demo target)")
     assert url is not None
-    client = client_for(url, settings)
+    client = Client.for_url(url, settings.get("initiator_name"))
     if args.foreground and demo_dir is not None:
         message += "\n  (running in the foreground: Ctrl-C also unmounts)"
 
@@ -309,16 +296,7 @@ async def _ls(url: IscsiUrl, client: Client) -> list[tuple[str, int, str, int | 
     rows = []
     targets = [url.target] if url.target else [t.name for t in sorted(await client.discover(url), key=lambda t: t.name)]
     for target in targets:
-        async with trio.open_nursery() as nursery:
-            session = await client.login(nursery, url, target)
-            try:
-                with trio.fail_after(60):
-                    infos = await scan_luns(session)
-            finally:
-                with trio.move_on_after(2):
-                    await session.logout()
-            nursery.cancel_scope.cancel()
-        for info in infos:
+        for info in await client.scan_target(url, target):
             if url.lun is not None and info.lun != url.lun:
                 continue
             size = info.capacity.size if info.capacity else None
@@ -331,7 +309,7 @@ async def _ls(url: IscsiUrl, client: Client) -> list[tuple[str, int, str, int | 
 
 def run_ls(args: argparse.Namespace) -> int:
     url = parse_url(args.url)
-    client = client_for(url, {})
+    client = Client.for_url(url)
     rows = trio.run(_ls, url, client)
     header = ("TARGET", "LUN", "TYPE", "SIZE", "VENDOR", "PRODUCT")
     table = [header] + [(t, str(lun), typ, "-" if size is None else str(size), v, p) for t, lun, typ, size, v, p in rows]

@@ -26,7 +26,7 @@ from iscsifs.proto.login import LoginConfig
 from iscsifs.proto.text import Offer
 from iscsifs.scsi import cdb
 from iscsifs.scsi.response import Capacity, StandardInquiry, parse_report_luns
-from iscsifs.url import IscsiUrl
+from iscsifs.url import IscsiUrl, UrlError
 
 log = logging.getLogger("iscsifs.client")
 
@@ -104,6 +104,17 @@ class Client:
     def __init__(self, config: ClientConfig) -> None:
         self.config = config
 
+    @classmethod
+    def for_url(cls, url: IscsiUrl, initiator_name: str | None = None) -> Client:
+        """A client with the URL's CHAP credentials (user%password) and, if given, our name."""
+        credentials = None
+        if url.user is not None:
+            if url.password is None:
+                raise UrlError("the URL names a CHAP user but no password (iscsi://user%password@host/...)")
+            credentials = ChapCredentials(url.user, url.password.encode())
+        kwargs = {"initiator_name": initiator_name} if initiator_name else {}
+        return cls(ClientConfig(credentials=credentials, **kwargs))
+
     def _login_config(self, target: str | None) -> LoginConfig:
         return LoginConfig(initiator_name=self.config.initiator_name, target_name=target,
                            offer=self.config.offer, credentials=self.config.credentials)
@@ -127,6 +138,18 @@ class Client:
         # advertise addresses on other networks (or behind NAT), so log in through it.
         with trio.fail_after(self.config.login_timeout):
             return await Session.open(nursery, Portal(url.host, url.port), self._login_config(target))
+
+    async def scan_target(self, url: IscsiUrl, target: str) -> list[LunInfo]:
+        """Log in, list every LUN of ``target``, log out."""
+        async with trio.open_nursery() as nursery:
+            session = await self.login(nursery, url, target)
+            try:
+                with trio.fail_after(60):
+                    return await scan_luns(session)
+            finally:
+                with trio.move_on_after(2):
+                    await session.logout()
+                nursery.cancel_scope.cancel()
 
 
 async def report_luns(session: Session) -> list[int]:

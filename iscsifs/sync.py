@@ -17,10 +17,9 @@ from typing import Any, Awaitable, Callable
 
 import trio
 
-from iscsifs.client import Client, ClientConfig, DiscoveredTarget, LunInfo, NotFoundError, open_luns, scan_luns
+from iscsifs.client import Client, DiscoveredTarget, LunInfo, NotFoundError, open_luns
 from iscsifs.lun import Lun
-from iscsifs.proto.chap import ChapCredentials
-from iscsifs.url import UrlError, parse_url
+from iscsifs.url import IscsiUrl, UrlError, parse_url
 
 
 class _LoopThread:
@@ -60,11 +59,9 @@ class _LoopThread:
             self._thread.join(timeout=30)
 
 
-def _client(url_text: str, initiator_name: str | None) -> tuple[Any, Client]:
+def _client(url_text: str, initiator_name: str | None) -> tuple[IscsiUrl, Client]:
     url = parse_url(url_text)
-    creds = ChapCredentials(url.user, (url.password or "").encode()) if url.user else None
-    kw = {"initiator_name": initiator_name} if initiator_name else {}
-    return url, Client(ClientConfig(credentials=creds, **kw))
+    return url, Client.for_url(url, initiator_name)
 
 
 def discover(url: str, *, initiator_name: str | None = None) -> list[DiscoveredTarget]:
@@ -78,18 +75,7 @@ def list_luns(url: str, *, initiator_name: str | None = None) -> list[LunInfo]:
     u, client = _client(url, initiator_name)
     if u.target is None:
         raise UrlError("list_luns needs a target URL (iscsi://host/iqn)")
-
-    async def scan() -> list[LunInfo]:
-        async with trio.open_nursery() as nursery:
-            session = await client.login(nursery, u, u.target)
-            try:
-                return await scan_luns(session)
-            finally:
-                with trio.move_on_after(2):
-                    await session.logout()
-                nursery.cancel_scope.cancel()
-
-    return trio.run(scan)
+    return trio.run(client.scan_target, u, u.target)
 
 
 class LunFile:

@@ -321,7 +321,15 @@ async def test_text_continuation_and_logout(config):
             await target.send(P.LogoutResponse(logout.initiator_task_tag, 0, **target.sn()))
             await target.stream.aclose()
 
-        nursery.start_soon(serve_text)
+        async def answer_ping():
+            ping = await target.recv()
+            assert isinstance(ping, P.NopOut) and ping.immediate and ping.initiator_task_tag != P.RESERVED_TAG
+            await target.send(P.NopIn(0, ping.initiator_task_tag, P.RESERVED_TAG, **target.sn()))
+            await serve_text()
+
+        nursery.start_soon(answer_ping)
+        with trio.fail_after(5):
+            await session.ping()
         pairs = await session.text_request([("SendTargets", "All")])
         assert pairs == [("TargetName", "iqn.2026-11.a:x"), ("TargetAddress", "[::1]:3260,1")]
         await session.logout()

@@ -157,6 +157,8 @@ def test_ls_errors(private_tgt):
     assert r.returncode == 3 and "cannot connect to portal 127.0.0.1:1" in r.stderr.decode()
     r = run(*ISCSIFS, "ls", f"{private_tgt.url}/iqn.2026-11.example:nothere")
     assert r.returncode == 5 and "target not found" in r.stderr.decode()
+    r = run(*ISCSIFS, "ls", "iscsi://bob@127.0.0.1")
+    assert r.returncode == 2 and "no password" in r.stderr.decode()
     r = run(*ISCSIFS, "ls", "not-a-url")
     assert r.returncode == 2 and len(r.stderr.decode().strip().splitlines()) == 1
 

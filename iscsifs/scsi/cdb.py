@@ -8,12 +8,10 @@ import struct
 class Op:
     TEST_UNIT_READY = 0x00
     INQUIRY = 0x12
-    MODE_SENSE_6 = 0x1A
     READ_CAPACITY_10 = 0x25
     READ_10 = 0x28
     WRITE_10 = 0x2A
     SYNCHRONIZE_CACHE_10 = 0x35
-    MODE_SENSE_10 = 0x5A
     READ_16 = 0x88
     WRITE_16 = 0x8A
     SYNCHRONIZE_CACHE_16 = 0x91
@@ -70,7 +68,3 @@ def synchronize_cache(lba: int = 0, blocks: int = 0, use_16: bool = False) -> by
     if use_16 or not fits_10(lba, blocks):
         return struct.pack(">BxQIxx", Op.SYNCHRONIZE_CACHE_16, lba, blocks)
     return struct.pack(">BxIxHx", Op.SYNCHRONIZE_CACHE_10, lba, blocks)
-
-
-def mode_sense_6(page_code: int = 0x3F, allocation_length: int = 255, dbd: bool = True) -> bytes:
-    return struct.pack(">BBBxBx", Op.MODE_SENSE_6, 0x08 if dbd else 0, page_code & 0x3F, allocation_length)

@@ -126,10 +126,3 @@ def parse_report_luns(data: bytes | memoryview) -> tuple[list[int], int]:
     end = min(len(d), 8 + list_length)
     luns = [decode_lun(d[i : i + 8]) for i in range(8, end - 7, 8)]
     return luns, list_length
-
-
-def mode_sense_6_write_protected(data: bytes | memoryview) -> bool:
-    """SBC-3 §6.3.1: WP is bit 7 of the device-specific parameter of the mode parameter header."""
-    if len(data) < 4:
-        raise ScsiParseError("MODE SENSE(6) header too short")
-    return bool(data[2] & 0x80)
