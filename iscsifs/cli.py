@@ -10,17 +10,21 @@ import errno
 import logging
 import logging.handlers
 import os
+import re
 import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
+import setproctitle
 import trio
 
 from iscsifs import __version__
-from iscsifs.client import Client, NotFoundError
+from iscsifs.client import DIGEST_OFFERS, Client, ConnectOptions, NotFoundError
 from iscsifs.mount import MountError, MountOptions, serve
 from iscsifs.net.session import ConnectError
+from iscsifs.proto.chap import parse_algorithms
 from iscsifs.proto.errors import (
     AuthenticationError, ConnectionLost, IscsiError, LoginError, RejectedError, RemoteProtocolError,
 )
@@ -92,26 +96,62 @@ def error_message(exc: BaseException) -> str:
 # -- options ---------------------------------------------------------------------------------------
 
 
-def parse_mount_options(values: list[str]) -> tuple[MountOptions, dict[str, str]]:
-    """-o opt[,opt...] (repeatable). Returns FUSE options and iSCSI settings."""
-    read_only = allow_other = False
-    settings: dict[str, str] = {}
+OPTIONS_HELP = """options (-o, comma-separated, repeatable):
+  ro, rw                 read-only or read-write (default rw; write-protected LUNs are always read-only)
+  allow_other            let other users reach the files (needs user_allow_other in /etc/fuse.conf)
+  uid=N, gid=N, umask=M  owner, group and permission mask of the files (default: yours, 022)
+  initiator_name=IQN     our iSCSI name (default: /etc/iscsi/initiatorname.iscsi or one derived from the machine)
+  credentials=FILE       CHAP secrets file, mode 600: username, password, target_username, target_password
+  chap_algs=LIST         CHAP algorithms to offer, in order (sha256,sha3-256,sha1,md5; default all, strongest first)
+  header_digest=D        none, crc32c, crc32c-none (default) or none-crc32c; data_digest=D likewise (default none-crc32c)
+CHAP secrets may also come from the URL (visible in ps until iscsifs hides it), from ?target_user=&target_password=,
+or from LIBISCSI_CHAP_USERNAME, LIBISCSI_CHAP_PASSWORD, LIBISCSI_CHAP_TARGET_USERNAME, LIBISCSI_CHAP_TARGET_PASSWORD.
+"""
+
+
+def _id_option(key: str, val: str) -> int:
+    if not val.isdigit() or int(val) >= 1 << 32:
+        raise UsageError(f"{key}={val[:20]} is not a numeric id")
+    return int(val)
+
+
+def parse_mount_options(values: list[str]) -> tuple[MountOptions, ConnectOptions]:
+    """-o opt[,opt...] (repeatable). Returns FUSE options and iSCSI connection options."""
+    fuse: dict[str, Any] = {}
+    conn: dict[str, Any] = {}
     for value in values:
         for opt in filter(None, value.split(",")):
             key, eq, val = opt.partition("=")
-            if key == "ro" and not eq:
-                read_only = True
-            elif key == "rw" and not eq:
-                read_only = False
+            if key in ("ro", "rw") and not eq:
+                fuse["read_only"] = key == "ro"
             elif key == "allow_other" and not eq:
-                allow_other = True
+                fuse["allow_other"] = True
+            elif key == "default_permissions" and not eq:
+                pass  # always on: the kernel checks the files' modes
+            elif key in ("uid", "gid") and eq:
+                fuse[key] = _id_option(key, val)
+            elif key == "umask" and eq:
+                if not re.fullmatch(r"[0-7]{1,4}", val):
+                    raise UsageError(f"umask={val[:20]} is not an octal mask such as 022")
+                fuse["umask"] = int(val, 8) & 0o777
             elif key == "initiator_name" and eq:
                 if not is_iscsi_name(val):
                     raise UsageError(f"initiator_name={val[:80]} is not an iSCSI name (iqn.YYYY-MM.domain:name)")
-                settings[key] = val
+                conn[key] = val
+            elif key == "credentials" and eq and val:
+                conn["credentials_file"] = val
+            elif key == "chap_algs" and eq:
+                try:
+                    conn["chap_algorithms"] = parse_algorithms(val)
+                except ValueError as exc:
+                    raise UsageError(f"chap_algs: {exc}") from None
+            elif key in ("header_digest", "data_digest") and eq:
+                if val.lower() not in DIGEST_OFFERS:
+                    raise UsageError(f"{key}={val[:20]} is not one of {', '.join(DIGEST_OFFERS)}")
+                conn[key] = val.lower()
             else:
-                raise UsageError(f"unknown mount option '{opt[:80]}' (known: ro, rw, allow_other, initiator_name=IQN)")
-    return MountOptions(read_only=read_only, allow_other=allow_other), settings
+                raise UsageError(f"unknown mount option '{opt.partition('=')[0][:40]}' (see iscsifs --help)")
+    return MountOptions(**fuse), ConnectOptions(**conn)
 
 
 def setup_logging(debug: bool) -> None:
@@ -193,7 +233,7 @@ def _detach_stdio() -> None:
 
 
 def run_mount(args: argparse.Namespace) -> int:
-    options, settings = parse_mount_options(args.options)
+    options, connect = parse_mount_options(args.options)
     demo_dir: Path | None = None
     if args.url is None:
         if os.geteuid() != 0:
@@ -217,7 +257,7 @@ def run_mount(args: argparse.Namespace) -> int:
     try:
         code, message = EXIT_OK, ""
         try:
-            trio.run(_mount_main, args, url, str(mountpoint), options, settings, demo_dir, report_fd)
+            trio.run(_mount_main, args, url, str(mountpoint), options, connect, demo_dir, report_fd)
         except BaseException as exc:  # noqa: BLE001 - one line, one exit code, always
             exc = _unwrap(exc)
             if isinstance(exc, KeyboardInterrupt):
@@ -246,7 +286,7 @@ def _unwrap(exc: BaseException) -> BaseException:
 
 
 async def _mount_main(args: argparse.Namespace, url: IscsiUrl | None, mountpoint: str, options: MountOptions,
-                      settings: dict[str, str], demo_dir: Path | None, report_fd: int | None) -> None:
+                      connect: ConnectOptions, demo_dir: Path | None, report_fd: int | None) -> None:
     on_exit = None
     message = ""
     if demo_dir is not None:
@@ -270,7 +310,7 @@ async def _mount_main(args: argparse.Namespace, url: IscsiUrl | None, mountpoint
                    f"  try:      ls -l {mountpoint}/{DEMO_TARGET}/ && head -c 120 {mountpoint}/{DEMO_TARGET}/1\n"
                    f"  unmount:  fusermount3 -u {mountpoint}   (also stops the demo target)")
     assert url is not None
-    client = Client.for_url(url, settings.get("initiator_name"))
+    client = Client.for_url(url, connect)
     if args.foreground and demo_dir is not None:
         message += "\n  (running in the foreground: Ctrl-C also unmounts)"
 
@@ -309,7 +349,8 @@ async def _ls(url: IscsiUrl, client: Client) -> list[tuple[str, int, str, int | 
 
 def run_ls(args: argparse.Namespace) -> int:
     url = parse_url(args.url)
-    client = Client.for_url(url)
+    _, connect = parse_mount_options(args.options)
+    client = Client.for_url(url, connect)
     rows = trio.run(_ls, url, client)
     header = ("TARGET", "LUN", "TYPE", "SIZE", "VENDOR", "PRODUCT")
     table = [header] + [(t, str(lun), typ, "-" if size is None else str(size), v, p) for t, lun, typ, size, v, p in rows]
@@ -328,7 +369,7 @@ def _mount_parser() -> argparse.ArgumentParser:
         usage="iscsifs [-o OPTIONS] [-f] [-d] [URL MOUNTPOINT]\n       iscsifs ls URL",
         description="Mount iSCSI LUNs as regular files. With no URL, mount a demo on a throwaway local tgtd.",
         epilog="URL: iscsi://[user[%password]@]host[:port][/target-iqn[/lun]]  (IPv6 hosts in [brackets])\n"
-               "options (-o): ro, rw, allow_other, initiator_name=IQN\n\n" + EXIT_CODES_HELP,
+               + OPTIONS_HELP + "\n" + EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("url", nargs="?", metavar="URL")
     p.add_argument("mountpoint", nargs="?", metavar="MOUNTPOINT")
@@ -341,14 +382,37 @@ def _mount_parser() -> argparse.ArgumentParser:
 
 def _ls_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="iscsifs ls", description="List every target and LUN on a portal.",
-                                epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+                                epilog="options (-o): initiator_name, credentials, chap_algs, header_digest, data_digest"
+                                       " (as for a mount)\n\n" + EXIT_CODES_HELP,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("url", metavar="URL")
+    p.add_argument("-o", dest="options", action="append", default=[], metavar="OPTIONS")
     p.add_argument("-d", dest="debug", action="store_true", help="log protocol events")
     return p
 
 
+_PASSWORD_IN_URL = re.compile(r"(iscsi://[^/@%]*%)[^@]*@")
+_PASSWORD_IN_QUERY = re.compile(r"(target_password=)[^&\s]*")
+
+
+def redact_argument(arg: str) -> str:
+    """An argument as ps may show it: passwords in iscsi:// URLs replaced by ***."""
+    return _PASSWORD_IN_QUERY.sub(r"\1***", _PASSWORD_IN_URL.sub(r"\1***@", arg))
+
+
+def hide_secrets_from_ps(argv: list[str]) -> None:
+    """A password in the URL is in /proc/PID/cmdline for every user to read: rewrite it at once.
+
+    (A window remains between exec and this line; the credentials file and the environment
+    variables have none, which is why the README recommends them.)"""
+    redacted = [redact_argument(a) for a in argv]
+    if redacted != argv:
+        setproctitle.setproctitle(" ".join(["iscsifs", *redacted]))
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    hide_secrets_from_ps(argv)
     is_ls = bool(argv) and argv[0] == "ls"
     args = (_ls_parser() if is_ls else _mount_parser()).parse_args(argv[1:] if is_ls else argv)
     setup_logging(args.debug)

@@ -14,7 +14,8 @@ import hashlib
 import logging
 import re
 import socket
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 
 import trio
 
@@ -26,7 +27,7 @@ from iscsifs.proto.login import LoginConfig
 from iscsifs.proto.text import Offer
 from iscsifs.scsi import cdb
 from iscsifs.scsi.response import Capacity, StandardInquiry, parse_report_luns
-from iscsifs.url import IscsiUrl, UrlError
+from iscsifs.url import IscsiUrl, chap_credentials
 
 log = logging.getLogger("iscsifs.client")
 
@@ -55,12 +56,32 @@ def default_initiator_name() -> str:
     return "iqn.2026-11.org.iscsifs:" + hashlib.sha256(seed.encode()).hexdigest()[:12]
 
 
+DIGEST_OFFERS: dict[str, tuple[str, ...]] = {
+    "none": ("None",),
+    "crc32c": ("CRC32C",),
+    "crc32c-none": ("CRC32C", "None"),
+    "none-crc32c": ("None", "CRC32C"),
+}
+
+
 @dataclass(frozen=True, slots=True)
 class ClientConfig:
     initiator_name: str = field(default_factory=default_initiator_name)
     credentials: ChapCredentials | None = None
     offer: Offer = Offer()
     login_timeout: float = 15.0
+    chap_algorithms: tuple[int, ...] | None = None  # None: DEFAULT_ALGORITHMS with the tgt fallback
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectOptions:
+    """What the command line (-o) adds to a URL. Each wins over the URL's own setting."""
+
+    initiator_name: str | None = None
+    credentials_file: str | None = None
+    chap_algorithms: tuple[int, ...] | None = None
+    header_digest: str | None = None  # a key of DIGEST_OFFERS
+    data_digest: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,19 +126,27 @@ class Client:
         self.config = config
 
     @classmethod
-    def for_url(cls, url: IscsiUrl, initiator_name: str | None = None) -> Client:
-        """A client with the URL's CHAP credentials (user%password) and, if given, our name."""
-        credentials = None
-        if url.user is not None:
-            if url.password is None:
-                raise UrlError("the URL names a CHAP user but no password (iscsi://user%password@host/...)")
-            credentials = ChapCredentials(url.user, url.password.encode())
-        kwargs = {"initiator_name": initiator_name} if initiator_name else {}
-        return cls(ClientConfig(credentials=credentials, **kwargs))
+    def for_url(cls, url: IscsiUrl, options: ConnectOptions = ConnectOptions(),
+                environ: Mapping[str, str] | None = None) -> Client:
+        """A client for ``url``: CHAP credentials from the URL, the credentials file or the
+        environment (see ``iscsifs.url.chap_credentials``), digests from the options or the URL."""
+        credentials = chap_credentials(url, options.credentials_file, environ)
+        offer = Offer()
+        header = options.header_digest or url.header_digest
+        data = options.data_digest or url.data_digest
+        if header:
+            offer = replace(offer, header_digest=DIGEST_OFFERS[header])
+        if data:
+            offer = replace(offer, data_digest=DIGEST_OFFERS[data])
+        kwargs = {"initiator_name": options.initiator_name} if options.initiator_name else {}
+        return cls(ClientConfig(credentials=credentials, offer=offer, chap_algorithms=options.chap_algorithms,
+                                **kwargs))
 
     def _login_config(self, target: str | None) -> LoginConfig:
+        algs = self.config.chap_algorithms
+        pinned = {"chap_algorithms": algs, "chap_fallback": False} if algs else {}
         return LoginConfig(initiator_name=self.config.initiator_name, target_name=target,
-                           offer=self.config.offer, credentials=self.config.credentials)
+                           offer=self.config.offer, credentials=self.config.credentials, **pinned)
 
     async def discover(self, url: IscsiUrl) -> list[DiscoveredTarget]:
         """A Discovery session with SendTargets=All, then logout."""

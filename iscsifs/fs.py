@@ -52,11 +52,12 @@ class IscsiFs(pyfuse3.Operations):
     enable_writeback_cache = False  # write-through: an acknowledged write() is on the target
 
     def __init__(self, *, read_only: bool = False, uid: int | None = None, gid: int | None = None,
-                 root_lun: tuple[LunInfo, Lun] | None = None) -> None:
+                 umask: int = 0o022, root_lun: tuple[LunInfo, Lun] | None = None) -> None:
         super().__init__()
         self.read_only = read_only
         self.uid = os.getuid() if uid is None else uid
         self.gid = os.getgid() if gid is None else gid
+        self.umask = umask
         root = Node(pyfuse3.ROOT_INODE, b"", pyfuse3.ROOT_INODE)
         if root_lun is not None:
             root.info, root.lun = root_lun
@@ -102,13 +103,13 @@ class IscsiFs(pyfuse3.Operations):
         a.entry_timeout = ATTR_TIMEOUT
         a.attr_timeout = ATTR_TIMEOUT
         if node.lun is not None:
-            a.st_mode = stat.S_IFREG | (0o644 if self._writable(node) else 0o444)
+            a.st_mode = stat.S_IFREG | ((0o666 if self._writable(node) else 0o444) & ~self.umask)
             a.st_nlink = 1
             a.st_size = node.lun.size
             a.st_blksize = node.lun.block_size
             a.st_blocks = (node.lun.size + 511) // 512
         else:
-            a.st_mode = stat.S_IFDIR | 0o755
+            a.st_mode = stat.S_IFDIR | (0o777 & ~self.umask)
             a.st_nlink = 2 + sum(1 for c in node.children.values() if not self.nodes[c].is_file)
             a.st_size = 0
             a.st_blksize = 4096

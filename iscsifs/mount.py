@@ -15,7 +15,7 @@ from typing import Callable
 import pyfuse3
 import trio
 
-from iscsifs.client import Client, NotFoundError, open_luns
+from iscsifs.client import Client, LunInfo, NotFoundError, open_luns
 from iscsifs.fs import IscsiFs
 from iscsifs.lun import Lun
 from iscsifs.net.session import Session
@@ -35,10 +35,14 @@ class MountError(IscsiError):
 class MountOptions:
     read_only: bool = False
     allow_other: bool = False
+    uid: int | None = None  # None: the mounting user
+    gid: int | None = None
+    umask: int = 0o022
     fsname: str = "iscsifs"
 
     def fuse_options(self) -> set[str]:
         opts = set(pyfuse3.default_options)
+        opts.add("default_permissions")  # the kernel enforces the modes we show
         opts.add(f"fsname={self.fsname}")
         opts.add("subtype=iscsifs")
         if self.read_only:
@@ -49,16 +53,21 @@ class MountOptions:
 
 
 async def build_tree(nursery: trio.Nursery, client: Client, url: IscsiUrl, *, root_is_file: bool,
-                     read_only: bool) -> tuple[IscsiFs, list[Session]]:
+                     options: MountOptions) -> tuple[IscsiFs, list[Session]]:
     sessions: list[Session] = []
+    read_only = options.read_only
+
+    def new_fs(root_lun: tuple[LunInfo, Lun] | None = None) -> IscsiFs:
+        return IscsiFs(read_only=read_only, uid=options.uid, gid=options.gid, umask=options.umask, root_lun=root_lun)
+
     try:
         if url.target is None:
-            return await _build_portal(nursery, client, url, read_only, sessions), sessions
+            return await _build_portal(nursery, client, url, new_fs(), read_only, sessions), sessions
         session = await client.login(nursery, url, url.target)
         sessions.append(session)
         luns = await open_luns(session, read_only=read_only)
         if url.lun is None:
-            fs = IscsiFs(read_only=read_only)
+            fs = new_fs()
             for info, lun in luns:
                 fs.add_lun(pyfuse3.ROOT_INODE, str(info.lun), info, lun)
             return fs, sessions
@@ -66,8 +75,8 @@ async def build_tree(nursery: trio.Nursery, client: Client, url: IscsiUrl, *, ro
         if not match:
             raise NotFoundError(f"LUN {url.lun} of {url.target} does not exist or is not a disk")
         if root_is_file:
-            return IscsiFs(read_only=read_only, root_lun=match[0]), sessions
-        fs = IscsiFs(read_only=read_only)
+            return new_fs(match[0]), sessions
+        fs = new_fs()
         fs.add_lun(pyfuse3.ROOT_INODE, str(url.lun), *match[0])
         return fs, sessions
     except BaseException:
@@ -77,10 +86,9 @@ async def build_tree(nursery: trio.Nursery, client: Client, url: IscsiUrl, *, ro
         raise
 
 
-async def _build_portal(nursery: trio.Nursery, client: Client, url: IscsiUrl, read_only: bool,
+async def _build_portal(nursery: trio.Nursery, client: Client, url: IscsiUrl, fs: IscsiFs, read_only: bool,
                         sessions: list[Session]) -> IscsiFs:
     targets = sorted(await client.discover(url), key=lambda t: t.name)
-    fs = IscsiFs(read_only=read_only)
     failures: list[IscsiError] = []
     for target in targets:
         try:
@@ -118,10 +126,9 @@ async def serve(client: Client, url: IscsiUrl, mountpoint: str, options: MountOp
     root_is_file = os.path.isfile(mountpoint)
     if root_is_file and url.lun is None:
         raise MountError(f"{mountpoint} is a file: only a LUN URL (iscsi://host/iqn/lun) can be mounted on a file")
-    options = replace(options, fsname=url.redacted())
+    options = replace(options, fsname=url.without_query())
     async with trio.open_nursery() as nursery:
-        fs, sessions = await build_tree(nursery, client, url, root_is_file=root_is_file,
-                                        read_only=options.read_only)
+        fs, sessions = await build_tree(nursery, client, url, root_is_file=root_is_file, options=options)
         try:
             pyfuse3.init(fs, mountpoint, options.fuse_options())
         except (RuntimeError, OSError) as exc:

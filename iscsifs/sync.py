@@ -17,7 +17,7 @@ from typing import Any, Awaitable, Callable
 
 import trio
 
-from iscsifs.client import Client, DiscoveredTarget, LunInfo, NotFoundError, open_luns
+from iscsifs.client import Client, ConnectOptions, DiscoveredTarget, LunInfo, NotFoundError, open_luns
 from iscsifs.lun import Lun
 from iscsifs.url import IscsiUrl, UrlError, parse_url
 
@@ -61,7 +61,7 @@ class _LoopThread:
 
 def _client(url_text: str, initiator_name: str | None) -> tuple[IscsiUrl, Client]:
     url = parse_url(url_text)
-    return url, Client.for_url(url, initiator_name)
+    return url, Client.for_url(url, ConnectOptions(initiator_name=initiator_name))
 
 
 def discover(url: str, *, initiator_name: str | None = None) -> list[DiscoveredTarget]:

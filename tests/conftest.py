@@ -49,6 +49,13 @@ class Target:
         self.tgt.tgtadm("--op", "bind", "--mode", "account", "--tid", self.tid, "--user", user)
         return self.url.replace("iscsi://", f"iscsi://{user}%{password}@")
 
+    def require_mutual_chap(self, user: str, password: str, target_user: str, target_password: str) -> str:
+        """CHAP both ways (tgt's --outgoing account); returns the URL with libiscsi's query keys."""
+        url = self.require_chap(user, password)
+        self.tgt.tgtadm("--op", "new", "--mode", "account", "--user", target_user, "--password", target_password)
+        self.tgt.tgtadm("--op", "bind", "--mode", "account", "--tid", self.tid, "--user", target_user, "--outgoing")
+        return f"{url}?target_user={target_user}&target_password={target_password}"
+
 
 class TargetFactory:
     def __init__(self, tgt: TgtDaemon, workdir: Path) -> None:

@@ -8,7 +8,9 @@ import pytest
 from hypothesis import given, strategies as st
 
 from iscsifs.proto import chap
-from iscsifs.proto.errors import AuthenticationError, LoginError, LoginRedirect, RemoteProtocolError
+from iscsifs.proto.errors import (
+    AuthenticationError, LoginError, LoginRedirect, NegotiationError, RemoteProtocolError,
+)
 from iscsifs.proto.login import TRANSITIONS, Answer, LoginConfig, LoginComplete, LoginMachine, LoginState
 from iscsifs.proto.pdu import LoginRequest, LoginResponse, Stage
 from iscsifs.proto.text import Negotiation, Offer, encode_text, parse_text
@@ -67,7 +69,29 @@ def test_answers_combine_by_rule():
 ])
 def test_answers_the_rules_forbid(pairs):
     with pytest.raises(RemoteProtocolError):
-        Negotiation(Offer()).receive(pairs)
+        Negotiation(Offer(header_digest=("None",))).receive(pairs)
+
+
+def test_default_offer_prefers_header_digest_and_takes_none():
+    offered = dict(Offer().pairs())
+    assert offered["HeaderDigest"] == "CRC32C,None" and offered["DataDigest"] == "None,CRC32C"
+    n = Negotiation(Offer())
+    n.receive([("HeaderDigest", "None"), ("DataDigest", "CRC32C")])
+    p = n.finish()
+    assert not p.header_digest and p.data_digest
+
+
+@pytest.mark.parametrize("answer", ["None", "Reject", "NotUnderstood"])
+def test_a_required_digest_refused_is_a_negotiation_error(answer):
+    # tgt answers None (not Reject) when it is not set up for digests.
+    with pytest.raises(NegotiationError, match="HeaderDigest"):
+        Negotiation(Offer(header_digest=("CRC32C",))).receive([("HeaderDigest", answer)])
+
+
+def test_digest_none_forced_is_kept():
+    n = Negotiation(Offer(header_digest=("None",), data_digest=("None",)))
+    n.receive([("HeaderDigest", "None"), ("DataDigest", "None")])
+    assert not n.finish().header_digest
 
 
 def test_keys_the_target_offers_are_answered():
@@ -133,7 +157,7 @@ def test_chap_login():
     r = m.start()
     assert dict(parse_text(r.data))["AuthMethod"] == "CHAP,None" and not r.transit
     r = m.receive(resp(r, transit=False, keys=[("AuthMethod", "CHAP")]))
-    assert dict(parse_text(r.data)) == {"CHAP_A": "5"}
+    assert dict(parse_text(r.data)) == {"CHAP_A": "7,8,6,5"}
     r = m.receive(resp(r, transit=False, keys=[("CHAP_A", "5"), ("CHAP_I", "9"), ("CHAP_C", "0x" + "ab" * 16)]))
     keys = dict(parse_text(r.data))
     assert keys["CHAP_N"] == "alice"

@@ -6,8 +6,7 @@ import pytest
 import trio
 import trio.testing
 
-from iscsifs.net import session as net_session
-from iscsifs.net.session import Portal, Session
+from fake_target import logged_in
 from iscsifs.proto import pdu as P
 from iscsifs.proto.errors import ConnectionLost, RejectedError, RemoteProtocolError
 from iscsifs.proto.login import LoginConfig
@@ -150,109 +149,9 @@ def test_responses_for_requests_never_sent_are_protocol_errors():
 # -- the trio Session against an in-memory fake target ----------------------------------------------
 
 
-class FakeTarget:
-    """Just enough of a target to log in and serve scripted behaviour; sans-I/O codec over a stream."""
-
-    def __init__(self, stream, *, max_cmd_sn_delta: int = 0, mrdsl: int = 4096):
-        self.stream = stream
-        self.reader = P.PduReader(max_recv_data_segment_length=1 << 20, accept=P.INITIATOR_OPCODES)
-        self.stat_sn = 100
-        self.exp_cmd_sn = 0
-        self.delta = max_cmd_sn_delta
-        self.mrdsl = mrdsl
-        self.disk = bytearray(1 << 16)
-        self.log: list[P.Pdu] = []
-
-    async def recv(self) -> P.Pdu:
-        while True:
-            pdu = self.reader.next_pdu()
-            if pdu is not None:
-                self.log.append(pdu)
-                return pdu
-            data = await self.stream.receive_some(65536)
-            if not data:
-                raise EOFError
-            self.reader.feed(data)
-
-    async def send(self, pdu: P.Pdu) -> None:
-        await self.stream.send_all(P.pdu_bytes(pdu))
-
-    def sn(self, advance: bool = True) -> dict:
-        s = dict(stat_sn=self.stat_sn, exp_cmd_sn=self.exp_cmd_sn, max_cmd_sn=self.exp_cmd_sn + self.delta)
-        if advance:
-            self.stat_sn += 1
-        return s
-
-    async def login(self) -> None:
-        while True:
-            req = await self.recv()
-            self.exp_cmd_sn = req.cmd_sn
-            done = req.transit and req.nsg == P.Stage.FULL_FEATURE
-            keys = [("MaxRecvDataSegmentLength", str(self.mrdsl)), ("InitialR2T", "Yes")] if req.csg == 1 else []
-            await self.send(P.LoginResponse(isid=req.isid, tsih=7 if done else 0,
-                                            initiator_task_tag=req.initiator_task_tag, status_class=0,
-                                            status_detail=0, csg=req.csg, nsg=req.nsg, transit=req.transit,
-                                            data=encode_text(keys), **self.sn()))
-            if done:
-                return
-
-    async def serve_scsi(self, req: P.ScsiCommand) -> None:
-        self.exp_cmd_sn = req.cmd_sn + 1
-        op = req.cdb[0]
-        if op == 0x28:  # READ(10), 512-byte blocks, status in the last Data-In
-            lba, n = int.from_bytes(req.cdb[2:6], "big"), int.from_bytes(req.cdb[7:9], "big")
-            data = bytes(self.disk[lba * 512 : (lba + n) * 512])
-            for i, off in enumerate(range(0, len(data), self.mrdsl)):
-                last = off + self.mrdsl >= len(data)
-                await self.send(P.DataIn(0, req.initiator_task_tag, P.RESERVED_TAG, data_sn=i, buffer_offset=off,
-                                         final=last, has_status=last, data=data[off : off + self.mrdsl],
-                                         **self.sn(advance=last)))
-        elif op == 0x2A:  # WRITE(10) by R2T bursts of 3000 bytes
-            lba = int.from_bytes(req.cdb[2:6], "big")
-            buf = bytearray(req.data)
-            r2t_sn = 0
-            while len(buf) < req.expected_data_transfer_length:
-                want = min(3000, req.expected_data_transfer_length - len(buf))
-                await self.send(P.R2T(0, req.initiator_task_tag, 0x900 + r2t_sn, r2t_sn=r2t_sn,
-                                      buffer_offset=len(buf), desired_data_transfer_length=want,
-                                      **self.sn(advance=False)))
-                r2t_sn += 1
-                got = 0
-                while True:
-                    d = await self.recv()
-                    assert isinstance(d, P.DataOut) and d.buffer_offset == len(buf)
-                    buf += d.data
-                    got += len(d.data)
-                    if d.final:
-                        break
-                assert got == want
-            self.disk[lba * 512 : lba * 512 + len(buf)] = buf
-            await self.send(P.ScsiResponse(req.initiator_task_tag, 0, 0, **self.sn()))
-
-
 @pytest.fixture
 def config():
     return LoginConfig(initiator_name="iqn.2026-11.test:init", target_name="iqn.2026-11.test:tgt")
-
-
-async def open_over(nursery, client_stream, config) -> Session:
-    async def fake_connect(portal):
-        return client_stream
-
-    orig = net_session._connect
-    net_session._connect = fake_connect
-    try:
-        return await Session.open(nursery, Portal("fake", 3260), config)
-    finally:
-        net_session._connect = orig
-
-
-async def logged_in(nursery, config, **target_kw) -> tuple[FakeTarget, Session]:
-    """A fake target on one end of an in-memory stream, and a Session logged in to it."""
-    client, server = trio.testing.memory_stream_pair()
-    target = FakeTarget(server, **target_kw)
-    nursery.start_soon(target.login)
-    return target, await open_over(nursery, client, config)
 
 
 async def test_read_write_through_r2t_and_small_segments(config):

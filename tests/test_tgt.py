@@ -12,7 +12,6 @@ import trio
 from conftest import ISCSIFS, needs_tgt, pattern, run
 from iscsifs.client import Client, ClientConfig, scan_luns
 from iscsifs.lun import Lun, read_capacity
-from iscsifs.proto.chap import ChapCredentials
 from iscsifs.proto.errors import LoginError
 from iscsifs.proto.text import Offer
 from iscsifs.sync import LunFile, discover, list_luns

@@ -10,12 +10,12 @@ Timeouts are the caller's (trio.fail_after / move_on_after), as trio's design as
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import trio
 
 from iscsifs.proto.errors import (
-    ConnectionLost, IscsiError, LoginRedirect, RemoteProtocolError,
+    ConnectionLost, IscsiError, LoginError, LoginRedirect, RemoteProtocolError,
 )
 from iscsifs.proto.login import LoginComplete, LoginConfig, LoginMachine
 from iscsifs.proto.pdu import (
@@ -32,6 +32,7 @@ from iscsifs.scsi.response import encode_lun
 log = logging.getLogger("iscsifs.session")
 
 RECEIVE_SIZE = 1 << 18
+SHA256 = 7  # CHAP_A
 MAX_REDIRECTS = 5
 
 
@@ -139,10 +140,24 @@ class Session:
                 portal, _ = parse_target_address(redirect.target_address, portal.port)
                 log.info("target %s redirected us to %s", config.target_name or "portal", portal)
                 continue
+            except LoginError as exc:
+                await stream.aclose()
+                fallback = tuple(a for a in config.chap_algorithms if a != SHA256)
+                if not (exc.is_chap_refusal and exc.chap_algorithm == SHA256 and config.chap_fallback and fallback):
+                    raise
+                # tgt (1.0.x) takes CHAP_A=7 for SHA-1, so our SHA-256 answer fails (it says 0x0200).
+                # Once, on a fresh connection, offer the list without 7; a second refusal is final.
+                log.debug("target %s refused our CHAP_A=7 (SHA-256) response; trying %s once (tgt reads 7 as SHA-1)",
+                          config.target_name or "portal", ",".join(map(str, fallback)))
+                config = replace(config, chap_algorithms=fallback, chap_fallback=False, fell_back=True)
+                continue
             except BaseException:
                 with trio.CancelScope(shield=True):
                     await stream.aclose()
                 raise
+            if config.fell_back:
+                log.info("target %s uses CHAP_A=%s: it refused SHA-256 (tgt reads CHAP_A=7 as SHA-1); "
+                         "pin chap_algs= to forbid this", config.target_name or "portal", login.chap_algorithm)
             reader.header_digest = login.params.header_digest
             reader.data_digest = login.params.data_digest
             reader.max_recv_data_segment_length = login.params.our_max_recv_data_segment_length

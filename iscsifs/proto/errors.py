@@ -19,6 +19,10 @@ class DigestError(RemoteProtocolError):
     """A header or data digest did not match (RFC 7143 §7.8): drop the connection."""
 
 
+class NegotiationError(IscsiError):
+    """The target would not agree to a setting we require (e.g. a forced digest)."""
+
+
 class ConnectionLost(IscsiError):
     """The TCP connection to the target closed or broke."""
 
@@ -48,17 +52,27 @@ LOGIN_STATUS_TEXT: dict[tuple[int, int], str] = {
 class LoginError(IscsiError):
     """The target refused the login with a Status-Class/Status-Detail (RFC 7143 §11.13.5)."""
 
-    def __init__(self, status_class: int, status_detail: int, target: str = "") -> None:
+    def __init__(self, status_class: int, status_detail: int, target: str = "", *,
+                 chap_algorithm: int | None = None) -> None:
         self.status_class = status_class
         self.status_detail = status_detail
         self.target = target
+        self.chap_algorithm = chap_algorithm  # the CHAP_A in use when the target refused us
         text = LOGIN_STATUS_TEXT.get((status_class, status_detail), "login rejected")
+        if self.is_chap_refusal:
+            text = "authentication failed: the target refused our CHAP response (wrong user or secret?)"
         where = f" for {target}" if target else ""
         super().__init__(f"login{where} failed: {text} (status 0x{status_class:02x}{status_detail:02x})")
 
     @property
+    def is_chap_refusal(self) -> bool:
+        """The target refused our CHAP response. tgt says 0x0200 (initiator error) when the
+        response has the wrong length for its algorithm, 0x0201 when it is wrong."""
+        return self.chap_algorithm is not None and self.status_class == 0x02 and self.status_detail in (0x00, 0x01)
+
+    @property
     def is_authentication(self) -> bool:
-        return self.status_class == 0x02 and self.status_detail in (0x01, 0x02)
+        return self.is_chap_refusal or (self.status_class == 0x02 and self.status_detail in (0x01, 0x02))
 
     @property
     def is_not_found(self) -> bool:

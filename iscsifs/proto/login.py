@@ -15,7 +15,10 @@ import enum
 import os
 from dataclasses import dataclass, field
 
-from iscsifs.proto.chap import ChapCredentials, chap_response, encode_binary, parse_challenge
+from iscsifs.proto.chap import (
+    DEFAULT_ALGORITHMS, ChapChallenge, ChapCredentials, chap_response, encode_binary, new_challenge, parse_challenge,
+    verify_target,
+)
 from iscsifs.proto.errors import AuthenticationError, LoginError, LoginRedirect, RemoteProtocolError
 from iscsifs.proto.pdu import LoginRequest, LoginResponse, Stage
 from iscsifs.proto.text import Negotiation, Offer, OperationalParams, encode_text, parse_text
@@ -54,7 +57,10 @@ class LoginConfig:
     cmd_sn: int = 1
     offer: Offer = Offer()
     credentials: ChapCredentials | None = None
-    chap_algorithms: tuple[int, ...] = (5,)
+    chap_algorithms: tuple[int, ...] = DEFAULT_ALGORITHMS
+    # tgt takes CHAP_A=7 for SHA-1: after an authentication failure with 7, try once more without it.
+    chap_fallback: bool = True
+    fell_back: bool = False  # this config is that second try
     initiator_alias: str = ""
 
     @property
@@ -70,6 +76,7 @@ class LoginComplete:
     exp_cmd_sn: int
     max_cmd_sn: int
     target_keys: dict[str, str]
+    chap_algorithm: int | None = None  # the CHAP_A used, if CHAP was
 
 
 class LoginMachine:
@@ -83,6 +90,9 @@ class LoginMachine:
         self._pending_text = b""
         self._last_csg = Stage.SECURITY
         self._last_nsg = Stage.OPERATIONAL
+        self.chap_algorithm: int | None = None  # what the target chose, once it has
+        self._our_challenge: ChapChallenge | None = None  # mutual CHAP: what we asked the target
+        self._target_verified = False
 
     def _request(self, csg: int, nsg: int, transit: bool, pairs: list[tuple[str, str]]) -> LoginRequest:
         self._last_csg, self._last_nsg = csg, nsg
@@ -99,6 +109,8 @@ class LoginMachine:
         pairs.append(("SessionType", "Discovery" if c.discovery else "Normal"))
         if c.target_name is not None:
             pairs.append(("TargetName", c.target_name))
+        if c.credentials is not None:
+            c.credentials.check()
         if c.credentials is None:
             methods = "None"
         elif c.credentials.target_secret is not None:
@@ -116,8 +128,12 @@ class LoginMachine:
         if resp.status_class == 0x01:
             keys = dict(parse_text(resp.data))
             raise LoginRedirect(keys.get("TargetAddress", ""), permanent=resp.status_detail == 0x02)
+        if resp.status_class == 0x02 and resp.status_detail == 0x00 and self.state is LoginState.CHAP_CHALLENGE:
+            offered = ",".join(map(str, self.config.chap_algorithms))
+            raise AuthenticationError(f"the target supports none of the CHAP algorithms offered (CHAP_A={offered})")
         if resp.status_class != 0:
-            raise LoginError(resp.status_class, resp.status_detail, self.config.target_name or "")
+            raise LoginError(resp.status_class, resp.status_detail, self.config.target_name or "",
+                             chap_algorithm=self.chap_algorithm if self.state is LoginState.CHAP_RESULT else None)
         if resp.initiator_task_tag != LOGIN_ITT or resp.isid != self.config.isid:
             raise RemoteProtocolError(
                 f"Login Response for another login (ITT 0x{resp.initiator_task_tag:08x}, ISID {resp.isid.hex()})")
@@ -173,16 +189,38 @@ class LoginMachine:
         creds = self.config.credentials
         assert creds is not None
         ch = parse_challenge(dict(pairs), self.config.chap_algorithms)
+        self.chap_algorithm = ch.algorithm
         response = chap_response(ch.algorithm, ch.identifier, creds.secret, ch.challenge)
         self.state = LoginState.CHAP_RESULT
-        return self._request(Stage.SECURITY, Stage.OPERATIONAL, True,
-                             [("CHAP_N", creds.username), ("CHAP_R", encode_binary(response))])
+        keys = [("CHAP_N", creds.username), ("CHAP_R", encode_binary(response))]
+        if creds.mutual:
+            # §12.1.3: our challenge goes with our response, with the algorithm the target chose.
+            self._our_challenge = new_challenge(ch.algorithm, avoid=ch.challenge)
+            keys += [("CHAP_I", str(self._our_challenge.identifier)),
+                     ("CHAP_C", encode_binary(self._our_challenge.challenge))]
+        return self._request(Stage.SECURITY, Stage.OPERATIONAL, True, keys)
+
+    def _verify_target(self, pairs: list[tuple[str, str]]) -> None:
+        creds = self.config.credentials
+        if creds is None or not creds.mutual or self._target_verified:
+            return
+        keys = dict(pairs)
+        if "CHAP_R" in keys or "CHAP_N" in keys:
+            assert self._our_challenge is not None
+            verify_target(keys, self._our_challenge, creds)
+            self._target_verified = True
 
     def _chap_result_transit(self, resp: LoginResponse, pairs: list[tuple[str, str]]) -> LoginRequest | LoginComplete:
+        self._verify_target(pairs)
+        creds = self.config.credentials
+        if creds is not None and creds.mutual and not self._target_verified:
+            raise AuthenticationError("the target left the security stage without answering our CHAP challenge")
         return self._enter_operational(resp)
 
     def _chap_result_stay(self, resp: LoginResponse, pairs: list[tuple[str, str]]) -> LoginRequest:
-        # Target accepted our response but is not ready to transit yet: ask again.
+        # Target accepted our response but is not ready to transit yet (it may answer our
+        # challenge now, or with the transit): ask again.
+        self._verify_target(pairs)
         return self._request(Stage.SECURITY, Stage.OPERATIONAL, True, [])
 
     def _enter_operational(self, resp: LoginResponse) -> LoginRequest | LoginComplete:
@@ -207,7 +245,7 @@ class LoginMachine:
             raise RemoteProtocolError("final Login Response carries TSIH 0")
         self.state = LoginState.FULL_FEATURE
         return LoginComplete(resp.tsih, self.negotiation.finish(), resp.stat_sn, resp.exp_cmd_sn,
-                             resp.max_cmd_sn, dict(self.target_keys))
+                             resp.max_cmd_sn, dict(self.target_keys), self.chap_algorithm)
 
 
 TRANSITIONS = {

@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field, replace
 
-from iscsifs.proto.errors import RemoteProtocolError
+from iscsifs.proto.errors import NegotiationError, RemoteProtocolError
 
 MAX_KEY_NAME = 63  # §6.1: key names are at most 63 bytes
 MAX_VALUE = 8192  # §6.1: a simple value is at most 255 bytes; binary/list values may be longer
@@ -143,8 +143,8 @@ class OperationalParams:
 class Offer:
     """What the initiator proposes. Defaults favour throughput (§13.5, §13.13, §13.14)."""
 
-    header_digest: tuple[str, ...] = ("None",)
-    data_digest: tuple[str, ...] = ("None",)
+    header_digest: tuple[str, ...] = ("CRC32C", "None")  # cheap, and catches what TCP's checksum misses
+    data_digest: tuple[str, ...] = ("None", "CRC32C")  # None unless the target insists
     max_connections: int = 1
     initial_r2t: bool = False
     immediate_data: bool = True
@@ -234,6 +234,8 @@ class Negotiation:
                 raise RemoteProtocolError(f"target sent {key} twice")
             self.answered[key] = value
             if value in _NO_ANSWER_VALUES:
+                if spec.kind is Kind.LIST and key in self.offered and spec.default not in self.offered[key].split(","):
+                    raise NegotiationError(f"the target answered {key}={value} to our required {key}={self.offered[key]}")
                 continue  # the RFC default stays in force
             if key == "TargetPortalGroupTag":
                 self._set("target_portal_group_tag", _number(KeySpec(key, Kind.DECLARATIVE, "", 0, 65535), value))
@@ -258,6 +260,10 @@ class Negotiation:
         """The target answered our offer: check the answer is one the rule allows."""
         name = _FIELD[spec.name]
         if spec.kind is Kind.LIST:
+            if answer == spec.default and answer not in offered.split(","):
+                # tgt answers HeaderDigest=None when it is not set up for digests, instead of Reject.
+                raise NegotiationError(f"the target will not use {spec.name}={offered}, which we require "
+                                       f"(it answered {answer})")
             if answer not in offered.split(","):
                 raise RemoteProtocolError(f"target answered {spec.name}={answer[:32]} to our offer of {offered}")
             self._set(name, answer == "CRC32C")

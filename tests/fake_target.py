@@ -1,0 +1,184 @@
+"""An in-memory fake target for the trio Session: the real codec on one end of a memory stream.
+
+Real targets (tgtd, istgt) are tested elsewhere; this one produces the states they will not:
+malformed PDUs, odd negotiation answers, hostile CHAP.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import trio
+import trio.testing
+
+from iscsifs.net import session as net_session
+from iscsifs.net.session import Portal, Session
+from iscsifs.proto import chap
+from iscsifs.proto import pdu as P
+from iscsifs.proto.text import encode_text, parse_text
+
+
+class FakeTarget:
+    """Just enough of a target to log in and serve scripted behaviour; sans-I/O codec over a stream."""
+
+    def __init__(self, stream, *, max_cmd_sn_delta: int = 0, mrdsl: int = 4096):
+        self.stream = stream
+        self.reader = P.PduReader(max_recv_data_segment_length=1 << 20, accept=P.INITIATOR_OPCODES)
+        self.stat_sn = 100
+        self.exp_cmd_sn = 0
+        self.delta = max_cmd_sn_delta
+        self.mrdsl = mrdsl
+        self.disk = bytearray(1 << 16)
+        self.log: list[P.Pdu] = []
+
+    async def recv(self) -> P.Pdu:
+        while True:
+            pdu = self.reader.next_pdu()
+            if pdu is not None:
+                self.log.append(pdu)
+                return pdu
+            data = await self.stream.receive_some(65536)
+            if not data:
+                raise EOFError
+            self.reader.feed(data)
+
+    async def send(self, pdu: P.Pdu) -> None:
+        await self.stream.send_all(P.pdu_bytes(pdu))
+
+    def sn(self, advance: bool = True) -> dict:
+        s = dict(stat_sn=self.stat_sn, exp_cmd_sn=self.exp_cmd_sn, max_cmd_sn=self.exp_cmd_sn + self.delta)
+        if advance:
+            self.stat_sn += 1
+        return s
+
+    async def login(self) -> None:
+        while True:
+            req = await self.recv()
+            self.exp_cmd_sn = req.cmd_sn
+            done = req.transit and req.nsg == P.Stage.FULL_FEATURE
+            keys = [("MaxRecvDataSegmentLength", str(self.mrdsl)), ("InitialR2T", "Yes")] if req.csg == 1 else []
+            await self.send(P.LoginResponse(isid=req.isid, tsih=7 if done else 0,
+                                            initiator_task_tag=req.initiator_task_tag, status_class=0,
+                                            status_detail=0, csg=req.csg, nsg=req.nsg, transit=req.transit,
+                                            data=encode_text(keys), **self.sn()))
+            if done:
+                return
+
+    async def serve_scsi(self, req: P.ScsiCommand) -> None:
+        self.exp_cmd_sn = req.cmd_sn + 1
+        op = req.cdb[0]
+        if op == 0x28:  # READ(10), 512-byte blocks, status in the last Data-In
+            lba, n = int.from_bytes(req.cdb[2:6], "big"), int.from_bytes(req.cdb[7:9], "big")
+            data = bytes(self.disk[lba * 512 : (lba + n) * 512])
+            for i, off in enumerate(range(0, len(data), self.mrdsl)):
+                last = off + self.mrdsl >= len(data)
+                await self.send(P.DataIn(0, req.initiator_task_tag, P.RESERVED_TAG, data_sn=i, buffer_offset=off,
+                                         final=last, has_status=last, data=data[off : off + self.mrdsl],
+                                         **self.sn(advance=last)))
+        elif op == 0x2A:  # WRITE(10) by R2T bursts of 3000 bytes
+            lba = int.from_bytes(req.cdb[2:6], "big")
+            buf = bytearray(req.data)
+            r2t_sn = 0
+            while len(buf) < req.expected_data_transfer_length:
+                want = min(3000, req.expected_data_transfer_length - len(buf))
+                await self.send(P.R2T(0, req.initiator_task_tag, 0x900 + r2t_sn, r2t_sn=r2t_sn,
+                                      buffer_offset=len(buf), desired_data_transfer_length=want,
+                                      **self.sn(advance=False)))
+                r2t_sn += 1
+                got = 0
+                while True:
+                    d = await self.recv()
+                    assert isinstance(d, P.DataOut) and d.buffer_offset == len(buf)
+                    buf += d.data
+                    got += len(d.data)
+                    if d.final:
+                        break
+                assert got == want
+            self.disk[lba * 512 : lba * 512 + len(buf)] = buf
+            await self.send(P.ScsiResponse(req.initiator_task_tag, 0, 0, **self.sn()))
+
+
+async def open_over(nursery, client_stream, config) -> Session:
+    async def fake_connect(portal):
+        return client_stream
+
+    orig = net_session._connect
+    net_session._connect = fake_connect
+    try:
+        return await Session.open(nursery, Portal("fake", 3260), config)
+    finally:
+        net_session._connect = orig
+
+
+async def logged_in(nursery, config, **target_kw) -> tuple[FakeTarget, Session]:
+    """A fake target on one end of an in-memory stream, and a Session logged in to it."""
+    client, server = trio.testing.memory_stream_pair()
+    target = FakeTarget(server, **target_kw)
+    nursery.start_soon(target.login)
+    return target, await open_over(nursery, client, config)
+
+
+@dataclass
+class ChapScript:
+    """How the fake target runs CHAP: honestly by default, or in one of the ways a hostile or
+    broken target would."""
+
+    user: str = "alice"
+    secret: bytes = b"alice-secret-1"
+    target_user: str = "target"
+    target_secret: bytes = b"target-secret-1"
+    algorithm: int = 5
+    challenge: bytes = field(default_factory=lambda: os.urandom(16))
+    chap_c: str | None = None  # sent instead of the encoded challenge (oversized, malformed)
+    answer_secret: bytes | None = None  # the secret our CHAP_R to the initiator uses (None: target_secret)
+    chap_r: str | None = None  # sent instead of the computed response
+    answer_mutual: bool = True  # answer the initiator's challenge at all
+    stop_after_response: bool = False  # hang after the initiator's response (to steal its challenge)
+    seen: dict[str, str] = field(default_factory=dict)  # the initiator's CHAP_N/R/I/C
+
+
+async def chap_login(target: FakeTarget, script: ChapScript, stopped: trio.Event | None = None) -> None:
+    """The security stage with CHAP, then FakeTarget.login for the operational stage. An initiator
+    that hangs up (as it must when it refuses us) ends it quietly."""
+    try:
+        await _chap_login(target, script, stopped)
+    except (EOFError, trio.BrokenResourceError, trio.ClosedResourceError):
+        pass
+
+
+async def _chap_login(target: FakeTarget, script: ChapScript, stopped: trio.Event | None) -> None:
+
+    async def answer(req: P.LoginRequest, keys, *, transit=False, status=(0, 0)) -> None:
+        await target.send(P.LoginResponse(isid=req.isid, tsih=0, initiator_task_tag=req.initiator_task_tag,
+                                          status_class=status[0], status_detail=status[1], csg=req.csg,
+                                          nsg=req.nsg if transit else 0, transit=transit, data=encode_text(keys),
+                                          **target.sn()))
+
+    req = await target.recv()
+    target.exp_cmd_sn = req.cmd_sn
+    assert "CHAP" in dict(parse_text(req.data))["AuthMethod"].split(",")
+    await answer(req, [("AuthMethod", "CHAP")])
+    req = await target.recv()
+    offered = dict(parse_text(req.data))["CHAP_A"].split(",")
+    assert str(script.algorithm) in offered
+    await answer(req, [("CHAP_A", str(script.algorithm)), ("CHAP_I", "17"),
+                       ("CHAP_C", script.chap_c or "0x" + script.challenge.hex())])
+    req = await target.recv()
+    script.seen.update(parse_text(req.data))
+    if stopped is not None:
+        stopped.set()
+    if script.stop_after_response:
+        await trio.sleep_forever()
+    want = chap.chap_response(script.algorithm, 17, script.secret, script.challenge)
+    if script.seen.get("CHAP_R") != "0x" + want.hex():
+        await answer(req, [], status=(2, 1))
+        return
+    keys = []
+    if "CHAP_C" in script.seen and script.answer_mutual:
+        ours = chap.decode_binary(script.seen["CHAP_C"], "CHAP_C")
+        response = chap.chap_response(script.algorithm, int(script.seen["CHAP_I"]),
+                                      script.answer_secret or script.target_secret, ours)
+        keys = [("CHAP_N", script.target_user), ("CHAP_R", script.chap_r or "0x" + response.hex())]
+    await answer(req, keys, transit=True)
+    await target.login()
