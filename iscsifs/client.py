@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 
 import trio
 
-from iscsifs.lun import Lun, command, inquiry, read_capacity
+from iscsifs.lun import Identity, Lun, command, identify, inquiry, read_capacity
 from iscsifs.net.session import Portal, Session, parse_target_address
 from iscsifs.proto.chap import ChapCredentials
 from iscsifs.proto.errors import IscsiError, RemoteProtocolError
@@ -96,6 +96,8 @@ class LunInfo:
     lun: int
     inquiry: StandardInquiry
     capacity: Capacity | None  # None for LUNs that are not disks
+    identity: Identity = Identity()
+    portal: str = ""
 
     @property
     def is_disk(self) -> bool:
@@ -201,15 +203,22 @@ async def scan_luns(session: Session) -> list[LunInfo]:
         if not inq.connected:
             continue
         capacity = None
+        identity = Identity()
         if inq.is_disk:
             # TEST UNIT READY first: it takes the UNIT ATTENTION of a fresh login and tells us the
             # unit can do I/O before we show it as a file.
             await command(session, lun, cdb.test_unit_ready(), name="TEST UNIT READY")
             capacity = await read_capacity(session, lun)
-        infos.append(LunInfo(session.target_name, lun, inq, capacity))
+            identity = await identify(session, lun)
+        infos.append(LunInfo(session.target_name, lun, inq, capacity, identity, str(session.portal)))
     return infos
 
 
+def open_lun(session: Session, info: LunInfo, read_only: bool = False) -> Lun:
+    assert info.capacity is not None
+    return Lun(session, info.lun, info.capacity, read_only=read_only or info.identity.write_protected,
+               maximum_transfer_blocks=info.identity.maximum_transfer_blocks)
+
+
 async def open_luns(session: Session, read_only: bool = False) -> list[tuple[LunInfo, Lun]]:
-    return [(info, Lun(session, info.lun, info.capacity, read_only=read_only))
-            for info in await scan_luns(session) if info.capacity is not None]
+    return [(info, open_lun(session, info, read_only)) for info in await scan_luns(session) if info.is_disk]

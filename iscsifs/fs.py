@@ -24,6 +24,7 @@ from iscsifs.proto.errors import IscsiError
 log = logging.getLogger("iscsifs.fs")
 
 ATTR_TIMEOUT = 1.0
+XATTR_PREFIX = b"user.iscsi."
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR
 
 
@@ -41,6 +42,8 @@ class Node:
     info: LunInfo | None = None
     children: dict[bytes, int] = field(default_factory=dict)
     mtime_ns: int = field(default_factory=time.time_ns)
+    target: str = ""  # for a target's directory: its name and the portal we reach it through
+    portal: str = ""
 
     @property
     def is_file(self) -> bool:
@@ -52,25 +55,43 @@ class IscsiFs(pyfuse3.Operations):
     enable_writeback_cache = False  # write-through: an acknowledged write() is on the target
 
     def __init__(self, *, read_only: bool = False, uid: int | None = None, gid: int | None = None,
-                 umask: int = 0o022, root_lun: tuple[LunInfo, Lun] | None = None) -> None:
+                 umask: int = 0o022) -> None:
         super().__init__()
         self.read_only = read_only
         self.uid = os.getuid() if uid is None else uid
         self.gid = os.getgid() if gid is None else gid
         self.umask = umask
         root = Node(pyfuse3.ROOT_INODE, b"", pyfuse3.ROOT_INODE)
-        if root_lun is not None:
-            root.info, root.lun = root_lun
         self.nodes: dict[int, Node] = {root.inode: root}
         self._next_inode = pyfuse3.ROOT_INODE + 1
+        self._gone: set[int] = set()  # inodes of removed LUNs, for ENXIO instead of ENOENT
 
     # -- building the tree -------------------------------------------------------------------------
 
-    def add_dir(self, parent: int, name: str) -> int:
-        return self._add(parent, name, None, None)
+    def add_dir(self, parent: int, name: str, *, target: str = "", portal: str = "") -> int:
+        inode = self._add(parent, name, None, None)
+        self.nodes[inode].target, self.nodes[inode].portal = target, portal
+        return inode
+
+    def set_root_lun(self, info: LunInfo, lun: Lun) -> None:
+        """A LUN mounted on a regular file: the root itself is the LUN."""
+        root = self.nodes[pyfuse3.ROOT_INODE]
+        root.info, root.lun = info, lun
 
     def add_lun(self, parent: int, name: str, info: LunInfo, lun: Lun) -> int:
         return self._add(parent, name, info, lun)
+
+    def remove(self, inode: int) -> None:
+        """A LUN the target no longer has: gone from the tree; open handles get ENXIO."""
+        node = self.nodes.pop(inode)
+        self.nodes[node.parent].children.pop(node.name, None)
+        self.nodes[node.parent].mtime_ns = time.time_ns()
+        self._gone.add(inode)
+
+    def lun_inodes(self, parent: int) -> dict[int, int]:
+        """{LUN number: inode} of the files directly under ``parent``."""
+        return {self.nodes[i].lun.lun: i for i in self.nodes[parent].children.values()  # type: ignore[union-attr]
+                if self.nodes[i].lun is not None}
 
     def _add(self, parent: int, name: str, info: LunInfo | None, lun: Lun | None) -> int:
         raw = os.fsencode(name)
@@ -80,6 +101,7 @@ class IscsiFs(pyfuse3.Operations):
         self._next_inode += 1
         self.nodes[node.inode] = node
         self.nodes[parent].children[raw] = node.inode
+        self.nodes[parent].mtime_ns = node.mtime_ns
         return node.inode
 
     def luns(self) -> list[Lun]:
@@ -90,7 +112,7 @@ class IscsiFs(pyfuse3.Operations):
     def _node(self, inode: int) -> Node:
         node = self.nodes.get(inode)
         if node is None:
-            raise pyfuse3.FUSEError(errno.ENOENT)
+            raise pyfuse3.FUSEError(errno.ENXIO if inode in self._gone else errno.ENOENT)
         return node
 
     def _writable(self, node: Node) -> bool:
@@ -156,6 +178,37 @@ class IscsiFs(pyfuse3.Operations):
         s.f_ffree = s.f_favail = 0
         s.f_namemax = 255
         return s
+
+    # -- extended attributes: who a LUN is ----------------------------------------------------------
+
+    def _xattrs(self, node: Node) -> dict[bytes, bytes]:
+        if node.lun is not None and node.info is not None:
+            info, lun = node.info, node.lun
+            values = {"vendor": info.inquiry.vendor, "product": info.inquiry.product,
+                      "revision": info.inquiry.revision, "serial": info.identity.serial, "wwn": info.identity.wwn,
+                      "block_size": str(lun.block_size), "target": info.target, "portal": info.portal,
+                      "lun": str(info.lun)}
+        else:
+            values = {"target": node.target, "portal": node.portal}
+        return {XATTR_PREFIX + k.encode(): v.encode() for k, v in values.items() if v}
+
+    async def getxattr(self, inode, name, ctx):
+        value = self._xattrs(self._node(inode)).get(name)
+        if value is None:
+            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+        return value
+
+    async def listxattr(self, inode, ctx):
+        return list(self._xattrs(self._node(inode)))
+
+    async def setxattr(self, inode, name, value, ctx):
+        self._node(inode)
+        # The identity comes from the device; nothing else can be stored on a LUN.
+        raise pyfuse3.FUSEError(errno.EPERM if name.startswith(XATTR_PREFIX) else errno.ENOTSUP)
+
+    async def removexattr(self, inode, name, ctx):
+        self._node(inode)
+        raise pyfuse3.FUSEError(errno.EPERM if name.startswith(XATTR_PREFIX) else pyfuse3.ENOATTR)
 
     # -- directories -------------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import logging
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import AsyncIterator
 
 import trio
@@ -19,7 +20,9 @@ from iscsifs.proto.errors import IscsiError
 from iscsifs.proto.session import ScsiResult
 from iscsifs.scsi import cdb
 from iscsifs.scsi.response import (
-    Capacity, StandardInquiry, parse_inquiry, parse_read_capacity_10, parse_read_capacity_16,
+    Capacity, ScsiParseError, StandardInquiry, Vpd, mode_sense_write_protected, parse_block_limits,
+    parse_device_identification, parse_inquiry, parse_read_capacity_10, parse_read_capacity_16,
+    parse_supported_vpd_pages, parse_unit_serial_number, world_wide_name,
 )
 from iscsifs.scsi.sense import ScsiError, SenseKey, Status, is_unit_attention, parse_sense
 
@@ -49,6 +52,9 @@ async def command(session: Session, lun: int, cdb_bytes: bytes, *, name: str,
             # A UNIT ATTENTION reports an event (reset, parameters changed) and fails this
             # command only; the same command is valid again (SAM-5 §5.14).
             log.debug("LUN %d: %s reported unit attention %s; retrying", lun, name, sense)
+            assert sense is not None
+            if session.on_unit_attention is not None:
+                session.on_unit_attention(lun, sense)
             continue
         if result.status == Status.CHECK_CONDITION and sense is not None and sense.key == SenseKey.RECOVERED_ERROR:
             return result
@@ -77,6 +83,59 @@ async def read_capacity(session: Session, lun: int) -> Capacity:
     return cap
 
 
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """What a disk LUN says about itself beyond INQUIRY; empty where it says nothing."""
+
+    serial: str = ""  # VPD 0x80
+    wwn: str = ""  # VPD 0x83, the best logical-unit designator
+    write_protected: bool = False  # MODE SENSE, WP bit
+    maximum_transfer_blocks: int = 0  # VPD 0xB0; 0 = no limit reported
+
+
+async def _vpd(session: Session, lun: int, page: int) -> bytes | bytearray | memoryview:
+    result = await command(session, lun, cdb.inquiry(4096, page), name=f"INQUIRY VPD 0x{page:02x}",
+                           expected_in=4096)
+    return result.data
+
+
+async def write_protected(session: Session, lun: int) -> bool:
+    """MODE SENSE(6), or (10) for devices without it; a device that answers neither is not WP."""
+    for ten in (False, True):
+        built = cdb.mode_sense_10() if ten else cdb.mode_sense_6()
+        try:
+            result = await command(session, lun, built, name="MODE SENSE", expected_in=512 if ten else 255)
+            return mode_sense_write_protected(result.data, ten)
+        except ScsiError as exc:
+            if exc.sense is None or exc.sense.key != SenseKey.ILLEGAL_REQUEST:
+                raise
+        except ScsiParseError:
+            pass
+    return False
+
+
+async def identify(session: Session, lun: int) -> Identity:
+    """Serial, WWN, block limits and write protection. A page a target lacks (ILLEGAL REQUEST)
+    or garbles is left out; it never stops a LUN from being shown."""
+    fields: dict[str, object] = {}
+    try:
+        pages = parse_supported_vpd_pages(await _vpd(session, lun, Vpd.SUPPORTED_PAGES))
+    except (ScsiError, ScsiParseError) as exc:
+        log.debug("LUN %d: no VPD pages (%s)", lun, exc)
+        pages = frozenset()
+    readers = ((Vpd.UNIT_SERIAL_NUMBER, "serial", parse_unit_serial_number),
+               (Vpd.DEVICE_IDENTIFICATION, "wwn", lambda d: world_wide_name(parse_device_identification(d))),
+               (Vpd.BLOCK_LIMITS, "maximum_transfer_blocks", lambda d: parse_block_limits(d).maximum_transfer_length))
+    for page, name, parse in readers:
+        if page in pages:
+            try:
+                fields[name] = parse(await _vpd(session, lun, page))
+            except (ScsiError, ScsiParseError) as exc:
+                log.debug("LUN %d: VPD page 0x%02x unreadable (%s)", lun, page, exc)
+    fields["write_protected"] = await write_protected(session, lun)
+    return Identity(**fields)  # type: ignore[arg-type]
+
+
 class RangeLock:
     """Exclusive locks on inclusive block ranges; non-overlapping ranges never wait for each other."""
 
@@ -102,14 +161,16 @@ class Lun:
     """A disk LUN addressed in bytes. ``size`` is exact: blocks × block size."""
 
     def __init__(self, session: Session, lun: int, capacity: Capacity, *, read_only: bool = False,
-                 max_transfer: int = DEFAULT_MAX_TRANSFER) -> None:
+                 max_transfer: int = DEFAULT_MAX_TRANSFER, maximum_transfer_blocks: int = 0) -> None:
         self.session = session
         self.lun = lun
         self.capacity = capacity
         self.read_only = read_only
         self.block_size = capacity.block_size
-        # Whole blocks per command, at least one.
+        # Whole blocks per command, at least one, and never more than the device's VPD 0xB0 limit.
         self.max_blocks = max(1, max_transfer // self.block_size)
+        if maximum_transfer_blocks:
+            self.max_blocks = min(self.max_blocks, maximum_transfer_blocks)
         self.dirty = False
         self._locks = RangeLock()
 
@@ -119,6 +180,13 @@ class Lun:
     @property
     def size(self) -> int:
         return self.capacity.size
+
+    def set_capacity(self, capacity: Capacity) -> None:
+        """The target changed the LUN's size (UNIT ATTENTION 2A/09)."""
+        if capacity.block_size != self.block_size:
+            self.max_blocks = max(1, self.max_blocks * self.block_size // capacity.block_size)
+            self.block_size = capacity.block_size
+        self.capacity = capacity
 
     async def read_blocks(self, lba: int, blocks: int) -> bytes | bytearray | memoryview:
         if blocks <= self.max_blocks:

@@ -15,12 +15,13 @@ from typing import Callable
 import pyfuse3
 import trio
 
-from iscsifs.client import Client, LunInfo, NotFoundError, open_luns
+from iscsifs.client import Client, NotFoundError, open_luns
 from iscsifs.fs import IscsiFs
 from iscsifs.lun import Lun
 from iscsifs.net.session import Session
 from iscsifs.proto.errors import IscsiError
 from iscsifs.url import IscsiUrl
+from iscsifs.watch import TargetWatch
 
 log = logging.getLogger("iscsifs")
 
@@ -54,30 +55,29 @@ class MountOptions:
 
 async def build_tree(nursery: trio.Nursery, client: Client, url: IscsiUrl, *, root_is_file: bool,
                      options: MountOptions) -> tuple[IscsiFs, list[Session]]:
+    """Log in, find the LUNs, build the tree, and watch each target for changes."""
     sessions: list[Session] = []
     read_only = options.read_only
-
-    def new_fs(root_lun: tuple[LunInfo, Lun] | None = None) -> IscsiFs:
-        return IscsiFs(read_only=read_only, uid=options.uid, gid=options.gid, umask=options.umask, root_lun=root_lun)
-
+    fs = IscsiFs(read_only=read_only, uid=options.uid, gid=options.gid, umask=options.umask)
+    root = pyfuse3.ROOT_INODE
     try:
         if url.target is None:
-            return await _build_portal(nursery, client, url, new_fs(), read_only, sessions), sessions
+            await _build_portal(nursery, client, url, fs, read_only, sessions)
+            return fs, sessions
         session = await client.login(nursery, url, url.target)
         sessions.append(session)
+        fs.nodes[root].target, fs.nodes[root].portal = url.target, str(session.portal)
         luns = await open_luns(session, read_only=read_only)
-        if url.lun is None:
-            fs = new_fs()
-            for info, lun in luns:
-                fs.add_lun(pyfuse3.ROOT_INODE, str(info.lun), info, lun)
-            return fs, sessions
-        match = [(info, lun) for info, lun in luns if info.lun == url.lun]
-        if not match:
-            raise NotFoundError(f"LUN {url.lun} of {url.target} does not exist or is not a disk")
+        if url.lun is not None:
+            luns = [(info, lun) for info, lun in luns if info.lun == url.lun]
+            if not luns:
+                raise NotFoundError(f"LUN {url.lun} of {url.target} does not exist or is not a disk")
         if root_is_file:
-            return new_fs(match[0]), sessions
-        fs = new_fs()
-        fs.add_lun(pyfuse3.ROOT_INODE, str(url.lun), *match[0])
+            fs.set_root_lun(*luns[0])
+        else:
+            for info, lun in luns:
+                fs.add_lun(root, str(info.lun), info, lun)
+        TargetWatch(nursery, fs, session, root, read_only=read_only, only_lun=url.lun)
         return fs, sessions
     except BaseException:
         with trio.CancelScope(shield=True), trio.move_on_after(2):
@@ -87,7 +87,7 @@ async def build_tree(nursery: trio.Nursery, client: Client, url: IscsiUrl, *, ro
 
 
 async def _build_portal(nursery: trio.Nursery, client: Client, url: IscsiUrl, fs: IscsiFs, read_only: bool,
-                        sessions: list[Session]) -> IscsiFs:
+                        sessions: list[Session]) -> None:
     targets = sorted(await client.discover(url), key=lambda t: t.name)
     failures: list[IscsiError] = []
     for target in targets:
@@ -98,12 +98,12 @@ async def _build_portal(nursery: trio.Nursery, client: Client, url: IscsiUrl, fs
             failures.append(exc)
             continue
         sessions.append(session)
-        directory = fs.add_dir(pyfuse3.ROOT_INODE, target.name)
+        directory = fs.add_dir(pyfuse3.ROOT_INODE, target.name, target=target.name, portal=str(session.portal))
         for info, lun in await open_luns(session, read_only=read_only):
             fs.add_lun(directory, str(info.lun), info, lun)
+        TargetWatch(nursery, fs, session, directory, read_only=read_only)
     if failures and not sessions:
         raise failures[0]
-    return fs
 
 
 async def shutdown(luns: list[Lun], sessions: list[Session]) -> None:

@@ -17,6 +17,7 @@ from iscsifs.net.session import Portal, Session
 from iscsifs.proto import chap
 from iscsifs.proto import pdu as P
 from iscsifs.proto.text import encode_text, parse_text
+from iscsifs.scsi.response import encode_lun
 
 
 class FakeTarget:
@@ -31,6 +32,11 @@ class FakeTarget:
         self.mrdsl = mrdsl
         self.disk = bytearray(1 << 16)
         self.log: list[P.Pdu] = []
+        # SCSI behaviour for serve()/scsi(): what a disk LUN says about itself.
+        self.luns = [0]
+        self.write_protected = False
+        self.max_transfer_blocks = 0  # VPD 0xB0; 0 = no limit
+        self.pending_sense: list[bytes] = []  # answer the next commands with CHECK CONDITION + this
 
     async def recv(self) -> P.Pdu:
         while True:
@@ -65,6 +71,67 @@ class FakeTarget:
             if done:
                 return
 
+    async def serve(self) -> None:
+        """Answer SCSI commands (see scsi()) and NOP-Outs until the initiator goes away."""
+        try:
+            while True:
+                req = await self.recv()
+                if isinstance(req, P.ScsiCommand):
+                    await self.scsi(req)
+                elif isinstance(req, P.NopOut) and req.initiator_task_tag != P.RESERVED_TAG:
+                    self.exp_cmd_sn = req.cmd_sn + (0 if req.immediate else 1)
+                    await self.send(P.NopIn(0, req.initiator_task_tag, P.RESERVED_TAG, **self.sn()))
+        except (EOFError, trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+
+    async def respond(self, req: P.ScsiCommand, data: bytes) -> None:
+        """GOOD status with ``data`` (cut to the allocation length) in one Data-In."""
+        self.exp_cmd_sn = req.cmd_sn + 1
+        data = data[: req.expected_data_transfer_length]
+        if not data:
+            await self.send(P.ScsiResponse(req.initiator_task_tag, 0, 0, **self.sn()))
+            return
+        await self.send(P.DataIn(0, req.initiator_task_tag, P.RESERVED_TAG, data_sn=0, buffer_offset=0, final=True,
+                                 has_status=True, data=data, **self.sn()))
+
+    async def check_condition(self, req: P.ScsiCommand, sense: bytes) -> None:
+        self.exp_cmd_sn = req.cmd_sn + 1
+        await self.send(P.ScsiResponse(req.initiator_task_tag, 0, 0x02, data=len(sense).to_bytes(2, "big") + sense,
+                                       **self.sn()))
+
+    async def scsi(self, req: P.ScsiCommand) -> None:
+        """A small disk: INQUIRY (+VPD 0x00/0x80/0x83/0xB0), REPORT LUNS, TUR, READ CAPACITY(16),
+        MODE SENSE(6), READ(10), WRITE(10); 512-byte blocks over ``disk``."""
+        if self.pending_sense:
+            await self.check_condition(req, self.pending_sense.pop(0))
+            return
+        c = req.cdb
+        op = c[0]
+        if op == 0x12 and c[1] & 1:
+            page = c[2]
+            body = {0x00: bytes([0x00, 0x80, 0x83, 0xB0]), 0x80: b"FAKE0001",
+                    0x83: bytes([0x01, 0x03, 0x00, 0x08]) + bytes.fromhex("6001405fa4e4c0de"),
+                    0xB0: bytes(4) + self.max_transfer_blocks.to_bytes(4, "big") + bytes(52)}.get(page)
+            if body is None:
+                await self.check_condition(req, sense_bytes(0x05, 0x24, 0x00))
+            else:
+                await self.respond(req, bytes([0, page]) + len(body).to_bytes(2, "big") + body)
+        elif op == 0x12:
+            await self.respond(req, bytes([0, 0, 5, 2, 31, 0, 0, 0]) + b"FAKE    " + b"fake disk".ljust(16) + b"0001")
+        elif op == 0xA0:
+            body = b"".join(encode_lun(n).to_bytes(8, "big") for n in self.luns)
+            await self.respond(req, (len(body)).to_bytes(4, "big") + bytes(4) + body)
+        elif op == 0x00:
+            await self.respond(req, b"")
+        elif op == 0x9E:
+            await self.respond(req, (len(self.disk) // 512 - 1).to_bytes(8, "big") + (512).to_bytes(4, "big") + bytes(20))
+        elif op == 0x1A:
+            await self.respond(req, bytes([3, 0, 0x80 if self.write_protected else 0, 0]))
+        elif op in (0x28, 0x2A):
+            await self.serve_scsi(req)
+        else:
+            await self.check_condition(req, sense_bytes(0x05, 0x20, 0x00))
+
     async def serve_scsi(self, req: P.ScsiCommand) -> None:
         self.exp_cmd_sn = req.cmd_sn + 1
         op = req.cdb[0]
@@ -97,6 +164,11 @@ class FakeTarget:
                 assert got == want
             self.disk[lba * 512 : lba * 512 + len(buf)] = buf
             await self.send(P.ScsiResponse(req.initiator_task_tag, 0, 0, **self.sn()))
+
+
+def sense_bytes(key: int, asc: int, ascq: int) -> bytes:
+    """Fixed-format sense data (SPC-4 §4.5.3)."""
+    return bytes([0x70, 0, key, 0, 0, 0, 0, 10, 0, 0, 0, 0, asc, ascq, 0, 0, 0, 0])
 
 
 async def open_over(nursery, client_stream, config) -> Session:

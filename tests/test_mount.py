@@ -295,14 +295,14 @@ def test_block_size_and_target_errors_surface_as_errno(make_target, tmp_path):
             f.seek(4090)
             f.write(b"0123456789ab")  # straddles two 4 KiB blocks
         assert t.backing[1].read_bytes()[4090:4102] == b"0123456789ab"
-        # tgt's readonly LUN answers DATA PROTECT: the writer sees EROFS, never silent success.
-        fd = os.open(mnt / "2", os.O_WRONLY)
-        try:
-            with pytest.raises(OSError) as e:
-                os.pwrite(fd, b"x" * 4096, 0)
-            assert e.value.errno == errno.EROFS
-        finally:
-            os.close(fd)
+        # tgt's readonly LUN sets the MODE SENSE WP bit: no write permission shown, and even root
+        # gets EROFS at open(2), never a silent success.
+        assert stat.S_IMODE(os.stat(mnt / "2").st_mode) == 0o444
+        assert stat.S_IMODE(os.stat(mnt / "1").st_mode) == 0o644
+        with pytest.raises(OSError) as e:
+            os.open(mnt / "2", os.O_WRONLY)
+        assert e.value.errno == errno.EROFS
+        assert (mnt / "2").read_bytes() == t.backing[2].read_bytes()
     assert t.backing[2].read_bytes()[:4096] == pattern(1 << 20, seed=_seed(t) + 1)[:4096]
 
 

@@ -10,6 +10,7 @@ Timeouts are the caller's (trio.fail_after / move_on_after), as trio's design as
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import trio
@@ -27,7 +28,8 @@ from iscsifs.proto.session import (
     TaskDone,
 )
 from iscsifs.proto.text import encode_text, parse_text
-from iscsifs.scsi.response import encode_lun
+from iscsifs.scsi.response import decode_lun, encode_lun
+from iscsifs.scsi.sense import Sense, parse_sense
 
 log = logging.getLogger("iscsifs.session")
 
@@ -112,6 +114,8 @@ class Session:
         self._dead: BaseException | None = None
         self._closed = False
         self._logging_out = False  # the target closes the socket right after a Logout Response
+        # Told of every UNIT ATTENTION and SCSI Async Event (LUN, sense), e.g. by iscsifs.watch.
+        self.on_unit_attention: Callable[[int, Sense], None] | None = None
 
     def __repr__(self) -> str:
         state = "dead" if self._dead else "closed" if self._closed else "live"
@@ -222,7 +226,12 @@ class Session:
     def _on_async(self, ev: AsyncReceived) -> None:
         m = ev.message
         if m.async_event == AsyncEvent.SCSI_ASYNC_EVENT:
-            log.info("target %s reports a SCSI asynchronous event", self.target_name)
+            # §11.9.4: the data segment is SenseLength (2 bytes), then sense data.
+            data = bytes(m.data)
+            sense = parse_sense(data[2 : 2 + int.from_bytes(data[:2], "big")]) if len(data) >= 2 else None
+            log.info("target %s reports a SCSI asynchronous event: %s", self.target_name, sense or "no sense data")
+            if sense is not None and self.on_unit_attention is not None:
+                self.on_unit_attention(decode_lun(m.lun.to_bytes(8, "big")), sense)
         elif m.async_event == AsyncEvent.LOGOUT_REQUESTED:
             log.warning("target %s requests logout within %d s", self.target_name, m.parameter3)
         elif m.async_event in (AsyncEvent.CONNECTION_DROP, AsyncEvent.SESSION_DROP):

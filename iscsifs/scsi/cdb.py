@@ -8,10 +8,12 @@ import struct
 class Op:
     TEST_UNIT_READY = 0x00
     INQUIRY = 0x12
+    MODE_SENSE_6 = 0x1A
     READ_CAPACITY_10 = 0x25
     READ_10 = 0x28
     WRITE_10 = 0x2A
     SYNCHRONIZE_CACHE_10 = 0x35
+    MODE_SENSE_10 = 0x5A
     READ_16 = 0x88
     WRITE_16 = 0x8A
     SYNCHRONIZE_CACHE_16 = 0x91
@@ -31,6 +33,15 @@ def test_unit_ready() -> bytes:
 def inquiry(allocation_length: int = 255, page_code: int | None = None) -> bytes:
     evpd = page_code is not None
     return struct.pack(">BBBHB", Op.INQUIRY, 1 if evpd else 0, page_code or 0, allocation_length, 0)
+
+
+def mode_sense_6(page_code: int = 0x3F, allocation_length: int = 255) -> bytes:
+    """DBD set: we want the header (its WP bit), not block descriptors (SPC-4 §6.11)."""
+    return struct.pack(">BBBxBx", Op.MODE_SENSE_6, 0x08, page_code & 0x3F, allocation_length)
+
+
+def mode_sense_10(page_code: int = 0x3F, allocation_length: int = 512) -> bytes:
+    return struct.pack(">BBB4xHx", Op.MODE_SENSE_10, 0x08, page_code & 0x3F, allocation_length)
 
 
 def report_luns(allocation_length: int = 16384, select_report: int = 0) -> bytes:

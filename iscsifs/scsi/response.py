@@ -126,3 +126,97 @@ def parse_report_luns(data: bytes | memoryview) -> tuple[list[int], int]:
     end = min(len(d), 8 + list_length)
     luns = [decode_lun(d[i : i + 8]) for i in range(8, end - 7, 8)]
     return luns, list_length
+
+
+# -- MODE SENSE and VPD pages ----------------------------------------------------------------------
+
+
+def mode_sense_write_protected(data: bytes | memoryview, ten: bool) -> bool:
+    """The WP bit of the DEVICE-SPECIFIC PARAMETER in a mode parameter header (SBC-3 §6.4.1)."""
+    offset = 3 if ten else 2
+    if len(data) <= offset:
+        raise ScsiParseError(f"MODE SENSE data of {len(data)} bytes")
+    return bool(data[offset] & 0x80)
+
+
+class Vpd:
+    SUPPORTED_PAGES = 0x00
+    UNIT_SERIAL_NUMBER = 0x80
+    DEVICE_IDENTIFICATION = 0x83
+    BLOCK_LIMITS = 0xB0
+
+
+def _vpd_body(data: bytes | memoryview, page: int) -> bytes:
+    d = bytes(data)
+    if len(d) < 4 or d[1] != page:
+        raise ScsiParseError(f"VPD page 0x{page:02x} answer is not that page")
+    return d[4 : 4 + int.from_bytes(d[2:4], "big")]
+
+
+def parse_supported_vpd_pages(data: bytes | memoryview) -> frozenset[int]:
+    return frozenset(_vpd_body(data, Vpd.SUPPORTED_PAGES))
+
+
+def parse_unit_serial_number(data: bytes | memoryview) -> str:
+    return _vpd_body(data, Vpd.UNIT_SERIAL_NUMBER).decode("ascii", "replace").strip(" \0")
+
+
+@dataclass(frozen=True, slots=True)
+class Designator:
+    """One identification descriptor of VPD page 0x83 (SPC-4 §7.8.6)."""
+
+    code_set: int  # 1 binary, 2 ASCII, 3 UTF-8
+    association: int  # 0 the logical unit, 1 the target port, 2 the target device
+    designator_type: int  # 1 T10 vendor, 2 EUI-64, 3 NAA, 8 SCSI name string, ...
+    value: bytes
+
+    def text(self) -> str:
+        if self.designator_type == 3:
+            return "naa." + self.value.hex()
+        if self.designator_type == 2:
+            return "eui." + self.value.hex()
+        if self.code_set in (2, 3):
+            prefix = "t10." if self.designator_type == 1 else ""
+            return prefix + " ".join(self.value.decode("utf-8", "replace").rstrip("\0").split())
+        return self.value.hex()
+
+
+def parse_device_identification(data: bytes | memoryview) -> list[Designator]:
+    body = _vpd_body(data, Vpd.DEVICE_IDENTIFICATION)
+    out: list[Designator] = []
+    i = 0
+    while i + 4 <= len(body):
+        length = body[i + 3]
+        value = body[i + 4 : i + 4 + length]
+        if len(value) < length:
+            break
+        out.append(Designator(body[i] & 0x0F, (body[i + 1] >> 4) & 0x03, body[i + 1] & 0x0F, value))
+        i += 4 + length
+    return out
+
+
+# Which designator names the logical unit best, as Linux's /dev/disk/by-id does: NAA, EUI-64,
+# SCSI name string, then the T10 vendor id.
+_DESIGNATOR_PREFERENCE = (3, 2, 8, 1)
+
+
+def world_wide_name(designators: list[Designator]) -> str:
+    lu = [d for d in designators if d.association == 0 and d.designator_type in _DESIGNATOR_PREFERENCE]
+    if not lu:
+        return ""
+    # Among several NAA designators (tgt sends two), the longest carries the most.
+    best = min(lu, key=lambda d: (_DESIGNATOR_PREFERENCE.index(d.designator_type), -len(d.value)))
+    return best.text()
+
+
+@dataclass(frozen=True, slots=True)
+class BlockLimits:
+    """VPD page 0xB0 (SBC-3 §6.5.3). Zero means "no limit reported"."""
+
+    maximum_transfer_length: int  # logical blocks per command
+    optimal_transfer_length: int
+
+
+def parse_block_limits(data: bytes | memoryview) -> BlockLimits:
+    body = _vpd_body(data, Vpd.BLOCK_LIMITS).ljust(12, b"\0")
+    return BlockLimits(int.from_bytes(body[4:8], "big"), int.from_bytes(body[8:12], "big"))

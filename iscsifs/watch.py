@@ -1,0 +1,144 @@
+"""Keeping the tree true to the target while mounted (SAM-5 §5.14 unit attentions).
+
+A target reports changes as UNIT ATTENTION on the next command to each LUN (or as an iSCSI
+SCSI Async Event): 2A/09 CAPACITY DATA HAS CHANGED makes us read the capacity again, so `stat`
+shows the new size; 3F/0E REPORTED LUNS DATA HAS CHANGED makes us rescan the target, so the
+directory gains and loses files. Both run in the background: the command that saw the unit
+attention is simply retried.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pyfuse3
+import trio
+
+from iscsifs.client import open_lun, scan_luns
+from iscsifs.fs import IscsiFs
+from iscsifs.lun import Lun, read_capacity
+from iscsifs.net.session import Session
+from iscsifs.proto.errors import IscsiError
+from iscsifs.scsi.response import Capacity
+from iscsifs.scsi.sense import Sense
+
+log = logging.getLogger("iscsifs")
+
+CAPACITY_DATA_HAS_CHANGED = (0x2A, 0x09)
+REPORTED_LUNS_DATA_HAS_CHANGED = (0x3F, 0x0E)
+RESCAN_TIMEOUT = 60.0
+
+
+class TargetWatch:
+    """One target's LUN files under ``directory`` (or the one LUN mounted at the root)."""
+
+    def __init__(self, nursery: trio.Nursery, fs: IscsiFs, session: Session, directory: int, *, read_only: bool,
+                 only_lun: int | None = None) -> None:
+        self.nursery = nursery
+        self.fs = fs
+        self.session = session
+        self.directory = directory
+        self.read_only = read_only
+        self.only_lun = only_lun  # a LUN URL: follow its capacity, never add or remove files
+        self._rescanning = False
+        self._again = False
+        session.on_unit_attention = self.on_unit_attention
+
+    def on_unit_attention(self, lun: int, sense: Sense) -> None:
+        if sense.asc_ascq == CAPACITY_DATA_HAS_CHANGED:
+            log.info("target %s reports that LUN %d changed capacity", self.session.target_name, lun)
+            self.nursery.start_soon(self._refresh_capacity, lun)
+        elif sense.asc_ascq == REPORTED_LUNS_DATA_HAS_CHANGED and self.only_lun is None:
+            log.info("target %s reports that its LUNs changed: rescanning", self.session.target_name)
+            self.rescan_soon()
+
+    def _luns(self) -> dict[int, int]:
+        root = self.fs.nodes[pyfuse3.ROOT_INODE]
+        if root.lun is not None:
+            return {root.lun.lun: pyfuse3.ROOT_INODE}
+        return self.fs.lun_inodes(self.directory)
+
+    # -- capacity ----------------------------------------------------------------------------------
+
+    async def _refresh_capacity(self, lun: int) -> None:
+        inode = self._luns().get(lun)
+        if inode is None:
+            return
+        try:
+            with trio.fail_after(RESCAN_TIMEOUT):
+                capacity = await read_capacity(self.session, lun)
+        except (IscsiError, trio.TooSlowError) as exc:
+            log.warning("reading the new capacity of LUN %d of %s failed: %s", lun, self.session.target_name, exc)
+            return
+        node = self.fs.nodes.get(inode)
+        if node is not None and node.lun is not None:
+            await self._set_capacity(inode, node.lun, capacity)
+
+    async def _set_capacity(self, inode: int, lun: Lun, capacity: Capacity) -> None:
+        if capacity == lun.capacity:
+            return
+        log.info("LUN %d of %s is now %d bytes (was %d)", lun.lun, self.session.target_name, capacity.size, lun.size)
+        lun.set_capacity(capacity)
+        await _invalidate_inode(inode)
+
+    # -- LUNs added and removed ----------------------------------------------------------------------
+
+    def rescan_soon(self) -> None:
+        """Coalesce: one rescan at a time, and one more if asked again while it ran."""
+        if self._rescanning:
+            self._again = True
+            return
+        self._rescanning = True
+        self.nursery.start_soon(self._rescan_loop)
+
+    async def _rescan_loop(self) -> None:
+        try:
+            while True:
+                self._again = False
+                try:
+                    with trio.fail_after(RESCAN_TIMEOUT):
+                        await self.rescan()
+                except (IscsiError, trio.TooSlowError) as exc:
+                    log.warning("rescanning %s failed: %s", self.session.target_name, exc)
+                if not self._again:
+                    return
+        finally:
+            self._rescanning = False
+
+    async def rescan(self) -> None:
+        found = {info.lun: info for info in await scan_luns(self.session) if info.is_disk}
+        shown = self._luns()
+        for number, inode in shown.items():
+            node = self.fs.nodes[inode]
+            info = found.get(number)
+            if info is None:
+                if inode == pyfuse3.ROOT_INODE:
+                    continue  # the mounted LUN itself: its I/O will fail, the mount stays
+                log.info("LUN %d of %s is gone", number, self.session.target_name)
+                self.fs.remove(inode)
+                _invalidate_entry(self.directory, node.name)
+            elif node.lun is not None and info.capacity is not None:
+                await self._set_capacity(inode, node.lun, info.capacity)
+        if self.only_lun is not None:
+            return
+        for number, info in sorted(found.items()):
+            if number not in shown:
+                lun = open_lun(self.session, info, self.read_only)
+                self.fs.add_lun(self.directory, str(number), info, lun)
+                log.info("LUN %d of %s appeared (%d bytes)", number, self.session.target_name, lun.size)
+        await _invalidate_inode(self.directory)
+
+
+def _invalidate_entry(parent: int, name: bytes) -> None:
+    try:
+        pyfuse3.invalidate_entry_async(parent, name, ignore_enoent=True)
+    except Exception as exc:  # noqa: BLE001 - not mounted (tests) or the kernel forgot it: both harmless
+        log.debug("invalidating %r: %s", name, exc)
+
+
+async def _invalidate_inode(inode: int) -> None:
+    # May block in the kernel while it writes back pages: never on the trio thread.
+    try:
+        await trio.to_thread.run_sync(pyfuse3.invalidate_inode, inode, True)
+    except Exception as exc:  # noqa: BLE001 - not mounted (tests) or the kernel forgot it: both harmless
+        log.debug("invalidating inode %d: %s", inode, exc)

@@ -1,0 +1,120 @@
+"""Identity (VPD 0x80/0x83), write protection (MODE SENSE), VPD 0xB0 transfer limits and unit
+attentions (2A/09 capacity, 3F/0E LUNs) against the in-memory fake target; tgt covers the rest."""
+
+from __future__ import annotations
+
+import pyfuse3
+import pytest
+import trio
+
+from fake_target import logged_in, sense_bytes
+from iscsifs.client import open_lun, scan_luns
+from iscsifs.fs import IscsiFs
+from iscsifs.lun import identify
+from iscsifs.proto import pdu as P
+from iscsifs.proto.login import LoginConfig
+from iscsifs.scsi.response import Designator, parse_device_identification, world_wide_name
+from iscsifs.watch import TargetWatch
+
+CONFIG = LoginConfig(initiator_name="iqn.2026-11.test:init", target_name="iqn.2026-11.test:tgt")
+
+
+async def _session(nursery, **kw):
+    target, session = await logged_in(nursery, CONFIG, max_cmd_sn_delta=8)
+    for k, v in kw.items():
+        setattr(target, k, v)
+    nursery.start_soon(target.serve)
+    return target, session
+
+
+async def test_identity_write_protection_and_block_limits():
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            target, session = await _session(nursery, write_protected=True, max_transfer_blocks=8)
+            ident = await identify(session, 0)
+            assert ident.serial == "FAKE0001" and ident.wwn == "naa.6001405fa4e4c0de"
+            assert ident.write_protected and ident.maximum_transfer_blocks == 8
+            (info,) = await scan_luns(session)
+            lun = open_lun(session, info)
+            assert lun.read_only and lun.max_blocks == 8
+            nursery.cancel_scope.cancel()
+
+
+async def test_io_is_split_at_the_maximum_transfer_length():
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            target, session = await _session(nursery, max_transfer_blocks=8)
+            (info,) = await scan_luns(session)
+            lun = open_lun(session, info)
+            data = bytes(range(256)) * 2 * 20  # 20 blocks
+            await lun.write(512, data)
+            assert bytes(target.disk[512 : 512 + len(data)]) == data
+            assert await lun.read(512, len(data)) == data
+            blocks = [int.from_bytes(p.cdb[7:9], "big") for p in target.log
+                      if isinstance(p, P.ScsiCommand) and p.cdb[0] in (0x28, 0x2A)]
+            assert blocks == [8, 8, 4, 8, 8, 4]
+            nursery.cancel_scope.cancel()
+
+
+async def test_capacity_changed_unit_attention_updates_the_size():
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            target, session = await _session(nursery)
+            fs = IscsiFs()
+            (info,) = await scan_luns(session)
+            lun = open_lun(session, info)
+            inode = fs.add_lun(pyfuse3.ROOT_INODE, "0", info, lun)
+            TargetWatch(nursery, fs, session, pyfuse3.ROOT_INODE, read_only=False)
+            old = lun.size
+            target.disk += bytearray(1 << 16)  # the LUN grows on the target...
+            target.pending_sense.append(sense_bytes(0x06, 0x2A, 0x09))  # ...which says so on the next command
+            assert await lun.read(0, 512) == bytes(target.disk[:512])  # that command is retried
+            while lun.size == old:
+                await trio.sleep(0.01)
+            assert lun.size == len(target.disk)
+            assert (await fs.getattr(inode)).st_size == len(target.disk)
+            await lun.write(len(target.disk) - 512, b"x" * 512)  # the new end is writable
+            nursery.cancel_scope.cancel()
+
+
+async def test_reported_luns_changed_rescans_the_directory():
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            target, session = await _session(nursery)
+            fs = IscsiFs()
+            (info,) = await scan_luns(session)
+            fs.add_lun(pyfuse3.ROOT_INODE, "0", info, open_lun(session, info))
+            TargetWatch(nursery, fs, session, pyfuse3.ROOT_INODE, read_only=False)
+            # Announced by a SCSI Async Event this time (RFC 7143 §11.9.1), not by a command.
+            target.luns = [0, 1]
+            sense = sense_bytes(0x06, 0x3F, 0x0E)
+            event = P.AsyncMessage(lun=0, async_event=P.AsyncEvent.SCSI_ASYNC_EVENT,
+                                   data=len(sense).to_bytes(2, "big") + sense, **target.sn())
+            await target.send(event)
+            while 1 not in fs.lun_inodes(pyfuse3.ROOT_INODE):
+                await trio.sleep(0.01)
+            assert (await fs.lookup(pyfuse3.ROOT_INODE, b"1")).st_size == len(target.disk)
+            gone = fs.lun_inodes(pyfuse3.ROOT_INODE)[1]
+            target.luns = [0]
+            target.pending_sense.append(sense)  # this time on a command
+            await fs.nodes[fs.lun_inodes(pyfuse3.ROOT_INODE)[0]].lun.read(0, 512)
+            while 1 in fs.lun_inodes(pyfuse3.ROOT_INODE):
+                await trio.sleep(0.01)
+            with pytest.raises(pyfuse3.FUSEError) as e:
+                await fs.getattr(gone)
+            assert e.value.errno == 6  # ENXIO: a handle to a LUN that is gone
+            nursery.cancel_scope.cancel()
+
+
+def test_world_wide_name_prefers_naa_then_eui_then_names():
+    naa8 = Designator(1, 0, 3, bytes.fromhex("6000000000000000"))
+    naa16 = Designator(1, 0, 3, bytes.fromhex("60000000000000000e00000000010001"))
+    eui = Designator(1, 0, 2, bytes.fromhex("0011223344556677"))
+    t10 = Designator(2, 0, 1, b"IET     00010001")
+    port = Designator(1, 1, 3, bytes.fromhex("5000000000000001"))  # a target port, not the LU
+    assert world_wide_name([t10, naa8, naa16, port]) == "naa.60000000000000000e00000000010001"
+    assert world_wide_name([t10, eui]) == "eui.0011223344556677"
+    assert world_wide_name([t10]) == "t10.IET 00010001"
+    assert world_wide_name([port]) == ""
+    page = bytes([0, 0x83, 0, 12]) + bytes([0x01, 0x03, 0, 8]) + bytes(8)
+    assert parse_device_identification(page + b"\x01\x03\x00\x40") == [Designator(1, 0, 3, bytes(8))]  # truncated tail
