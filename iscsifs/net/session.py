@@ -27,7 +27,7 @@ from iscsifs.proto.session import (
     AsyncReceived, Event, RequestRejected, ResponseReceived, ScsiResult, ScsiTask, SendPdus, SessionCore,
     TaskDone,
 )
-from iscsifs.proto.text import encode_text, parse_text
+from iscsifs.proto.text import Negotiation, encode_text, parse_text
 from iscsifs.scsi.response import decode_lun, encode_lun
 from iscsifs.scsi.sense import Sense, parse_sense
 
@@ -114,6 +114,7 @@ class Session:
         self._dead: BaseException | None = None
         self._closed = False
         self._logging_out = False  # the target closes the socket right after a Logout Response
+        self._draining = False  # the target asked for a logout: no new commands
         # Told of every UNIT ATTENTION and SCSI Async Event (LUN, sense), e.g. by iscsifs.watch.
         self.on_unit_attention: Callable[[int, Sense], None] | None = None
 
@@ -233,12 +234,53 @@ class Session:
             if sense is not None and self.on_unit_attention is not None:
                 self.on_unit_attention(decode_lun(m.lun.to_bytes(8, "big")), sense)
         elif m.async_event == AsyncEvent.LOGOUT_REQUESTED:
-            log.warning("target %s requests logout within %d s", self.target_name, m.parameter3)
+            # §11.9.1 event 1: finish what is outstanding, then log out within Parameter3 seconds.
+            log.warning("target %s asks us to log out within %d s: finishing %d outstanding command(s) first",
+                        self.target_name, m.parameter3, self._core.outstanding)
+            assert self._nursery is not None
+            self._nursery.start_soon(self._logout_requested, max(1, m.parameter3))
         elif m.async_event in (AsyncEvent.CONNECTION_DROP, AsyncEvent.SESSION_DROP):
-            log.warning("target %s is dropping the %s", self.target_name,
-                        "connection" if m.async_event == AsyncEvent.CONNECTION_DROP else "session")
+            # Events 2 and 3: at ErrorRecoveryLevel 0 the tasks on the connection are lost now.
+            what = "connection" if m.async_event == AsyncEvent.CONNECTION_DROP else "session"
+            self._fail(ConnectionLost(f"target {self.target_name} dropped the {what} (Async Message, "
+                                      f"Time2Wait {m.parameter2} s)"))
+        elif m.async_event == AsyncEvent.NEGOTIATION_REQUESTED:
+            # Event 4: we MUST start a Text Request on this connection as soon as we can.
+            assert self._nursery is not None
+            self._nursery.start_soon(self._renegotiate)
         else:
             log.info("target %s sent async event %d", self.target_name, m.async_event)
+
+    async def _logout_requested(self, within: int) -> None:
+        self._draining = True
+        with trio.move_on_after(max(1, within - 1)):
+            while self.alive and self._core.outstanding:
+                await self._window_changed.wait()
+        with trio.move_on_after(5):
+            await self.logout()
+        if not self._closed:
+            await self.aclose()
+
+    async def _renegotiate(self) -> None:
+        """Answer the target's offers (§6.2, §11.10) until it has nothing more to ask; only the
+        declarations that matter in full feature phase (MaxRecvDataSegmentLength) change anything."""
+        negotiation = Negotiation(self.config.offer, offered={}, start=self.params)
+        replies: list[tuple[str, str]] = []
+        try:
+            for _ in range(4):
+                with trio.fail_after(30):
+                    pairs = await self.text_request(replies)
+                replies = negotiation.receive(pairs)
+                if not replies:
+                    break
+            params = negotiation.finish()
+        except (IscsiError, trio.TooSlowError) as exc:
+            self._fail(RemoteProtocolError(f"renegotiation asked by target {self.target_name} failed: {exc}"))
+            return
+        if params != self.params:
+            log.info("target %s renegotiated: MaxRecvDataSegmentLength %d -> %d", self.target_name,
+                     self.params.max_recv_data_segment_length, params.max_recv_data_segment_length)
+            self.params = self._core.params = params
 
     def _fail(self, error: BaseException) -> None:
         if self._dead is not None:
@@ -264,6 +306,8 @@ class Session:
             raise ConnectionLost(str(self._dead))
         if self._closed:
             raise ConnectionLost("session is logged out")
+        if self._draining and not self._logging_out:
+            raise ConnectionLost("the target asked us to log out")
 
     # -- sending -----------------------------------------------------------------------------------
 

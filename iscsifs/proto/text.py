@@ -205,17 +205,15 @@ class Negotiation:
 
     offer: Offer
     discovery: bool = False
-    offered: dict[str, str] = field(default_factory=dict)
+    offered: dict[str, str] | None = None  # None: what ``offer`` says (a login); {} to only answer
     answered: dict[str, str] = field(default_factory=dict)
+    start: OperationalParams | None = None  # what is in force (renegotiation in full feature phase)
 
     def __post_init__(self) -> None:
-        self.offered = dict(self.offer.pairs(self.discovery))
-        self._params = OperationalParams(
+        if self.offered is None:
+            self.offered = dict(self.offer.pairs(self.discovery))
+        self._params = self.start or OperationalParams(
             our_max_recv_data_segment_length=self.offer.max_recv_data_segment_length)
-
-    @property
-    def params(self) -> OperationalParams:
-        return self._params
 
     def first_pairs(self) -> list[tuple[str, str]]:
         return list(self.offered.items())

@@ -1,0 +1,98 @@
+"""Asynchronous Messages (RFC 7143 §11.9) from the fake target: logout requested, connection
+dropped, renegotiation requested; and Reject of a request."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+
+from fake_target import logged_in
+from iscsifs.proto import pdu as P
+from iscsifs.proto.errors import ConnectionLost
+from iscsifs.proto.login import LoginConfig
+from iscsifs.proto.text import encode_text, parse_text
+
+CONFIG = LoginConfig(initiator_name="iqn.2026-11.test:init", target_name="iqn.2026-11.test:tgt")
+READ_8 = bytes.fromhex("28000000000000000800")  # READ(10) LBA 0, 8 blocks
+
+
+async def test_logout_request_finishes_outstanding_commands_then_logs_out():
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            target, session = await logged_in(nursery, CONFIG, max_cmd_sn_delta=4)
+            target.disk[:4096] = b"L" * 4096
+            results = []
+
+            async def read():
+                results.append(await session.execute(0, READ_8, expected_in=4096))
+
+            nursery.start_soon(read)
+            cmd = await target.recv()
+            assert isinstance(cmd, P.ScsiCommand)
+            await target.send(P.AsyncMessage(lun=0, async_event=P.AsyncEvent.LOGOUT_REQUESTED, parameter3=5,
+                                             **target.sn()))
+            await trio.testing.wait_all_tasks_blocked()
+            with pytest.raises(ConnectionLost, match="asked us to log out"):
+                await session.execute(0, READ_8, expected_in=4096)  # nothing new once asked
+            await target.serve_scsi(cmd)  # the outstanding read completes...
+            logout = await target.recv()  # ...and only then do we log out
+            assert isinstance(logout, P.LogoutRequest)
+            await target.send(P.LogoutResponse(logout.initiator_task_tag, 0, **target.sn()))
+            await target.stream.aclose()
+            assert bytes(results[0].data) == b"L" * 4096
+            while session.alive:
+                await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("event", [P.AsyncEvent.CONNECTION_DROP, P.AsyncEvent.SESSION_DROP])
+async def test_connection_drop_fails_outstanding_commands_at_once(event):
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            target, session = await logged_in(nursery, CONFIG, max_cmd_sn_delta=4)
+            errors = []
+
+            async def read():
+                try:
+                    await session.execute(0, READ_8, expected_in=4096)
+                except ConnectionLost as exc:
+                    errors.append(exc)
+
+            nursery.start_soon(read)
+            assert isinstance(await target.recv(), P.ScsiCommand)
+            await target.send(P.AsyncMessage(lun=0, async_event=event, parameter2=2, parameter3=0, **target.sn()))
+            while not errors:
+                await trio.sleep(0.01)
+            assert "dropped the" in str(errors[0]) and not session.alive
+            nursery.cancel_scope.cancel()
+
+
+async def test_negotiation_request_is_answered_with_a_text_request():
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            target, session = await logged_in(nursery, CONFIG, max_cmd_sn_delta=4, mrdsl=8192)
+            await target.send(P.AsyncMessage(lun=0, async_event=P.AsyncEvent.NEGOTIATION_REQUESTED, parameter3=5,
+                                             **target.sn()))
+            req = await target.recv()
+            assert isinstance(req, P.TextRequest) and req.data == b""
+            target.exp_cmd_sn = req.cmd_sn + 1
+            # The target declares a smaller MaxRecvDataSegmentLength and offers a key we must answer.
+            await target.send(P.TextResponse(req.initiator_task_tag, P.RESERVED_TAG, data=encode_text(
+                [("MaxRecvDataSegmentLength", "1024"), ("X-com.example.Unknown", "1"), ("NewKey", "1")]),
+                **target.sn()))
+            answer = await target.recv()
+            assert isinstance(answer, P.TextRequest) and parse_text(answer.data) == [("NewKey", "NotUnderstood")]
+            target.exp_cmd_sn = answer.cmd_sn + 1
+            await target.send(P.TextResponse(answer.initiator_task_tag, P.RESERVED_TAG, **target.sn()))
+            while session.params.max_recv_data_segment_length != 1024:
+                await trio.sleep(0.01)
+            nursery.start_soon(target.serve)
+            data = bytes(range(256)) * 16
+            res = await session.execute(0, bytes.fromhex("2a00000000000000080000"), data_out=data)
+            assert res.status == 0 and bytes(target.disk[:4096]) == data
+            outs = [p for p in target.log if isinstance(p, P.DataOut)]
+            assert outs and max(len(p.data) for p in outs) <= 1024
+            cmds = [p for p in target.log if isinstance(p, P.ScsiCommand)]
+            assert len(cmds[-1].data) <= 1024  # immediate data too
+            nursery.cancel_scope.cancel()
