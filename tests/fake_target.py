@@ -23,7 +23,7 @@ from iscsifs.scsi.response import encode_lun
 class FakeTarget:
     """Just enough of a target to log in and serve scripted behaviour; sans-I/O codec over a stream."""
 
-    def __init__(self, stream, *, max_cmd_sn_delta: int = 0, mrdsl: int = 4096):
+    def __init__(self, stream, *, max_cmd_sn_delta: int = 0, mrdsl: int = 4096, digests: bool = False):
         self.stream = stream
         self.reader = P.PduReader(max_recv_data_segment_length=1 << 20, accept=P.INITIATOR_OPCODES)
         self.stat_sn = 100
@@ -32,6 +32,8 @@ class FakeTarget:
         self.mrdsl = mrdsl
         self.disk = bytearray(1 << 16)
         self.log: list[P.Pdu] = []
+        self.want_digests = digests  # answer HeaderDigest/DataDigest=CRC32C at login
+        self.digests = False  # in force (from full feature phase on)
         # SCSI behaviour for serve()/scsi(): what a disk LUN says about itself.
         self.luns = [0]
         self.write_protected = False
@@ -50,7 +52,11 @@ class FakeTarget:
             self.reader.feed(data)
 
     async def send(self, pdu: P.Pdu) -> None:
-        await self.stream.send_all(P.pdu_bytes(pdu))
+        await self.stream.send_all(self.corrupt(P.pdu_bytes(pdu, self.digests, self.digests)))
+
+    def corrupt(self, wire: bytes) -> bytes:
+        """Hook for tests: what actually goes on the wire."""
+        return wire
 
     def sn(self, advance: bool = True) -> dict:
         s = dict(stat_sn=self.stat_sn, exp_cmd_sn=self.exp_cmd_sn, max_cmd_sn=self.exp_cmd_sn + self.delta)
@@ -64,11 +70,16 @@ class FakeTarget:
             self.exp_cmd_sn = req.cmd_sn
             done = req.transit and req.nsg == P.Stage.FULL_FEATURE
             keys = [("MaxRecvDataSegmentLength", str(self.mrdsl)), ("InitialR2T", "Yes")] if req.csg == 1 else []
+            if req.csg == 1 and self.want_digests:
+                keys += [("HeaderDigest", "CRC32C"), ("DataDigest", "CRC32C")]
             await self.send(P.LoginResponse(isid=req.isid, tsih=7 if done else 0,
                                             initiator_task_tag=req.initiator_task_tag, status_class=0,
                                             status_detail=0, csg=req.csg, nsg=req.nsg, transit=req.transit,
                                             data=encode_text(keys), **self.sn()))
             if done:
+                if self.want_digests:
+                    self.digests = True
+                    self.reader.header_digest = self.reader.data_digest = True
                 return
 
     async def serve(self) -> None:

@@ -1,5 +1,5 @@
 """Asynchronous Messages (RFC 7143 §11.9) from the fake target: logout requested, connection
-dropped, renegotiation requested; and Reject of a request."""
+dropped, renegotiation requested; a digest error; a login redirection."""
 
 from __future__ import annotations
 
@@ -7,11 +7,13 @@ import pytest
 import trio
 import trio.testing
 
-from fake_target import logged_in
+from fake_target import FakeTarget, logged_in
+from iscsifs.net import session as net_session
+from iscsifs.net.session import Portal, Session
 from iscsifs.proto import pdu as P
-from iscsifs.proto.errors import ConnectionLost
+from iscsifs.proto.errors import ConnectionLost, DigestError
 from iscsifs.proto.login import LoginConfig
-from iscsifs.proto.text import encode_text, parse_text
+from iscsifs.proto.text import Offer, encode_text, parse_text
 
 CONFIG = LoginConfig(initiator_name="iqn.2026-11.test:init", target_name="iqn.2026-11.test:tgt")
 READ_8 = bytes.fromhex("28000000000000000800")  # READ(10) LBA 0, 8 blocks
@@ -96,3 +98,54 @@ async def test_negotiation_request_is_answered_with_a_text_request():
             cmds = [p for p in target.log if isinstance(p, P.ScsiCommand)]
             assert len(cmds[-1].data) <= 1024  # immediate data too
             nursery.cancel_scope.cancel()
+
+
+# -- digests and redirection -------------------------------------------------------------------------
+
+
+async def test_a_flipped_bit_under_data_digest_drops_the_connection_never_returns_data():
+    config = LoginConfig(initiator_name="iqn.2026-11.test:init", target_name="iqn.2026-11.test:tgt",
+                         offer=Offer(header_digest=("CRC32C",), data_digest=("CRC32C",)))
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            target, session = await logged_in(nursery, config, max_cmd_sn_delta=4, digests=True)
+            assert session.params.header_digest and session.params.data_digest
+            target.disk[:4096] = b"D" * 4096
+            nursery.start_soon(target.serve)
+            assert bytes((await session.execute(0, READ_8, expected_in=4096)).data) == b"D" * 4096
+            target.corrupt = lambda wire: wire[:100] + bytes([wire[100] ^ 0x01]) + wire[101:]  # in the data
+            with pytest.raises(DigestError):
+                await session.execute(0, READ_8, expected_in=4096)
+            assert not session.alive
+            nursery.cancel_scope.cancel()
+
+
+async def test_login_redirection_is_followed():
+    moved, there = trio.testing.memory_stream_pair(), trio.testing.memory_stream_pair()
+    streams = {"first.example": moved[0], "second.example": there[0]}
+    seen = []
+
+    async def connect(portal):
+        seen.append(portal)
+        return streams[portal.host]
+
+    async def redirect(server):
+        req = FakeTarget(server)
+        first = await req.recv()
+        await req.send(P.LoginResponse(isid=first.isid, tsih=0, initiator_task_tag=first.initiator_task_tag,
+                                       status_class=1, status_detail=1, csg=0, nsg=0, transit=False,
+                                       data=encode_text([("TargetAddress", "second.example:3262,1")]), **req.sn()))
+
+    orig = net_session._connect
+    net_session._connect = connect
+    try:
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(redirect, moved[1])
+                nursery.start_soon(FakeTarget(there[1]).login)
+                session = await Session.open(nursery, Portal("first.example", 3260), CONFIG)
+                assert session.alive and session.portal == Portal("second.example", 3262)
+                nursery.cancel_scope.cancel()
+    finally:
+        net_session._connect = orig
+    assert [p.host for p in seen] == ["first.example", "second.example"]
