@@ -369,6 +369,7 @@ def _mount_parser() -> argparse.ArgumentParser:
         usage="iscsifs [-o OPTIONS] [-f] [-d] [URL MOUNTPOINT]\n       iscsifs ls URL",
         description="Mount iSCSI LUNs as regular files. With no URL, mount a demo on a throwaway local tgtd.",
         epilog="URL: iscsi://[user[%password]@]host[:port][/target-iqn[/lun]]  (IPv6 hosts in [brackets])\n"
+               "     query keys (libiscsi's): ?target_user=U&target_password=P&header_digest=D&data_digest=D\n"
                + OPTIONS_HELP + "\n" + EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("url", nargs="?", metavar="URL")
