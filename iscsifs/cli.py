@@ -335,8 +335,18 @@ async def _mount_main(args: argparse.Namespace, url: IscsiUrl | None, mountpoint
 async def _ls(url: IscsiUrl, client: Client) -> list[tuple[str, int, str, int | None, str, str]]:
     rows = []
     targets = [url.target] if url.target else [t.name for t in sorted(await client.discover(url), key=lambda t: t.name)]
+    failures: list[IscsiError] = []
     for target in targets:
-        for info in await client.scan_target(url, target):
+        try:
+            infos = await client.scan_target(url, target)
+        except IscsiError as exc:
+            if url.target:
+                raise
+            # A portal often holds targets this initiator may not log in to: list the others.
+            log.warning("skipping target %s: %s", target, exc)
+            failures.append(exc)
+            continue
+        for info in infos:
             if url.lun is not None and info.lun != url.lun:
                 continue
             size = info.capacity.size if info.capacity else None
@@ -344,6 +354,8 @@ async def _ls(url: IscsiUrl, client: Client) -> list[tuple[str, int, str, int | 
                          info.inquiry.vendor, info.inquiry.product))
         if url.lun is not None and not any(r[1] == url.lun for r in rows):
             raise NotFoundError(f"LUN {url.lun} of {target} does not exist")
+    if failures and len(failures) == len(targets):
+        raise failures[0]
     return rows
 
 

@@ -14,7 +14,8 @@ import hashlib
 import logging
 import re
 import socket
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 import trio
@@ -36,6 +37,21 @@ INITIATOR_NAME_FILE = "/etc/iscsi/initiatorname.iscsi"
 
 class NotFoundError(IscsiError):
     """The named target or LUN does not exist on the portal."""
+
+
+@contextmanager
+def single_error() -> Iterator[None]:
+    """A nursery wraps what its body raises in an ExceptionGroup; callers here want the error
+    itself (LoginError, ConnectError...), so a group of one is unwrapped."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        exc: BaseException = group
+        while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+            exc = exc.exceptions[0]
+        if exc is group:
+            raise
+        raise exc from group
 
 
 def default_initiator_name() -> str:
@@ -152,16 +168,17 @@ class Client:
 
     async def discover(self, url: IscsiUrl) -> list[DiscoveredTarget]:
         """A Discovery session with SendTargets=All, then logout."""
-        async with trio.open_nursery() as nursery:
-            with trio.fail_after(self.config.login_timeout):
-                session = await Session.open(nursery, Portal(url.host, url.port), self._login_config(None))
-            try:
+        with single_error():
+            async with trio.open_nursery() as nursery:
                 with trio.fail_after(self.config.login_timeout):
-                    pairs = await session.text_request([("SendTargets", "All")])
-            finally:
-                with trio.move_on_after(2):
-                    await session.logout()
-            nursery.cancel_scope.cancel()
+                    session = await Session.open(nursery, Portal(url.host, url.port), self._login_config(None))
+                try:
+                    with trio.fail_after(self.config.login_timeout):
+                        pairs = await session.text_request([("SendTargets", "All")])
+                finally:
+                    with trio.move_on_after(2):
+                        await session.logout()
+                nursery.cancel_scope.cancel()
         return parse_send_targets(pairs, url.port)
 
     async def login(self, nursery: trio.Nursery, url: IscsiUrl, target: str) -> Session:
@@ -172,15 +189,16 @@ class Client:
 
     async def scan_target(self, url: IscsiUrl, target: str) -> list[LunInfo]:
         """Log in, list every LUN of ``target``, log out."""
-        async with trio.open_nursery() as nursery:
-            session = await self.login(nursery, url, target)
-            try:
-                with trio.fail_after(60):
-                    return await scan_luns(session)
-            finally:
-                with trio.move_on_after(2):
-                    await session.logout()
-                nursery.cancel_scope.cancel()
+        with single_error():
+            async with trio.open_nursery() as nursery:
+                session = await self.login(nursery, url, target)
+                try:
+                    with trio.fail_after(60):
+                        return await scan_luns(session)
+                finally:
+                    with trio.move_on_after(2):
+                        await session.logout()
+                    nursery.cancel_scope.cancel()
 
 
 async def report_luns(session: Session) -> list[int]:

@@ -181,3 +181,12 @@ async def test_a_target_reflecting_our_challenge_from_another_login_is_refused()
         with pytest.raises(AuthenticationError, match="reflection"):
             await _login(ChapScript(challenge=stolen), config())
         nursery.cancel_scope.cancel()
+
+
+def test_discovery_may_go_unauthenticated_with_mutual_credentials():
+    """tgt and istgt allow discovery without CHAP; the Normal logins that follow stay mutual."""
+    m = LoginMachine(LoginConfig(initiator_name="iqn.2026-11.test:init", target_name=None, credentials=MUTUAL))
+    r = m.start()
+    assert dict(parse_text(r.data))["AuthMethod"] == "CHAP,None"
+    r = m.receive(_resp(r, transit=True, keys=[("AuthMethod", "None")]))
+    assert m.state is LoginState.OPERATIONAL

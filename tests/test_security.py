@@ -106,6 +106,8 @@ def test_secrets_from_libiscsi_environment_variables(make_target):
                LIBISCSI_CHAP_TARGET_USERNAME=tuser, LIBISCSI_CHAP_TARGET_PASSWORD=tpw)
     r = run(*ISCSIFS, "ls", t.url, env=env)
     assert r.returncode == 0 and t.iqn in r.stdout.decode(), r.stderr
+    r = run(*ISCSIFS, "ls", t.tgt.url, env=env)  # a portal: discovery without CHAP, then mutual logins
+    assert r.returncode == 0 and t.iqn in r.stdout.decode(), r.stderr
     # The user in the URL, the password from the environment (as libiscsi allows).
     env = dict(os.environ, LIBISCSI_CHAP_PASSWORD=pw, LIBISCSI_CHAP_TARGET_PASSWORD=tpw)
     r = run(*ISCSIFS, "ls", t.url.replace("iscsi://", f"iscsi://{user}@") + f"?target_user={tuser}", env=env)

@@ -94,6 +94,13 @@ class LoginMachine:
         self._our_challenge: ChapChallenge | None = None  # mutual CHAP: what we asked the target
         self._target_verified = False
 
+    @property
+    def _require_target_auth(self) -> bool:
+        """Mutual CHAP for Normal sessions. A Discovery session may go unauthenticated (tgt and
+        istgt allow discovery without CHAP): what it tells us only leads to logins that are."""
+        c = self.config.credentials
+        return c is not None and c.mutual and not self.config.discovery
+
     def _request(self, csg: int, nsg: int, transit: bool, pairs: list[tuple[str, str]]) -> LoginRequest:
         self._last_csg, self._last_nsg = csg, nsg
         return LoginRequest(
@@ -113,7 +120,7 @@ class LoginMachine:
             c.credentials.check()
         if c.credentials is None:
             methods = "None"
-        elif c.credentials.target_secret is not None:
+        elif self._require_target_auth:
             methods = "CHAP"  # we want to authenticate the target: never let it pick None
         else:
             methods = "CHAP,None"
@@ -171,7 +178,7 @@ class LoginMachine:
             algs = ",".join(str(a) for a in self.config.chap_algorithms)
             return self._request(Stage.SECURITY, Stage.OPERATIONAL, False, [("CHAP_A", algs)])
         if method == "None" or method is None:
-            if method == "None" and self.config.credentials is not None and self.config.credentials.target_secret:
+            if method == "None" and self._require_target_auth:
                 raise AuthenticationError("the target refused to authenticate itself (AuthMethod=None)")
             # Target agreed to no authentication but wants another round before transit.
             return self._request(Stage.SECURITY, Stage.OPERATIONAL, True, [])
@@ -181,7 +188,7 @@ class LoginMachine:
         method = dict(pairs).get("AuthMethod", "None")
         if method != "None":
             raise RemoteProtocolError(f"target transited with AuthMethod={method[:32]} before authenticating")
-        if self.config.credentials is not None and self.config.credentials.target_secret is not None:
+        if self._require_target_auth:
             raise AuthenticationError("the target refused to authenticate itself (AuthMethod=None)")
         return self._enter_operational(resp)
 
