@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import json
 import logging
 import logging.handlers
 import os
@@ -21,12 +22,19 @@ import setproctitle
 import trio
 
 from iscsifs import __version__
-from iscsifs.client import DIGEST_OFFERS, Client, ConnectOptions, NotFoundError
+from iscsifs.client import DIGEST_OFFERS, Client, ConnectOptions, LunInfo, NotFoundError
+from iscsifs.daemon import PidFile, sd_notify
+from iscsifs.fs import STATS_XATTR
 from iscsifs.mount import MountError, MountOptions, serve
 from iscsifs.net.session import ConnectError
 from iscsifs.proto.chap import parse_algorithms
 from iscsifs.proto.errors import (
-    AuthenticationError, ConnectionLost, IscsiError, LoginError, RejectedError, RemoteProtocolError,
+    AuthenticationError,
+    ConnectionLost,
+    IscsiError,
+    LoginError,
+    RejectedError,
+    RemoteProtocolError,
 )
 from iscsifs.scsi.response import DeviceType
 from iscsifs.scsi.sense import ScsiError
@@ -42,6 +50,16 @@ EXIT_AUTH = 4  # login refused: authentication or authorization
 EXIT_NOT_FOUND = 5  # no such target or LUN
 EXIT_MOUNT = 6  # the FUSE mount itself failed
 EXIT_TARGET = 7  # the target misbehaved or failed a command
+
+EXAMPLES_HELP = """examples:
+  iscsifs                                              a demo LUN from a throwaway local tgtd
+  iscsifs ls iscsi://san.example                       every target and LUN on a portal (--json for scripts)
+  iscsifs iscsi://san.example /mnt/san                 one directory per target, one file per disk LUN
+  iscsifs -o ro,credentials=/etc/iscsifs/db.secret iscsi://san.example/iqn.2026-11.example:db/1 /mnt/db
+  mount -t fuse.iscsifs iscsi://san.example/iqn.2026-11.example:db /mnt/db -o allow_other
+  iscsifs stats /mnt/san                               commands, bytes, latency of a running mount
+  fusermount3 -u /mnt/san                              flush, log out, unmount
+"""
 
 EXIT_CODES_HELP = """exit codes:
   0  success (for a mount: the mount is live)
@@ -104,6 +122,8 @@ OPTIONS_HELP = """options (-o, comma-separated, repeatable):
   credentials=FILE       CHAP secrets file, mode 600: username, password, target_username, target_password
   chap_algs=LIST         CHAP algorithms to offer, in order (sha256,sha3-256,sha1,md5; default all, strongest first)
   header_digest=D        none, crc32c, crc32c-none (default) or none-crc32c; data_digest=D likewise (default none-crc32c)
+mount(8) flags (nodev, nosuid, noexec, noatime, ...) go to the kernel; _netdev, nofail, auto, noauto, user, users,
+defaults and x-systemd.* (fstab, systemd) are accepted and ignored.
 CHAP secrets may also come from the URL (visible in ps until iscsifs hides it), from ?target_user=&target_password=,
 or from LIBISCSI_CHAP_USERNAME, LIBISCSI_CHAP_PASSWORD, LIBISCSI_CHAP_TARGET_USERNAME, LIBISCSI_CHAP_TARGET_PASSWORD.
 """
@@ -115,19 +135,35 @@ def _id_option(key: str, val: str) -> int:
     return int(val)
 
 
+# Generic mount(8) flags the kernel applies to any file system: passed through to FUSE.
+KERNEL_FLAGS = frozenset({"dev", "nodev", "suid", "nosuid", "exec", "noexec", "atime", "noatime", "nodiratime",
+                          "relatime", "norelatime", "strictatime", "sync", "async", "dirsync"})
+# Options for mount(8), fstab and systemd, not for the file system: accepted and ignored (mount.fuse3
+# already drops most of them; they still arrive when iscsifs is run by hand with an fstab line's options).
+IGNORED_OPTIONS = frozenset({"_netdev", "nofail", "auto", "noauto", "user", "nouser", "users", "owner", "group",
+                             "defaults", "default_permissions"})
+
+
+def _ignored(key: str) -> bool:
+    return key in IGNORED_OPTIONS or key.startswith(("x-", "comment="))
+
+
 def parse_mount_options(values: list[str]) -> tuple[MountOptions, ConnectOptions]:
     """-o opt[,opt...] (repeatable). Returns FUSE options and iSCSI connection options."""
     fuse: dict[str, Any] = {}
     conn: dict[str, Any] = {}
+    kernel: set[str] = set()
     for value in values:
         for opt in filter(None, value.split(",")):
             key, eq, val = opt.partition("=")
-            if key in ("ro", "rw") and not eq:
+            if _ignored(opt) or (key == "comment" and eq):
+                continue
+            if key in KERNEL_FLAGS and not eq:
+                kernel.add(key)
+            elif key in ("ro", "rw") and not eq:
                 fuse["read_only"] = key == "ro"
             elif key == "allow_other" and not eq:
                 fuse["allow_other"] = True
-            elif key == "default_permissions" and not eq:
-                pass  # always on: the kernel checks the files' modes
             elif key in ("uid", "gid") and eq:
                 fuse[key] = _id_option(key, val)
             elif key == "umask" and eq:
@@ -138,8 +174,9 @@ def parse_mount_options(values: list[str]) -> tuple[MountOptions, ConnectOptions
                 if not is_iscsi_name(val):
                     raise UsageError(f"initiator_name={val[:80]} is not an iSCSI name (iqn.YYYY-MM.domain:name)")
                 conn[key] = val
-            elif key == "credentials" and eq and val:
-                conn["credentials_file"] = val
+            elif key == "credentials" and eq:
+                if val:  # empty: a systemd EnvironmentFile that names no file
+                    conn["credentials_file"] = val
             elif key == "chap_algs" and eq:
                 try:
                     conn["chap_algorithms"] = parse_algorithms(val)
@@ -151,12 +188,32 @@ def parse_mount_options(values: list[str]) -> tuple[MountOptions, ConnectOptions
                 conn[key] = val.lower()
             else:
                 raise UsageError(f"unknown mount option '{opt.partition('=')[0][:40]}' (see iscsifs --help)")
-    return MountOptions(**fuse), ConnectOptions(**conn)
+    return MountOptions(kernel=frozenset(kernel), **fuse), ConnectOptions(**conn)
+
+
+class JournalFormatter(logging.Formatter):
+    """On journald's stream (systemd service), prefix each line with its syslog priority "<N>"
+    so `journalctl -p warning` works (sd-daemon(3))."""
+
+    PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"<{self.PRIORITY.get(record.levelno, 6)}>" + super().format(record)
+
+
+def _stderr_is_journal() -> bool:
+    stream = os.environ.get("JOURNAL_STREAM", "")
+    try:
+        st = os.fstat(2)
+    except OSError:
+        return False
+    return stream == f"{st.st_dev}:{st.st_ino}"
 
 
 def setup_logging(debug: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(name)s: %(levelname)s: %(message)s" if debug else "iscsifs: %(message)s"))
+    fmt = "%(name)s: %(levelname)s: %(message)s" if debug else "iscsifs: %(message)s"
+    handler.setFormatter(JournalFormatter(fmt) if _stderr_is_journal() else logging.Formatter(fmt))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if debug else logging.INFO)
@@ -253,6 +310,13 @@ def run_mount(args: argparse.Namespace) -> int:
             raise UsageError(f"mount point {mountpoint} does not exist")
         if not (mountpoint.is_dir() or mountpoint.is_file()):
             raise UsageError(f"mount point {mountpoint} is neither a directory nor a regular file")
+    pid_file = PidFile(args.pid_file) if args.pid_file else None
+    if pid_file is not None:
+        try:
+            pid_file.check()
+        except OSError as exc:
+            raise UsageError(str(exc)) from None
+    args.pid_file_obj = pid_file
     report_fd = None if args.foreground else _daemonize()
     try:
         code, message = EXIT_OK, ""
@@ -314,12 +378,17 @@ async def _mount_main(args: argparse.Namespace, url: IscsiUrl | None, mountpoint
     if args.foreground and demo_dir is not None:
         message += "\n  (running in the foreground: Ctrl-C also unmounts)"
 
+    pid_file: PidFile | None = args.pid_file_obj
+
     def ready() -> None:
+        if pid_file is not None:
+            pid_file.write()
         _report(report_fd, EXIT_OK, message)
         if report_fd is not None:
             os.chdir("/")
             _detach_stdio()
             log_to_syslog(args.debug)
+        sd_notify(f"READY=1\nMAINPID={os.getpid()}\nSTATUS=mounted {url} on {mountpoint}")
 
     try:
         await serve(client, url, mountpoint, options, ready, on_exit)
@@ -327,48 +396,96 @@ async def _mount_main(args: argparse.Namespace, url: IscsiUrl | None, mountpoint
         if on_exit is not None:
             on_exit()
         raise
+    finally:
+        sd_notify("STOPPING=1")
+        if pid_file is not None:
+            pid_file.remove()
 
 
 # -- ls --------------------------------------------------------------------------------------------
 
 
-async def _ls(url: IscsiUrl, client: Client) -> list[tuple[str, int, str, int | None, str, str]]:
-    rows = []
+async def _ls(url: IscsiUrl, client: Client, progress: bool) -> list[LunInfo]:
+    rows: list[LunInfo] = []
     targets = [url.target] if url.target else [t.name for t in sorted(await client.discover(url), key=lambda t: t.name)]
     failures: list[IscsiError] = []
-    for target in targets:
+    for n, target in enumerate(targets, 1):
+        if progress:
+            print(f"\riscsifs: scanning target {n}/{len(targets)}", end="", file=sys.stderr, flush=True)
         try:
             infos = await client.scan_target(url, target)
         except IscsiError as exc:
             if url.target:
                 raise
             # A portal often holds targets this initiator may not log in to: list the others.
+            if progress:
+                print(file=sys.stderr)
             log.warning("skipping target %s: %s", target, exc)
             failures.append(exc)
             continue
-        for info in infos:
-            if url.lun is not None and info.lun != url.lun:
-                continue
-            size = info.capacity.size if info.capacity else None
-            rows.append((target, info.lun, DeviceType.name(info.inquiry.device_type), size,
-                         info.inquiry.vendor, info.inquiry.product))
-        if url.lun is not None and not any(r[1] == url.lun for r in rows):
+        rows += [info for info in infos if url.lun is None or info.lun == url.lun]
+        if url.lun is not None and not any(r.lun == url.lun for r in rows):
             raise NotFoundError(f"LUN {url.lun} of {target} does not exist")
+    if progress:
+        print("\r\033[K", end="", file=sys.stderr, flush=True)
     if failures and len(failures) == len(targets):
         raise failures[0]
     return rows
+
+
+def lun_record(info: LunInfo) -> dict[str, object]:
+    """One LUN for ``ls --json``: sizes in bytes, null where a LUN is not a disk."""
+    return {
+        "target": info.target, "lun": info.lun, "type": DeviceType.name(info.inquiry.device_type),
+        "size": info.capacity.size if info.capacity else None,
+        "block_size": info.capacity.block_size if info.capacity else None,
+        "vendor": info.inquiry.vendor, "product": info.inquiry.product, "revision": info.inquiry.revision,
+        "serial": info.identity.serial or None, "wwn": info.identity.wwn or None,
+        "write_protected": info.identity.write_protected, "portal": info.portal,
+    }
 
 
 def run_ls(args: argparse.Namespace) -> int:
     url = parse_url(args.url)
     _, connect = parse_mount_options(args.options)
     client = Client.for_url(url, connect)
-    rows = trio.run(_ls, url, client)
+    rows = trio.run(_ls, url, client, sys.stderr.isatty() and not args.debug)
+    if args.json:
+        print(json.dumps([lun_record(info) for info in rows], indent=2))
+        return EXIT_OK
     header = ("TARGET", "LUN", "TYPE", "SIZE", "VENDOR", "PRODUCT")
-    table = [header] + [(t, str(lun), typ, "-" if size is None else str(size), v, p) for t, lun, typ, size, v, p in rows]
+    table = [header] + [(i.target, str(i.lun), DeviceType.name(i.inquiry.device_type),
+                         str(i.capacity.size) if i.capacity else "-", i.inquiry.vendor, i.inquiry.product)
+                        for i in rows]
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
     for r in table:
         print("  ".join(c.rjust(w) if i in (1, 3) else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip())
+    return EXIT_OK
+
+
+# -- stats -----------------------------------------------------------------------------------------
+
+
+def run_stats(args: argparse.Namespace) -> int:
+    try:
+        raw = os.getxattr(args.mountpoint, STATS_XATTR.decode())
+    except OSError as exc:
+        if exc.errno in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise UsageError(f"{args.mountpoint} is not an iscsifs mount") from None
+        raise UsageError(f"cannot read statistics of {args.mountpoint}: {exc.strerror}") from None
+    stats = json.loads(raw)
+    if args.json:
+        print(json.dumps(stats, indent=2, sort_keys=True))
+        return EXIT_OK
+    lat = stats["latency_us"]
+    print(f"uptime       {stats['uptime_s']} s\n"
+          f"sessions     {stats['sessions']} logged in, {stats['reconnects']} reconnects\n"
+          f"commands     {stats['commands']} ({stats['errors']} failed)\n"
+          f"read         {stats['bytes_read']} bytes\n"
+          f"written      {stats['bytes_written']} bytes\n"
+          f"latency      p50 {lat['p50']} us, p90 {lat['p90']} us, p99 {lat['p99']} us, max {lat['max']} us")
+    for name, count in stats["commands_by_kind"].items():
+        print(f"  {name:<24} {count}")
     return EXIT_OK
 
 
@@ -378,17 +495,19 @@ def run_ls(args: argparse.Namespace) -> int:
 def _mount_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="iscsifs",
-        usage="iscsifs [-o OPTIONS] [-f] [-d] [URL MOUNTPOINT]\n       iscsifs ls URL",
+        usage="iscsifs [-o OPTIONS] [-f] [-d] [--pid-file PATH] [URL MOUNTPOINT]\n"
+              "       iscsifs ls [-o OPTIONS] [--json] URL\n       iscsifs stats [--json] MOUNTPOINT",
         description="Mount iSCSI LUNs as regular files. With no URL, mount a demo on a throwaway local tgtd.",
         epilog="URL: iscsi://[user[%password]@]host[:port][/target-iqn[/lun]]  (IPv6 hosts in [brackets])\n"
                "     query keys (libiscsi's): ?target_user=U&target_password=P&header_digest=D&data_digest=D\n"
-               + OPTIONS_HELP + "\n" + EXIT_CODES_HELP,
+               + OPTIONS_HELP + "\n" + EXAMPLES_HELP + "\n" + EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("url", nargs="?", metavar="URL")
     p.add_argument("mountpoint", nargs="?", metavar="MOUNTPOINT")
     p.add_argument("-o", dest="options", action="append", default=[], metavar="OPTIONS")
     p.add_argument("-f", dest="foreground", action="store_true", help="stay in the foreground")
     p.add_argument("-d", dest="debug", action="store_true", help="log protocol events (implies nothing else)")
+    p.add_argument("--pid-file", metavar="PATH", help="write the daemon's pid here once the mount is live")
     p.add_argument("--version", action="version", version=f"iscsifs {__version__}")
     return p
 
@@ -401,7 +520,20 @@ def _ls_parser() -> argparse.ArgumentParser:
     p.add_argument("url", metavar="URL")
     p.add_argument("-o", dest="options", action="append", default=[], metavar="OPTIONS")
     p.add_argument("-d", dest="debug", action="store_true", help="log protocol events")
+    p.add_argument("--json", action="store_true", help="print JSON (sizes in bytes) instead of a table")
     return p
+
+
+def _stats_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="iscsifs stats", description="Statistics of a running iscsifs mount.",
+                                epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("mountpoint", metavar="MOUNTPOINT")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(debug=False)
+    return p
+
+
+COMMANDS = {"ls": (_ls_parser, run_ls), "stats": (_stats_parser, run_stats)}
 
 
 _PASSWORD_IN_URL = re.compile(r"(iscsi://[^/@%]*%)[^@]*@")
@@ -426,11 +558,16 @@ def hide_secrets_from_ps(argv: list[str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     hide_secrets_from_ps(argv)
-    is_ls = bool(argv) and argv[0] == "ls"
-    args = (_ls_parser() if is_ls else _mount_parser()).parse_args(argv[1:] if is_ls else argv)
+    command = COMMANDS.get(argv[0]) if argv else None
+    if command is not None:
+        args = command[0]().parse_args(argv[1:])
+        run = command[1]
+    else:
+        args = _mount_parser().parse_args(argv)
+        run = run_mount
     setup_logging(args.debug)
     try:
-        return run_ls(args) if is_ls else run_mount(args)
+        return run(args)
     except BaseException as exc:  # noqa: BLE001
         exc = _unwrap(exc)
         if isinstance(exc, KeyboardInterrupt):

@@ -20,11 +20,13 @@ import trio
 from iscsifs.client import LunInfo
 from iscsifs.lun import Lun
 from iscsifs.proto.errors import IscsiError
+from iscsifs.stats import STATS
 
 log = logging.getLogger("iscsifs.fs")
 
 ATTR_TIMEOUT = 1.0
 XATTR_PREFIX = b"user.iscsi."
+STATS_XATTR = b"user.iscsifs.stats"  # on the root: this mount's statistics, JSON (iscsifs stats)
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR
 
 
@@ -190,7 +192,10 @@ class IscsiFs(pyfuse3.Operations):
                       "lun": str(info.lun)}
         else:
             values = {"target": node.target, "portal": node.portal}
-        return {XATTR_PREFIX + k.encode(): v.encode() for k, v in values.items() if v}
+        attrs = {XATTR_PREFIX + k.encode(): v.encode() for k, v in values.items() if v}
+        if node.inode == pyfuse3.ROOT_INODE:
+            attrs[STATS_XATTR] = STATS.to_json()
+        return attrs
 
     async def getxattr(self, inode, name, ctx):
         value = self._xattrs(self._node(inode)).get(name)
@@ -202,13 +207,11 @@ class IscsiFs(pyfuse3.Operations):
         return list(self._xattrs(self._node(inode)))
 
     async def setxattr(self, inode, name, value, ctx):
-        self._node(inode)
         # The identity comes from the device; nothing else can be stored on a LUN.
-        raise pyfuse3.FUSEError(errno.EPERM if name.startswith(XATTR_PREFIX) else errno.ENOTSUP)
+        raise pyfuse3.FUSEError(errno.EPERM if name in self._xattrs(self._node(inode)) else errno.ENOTSUP)
 
     async def removexattr(self, inode, name, ctx):
-        self._node(inode)
-        raise pyfuse3.FUSEError(errno.EPERM if name.startswith(XATTR_PREFIX) else pyfuse3.ENOATTR)
+        raise pyfuse3.FUSEError(errno.EPERM if name in self._xattrs(self._node(inode)) else pyfuse3.ENOATTR)
 
     # -- directories -------------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import AsyncIterator
@@ -20,11 +21,28 @@ from iscsifs.proto.errors import IscsiError
 from iscsifs.proto.session import ScsiResult
 from iscsifs.scsi import cdb
 from iscsifs.scsi.response import (
-    Capacity, ScsiParseError, StandardInquiry, Vpd, mode_sense_write_protected, parse_block_limits,
-    parse_device_identification, parse_inquiry, parse_read_capacity_10, parse_read_capacity_16,
-    parse_supported_vpd_pages, parse_unit_serial_number, world_wide_name,
+    Capacity,
+    ScsiParseError,
+    StandardInquiry,
+    Vpd,
+    mode_sense_write_protected,
+    parse_block_limits,
+    parse_device_identification,
+    parse_inquiry,
+    parse_read_capacity_10,
+    parse_read_capacity_16,
+    parse_supported_vpd_pages,
+    parse_unit_serial_number,
+    world_wide_name,
 )
-from iscsifs.scsi.sense import ScsiError, SenseKey, Status, is_unit_attention, parse_sense
+from iscsifs.scsi.sense import (
+    ScsiError,
+    SenseKey,
+    Status,
+    is_unit_attention,
+    parse_sense,
+)
+from iscsifs.stats import STATS
 
 log = logging.getLogger("iscsifs.lun")
 
@@ -42,7 +60,15 @@ async def command(session: Session, lun: int, cdb_bytes: bytes, *, name: str,
                   data_out: bytes | bytearray | memoryview | None = None, expected_in: int = 0) -> ScsiResult:
     """Run a SCSI command; return on GOOD, retry UNIT ATTENTION, raise ScsiError otherwise."""
     for attempt in range(UNIT_ATTENTION_RETRIES + 1):
-        result = await session.execute(lun, cdb_bytes, data_out=data_out, expected_in=expected_in)
+        started = time.monotonic()
+        try:
+            result = await session.execute(lun, cdb_bytes, data_out=data_out, expected_in=expected_in)
+        except IscsiError:
+            STATS.record(name, time.monotonic() - started, ok=False)
+            raise
+        STATS.record(name, time.monotonic() - started, read=len(result.data),
+                     written=len(data_out) if data_out is not None and result.status == Status.GOOD else 0,
+                     ok=result.status in (Status.GOOD, Status.CONDITION_MET) and result.response == 0)
         if result.response != 0:
             raise ScsiError(Status.TASK_ABORTED, None, f"{name} (iSCSI response 0x{result.response:02x}, target failure)")
         if result.status in (Status.GOOD, Status.CONDITION_MET):

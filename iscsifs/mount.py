@@ -20,6 +20,7 @@ from iscsifs.fs import IscsiFs
 from iscsifs.lun import Lun
 from iscsifs.net.session import Session
 from iscsifs.proto.errors import IscsiError
+from iscsifs.stats import STATS
 from iscsifs.url import IscsiUrl
 from iscsifs.watch import TargetWatch
 
@@ -40,9 +41,10 @@ class MountOptions:
     gid: int | None = None
     umask: int = 0o022
     fsname: str = "iscsifs"
+    kernel: frozenset[str] = frozenset()  # generic mount flags passed through: nodev, noexec, noatime...
 
     def fuse_options(self) -> set[str]:
-        opts = set(pyfuse3.default_options)
+        opts = set(pyfuse3.default_options) | set(self.kernel)
         opts.add("default_permissions")  # the kernel enforces the modes we show
         opts.add(f"fsname={self.fsname}")
         opts.add("subtype=iscsifs")
@@ -129,6 +131,7 @@ async def serve(client: Client, url: IscsiUrl, mountpoint: str, options: MountOp
     options = replace(options, fsname=url.without_query())
     async with trio.open_nursery() as nursery:
         fs, sessions = await build_tree(nursery, client, url, root_is_file=root_is_file, options=options)
+        STATS.sessions = lambda: sum(1 for s in sessions if s.alive)
         try:
             pyfuse3.init(fs, mountpoint, options.fuse_options())
         except (RuntimeError, OSError) as exc:

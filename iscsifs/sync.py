@@ -17,7 +17,14 @@ from typing import Any, Awaitable, Callable
 
 import trio
 
-from iscsifs.client import Client, ConnectOptions, DiscoveredTarget, LunInfo, NotFoundError, open_luns
+from iscsifs.client import (
+    Client,
+    ConnectOptions,
+    DiscoveredTarget,
+    LunInfo,
+    NotFoundError,
+    open_luns,
+)
 from iscsifs.lun import Lun
 from iscsifs.url import IscsiUrl, UrlError, parse_url
 

@@ -16,15 +16,36 @@ from dataclasses import dataclass, replace
 import trio
 
 from iscsifs.proto.errors import (
-    ConnectionLost, IscsiError, LoginError, LoginRedirect, RemoteProtocolError,
+    ConnectionLost,
+    IscsiError,
+    LoginError,
+    LoginRedirect,
+    RemoteProtocolError,
 )
 from iscsifs.proto.login import LoginComplete, LoginConfig, LoginMachine
 from iscsifs.proto.pdu import (
-    RESERVED_TAG, AsyncEvent, LoginResponse, LogoutReason, LogoutRequest, LogoutResponse, NopOut, Pdu,
-    PduReader, TextRequest, TextResponse, encode_pdu,
+    RESERVED_TAG,
+    AsyncEvent,
+    LoginResponse,
+    LogoutReason,
+    LogoutRequest,
+    LogoutResponse,
+    NopOut,
+    Pdu,
+    PduReader,
+    TextRequest,
+    TextResponse,
+    encode_pdu,
 )
 from iscsifs.proto.session import (
-    AsyncReceived, Event, RequestRejected, ResponseReceived, ScsiResult, ScsiTask, SendPdus, SessionCore,
+    AsyncReceived,
+    Event,
+    RequestRejected,
+    ResponseReceived,
+    ScsiResult,
+    ScsiTask,
+    SendPdus,
+    SessionCore,
     TaskDone,
 )
 from iscsifs.proto.text import Negotiation, encode_text, parse_text

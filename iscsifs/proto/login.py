@@ -16,12 +16,29 @@ import os
 from dataclasses import dataclass, field
 
 from iscsifs.proto.chap import (
-    DEFAULT_ALGORITHMS, ChapChallenge, ChapCredentials, chap_response, encode_binary, new_challenge, parse_challenge,
+    DEFAULT_ALGORITHMS,
+    ChapChallenge,
+    ChapCredentials,
+    chap_response,
+    encode_binary,
+    new_challenge,
+    parse_challenge,
     verify_target,
 )
-from iscsifs.proto.errors import AuthenticationError, LoginError, LoginRedirect, RemoteProtocolError
+from iscsifs.proto.errors import (
+    AuthenticationError,
+    LoginError,
+    LoginRedirect,
+    RemoteProtocolError,
+)
 from iscsifs.proto.pdu import LoginRequest, LoginResponse, Stage
-from iscsifs.proto.text import Negotiation, Offer, OperationalParams, encode_text, parse_text
+from iscsifs.proto.text import (
+    Negotiation,
+    Offer,
+    OperationalParams,
+    encode_text,
+    parse_text,
+)
 
 LOGIN_ITT = 0
 

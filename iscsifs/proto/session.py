@@ -11,8 +11,23 @@ from dataclasses import dataclass, field
 
 from iscsifs.proto.errors import LocalProtocolError, RejectedError, RemoteProtocolError
 from iscsifs.proto.pdu import (
-    RESERVED_TAG, AsyncMessage, DataIn, DataOut, LoginResponse, LogoutRequest, LogoutResponse, NopIn,
-    NopOut, Pdu, R2T, Reject, ScsiCommand, ScsiResponse, TaskMgmtRequest, TaskMgmtResponse, TextRequest,
+    R2T,
+    RESERVED_TAG,
+    AsyncMessage,
+    DataIn,
+    DataOut,
+    LoginResponse,
+    LogoutRequest,
+    LogoutResponse,
+    NopIn,
+    NopOut,
+    Pdu,
+    Reject,
+    ScsiCommand,
+    ScsiResponse,
+    TaskMgmtRequest,
+    TaskMgmtResponse,
+    TextRequest,
     TextResponse,
 )
 from iscsifs.proto.text import OperationalParams
