@@ -186,3 +186,47 @@ def test_pip_install_gives_a_working_command(tmp_path, make_target):
     assert r.returncode == 0 and t.iqn in r.stdout.decode(), r.stderr
     r = run(str(venv / "bin" / "python"), "-m", "iscsifs", "--version")
     assert r.returncode == 0 and "iscsifs" in r.stdout.decode()
+
+
+def test_ls_shows_progress_only_on_a_terminal(private_tgt, tmp_path):
+    import pty
+
+    for n in range(3):
+        iqn = f"iqn.2026-11.test.iscsifs:progress{n}"
+        private_tgt.add_target(iqn)
+        backing = tmp_path / f"p{n}.img"
+        backing.write_bytes(bytes(1 << 20))
+        private_tgt.add_lun(iqn, 1, backing)
+    primary, secondary = pty.openpty()
+    proc = subprocess.Popen([*ISCSIFS, "ls", private_tgt.url], stdout=subprocess.PIPE, stderr=secondary)
+    os.close(secondary)
+    out, _ = proc.communicate(timeout=60)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(primary, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(primary)
+    assert proc.returncode == 0 and out.decode().count(" disk ") == 3
+    assert b"scanning target 3/3" in seen
+    r = run(*ISCSIFS, "ls", private_tgt.url)  # not a terminal: no progress
+    assert b"scanning" not in r.stderr
+
+
+def test_log_lines_carry_journald_priorities_on_the_journal_stream():
+    import logging
+
+    from iscsifs.cli import JournalFormatter
+
+    f = JournalFormatter("iscsifs: %(message)s")
+    rec = logging.LogRecord("iscsifs", logging.WARNING, __file__, 1, "target %s skipped", ("x",), None)
+    assert f.format(rec) == "<4>iscsifs: target x skipped"
+    rec.levelno = logging.ERROR
+    assert f.format(rec).startswith("<3>")
+    r = subprocess.run(["sh", "-c", f"JOURNAL_STREAM=$(stat -L -c %d:%i /dev/stderr) exec {' '.join(ISCSIFS)} "
+                       "ls -d iscsi://127.0.0.1:1 2>&1 >/dev/null | head -1"], capture_output=True, timeout=60)
+    assert r.stdout.startswith(b"<")
