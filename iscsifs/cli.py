@@ -26,6 +26,7 @@ from iscsifs.client import DIGEST_OFFERS, Client, ConnectOptions, LunInfo, NotFo
 from iscsifs.daemon import PidFile, sd_notify
 from iscsifs.fs import STATS_XATTR
 from iscsifs.mount import MountError, MountOptions, serve
+from iscsifs.net.recovery import RecoveryPolicy
 from iscsifs.net.session import ConnectError
 from iscsifs.proto.chap import parse_algorithms
 from iscsifs.proto.errors import (
@@ -122,6 +123,8 @@ OPTIONS_HELP = """options (-o, comma-separated, repeatable):
   credentials=FILE       CHAP secrets file, mode 600: username, password, target_username, target_password
   chap_algs=LIST         CHAP algorithms to offer, in order (sha256,sha3-256,sha1,md5; default all, strongest first)
   header_digest=D        none, crc32c, crc32c-none (default) or none-crc32c; data_digest=D likewise (default none-crc32c)
+reliability (seconds): nop_interval=5, nop_timeout=5 (keepalive), command_timeout=30 (then ABORT TASK, LUN RESET,
+  reconnect), recovery_timeout=120 (while reconnecting, I/O waits this long, then fails with EIO), login_timeout=15
 mount(8) flags (nodev, nosuid, noexec, noatime, ...) go to the kernel; _netdev, nofail, auto, noauto, user, users,
 defaults and x-systemd.* (fstab, systemd) are accepted and ignored.
 CHAP secrets may also come from the URL (visible in ps until iscsifs hides it), from ?target_user=&target_password=,
@@ -144,6 +147,9 @@ IGNORED_OPTIONS = frozenset({"_netdev", "nofail", "auto", "noauto", "user", "nou
                              "defaults", "default_permissions"})
 
 
+RECOVERY_OPTIONS = ("nop_interval", "nop_timeout", "command_timeout", "recovery_timeout", "login_timeout")
+
+
 def _ignored(key: str) -> bool:
     return key in IGNORED_OPTIONS or key.startswith(("x-", "comment="))
 
@@ -153,6 +159,7 @@ def parse_mount_options(values: list[str]) -> tuple[MountOptions, ConnectOptions
     fuse: dict[str, Any] = {}
     conn: dict[str, Any] = {}
     kernel: set[str] = set()
+    recovery: dict[str, float] = {}
     for value in values:
         for opt in filter(None, value.split(",")):
             key, eq, val = opt.partition("=")
@@ -182,12 +189,21 @@ def parse_mount_options(values: list[str]) -> tuple[MountOptions, ConnectOptions
                     conn["chap_algorithms"] = parse_algorithms(val)
                 except ValueError as exc:
                     raise UsageError(f"chap_algs: {exc}") from None
+            elif key in RECOVERY_OPTIONS and eq:
+                try:
+                    seconds = float(val)
+                except ValueError:
+                    seconds = -1.0
+                if not 0 < seconds <= 86400:
+                    raise UsageError(f"{key}={val[:20]} is not a number of seconds (0 < s <= 86400)")
+                recovery[key] = seconds
             elif key in ("header_digest", "data_digest") and eq:
                 if val.lower() not in DIGEST_OFFERS:
                     raise UsageError(f"{key}={val[:20]} is not one of {', '.join(DIGEST_OFFERS)}")
                 conn[key] = val.lower()
             else:
                 raise UsageError(f"unknown mount option '{opt.partition('=')[0][:40]}' (see iscsifs --help)")
+    conn["recovery"] = RecoveryPolicy(**recovery)
     return MountOptions(kernel=frozenset(kernel), **fuse), ConnectOptions(**conn)
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 import trio
 
 from iscsifs.lun import Identity, Lun, command, identify, inquiry, read_capacity
+from iscsifs.net.recovery import ManagedSession, RecoveryPolicy
 from iscsifs.net.session import Portal, Session, parse_target_address
 from iscsifs.proto.chap import ChapCredentials
 from iscsifs.proto.errors import IscsiError, RemoteProtocolError
@@ -87,6 +88,7 @@ class ClientConfig:
     offer: Offer = Offer()
     login_timeout: float = 15.0
     chap_algorithms: tuple[int, ...] | None = None  # None: DEFAULT_ALGORITHMS with the tgt fallback
+    recovery: RecoveryPolicy = RecoveryPolicy()
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +100,7 @@ class ConnectOptions:
     chap_algorithms: tuple[int, ...] | None = None
     header_digest: str | None = None  # a key of DIGEST_OFFERS
     data_digest: str | None = None
+    recovery: RecoveryPolicy = RecoveryPolicy()
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +161,7 @@ class Client:
             offer = replace(offer, data_digest=DIGEST_OFFERS[data])
         kwargs = {"initiator_name": options.initiator_name} if options.initiator_name else {}
         return cls(ClientConfig(credentials=credentials, offer=offer, chap_algorithms=options.chap_algorithms,
-                                **kwargs))
+                                recovery=options.recovery, login_timeout=options.recovery.login_timeout, **kwargs))
 
     def _login_config(self, target: str | None) -> LoginConfig:
         algs = self.config.chap_algorithms
@@ -181,11 +184,12 @@ class Client:
                 nursery.cancel_scope.cancel()
         return parse_send_targets(pairs, url.port)
 
-    async def login(self, nursery: trio.Nursery, url: IscsiUrl, target: str) -> Session:
+    async def login(self, nursery: trio.Nursery, url: IscsiUrl, target: str) -> ManagedSession:
+        """A session that reconnects by itself (see iscsifs.net.recovery)."""
         # The portal the user named is the one known to be reachable from here; targets often
         # advertise addresses on other networks (or behind NAT), so log in through it.
-        with trio.fail_after(self.config.login_timeout):
-            return await Session.open(nursery, Portal(url.host, url.port), self._login_config(target))
+        policy = replace(self.config.recovery, login_timeout=self.config.login_timeout)
+        return await ManagedSession.open(nursery, Portal(url.host, url.port), self._login_config(target), policy)
 
     async def scan_target(self, url: IscsiUrl, target: str) -> list[LunInfo]:
         """Log in, list every LUN of ``target``, log out."""
@@ -232,8 +236,10 @@ async def scan_luns(session: Session) -> list[LunInfo]:
     return infos
 
 
-def open_lun(session: Session, info: LunInfo, read_only: bool = False) -> Lun:
+def open_lun(session: Session | ManagedSession, info: LunInfo, read_only: bool = False) -> Lun:
     assert info.capacity is not None
+    if isinstance(session, ManagedSession):  # after a reconnect, the LUN must still be this device
+        session.expect_identity(info.lun, info.identity.serial, info.identity.wwn)
     return Lun(session, info.lun, info.capacity, read_only=read_only or info.identity.write_protected,
                maximum_transfer_blocks=info.identity.maximum_transfer_blocks)
 

@@ -10,6 +10,7 @@ Timeouts are the caller's (trio.fail_after / move_on_after), as trio's design as
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -33,6 +34,8 @@ from iscsifs.proto.pdu import (
     NopOut,
     Pdu,
     PduReader,
+    TaskMgmtRequest,
+    TaskMgmtResponse,
     TextRequest,
     TextResponse,
     encode_pdu,
@@ -61,6 +64,24 @@ MAX_REDIRECTS = 5
 
 class ConnectError(IscsiError):
     """The portal could not be reached over TCP."""
+
+
+class CommandTimeout(IscsiError):
+    """A SCSI command got no answer in time. The task stays known to the session (a late answer
+    is not a protocol error) until it is aborted (``task_management``) or the connection dropped."""
+
+    def __init__(self, task: ScsiTask, seconds: float) -> None:
+        self.task = task
+        super().__init__(f"command timed out after {seconds:.0f} s")
+
+
+class TaskManagement:
+    """RFC 7143 §11.5.1 functions and §11.6.1 responses we use."""
+
+    ABORT_TASK = 1
+    LOGICAL_UNIT_RESET = 5
+    FUNCTION_COMPLETE = 0
+    TASK_DOES_NOT_EXIST = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +159,8 @@ class Session:
         self._draining = False  # the target asked for a logout: no new commands
         # Told of every UNIT ATTENTION and SCSI Async Event (LUN, sense), e.g. by iscsifs.watch.
         self.on_unit_attention: Callable[[int, Sense], None] | None = None
+        # Told once when the connection fails (not on a logout we asked for): recovery starts there.
+        self.on_failure: Callable[[Session, BaseException], None] | None = None
 
     def __repr__(self) -> str:
         state = "dead" if self._dead else "closed" if self._closed else "live"
@@ -321,6 +344,18 @@ class Session:
             waiter.event.set()
         self._waiters.clear()
         self._window_changed.set()
+        if self.on_failure is not None and not self._logging_out:
+            self.on_failure(self, error)
+
+    def abort(self, error: IscsiError) -> None:
+        """Declare the connection dead (keepalive or task management gave up) and close it."""
+        self._fail(error)
+        if self._nursery is not None:
+            self._nursery.start_soon(self._close_stream)
+
+    async def _close_stream(self) -> None:
+        with trio.CancelScope(shield=True):
+            await self._stream.aclose()
 
     def _check_alive(self) -> None:
         if self._dead is not None:
@@ -376,8 +411,9 @@ class Session:
     # -- SCSI commands -----------------------------------------------------------------------------
 
     async def execute(self, lun: int, cdb: bytes, *, data_out: bytes | bytearray | memoryview | None = None,
-                      expected_in: int = 0) -> ScsiResult:
-        """Run one SCSI command; returns its result whatever the status (see ``iscsifs.lun`` for policy)."""
+                      expected_in: int = 0, timeout: float | None = None) -> ScsiResult:
+        """Run one SCSI command; returns its result whatever the status (see ``iscsifs.lun`` for policy).
+        Past ``timeout`` seconds raises CommandTimeout (see there)."""
         task = ScsiTask(encode_lun(lun), cdb, expected_in,
                         memoryview(data_out).cast("B") if data_out is not None and len(data_out) else None)
         done = trio.Event()
@@ -389,13 +425,27 @@ class Session:
 
         await self._issue(build)
         try:
-            await done.wait()
+            with trio.move_on_after(math.inf if timeout is None else timeout):
+                await done.wait()
         finally:
             self._tasks.pop(task.initiator_task_tag, None)
         if task.error is not None:
             raise task.error
-        assert task.result is not None
+        if task.result is None:
+            raise CommandTimeout(task, timeout or 0)
         return task.result
+
+    async def task_management(self, function: int, lun: int, referenced: ScsiTask | None = None) -> int:
+        """ABORT TASK (with the task) or LOGICAL UNIT RESET; returns the Response field (§11.6.1)."""
+        resp = await self._roundtrip(TaskMgmtRequest, function=function, lun=encode_lun(lun),
+                                     referenced_task_tag=referenced.initiator_task_tag if referenced else RESERVED_TAG,
+                                     ref_cmd_sn=referenced.cmd_sn if referenced else 0)
+        assert isinstance(resp, TaskMgmtResponse)
+        return resp.response
+
+    def forget(self, task: ScsiTask) -> None:
+        """The target has dropped ``task`` (aborted, or the LUN reset): stop expecting its answer."""
+        self._core.forget(task.initiator_task_tag)
 
     # -- other requests ----------------------------------------------------------------------------
 

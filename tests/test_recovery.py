@@ -1,0 +1,213 @@
+"""Real faults on loopback, where nothing may be lost: a fault-injection proxy between iscsifs and
+tgtd (cut, stall, flipped bits, target down), tgtd killed and restarted, a connection deleted by
+tgtadm, and fio verify=crc32c across them. I/O pauses and completes correctly, or past
+recovery_timeout fails with EIO while the mount stays up and recovers later."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import is_mounted, mounted, needs_fuse, pattern, run
+from faultproxy import FaultProxy
+from iscsifs.tgt import TgtDaemon
+
+pytestmark = needs_fuse
+
+FAST = "nop_interval=1,nop_timeout=1,command_timeout=5"
+IQN = "iqn.2026-11.test.iscsifs:faults"
+
+
+@pytest.fixture
+def target(tmp_path):
+    """A private tgtd with one 8 MiB LUN, restartable on the same port."""
+    with TgtDaemon(tmp_path / "tgt") as tgt:
+        backing = tmp_path / "lun1.img"
+        backing.write_bytes(pattern(8 << 20, seed=41))
+        _configure(tgt, backing)
+        tgt.backing = backing
+        yield tgt
+
+
+def _configure(tgt: TgtDaemon, backing) -> None:
+    tgt.targets.clear()
+    tgt.next_tid = 1  # the same tid: tgt derives the LUN's serial and WWN from it
+    tgt.add_target(IQN)
+    tgt.add_lun(IQN, 1, backing)
+
+
+def _restart(tgt: TgtDaemon) -> None:
+    tgt.stop()
+    tgt.start()
+    _configure(tgt, tgt.backing)
+
+
+@pytest.fixture
+def proxy(target):
+    p = FaultProxy(("127.0.0.1", target.port))
+    yield p
+    p.close()
+
+
+def _later(seconds: float, action) -> threading.Thread:
+    def run_it():
+        time.sleep(seconds)
+        action()
+
+    t = threading.Thread(target=run_it, daemon=True)
+    t.start()
+    return t
+
+
+def _wait_for(predicate, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.1)
+
+
+def _dd_write(path, data_path, timeout=120) -> subprocess.CompletedProcess:
+    return run("dd", f"if={data_path}", f"of={path}", "bs=256k", "conv=notrunc,fsync", timeout=timeout)
+
+
+def test_connection_cut_mid_write_and_mid_read_loses_nothing(target, proxy, tmp_path):
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    data = tmp_path / "data"
+    data.write_bytes(os.urandom(8 << 20))
+    with mounted(f"iscsi://{proxy.portal}/{IQN}", mnt, "-o", FAST) as m:
+        proxy.delay = 0.002  # long enough for the cut to land mid-transfer
+        cuts = [_later(t, proxy.cut) for t in (0.3, 0.9)]
+        r = _dd_write(mnt / "1", data)
+        assert r.returncode == 0, r.stderr
+        [c.join() for c in cuts]
+        assert target.backing.read_bytes() == data.read_bytes()
+        _later(0.3, proxy.cut)
+        assert (mnt / "1").read_bytes() == data.read_bytes()
+        proxy.delay = 0
+    assert "lost" in m.stderr and "recovered the session" in m.stderr
+    assert proxy.connections >= 3
+
+
+def test_stalled_connection_is_declared_dead_by_the_keepalive(target, proxy, tmp_path):
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    with mounted(f"iscsi://{proxy.portal}/{IQN}", mnt, "-o", FAST) as m:
+        proxy.stall()  # a black hole: no FIN, no RST, nothing
+        started = time.monotonic()
+        assert (mnt / "1").read_bytes() == target.backing.read_bytes()
+        assert time.monotonic() - started < 20
+    assert "no NOP-In answer within 1 s" in m.stderr and "recovered" in m.stderr
+
+
+def test_flipped_bits_under_digests_are_detected_never_returned(target, proxy, tmp_path):
+    tid = str(target.targets[IQN])
+    for key in ("HeaderDigest", "DataDigest"):
+        target.tgtadm("--op", "update", "--mode", "target", "--tid", tid, "-n", key, "-v", "CRC32C")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    url = f"iscsi://{proxy.portal}/{IQN}?header_digest=crc32c&data_digest=crc32c"
+    with mounted(url, mnt, "-o", FAST) as m:
+        for _ in range(3):
+            proxy.flip_bit(after=300_000)
+            assert (mnt / "1").read_bytes() == target.backing.read_bytes()
+        assert proxy.flipped == 3
+    assert m.stderr.count("digest") >= 3 and "recovered" in m.stderr
+
+
+def test_tgtd_killed_and_restarted_mid_write_and_mid_read(target, tmp_path):
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    data = tmp_path / "data"
+    data.write_bytes(os.urandom(8 << 20))
+    with mounted(f"{target.url}/{IQN}", mnt, "-o", FAST) as m:
+        restart = _later(0.2, lambda: _restart(target))
+        r = _dd_write(mnt / "1", data)
+        restart.join()
+        assert r.returncode == 0, r.stderr
+        assert target.backing.read_bytes() == data.read_bytes()
+        restart = _later(0.1, lambda: _restart(target))
+        assert (mnt / "1").read_bytes() == data.read_bytes()
+        restart.join()
+    assert "recovered" in m.stderr
+
+
+def test_connection_deleted_by_tgtadm_mid_write(target, tmp_path):
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    data = tmp_path / "data"
+    data.write_bytes(os.urandom(8 << 20))
+    tid = str(target.targets[IQN])
+
+    def delete_connections():
+        shown = target.tgtadm("--op", "show", "--mode", "conn", "--tid", tid)
+        for line in shown.splitlines():
+            parts = line.split()
+            if parts[:1] == ["Session:"]:
+                sid = parts[1]
+            if parts[:1] == ["Connection:"]:
+                target.tgtadm("--op", "delete", "--mode", "conn", "--tid", tid, "--sid", sid, "--cid", parts[1])
+
+    with mounted(f"{target.url}/{IQN}", mnt, "-o", FAST) as m:
+        killer = _later(0.2, delete_connections)
+        r = run("dd", f"if={data}", f"of={mnt / '1'}", "bs=64k", "oflag=dsync", "conv=notrunc", timeout=120)
+        killer.join()
+        assert r.returncode == 0, r.stderr
+        _wait_for(lambda: "recovered" in m.stderr, 20)
+        assert (mnt / "1").read_bytes() == data.read_bytes()
+    assert target.backing.read_bytes() == data.read_bytes()
+    assert "closed the connection" in m.stderr
+
+
+def test_target_down_past_recovery_timeout_fails_with_eio_then_serves_again(target, proxy, tmp_path):
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    with mounted(f"iscsi://{proxy.portal}/{IQN}", mnt, "-o", FAST + ",recovery_timeout=3") as m:
+        with open(mnt / "1", "r+b", buffering=0) as f:
+            f.write(b"acknowledged")
+            os.fsync(f.fileno())
+        proxy.refusing = True
+        proxy.cut()
+        started = time.monotonic()
+        fd = os.open(mnt / "1", os.O_RDONLY)
+        try:
+            with pytest.raises(OSError) as e:
+                os.pread(fd, 4096, 1 << 20)
+            assert e.value.errno == errno.EIO
+            assert time.monotonic() - started < 3 + 5  # recovery_timeout plus a margin
+            assert is_mounted(mnt)
+            with pytest.raises(OSError):  # new requests fail at once while the target is gone
+                os.pread(fd, 4096, 2 << 20)
+            proxy.refusing = False
+            deadline = time.monotonic() + 40
+            while True:  # serves again without remounting, once recovery gets through
+                try:
+                    assert os.pread(fd, 12, 0) == b"acknowledged"
+                    break
+                except OSError:
+                    assert time.monotonic() < deadline, m.stderr
+                    time.sleep(0.5)
+        finally:
+            os.close(fd)
+    assert target.backing.read_bytes()[:12] == b"acknowledged"  # fsync'd before the fault
+    assert "recovery_timeout" in m.stderr and "recovered" in m.stderr
+
+
+@pytest.mark.skipif(shutil.which("fio") is None, reason="needs fio")
+def test_fio_verify_crc32c_across_faults(target, proxy, tmp_path):
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    with mounted(f"iscsi://{proxy.portal}/{IQN}", mnt, "-o", FAST) as m:
+        faults = [_later(0.5, proxy.cut), _later(1.5, proxy.stall), _later(4.0, proxy.cut)]
+        r = run("fio", "--name=verify", f"--filename={mnt / '1'}", "--rw=randwrite", "--bs=4k", "--size=8m",
+                "--iodepth=8", "--ioengine=psync", "--numjobs=1", "--verify=crc32c", "--verify_fatal=1",
+                "--do_verify=1", "--output-format=terse", timeout=300)
+        [f.join() for f in faults]
+        assert r.returncode == 0, r.stdout.decode()[-2000:] + r.stderr.decode()[-2000:]
+    assert m.stderr.count("recovered the session") >= 2, m.stderr
