@@ -133,7 +133,7 @@ or from LIBISCSI_CHAP_USERNAME, LIBISCSI_CHAP_PASSWORD, LIBISCSI_CHAP_TARGET_USE
 
 
 def _id_option(key: str, val: str) -> int:
-    if not val.isdigit() or int(val) >= 1 << 32:
+    if not val.isdecimal() or int(val) >= 1 << 32:
         raise UsageError(f"{key}={val[:20]} is not a numeric id")
     return int(val)
 
@@ -285,7 +285,7 @@ def _daemonize() -> int | None:
     os.close(r)
     text = b"".join(chunks).decode(errors="replace")
     code_text, _, message = text.partition("\n")
-    if not code_text.strip().isdigit():
+    if not code_text.strip().isdecimal():
         os.waitpid(pid, 0)
         print("iscsifs: the mount process exited before the mount was live", file=sys.stderr)
         os._exit(EXIT_ERROR)

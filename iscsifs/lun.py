@@ -36,6 +36,7 @@ from iscsifs.scsi.response import (
     world_wide_name,
 )
 from iscsifs.scsi.sense import (
+    Sense,
     ScsiError,
     SenseKey,
     Status,
@@ -56,10 +57,32 @@ class LunRangeError(IscsiError):
     errno = errno.ENOSPC
 
 
+# SAM-5 statuses and sense that say "not now", not "no": retried with backoff, within a time bound,
+# without using up the UNIT ATTENTION retries.
+BUSY_STATUSES = (Status.BUSY, Status.TASK_SET_FULL)
+RETRY_TIME_LIMIT = 60.0  # seconds of BUSY / NOT READY (becoming ready) / ABORTED COMMAND, then the error
+
+
+def _transient(status: int, sense: Sense | None) -> bool:
+    if status in BUSY_STATUSES:
+        return True
+    if status != Status.CHECK_CONDITION or sense is None:
+        return False
+    if sense.key == SenseKey.ABORTED_COMMAND:
+        return True
+    # NOT READY, LOGICAL UNIT IS IN PROCESS OF BECOMING READY (04/01) or in transition (04/0A).
+    return sense.key == SenseKey.NOT_READY and sense.asc_ascq in ((0x04, 0x01), (0x04, 0x0A))
+
+
 async def command(session: Session, lun: int, cdb_bytes: bytes, *, name: str,
                   data_out: bytes | bytearray | memoryview | None = None, expected_in: int = 0) -> ScsiResult:
-    """Run a SCSI command; return on GOOD, retry UNIT ATTENTION, raise ScsiError otherwise."""
-    for attempt in range(UNIT_ATTENTION_RETRIES + 1):
+    """Run a SCSI command; return on GOOD. UNIT ATTENTION is retried (and reported), BUSY, TASK SET
+    FULL, ABORTED COMMAND and NOT READY (becoming ready) are retried with backoff, everything
+    else (RESERVATION CONFLICT included: someone else holds the LUN) raises ScsiError at once."""
+    attentions = 0
+    backoff = 0.005
+    first_refusal: float | None = None
+    while True:
         started = time.monotonic()
         try:
             result = await session.execute(lun, cdb_bytes, data_out=data_out, expected_in=expected_in)
@@ -72,11 +95,14 @@ async def command(session: Session, lun: int, cdb_bytes: bytes, *, name: str,
         if result.response != 0:
             raise ScsiError(Status.TASK_ABORTED, None, f"{name} (iSCSI response 0x{result.response:02x}, target failure)")
         if result.status in (Status.GOOD, Status.CONDITION_MET):
+            if result.status == Status.GOOD and hasattr(session, "queue_ok"):
+                session.queue_ok()
             return result
         sense = parse_sense(result.sense)
-        if is_unit_attention(result.status, sense) and attempt < UNIT_ATTENTION_RETRIES:
+        if is_unit_attention(result.status, sense) and attentions < UNIT_ATTENTION_RETRIES:
             # A UNIT ATTENTION reports an event (reset, parameters changed) and fails this
             # command only; the same command is valid again (SAM-5 §5.14).
+            attentions += 1
             log.debug("LUN %d: %s reported unit attention %s; retrying", lun, name, sense)
             assert sense is not None
             if session.on_unit_attention is not None:
@@ -84,8 +110,17 @@ async def command(session: Session, lun: int, cdb_bytes: bytes, *, name: str,
             continue
         if result.status == Status.CHECK_CONDITION and sense is not None and sense.key == SenseKey.RECOVERED_ERROR:
             return result
+        now = time.monotonic()
+        first_refusal = now if first_refusal is None else first_refusal
+        if _transient(result.status, sense) and now - first_refusal < RETRY_TIME_LIMIT:
+            if result.status == Status.TASK_SET_FULL and hasattr(session, "queue_full"):
+                session.queue_full()  # fewer commands in flight until the target keeps up
+            log.debug("LUN %d: %s answered %s; retrying in %.3f s", lun, name,
+                      Status.NAMES.get(result.status, result.status) if sense is None else sense, backoff)
+            await trio.sleep(backoff)
+            backoff = min(backoff * 2, 1.0)
+            continue
         raise ScsiError(result.status, sense, f"{name} on LUN {lun}")
-    raise AssertionError("unreachable")
 
 
 async def inquiry(session: Session, lun: int) -> StandardInquiry:

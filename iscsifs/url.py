@@ -107,7 +107,7 @@ def parse_url(url: str) -> IscsiUrl:
         if target is not None and not is_iscsi_name(target):
             raise UrlError(f"'{target[:80]}' is not an iSCSI name (iqn.YYYY-MM.domain:name, eui. or naa.)")
         if len(parts) == 2:
-            if not parts[1].isdigit() or int(parts[1]) >= 16384:
+            if not parts[1].isdecimal() or int(parts[1]) >= 16384:
                 raise UrlError(f"LUN '{parts[1][:20]}' is not a number from 0 to 16383")
             lun = int(parts[1])
     return IscsiUrl(host, port, target, lun, user, password, **query)
@@ -154,7 +154,7 @@ def _parse_hostport(authority: str) -> tuple[str, int]:
             raise UrlError(f"'{host[:80]}' is not a host name or address")
     port = DEFAULT_PORT
     if port_text:
-        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        if not port_text.isdecimal() or not 0 < int(port_text) < 65536:
             raise UrlError(f"port '{port_text[:10]}' is not a number from 1 to 65535")
         port = int(port_text)
     return host, port

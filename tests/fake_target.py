@@ -39,6 +39,11 @@ class FakeTarget:
         self.write_protected = False
         self.max_transfer_blocks = 0  # VPD 0xB0; 0 = no limit
         self.pending_sense: list[bytes] = []  # answer the next commands with CHECK CONDITION + this
+        self.pending_status: list[int] = []  # ...or with this status (BUSY, TASK SET FULL...)
+        self.swallow = 0  # leave this many commands unanswered
+        self.swallowed: list[P.ScsiCommand] = []
+        self.task_management: list[P.TaskMgmtRequest] = []
+        self.answer_task_management = True
 
     async def recv(self) -> P.Pdu:
         while True:
@@ -89,6 +94,10 @@ class FakeTarget:
                 req = await self.recv()
                 if isinstance(req, P.ScsiCommand):
                     await self.scsi(req)
+                elif isinstance(req, P.TaskMgmtRequest):
+                    self.task_management.append(req)
+                    if self.answer_task_management:
+                        await self.send(P.TaskMgmtResponse(req.initiator_task_tag, 0, **self.sn()))
                 elif isinstance(req, P.NopOut) and req.initiator_task_tag != P.RESERVED_TAG:
                     self.exp_cmd_sn = req.cmd_sn + (0 if req.immediate else 1)
                     await self.send(P.NopIn(0, req.initiator_task_tag, P.RESERVED_TAG, **self.sn()))
@@ -113,8 +122,17 @@ class FakeTarget:
     async def scsi(self, req: P.ScsiCommand) -> None:
         """A small disk: INQUIRY (+VPD 0x00/0x80/0x83/0xB0), REPORT LUNS, TUR, READ CAPACITY(16),
         MODE SENSE(6), READ(10), WRITE(10); 512-byte blocks over ``disk``."""
+        if self.pending_status:
+            self.exp_cmd_sn = req.cmd_sn + 1
+            await self.send(P.ScsiResponse(req.initiator_task_tag, 0, self.pending_status.pop(0), **self.sn()))
+            return
         if self.pending_sense:
             await self.check_condition(req, self.pending_sense.pop(0))
+            return
+        if self.swallow:  # never answer this command (a hung target)
+            self.swallow -= 1
+            self.exp_cmd_sn = req.cmd_sn + 1
+            self.swallowed.append(req)
             return
         c = req.cdb
         op = c[0]

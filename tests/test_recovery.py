@@ -204,10 +204,37 @@ def test_fio_verify_crc32c_across_faults(target, proxy, tmp_path):
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     with mounted(f"iscsi://{proxy.portal}/{IQN}", mnt, "-o", FAST) as m:
-        faults = [_later(0.5, proxy.cut), _later(1.5, proxy.stall), _later(4.0, proxy.cut)]
+        proxy.delay = 0.001  # so that fio is still running when the last fault lands
+        faults = [_later(0.5, proxy.cut), _later(3.5, proxy.stall)]
+        started = time.monotonic()
         r = run("fio", "--name=verify", f"--filename={mnt / '1'}", "--rw=randwrite", "--bs=4k", "--size=8m",
                 "--iodepth=8", "--ioengine=psync", "--numjobs=1", "--verify=crc32c", "--verify_fatal=1",
                 "--do_verify=1", "--output-format=terse", timeout=300)
+        elapsed = time.monotonic() - started
         [f.join() for f in faults]
         assert r.returncode == 0, r.stdout.decode()[-2000:] + r.stderr.decode()[-2000:]
-    assert m.stderr.count("recovered the session") >= 2, m.stderr
+        assert elapsed > 3.5, "fio ended before the faults: the test proved nothing"
+    assert m.stderr.count("reconnecting") >= 2 and "no NOP-In" in m.stderr, m.stderr
+
+
+def test_a_lun_that_is_another_device_after_reconnecting_fails_its_io(target, tmp_path):
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    with mounted(f"{target.url}/{IQN}", mnt, "-o", FAST) as m:
+        assert (mnt / "1").read_bytes()[:4096] == target.backing.read_bytes()[:4096]
+        target.stop()
+        target.start()
+        target.targets.clear()
+        target.next_tid = 7  # tgt derives serial and WWN from the tid: the "same" LUN is now another device
+        target.add_target(IQN)
+        target.add_lun(IQN, 1, target.backing)
+        fd = os.open(mnt / "1", os.O_RDWR)
+        try:
+            with pytest.raises(OSError) as e:
+                os.pwrite(fd, b"must not land", 0)
+            assert e.value.errno == errno.EIO
+        finally:
+            with pytest.raises(OSError):  # close(2) reports it too: the flush cannot reach that LUN
+                os.close(fd)
+    assert target.backing.read_bytes()[:13] != b"must not land"
+    assert "is another device since reconnecting" in m.stderr

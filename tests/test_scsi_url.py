@@ -79,7 +79,7 @@ def test_urls(url, expect):
 @pytest.mark.parametrize("url", [
     "iscsi:/x", "iscsi://", "iscsi://h:", "iscsi://h:70000", "iscsi://[::1", "iscsi://::1/iqn.2026-11.a:b",
     "iscsi://h/iqn.x", "iscsi://h/iqn.2026-11.a:b/-1", "iscsi://h/iqn.2026-11.a:b/1/2", "iscsi://@h", "iscsi://h?bogus=1",
-    "iscsi://h h",
+    "iscsi://h h", "iscsi://h:\u00b2", "iscsi://h/iqn.2026-11.a:b/\u00b2",  # '²'.isdigit() but int('²') fails
 ])
 def test_malformed_urls(url):
     with pytest.raises(UrlError):

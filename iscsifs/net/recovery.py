@@ -58,6 +58,8 @@ class LunChanged(IscsiError):
     errno = errno.EIO
 
 
+MAX_QUEUE_DEPTH = 64
+
 # Failures of one connection, which a new connection may cure.
 CONNECTION_ERRORS = (ConnectionLost, RemoteProtocolError, ConnectError, trio.TooSlowError)
 
@@ -79,6 +81,9 @@ class ManagedSession:
         self._on_unit_attention: Callable[[int, Sense], None] | None = None
         self.identities: dict[int, tuple[str, str]] = {}  # LUN -> (serial, wwn) to check after relogin
         self._changed: dict[int, str] = {}
+        # Commands in flight. TASK SET FULL shrinks it (queue_full); it grows back slowly (queue_ok).
+        self._slots = trio.CapacityLimiter(MAX_QUEUE_DEPTH)
+        self._good_since_shrink = 0
         self._adopt(session)
         nursery.start_soon(self._keepalive)
 
@@ -128,12 +133,33 @@ class ManagedSession:
                 raise LunChanged(self._changed[lun])
             session = await self._live_session()
             try:
-                return await session.execute(lun, cdb, data_out=data_out, expected_in=expected_in,
-                                             timeout=self.policy.command_timeout)
+                async with self._slots:
+                    return await session.execute(lun, cdb, data_out=data_out, expected_in=expected_in,
+                                                 timeout=self.policy.command_timeout)
             except CommandTimeout as exc:
                 await self._abort(session, lun, exc)
             except CONNECTION_ERRORS as exc:
                 self._connection_failed(session, exc)  # usually already told by on_failure
+
+    @property
+    def queue_depth(self) -> int:
+        return int(self._slots.total_tokens)
+
+    def queue_full(self) -> None:
+        """The target said TASK SET FULL: allow fewer commands in flight than there are now."""
+        depth = max(1, min(self.queue_depth, self._slots.borrowed_tokens) - 1)
+        if depth < self.queue_depth:
+            log.info("target %s is full: queue depth %d -> %d", self.target_name, self.queue_depth, depth)
+            self._slots.total_tokens = depth
+        self._good_since_shrink = 0
+
+    def queue_ok(self) -> None:
+        """A command completed: after enough of them, allow one more in flight again."""
+        if self.queue_depth < MAX_QUEUE_DEPTH:
+            self._good_since_shrink += 1
+            if self._good_since_shrink >= 64:
+                self._good_since_shrink = 0
+                self._slots.total_tokens = self.queue_depth + 1
 
     async def ping(self) -> None:
         await (await self._live_session()).ping()

@@ -101,7 +101,7 @@ def parse_target_address(value: str, default_port: int = 3260) -> tuple[Portal, 
         port = rest[1:] if rest.startswith(":") else ""
     else:
         host, _, port = addr.partition(":")
-    if not host or (port and not port.isdigit()) or (tpgt and not tpgt.isdigit()):
+    if not host or (port and not port.isdecimal()) or (tpgt and not tpgt.isdecimal()):
         raise RemoteProtocolError(f"malformed TargetAddress {value[:80]!r}")
     return Portal(host, int(port) if port else default_port), int(tpgt) if tpgt else 0
 

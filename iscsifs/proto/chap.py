@@ -63,7 +63,7 @@ def parse_algorithms(text: str) -> tuple[int, ...]:
     """``chap_algs=sha256,md5`` or ``7,5``: an ordered list of CHAP_A values to offer."""
     algs: list[int] = []
     for item in filter(None, (s.strip().lower() for s in text.split(","))):
-        alg = ALGORITHM_NAMES.get(item) or (int(item) if item.isdigit() else None)
+        alg = ALGORITHM_NAMES.get(item) or (int(item) if item.isdecimal() else None)
         if alg not in ALGORITHMS:
             known = ", ".join(f"{n} ({a})" for n, a in ALGORITHM_NAMES.items())
             raise ValueError(f"unknown CHAP algorithm '{item[:20]}' (known: {known})")
@@ -140,9 +140,9 @@ def parse_challenge(keys: dict[str, str], offered: tuple[int, ...]) -> ChapChall
         a, i, c = keys["CHAP_A"], keys["CHAP_I"], keys["CHAP_C"]
     except KeyError as exc:
         raise RemoteProtocolError(f"CHAP challenge lacks {exc.args[0]}") from None
-    if not a.isdigit() or int(a) not in offered:
+    if not a.isdecimal() or int(a) not in offered:
         raise RemoteProtocolError(f"target chose CHAP_A={a[:16]}, which was not offered")
-    if not i.isdigit() or not 0 <= int(i) <= 255:
+    if not i.isdecimal() or not 0 <= int(i) <= 255:
         raise RemoteProtocolError("CHAP_I is not a number from 0 to 255")
     challenge = decode_binary(c, "CHAP_C")
     if was_issued_by_us(challenge):
