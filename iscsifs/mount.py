@@ -111,6 +111,11 @@ async def _build_portal(nursery: trio.Nursery, client: Client, url: IscsiUrl, fs
 async def shutdown(luns: list[Lun], sessions: list[Session]) -> None:
     """Flush what was written, then log out: what unmount and SIGTERM do."""
     with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_TIMEOUT) as scope:
+        for session in sessions:
+            if getattr(session, "recovering", False):
+                # Waiting out recovery_timeout would hold the unmount hostage to the outage.
+                log.warning("unmounting while %s is unreachable: its pending I/O fails now", session.target_name)
+                await session.logout()
         for lun in luns:
             if lun.dirty and lun.session.alive:
                 try:
@@ -146,6 +151,12 @@ async def serve(client: Client, url: IscsiUrl, mountpoint: str, options: MountOp
                     async for signum in signals:
                         log.info("received %s: unmounting", signal.Signals(signum).name)
                         terminated = True
+                        for session in sessions:
+                            if getattr(session, "recovering", False):
+                                # FUSE waits for running requests: those waiting on recovery fail now.
+                                log.warning("unmounting while %s is unreachable: its pending I/O fails now",
+                                            session.target_name)
+                                session.close_now()
                         pyfuse3.terminate()
                         return
 

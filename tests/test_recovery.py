@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -238,3 +239,30 @@ def test_a_lun_that_is_another_device_after_reconnecting_fails_its_io(target, tm
                 os.close(fd)
     assert target.backing.read_bytes()[:13] != b"must not land"
     assert "is another device since reconnecting" in m.stderr
+
+
+@pytest.mark.parametrize("how", ["fusermount", "sigterm with a read waiting"])
+def test_unmount_works_during_an_outage(target, proxy, tmp_path, how):
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    with mounted(f"iscsi://{proxy.portal}/{IQN}", mnt, "-o", FAST + ",recovery_timeout=60") as m:
+        with open(mnt / "1", "r+b", buffering=0) as f:
+            f.write(b"before the outage")
+        proxy.refusing = True
+        proxy.cut()
+        time.sleep(1.5)
+        started = time.monotonic()
+        if how == "fusermount":
+            r = run("fusermount3", "-u", str(mnt))
+            assert r.returncode == 0, r.stderr
+        else:
+            reader = subprocess.Popen(["dd", f"if={mnt / '1'}", "of=/dev/null", "bs=4k", "count=1", "skip=100"],
+                                      stderr=subprocess.DEVNULL)
+            time.sleep(1)  # the read now waits for the recovery; the admin stops the mount
+            m.proc.send_signal(signal.SIGTERM)
+        assert m.proc.wait(timeout=30) == 0, m.stderr
+        assert time.monotonic() - started < 20
+        if how != "fusermount":
+            assert reader.wait(timeout=30) != 0  # the waiting read failed; it did not hang
+        assert not is_mounted(mnt)
+    assert "unreachable" in m.stderr

@@ -113,6 +113,10 @@ class ManagedSession:
         return not self._closed and self._fatal is None
 
     @property
+    def recovering(self) -> bool:
+        return self._recovering and not self._closed
+
+    @property
     def on_unit_attention(self) -> Callable[[int, Sense], None] | None:
         return self._on_unit_attention
 
@@ -164,7 +168,17 @@ class ManagedSession:
     async def ping(self) -> None:
         await (await self._live_session()).ping()
 
+    def close_now(self) -> None:
+        """Give up at once (unmounting during an outage): waiting commands fail, nothing is sent."""
+        self._closed = True
+        self._ready.set()
+        if self._session.alive:
+            self._session.abort(ConnectionLost("closed"))
+
     async def logout(self) -> None:
+        """Log out (or just close, if the connection is down); waiting commands fail at once."""
+        if self._closed:
+            return
         self._closed = True
         self._ready.set()
         await self._session.logout()
