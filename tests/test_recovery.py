@@ -83,17 +83,22 @@ def test_connection_cut_mid_write_and_mid_read_loses_nothing(target, proxy, tmp_
     data = tmp_path / "data"
     data.write_bytes(os.urandom(8 << 20))
     with mounted(f"iscsi://{proxy.portal}/{IQN}", mnt, "-o", FAST) as m:
-        proxy.delay = 0.002  # long enough for the cut to land mid-transfer
-        cuts = [_later(t, proxy.cut) for t in (0.3, 0.9)]
+        proxy.delay = 0.005  # slow enough that each cut lands mid-transfer
+        cut = _later(0.2, proxy.cut)
+        started = time.monotonic()
         r = _dd_write(mnt / "1", data)
+        cut.join()
         assert r.returncode == 0, r.stderr
-        [c.join() for c in cuts]
+        assert time.monotonic() - started > 0.2, "the write ended before the cut"
         assert target.backing.read_bytes() == data.read_bytes()
-        _later(0.3, proxy.cut)
+        cut = _later(0.2, proxy.cut)
+        started = time.monotonic()
         assert (mnt / "1").read_bytes() == data.read_bytes()
+        assert time.monotonic() - started > 0.2, "the read ended before the cut"
+        cut.join()
         proxy.delay = 0
-    assert "lost" in m.stderr and "recovered the session" in m.stderr
-    assert proxy.connections >= 3
+    assert m.stderr.count("recovered the session") == 2, m.stderr
+    assert proxy.connections == 3
 
 
 def test_stalled_connection_is_declared_dead_by_the_keepalive(target, proxy, tmp_path):

@@ -1,0 +1,237 @@
+"""iscsifs against the peer stack and the raw ceiling, side by side in one run, as ratios.
+
+    sudo .venv/bin/python bench/run.py [--size-mib 256] [--runtime 5] [--json FILE]
+
+One private tgtd serves one LUN backed by a file in /dev/shm. On that same LUN, in one run:
+  * iscsifs: the file of a live mount, driven by fio (libaio, direct=1);
+  * the peer stack: qemu-nbd (-f raw --cache=none, its iscsi:// driver) + nbdfuse, same fio jobs;
+  * libiscsi's iscsi-perf (the raw C initiator, no file system) where it can run the job.
+Then the time to mount a portal of 50 targets x 4 LUNs and `ls -lR` it, and the peak RSS of the
+iscsifs process under load. Prints a Markdown table with the ratios the performance issue asks for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from iscsifs.tgt import TgtDaemon  # noqa: E402
+
+ISCSIFS = [sys.executable, "-m", "iscsifs"]
+IQN = "iqn.2026-11.bench.iscsifs:lun"
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    rw: str
+    bs: str
+    iodepth: int
+    metric: str  # "bw" (MiB/s) or "iops"
+    perf_args: tuple[str, ...] | None  # iscsi-perf arguments for the same job, if it has one
+    goals: str  # the issue's targets, for the table
+
+
+JOBS = [
+    Job("seq read 1M QD8", "read", "1M", 8, "bw", ("-m", "8", "-b", "2048"), ">= 0.8x raw, >= 2x peer"),
+    Job("seq write 1M QD8", "write", "1M", 8, "bw", None, ">= 2x peer"),
+    Job("rand read 4K QD32", "randread", "4k", 32, "iops", ("-m", "32", "-b", "8", "-r"), ">= 0.5x raw, >= 2.5x peer"),
+    Job("rand write 4K QD32", "randwrite", "4k", 32, "iops", None, ">= 2x peer"),
+    Job("rand read 4K QD1", "randread", "4k", 1, "iops", ("-m", "1", "-b", "8", "-r"), ">= 0.7x raw"),
+]
+
+
+def fio(path: Path, job: Job, runtime: float) -> float:
+    out = subprocess.run(
+        ["fio", "--name=bench", f"--filename={path}", f"--rw={job.rw}", f"--bs={job.bs}",
+         f"--iodepth={job.iodepth}", "--ioengine=libaio", "--direct=1", "--time_based", "--ramp_time=1",
+         f"--runtime={runtime}", "--output-format=json"],
+        capture_output=True, check=True, timeout=runtime * 4 + 60).stdout
+    result = json.loads(out)["jobs"][0]["write" if "write" in job.rw else "read"]
+    return result["bw_bytes"] / (1 << 20) if job.metric == "bw" else result["iops"]
+
+
+def iscsi_perf(url: str, job: Job, runtime: float) -> float | None:
+    if job.perf_args is None or shutil.which("iscsi-perf") is None:
+        return None
+    proc = subprocess.Popen(["iscsi-perf", *job.perf_args, url], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    time.sleep(runtime + 1)
+    proc.send_signal(signal.SIGINT)
+    out = proc.communicate(timeout=30)[0].decode(errors="replace")
+    found = re.findall(r"iops average (\d+) \((\d+) MB/s\)", out)
+    if not found:
+        return None
+    iops, mbs = map(int, found[-1])
+    return mbs * 1e6 / (1 << 20) if job.metric == "bw" else float(iops)
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"bench: {what} did not happen within {timeout} s")
+        time.sleep(0.05)
+
+
+def is_mounted(path: Path) -> bool:
+    with open("/proc/self/mounts") as f:
+        return any(line.split()[1] == str(path) for line in f)
+
+
+def peak_rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def portal_mount_time(work: Path, targets: int = 50, luns: int = 4) -> tuple[float, float]:
+    """Seconds to mount a portal of targets x luns (the command returns when live), and to ls -lR it."""
+    shm = Path(tempfile.mkdtemp(prefix="iscsifs-bench-portal-", dir="/dev/shm"))
+    mnt = work / "portal"
+    mnt.mkdir()
+    try:
+        with TgtDaemon(work / "tgt-portal") as tgt:
+            for t in range(targets):
+                iqn = f"iqn.2026-11.bench.iscsifs:portal{t:03d}"
+                tgt.add_target(iqn)
+                for lun in range(1, luns + 1):
+                    backing = shm / f"t{t}-{lun}.img"
+                    with open(backing, "wb") as f:
+                        f.truncate(1 << 20)
+                    tgt.add_lun(iqn, lun, backing)
+            started = time.monotonic()
+            subprocess.run([*ISCSIFS, tgt.url, str(mnt)], check=True, timeout=300)
+            mounted = time.monotonic() - started
+            started = time.monotonic()
+            listing = subprocess.run(["ls", "-lR", str(mnt)], check=True, capture_output=True, timeout=300).stdout
+            listed = time.monotonic() - started
+            files = sum(1 for line in listing.decode().splitlines() if line.startswith("-"))
+            assert files == targets * luns, f"ls -lR saw {files} files"
+            subprocess.run(["fusermount3", "-u", str(mnt)], check=True, timeout=60)
+            return mounted, listed
+    finally:
+        if is_mounted(mnt):
+            subprocess.run(["fusermount3", "-uz", str(mnt)], timeout=60)
+        shutil.rmtree(shm, ignore_errors=True)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size-mib", type=int, default=256, help="LUN size (a file in /dev/shm)")
+    ap.add_argument("--runtime", type=float, default=5, help="seconds per fio job")
+    ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--iscsifs-options", default="", help="extra -o options for the iscsifs mount")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("bench: run as root (tgtd, FUSE mounts)")
+    for tool in ("tgtd", "fio", "fusermount3"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"bench: {tool} is missing (bash .ci/setup --test installs what the bench needs)")
+    have_peer = shutil.which("qemu-nbd") is not None and shutil.which("nbdfuse") is not None
+
+    work = Path(tempfile.mkdtemp(prefix="iscsifs-bench-"))
+    shm = Path(tempfile.mkdtemp(prefix="iscsifs-bench-", dir="/dev/shm"))
+    backing = shm / "lun.img"
+    with open(backing, "wb") as f:
+        f.write(os.urandom(1 << 20) * args.size_mib)  # real data: a sparse file would flatter reads
+    results: dict[str, dict[str, float | None]] = {job.name: {} for job in JOBS}
+    procs: list[subprocess.Popen] = []
+    mounts: list[Path] = []
+    rss = 0.0
+    try:
+        with TgtDaemon(work / "tgt") as tgt:
+            tgt.add_target(IQN)
+            tgt.add_lun(IQN, 1, backing)
+            lun_url = f"{tgt.url}/{IQN}/1"
+
+            mnt = work / "iscsifs"
+            mnt.mkdir()
+            opts = ["-o", args.iscsifs_options] if args.iscsifs_options else []
+            fs = subprocess.Popen([*ISCSIFS, "-f", *opts, f"{tgt.url}/{IQN}", str(mnt)], stderr=subprocess.DEVNULL)
+            procs.append(fs)
+            mounts.append(mnt)
+            wait_for(lambda: is_mounted(mnt), 30, "the iscsifs mount")
+            for job in JOBS:
+                results[job.name]["iscsifs"] = fio(mnt / "1", job, args.runtime)
+                print(f"bench: iscsifs   {job.name}: {results[job.name]['iscsifs']:.1f}", file=sys.stderr)
+            rss = peak_rss_mib(fs.pid)
+            subprocess.run(["fusermount3", "-u", str(mnt)], timeout=60)
+
+            if have_peer:
+                sock = work / "nbd.sock"
+                nbd = subprocess.Popen(["qemu-nbd", "-f", "raw", "--cache=none", "-k", str(sock), lun_url],
+                                       stderr=subprocess.DEVNULL)
+                procs.append(nbd)
+                wait_for(sock.exists, 30, "qemu-nbd's socket")
+                peer = work / "nbdfuse"
+                peer.mkdir()
+                nbdfuse = subprocess.Popen(["nbdfuse", str(peer), f"nbd+unix:///?socket={sock}"],
+                                           stderr=subprocess.DEVNULL)
+                procs.append(nbdfuse)
+                mounts.append(peer)
+                wait_for(lambda: is_mounted(peer), 30, "the nbdfuse mount")
+                for job in JOBS:
+                    results[job.name]["peer"] = fio(peer / "nbd", job, args.runtime)
+                    print(f"bench: peer      {job.name}: {results[job.name]['peer']:.1f}", file=sys.stderr)
+                subprocess.run(["fusermount3", "-u", str(peer)], timeout=60)
+
+            for job in JOBS:
+                results[job.name]["raw"] = iscsi_perf(lun_url, job, args.runtime)
+                if results[job.name]["raw"] is not None:
+                    print(f"bench: raw       {job.name}: {results[job.name]['raw']:.1f}", file=sys.stderr)
+        mounted, listed = portal_mount_time(work)
+    finally:
+        for m in mounts:
+            if is_mounted(m):
+                subprocess.run(["fusermount3", "-uz", str(m)], timeout=60)
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+        shutil.rmtree(shm, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
+
+    def ratio(a: float | None, b: float | None) -> str:
+        return f"{a / b:.2f}x" if a and b else "-"
+
+    def num(v: float | None) -> str:
+        return f"{v:.0f}" if v is not None else "-"
+
+    print(f"\n{os.uname().nodename}, {os.cpu_count()} CPUs, LUN of {args.size_mib} MiB in /dev/shm, "
+          f"fio libaio direct=1, {args.runtime:g} s per job\n")
+    print("| job | unit | iscsifs | qemu-nbd+nbdfuse | iscsi-perf (raw) | vs peer | vs raw | goal |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |")
+    for job in JOBS:
+        r = results[job.name]
+        unit = "MiB/s" if job.metric == "bw" else "IOPS"
+        print(f"| {job.name} | {unit} | {num(r.get('iscsifs'))} | {num(r.get('peer'))} | {num(r.get('raw'))} | "
+              f"{ratio(r.get('iscsifs'), r.get('peer'))} | {ratio(r.get('iscsifs'), r.get('raw'))} | {job.goals} |")
+    print(f"| iscsifs peak RSS under load | MiB | {rss:.0f} | | | | | < 200 |")
+    print(f"| portal 50 targets x 4 LUNs: mount | s | {mounted:.2f} | | | | | |")
+    print(f"| portal 50 targets x 4 LUNs: ls -lR | s | {listed:.2f} | | | | | mount + ls < 3 |")
+    if args.json:
+        args.json.write_text(json.dumps({"jobs": results, "rss_mib": rss, "portal_mount_s": mounted,
+                                         "portal_ls_s": listed}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
