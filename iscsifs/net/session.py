@@ -1,14 +1,17 @@
 """One iSCSI session over one TCP connection, on trio.
 
 A reader task parses PDUs and hands them to the sans-I/O ``SessionCore``; completions wake the
-waiter keyed by Initiator Task Tag. Every send goes through one ``StrictFIFOLock`` and is
-shielded: a half-sent PDU would corrupt the stream (trio's ``send_all`` may send part of the data
-when cancelled), so cancellation only ever stops the *wait* for a response.
+waiter keyed by Initiator Task Tag. PDUs are encoded when they are built (so CmdSN order is wire
+order) onto one outgoing queue, which a writer task sends in batches: one send for everything
+concurrent commands queued meanwhile. Sends are shielded: a half-sent PDU would corrupt the stream
+(trio's ``send_all`` may send part of the data when cancelled), so cancellation only ever stops
+the *wait* for a response.
 Timeouts are the caller's (trio.fail_after / move_on_after), as trio's design asks.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
 from collections.abc import Callable
@@ -149,7 +152,8 @@ class Session:
         self._reader = reader
         self._core = SessionCore(login.params, cmd_sn=config.cmd_sn, exp_cmd_sn=login.exp_cmd_sn,
                                  max_cmd_sn=login.max_cmd_sn, exp_stat_sn=(login.stat_sn + 1) & 0xFFFFFFFF)
-        self._send_lock = trio.StrictFIFOLock()
+        self._outgoing: collections.deque[bytes | bytearray | memoryview] = collections.deque()
+        self._wake_writer = trio.Event()
         self._window_changed = trio.Event()
         self._tasks: dict[int, trio.Event] = {}
         self._waiters: dict[int, _Waiter] = {}
@@ -214,6 +218,7 @@ class Session:
             session = cls(stream, reader, login, config, portal)
             session._nursery = nursery
             nursery.start_soon(session._read_loop)
+            nursery.start_soon(session._write_loop)
             log.debug("logged in: %r params=%s", session, login.params)
             return session
         raise ConnectError(f"more than {MAX_REDIRECTS} login redirections")
@@ -251,9 +256,8 @@ class Session:
                 if done is not None:
                     done.set()
             elif isinstance(ev, SendPdus):
-                assert self._nursery is not None
-                # Never send from the reader: a full send buffer must not stop us reading.
-                self._nursery.start_soon(self._send_background, ev.pdus)
+                # Queued, never sent from the reader: a full send buffer must not stop us reading.
+                self._queue(ev.pdus)
             elif isinstance(ev, ResponseReceived):
                 waiter = self._waiters.pop(ev.initiator_task_tag, None)
                 if waiter is not None:
@@ -345,6 +349,7 @@ class Session:
             waiter.event.set()
         self._waiters.clear()
         self._window_changed.set()
+        self._wake_writer.set()
         if self.on_failure is not None and not self._logging_out:
             self.on_failure(self, error)
 
@@ -368,52 +373,47 @@ class Session:
 
     # -- sending -----------------------------------------------------------------------------------
 
-    async def _send_locked(self, pdus: list[Pdu] | tuple[Pdu, ...]) -> None:
+    def _queue(self, pdus: list[Pdu] | tuple[Pdu, ...]) -> None:
+        """Append PDUs to the outgoing stream, in call order (so CmdSN order is wire order) and
+        without waiting; the writer task sends whatever has piled up in one send."""
         hd, dd = self.params.header_digest, self.params.data_digest
-        if log.isEnabledFor(logging.DEBUG):
-            for pdu in pdus:
+        for pdu in pdus:
+            if log.isEnabledFor(logging.DEBUG):
                 log.debug("%s -> %s", self.target_name or "discovery", describe(pdu))
-        try:
-            with trio.CancelScope(shield=True):
-                # One send per batch, not per PDU: a burst of Data-Out against tgt's 8 KiB segments
-                # is 32 PDUs per 256 KiB, and each send is a syscall and a trip through trio.
-                batch: list[bytes | bytearray | memoryview] = []
-                size = 0
-                for pdu in pdus:
-                    bufs = encode_pdu(pdu, hd, dd)
-                    batch += bufs
-                    size += sum(len(b) for b in bufs)
-                    if size >= SEND_BATCH:
-                        await self._stream.send_all(b"".join(batch))
-                        batch, size = [], 0
-                if batch:
-                    await self._stream.send_all(b"".join(batch) if len(batch) > 1 else batch[0])
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            self._fail(ConnectionLost(f"connection to {self.portal} lost while sending: {exc or type(exc).__name__}"))
-            raise ConnectionLost(str(self._dead)) from None
+            self._outgoing += encode_pdu(pdu, hd, dd)
+        self._wake_writer.set()
 
-    async def _send_background(self, pdus: tuple[Pdu, ...]) -> None:
+    async def _write_loop(self) -> None:
+        """The only sender. Sends are shielded: a half-sent PDU would corrupt the stream."""
         try:
-            async with self._send_lock:
-                if self.alive:
-                    await self._send_locked(pdus)
-        except ConnectionLost:
-            pass  # already recorded by _fail; the waiting tasks have been failed
+            while True:
+                await self._wake_writer.wait()
+                self._wake_writer = trio.Event()
+                if self._dead is not None or (self._closed and not self._outgoing):
+                    return  # the reader and the writer end together with the connection
+                while self._outgoing and self._dead is None:
+                    batch: list[bytes | bytearray | memoryview] = []
+                    size = 0
+                    while self._outgoing and size < SEND_BATCH:
+                        buf = self._outgoing.popleft()
+                        batch.append(buf)
+                        size += len(buf)
+                    with trio.CancelScope(shield=True):
+                        await self._stream.send_all(b"".join(batch) if len(batch) > 1 else batch[0])
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            if not self._closed:
+                self._fail(ConnectionLost(f"connection to {self.portal} lost while sending: {exc or type(exc).__name__}"))
 
     async def _issue(self, build) -> object:
-        """Wait for the CmdSN window, then build and send under the lock (so CmdSN order = wire order)."""
+        """Wait for the CmdSN window, then build and queue at once (so CmdSN order = wire order)."""
         while True:
             self._check_alive()
             if not self._core.window_open:
                 await self._window_changed.wait()
                 continue
-            async with self._send_lock:
-                self._check_alive()
-                if not self._core.window_open:
-                    continue
-                item, pdus = build()
-                await self._send_locked(pdus)
-                return item
+            item, pdus = build()
+            self._queue(pdus)
+            return item
 
     # -- SCSI commands -----------------------------------------------------------------------------
 
@@ -517,6 +517,7 @@ class Session:
 
     async def aclose(self) -> None:
         self._closed = True
+        self._wake_writer.set()
         with trio.CancelScope(shield=True):
             await self._stream.aclose()
         for done in self._tasks.values():
