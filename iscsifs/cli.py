@@ -496,7 +496,7 @@ def run_stats(args: argparse.Namespace) -> int:
     lat = stats["latency_us"]
     print(f"uptime       {stats['uptime_s']} s\n"
           f"sessions     {stats['sessions']} logged in, {stats['reconnects']} reconnects\n"
-          f"commands     {stats['commands']} ({stats['errors']} failed)\n"
+          f"commands     {stats['commands']} ({stats['errors']} not GOOD, retried ones such as UNIT ATTENTION included)\n"
           f"read         {stats['bytes_read']} bytes\n"
           f"written      {stats['bytes_written']} bytes\n"
           f"latency      p50 {lat['p50']} us, p90 {lat['p90']} us, p99 {lat['p99']} us, max {lat['max']} us")
