@@ -28,6 +28,7 @@ from iscsifs.proto.errors import (
 )
 from iscsifs.proto.login import LoginConfig
 from iscsifs.proto.session import ScsiResult
+from iscsifs.proto.text import OperationalParams
 from iscsifs.scsi.sense import Sense
 from iscsifs.stats import STATS
 
@@ -104,7 +105,8 @@ class ManagedSession:
         return self.config.target_name
 
     @property
-    def params(self):  # noqa: ANN201 - OperationalParams of the live connection
+    def params(self) -> OperationalParams:
+        """Of the live connection (they may differ after a reconnect)."""
         return self._session.params
 
     @property
