@@ -18,7 +18,7 @@ import trio
 from iscsifs.client import Client, NotFoundError, open_luns
 from iscsifs.fs import IscsiFs
 from iscsifs.lun import Lun
-from iscsifs.net.session import Session
+from iscsifs.net.recovery import ManagedSession
 from iscsifs.proto.errors import IscsiError
 from iscsifs.stats import STATS
 from iscsifs.url import IscsiUrl
@@ -56,9 +56,9 @@ class MountOptions:
 
 
 async def build_tree(nursery: trio.Nursery, client: Client, url: IscsiUrl, *, root_is_file: bool,
-                     options: MountOptions) -> tuple[IscsiFs, list[Session]]:
+                     options: MountOptions) -> tuple[IscsiFs, list[ManagedSession]]:
     """Log in, find the LUNs, build the tree, and watch each target for changes."""
-    sessions: list[Session] = []
+    sessions: list[ManagedSession] = []
     read_only = options.read_only
     fs = IscsiFs(read_only=read_only, uid=options.uid, gid=options.gid, umask=options.umask)
     root = pyfuse3.ROOT_INODE
@@ -89,7 +89,7 @@ async def build_tree(nursery: trio.Nursery, client: Client, url: IscsiUrl, *, ro
 
 
 async def _build_portal(nursery: trio.Nursery, client: Client, url: IscsiUrl, fs: IscsiFs, read_only: bool,
-                        sessions: list[Session]) -> None:
+                        sessions: list[ManagedSession]) -> None:
     targets = sorted(await client.discover(url), key=lambda t: t.name)
     failures: list[IscsiError] = []
     for target in targets:
@@ -108,14 +108,19 @@ async def _build_portal(nursery: trio.Nursery, client: Client, url: IscsiUrl, fs
         raise failures[0]
 
 
-async def shutdown(luns: list[Lun], sessions: list[Session]) -> None:
+def abandon_unreachable(sessions: list[ManagedSession]) -> None:
+    """Unmounting during an outage: waiting out recovery_timeout would hold the unmount hostage,
+    so requests waiting on a recovery fail now."""
+    for session in sessions:
+        if session.recovering:
+            log.warning("unmounting while %s is unreachable: its pending I/O fails now", session.target_name)
+            session.close_now()
+
+
+async def shutdown(luns: list[Lun], sessions: list[ManagedSession]) -> None:
     """Flush what was written, then log out: what unmount and SIGTERM do."""
+    abandon_unreachable(sessions)
     with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_TIMEOUT) as scope:
-        for session in sessions:
-            if getattr(session, "recovering", False):
-                # Waiting out recovery_timeout would hold the unmount hostage to the outage.
-                log.warning("unmounting while %s is unreachable: its pending I/O fails now", session.target_name)
-                await session.logout()
         for lun in luns:
             if lun.dirty and lun.session.alive:
                 try:
@@ -151,12 +156,7 @@ async def serve(client: Client, url: IscsiUrl, mountpoint: str, options: MountOp
                     async for signum in signals:
                         log.info("received %s: unmounting", signal.Signals(signum).name)
                         terminated = True
-                        for session in sessions:
-                            if getattr(session, "recovering", False):
-                                # FUSE waits for running requests: those waiting on recovery fail now.
-                                log.warning("unmounting while %s is unreachable: its pending I/O fails now",
-                                            session.target_name)
-                                session.close_now()
+                        abandon_unreachable(sessions)  # FUSE waits for running requests to return
                         pyfuse3.terminate()
                         return
 

@@ -56,15 +56,21 @@ async def test_io_is_split_at_the_maximum_transfer_length():
             nursery.cancel_scope.cancel()
 
 
+async def _watched(nursery):
+    """The fake target's LUN 0 as a file in an IscsiFs, with a TargetWatch on the session."""
+    target, session = await _session(nursery)
+    fs = IscsiFs()
+    (info,) = await scan_luns(session)
+    lun = open_lun(session, info)
+    inode = fs.add_lun(pyfuse3.ROOT_INODE, "0", info, lun)
+    TargetWatch(nursery, fs, session, pyfuse3.ROOT_INODE, read_only=False)
+    return target, fs, lun, inode
+
+
 async def test_capacity_changed_unit_attention_updates_the_size():
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            target, session = await _session(nursery)
-            fs = IscsiFs()
-            (info,) = await scan_luns(session)
-            lun = open_lun(session, info)
-            inode = fs.add_lun(pyfuse3.ROOT_INODE, "0", info, lun)
-            TargetWatch(nursery, fs, session, pyfuse3.ROOT_INODE, read_only=False)
+            target, fs, lun, inode = await _watched(nursery)
             old = lun.size
             target.disk += bytearray(1 << 16)  # the LUN grows on the target...
             target.pending_sense.append(sense_bytes(0x06, 0x2A, 0x09))  # ...which says so on the next command
@@ -80,11 +86,7 @@ async def test_capacity_changed_unit_attention_updates_the_size():
 async def test_reported_luns_changed_rescans_the_directory():
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            target, session = await _session(nursery)
-            fs = IscsiFs()
-            (info,) = await scan_luns(session)
-            fs.add_lun(pyfuse3.ROOT_INODE, "0", info, open_lun(session, info))
-            TargetWatch(nursery, fs, session, pyfuse3.ROOT_INODE, read_only=False)
+            target, fs, _, _ = await _watched(nursery)
             # Announced by a SCSI Async Event this time (RFC 7143 §11.9.1), not by a command.
             target.luns = [0, 1]
             sense = sense_bytes(0x06, 0x3F, 0x0E)
