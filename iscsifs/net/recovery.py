@@ -82,8 +82,12 @@ class ManagedSession:
         self._on_unit_attention: Callable[[int, Sense], None] | None = None
         self.identities: dict[int, tuple[str, str]] = {}  # LUN -> (serial, wwn) to check after relogin
         self._changed: dict[int, str] = {}
-        # Commands in flight. TASK SET FULL shrinks it (queue_full); it grows back slowly (queue_ok).
-        self._slots = trio.CapacityLimiter(MAX_QUEUE_DEPTH)
+        # Commands in flight, at most queue_depth. TASK SET FULL shrinks it (queue_full); it grows
+        # back slowly (queue_ok). A counter and a ParkingLot, not a CapacityLimiter: this is on
+        # every command's path, and a free slot must cost no await.
+        self._depth = MAX_QUEUE_DEPTH
+        self._in_flight = 0
+        self._slot_waiters = trio.lowlevel.ParkingLot()
         self._good_since_shrink = 0
         self._adopt(session)
         nursery.start_soon(self._keepalive)
@@ -139,9 +143,12 @@ class ManagedSession:
                 raise LunChanged(self._changed[lun])
             session = await self._live_session()
             try:
-                async with self._slots:
+                await self._take_slot()
+                try:
                     return await session.execute(lun, cdb, data_out=data_out, expected_in=expected_in,
                                                  timeout=self.policy.command_timeout)
+                finally:
+                    self._give_slot()
             except CommandTimeout as exc:
                 await self._abort(session, lun, exc)
             except CONNECTION_ERRORS as exc:
@@ -149,23 +156,38 @@ class ManagedSession:
 
     @property
     def queue_depth(self) -> int:
-        return int(self._slots.total_tokens)
+        return self._depth
+
+    async def _take_slot(self) -> None:
+        if self._in_flight < self._depth and not self._slot_waiters:
+            self._in_flight += 1
+            return
+        await self._slot_waiters.park()  # woken holding the slot its waker handed over (FIFO)
+
+    def _give_slot(self) -> None:
+        if self._slot_waiters and self._in_flight <= self._depth:
+            self._slot_waiters.unpark()  # the slot passes on; _in_flight is unchanged
+        else:
+            self._in_flight -= 1
 
     def queue_full(self) -> None:
         """The target said TASK SET FULL: allow fewer commands in flight than there are now."""
-        depth = max(1, min(self.queue_depth, self._slots.borrowed_tokens) - 1)
-        if depth < self.queue_depth:
-            log.info("target %s is full: queue depth %d -> %d", self.target_name, self.queue_depth, depth)
-            self._slots.total_tokens = depth
+        depth = max(1, min(self._depth, self._in_flight) - 1)
+        if depth < self._depth:
+            log.info("target %s is full: queue depth %d -> %d", self.target_name, self._depth, depth)
+            self._depth = depth
         self._good_since_shrink = 0
 
     def queue_ok(self) -> None:
         """A command completed: after enough of them, allow one more in flight again."""
-        if self.queue_depth < MAX_QUEUE_DEPTH:
+        if self._depth < MAX_QUEUE_DEPTH:
             self._good_since_shrink += 1
             if self._good_since_shrink >= 64:
                 self._good_since_shrink = 0
-                self._slots.total_tokens = self.queue_depth + 1
+                self._depth += 1
+                if self._slot_waiters and self._in_flight < self._depth:
+                    self._in_flight += 1
+                    self._slot_waiters.unpark()
 
     async def ping(self) -> None:
         await (await self._live_session()).ping()
