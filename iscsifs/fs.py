@@ -18,7 +18,7 @@ import pyfuse3
 import trio
 
 from iscsifs.client import LunInfo
-from iscsifs.lun import Lun
+from iscsifs.lun import BufferPool, Lun
 from iscsifs.proto.errors import IscsiError
 from iscsifs.stats import STATS
 
@@ -67,6 +67,7 @@ class IscsiFs(pyfuse3.Operations):
         self.nodes: dict[int, Node] = {root.inode: root}
         self._next_inode = pyfuse3.ROOT_INODE + 1
         self._gone: set[int] = set()  # inodes of removed LUNs, for ENXIO instead of ENOENT
+        self._buffers = BufferPool()
 
     # -- building the tree -------------------------------------------------------------------------
 
@@ -247,10 +248,16 @@ class IscsiFs(pyfuse3.Operations):
 
     async def read(self, fh, off, size):
         lun = self._lun(fh)
+        buf = self._buffers.take(lun.read_span(off, size))
         try:
-            return await lun.read(off, size)
+            return await lun.read_into(off, size, buf)
         except (IscsiError, OSError, trio.TooSlowError) as exc:
             raise self._io_error("read", lun, exc) from None
+        finally:
+            # Back in the pool before pyfuse3 has copied our answer out of it, which is safe:
+            # pyfuse3 replies in the same step our coroutine returns in (fuse_read_async), before
+            # any other task can take the buffer; and no late Data-In reaches it (Session.execute).
+            self._buffers.give(buf)
 
     async def write(self, fh, off, buf):
         node = self._node(fh)

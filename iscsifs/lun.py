@@ -75,7 +75,8 @@ def _transient(status: int, sense: Sense | None) -> bool:
 
 
 async def command(session: Session, lun: int, cdb_bytes: bytes, *, name: str,
-                  data_out: bytes | bytearray | memoryview | None = None, expected_in: int = 0) -> ScsiResult:
+                  data_out: bytes | bytearray | memoryview | None = None, expected_in: int = 0,
+                  into: bytearray | memoryview | None = None) -> ScsiResult:
     """Run a SCSI command; return on GOOD. UNIT ATTENTION is retried (and reported), BUSY, TASK SET
     FULL, ABORTED COMMAND and NOT READY (becoming ready) are retried with backoff, everything
     else (RESERVATION CONFLICT included: someone else holds the LUN) raises ScsiError at once."""
@@ -85,7 +86,7 @@ async def command(session: Session, lun: int, cdb_bytes: bytes, *, name: str,
     while True:
         started = time.monotonic()
         try:
-            result = await session.execute(lun, cdb_bytes, data_out=data_out, expected_in=expected_in)
+            result = await session.execute(lun, cdb_bytes, data_out=data_out, expected_in=expected_in, into=into)
         except IscsiError:
             STATS.record(name, time.monotonic() - started, ok=False)
             raise
@@ -218,6 +219,30 @@ class RangeLock:
             self._released = trio.Event()
 
 
+class BufferPool:
+    """Read buffers to reuse. A fresh 1 MiB bytearray is 256 page faults to fill and an munmap
+    to free: on sequential reads that cost more than parsing the PDUs that fill it."""
+
+    def __init__(self, keep_bytes: int = 32 << 20) -> None:
+        self._free: dict[int, list[bytearray]] = {}
+        self._kept = 0
+        self._keep_bytes = keep_bytes
+
+    def take(self, size: int) -> bytearray:
+        """A buffer of at least ``size`` bytes (contents undefined)."""
+        size = max(4096, 1 << (size - 1).bit_length())  # power-of-two classes
+        free = self._free.get(size)
+        if free:
+            self._kept -= size
+            return free.pop()
+        return bytearray(size)
+
+    def give(self, buf: bytearray) -> None:
+        if self._kept + len(buf) <= self._keep_bytes:
+            self._free.setdefault(len(buf), []).append(buf)
+            self._kept += len(buf)
+
+
 class Lun:
     """A disk LUN addressed in bytes. ``size`` is exact: blocks × block size."""
 
@@ -249,20 +274,23 @@ class Lun:
             self.block_size = capacity.block_size
         self.capacity = capacity
 
-    async def read_blocks(self, lba: int, blocks: int) -> bytes | bytearray | memoryview:
-        if blocks <= self.max_blocks:
-            return await self._read_command(lba, blocks)
-        out = bytearray()
-        while blocks:
-            n = min(blocks, self.max_blocks)
-            out += await self._read_command(lba, n)
-            lba += n
-            blocks -= n
-        return out
+    async def read_blocks(self, lba: int, blocks: int, into: bytearray | memoryview | None = None) -> bytes | bytearray | memoryview:
+        """``blocks`` blocks at ``lba``, in as many READ commands as the transfer limit needs;
+        into ``into`` (at least that long) if given."""
+        if into is None and blocks <= self.max_blocks:
+            return await self._read_command(lba, blocks, None)
+        out = memoryview(into if into is not None else bytearray(blocks * self.block_size))
+        done = 0
+        while done < blocks:
+            n = min(blocks - done, self.max_blocks)
+            await self._read_command(lba + done, n, out[done * self.block_size : (done + n) * self.block_size])
+            done += n
+        return out[: blocks * self.block_size]
 
-    async def _read_command(self, lba: int, blocks: int) -> bytes | bytearray | memoryview:
+    async def _read_command(self, lba: int, blocks: int, into: memoryview | None) -> bytes | bytearray | memoryview:
         length = blocks * self.block_size
-        result = await command(self.session, self.lun, cdb.read(lba, blocks), name="READ", expected_in=length)
+        result = await command(self.session, self.lun, cdb.read(lba, blocks), name="READ", expected_in=length,
+                               into=into)
         if len(result.data) != length:
             raise ScsiError(Status.CHECK_CONDITION, None, f"READ at LBA {lba} returned {len(result.data)} of {length} bytes")
         return result.data
@@ -277,18 +305,31 @@ class Lun:
             await command(self.session, self.lun, cdb.write(lba, blocks), name="WRITE", data_out=chunk)
             lba += blocks
 
-    async def read(self, offset: int, size: int) -> bytes:
-        """Up to ``size`` bytes at ``offset``; short at the end of the LUN, empty past it."""
+    def read_span(self, offset: int, size: int) -> int:
+        """Bytes of the whole blocks that ``read_into(offset, size, ...)`` needs as a buffer."""
+        end = min(offset + size, self.size)
+        if offset < 0 or offset >= end:
+            return 0
+        bs = self.block_size
+        return ((end - 1) // bs - offset // bs + 1) * bs
+
+    async def read_into(self, offset: int, size: int, buf: bytearray | memoryview) -> memoryview:
+        """Up to ``size`` bytes at ``offset``, read into ``buf`` (``read_span`` bytes at least);
+        returns the part of ``buf`` that holds them: short at the end of the LUN, empty past it."""
         if offset < 0 or size < 0:
             raise LunRangeError("negative offset or size")
         end = min(offset + size, self.size)
         if offset >= end:
-            return b""
+            return memoryview(b"")
         bs = self.block_size
         first, last = offset // bs, (end - 1) // bs
-        data = await self.read_blocks(first, last - first + 1)
+        data = await self.read_blocks(first, last - first + 1, memoryview(buf)[: (last - first + 1) * bs])
         start = offset - first * bs
-        return bytes(memoryview(data)[start : start + end - offset])
+        return memoryview(data)[start : start + end - offset]
+
+    async def read(self, offset: int, size: int) -> bytes:
+        """Up to ``size`` bytes at ``offset``; short at the end of the LUN, empty past it."""
+        return bytes(await self.read_into(offset, size, bytearray(self.read_span(offset, size))))
 
     async def write(self, offset: int, data: bytes | bytearray | memoryview) -> int:
         """Write all of ``data`` at ``offset`` or raise; never changes the size of the LUN."""

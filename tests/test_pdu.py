@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import crcmod.predefined
 import pytest
@@ -205,3 +206,54 @@ def test_fuzz_reader_only_raises_protocol_errors(blob, hd, dd):
             pass
     except RemoteProtocolError:
         pass
+
+
+def _drive(reader, wire, chunk):
+    """What Session._read_loop does, over ``wire`` received ``chunk`` bytes at a time: the
+    PDUs parsed whole, and the data of each Placement received straight into its own buffer."""
+    items, cursor = [], 0
+    while True:
+        item = reader.next()
+        if item is None:
+            if cursor >= len(wire):
+                return items
+            reader.feed(wire[cursor : cursor + chunk])
+            cursor += chunk
+        elif isinstance(item, P.Placement):
+            dest = memoryview(bytearray(item.length))
+            got = reader.start_placing(dest)
+            rest = item.length - got
+            dest[got:] = wire[cursor : cursor + rest]  # recv_into the command's buffer
+            cursor += rest
+            reader.placed(dest)
+            while not reader.trailer_done():  # the digest is checked before the data is used
+                reader.feed(wire[cursor : cursor + chunk])
+                cursor += chunk
+            items.append(dataclasses.replace(item.header, data=bytes(dest)))
+        else:
+            items.append(item)
+
+
+@settings(max_examples=60, deadline=None)
+@given(sizes=st.lists(st.integers(0, 3000), min_size=1, max_size=4), chunk=st.integers(1, 5000),
+       hd=st.booleans(), dd=st.booleans())
+def test_placed_data_in_arrives_intact_between_whole_pdus(sizes, chunk, hd, dd):
+    pdus = []
+    for i, n in enumerate(sizes):
+        pdus.append(P.DataIn(lun=0, initiator_task_tag=1, target_transfer_tag=P.RESERVED_TAG, stat_sn=0,
+                             exp_cmd_sn=0, max_cmd_sn=0, data_sn=i, buffer_offset=0, data=os.urandom(n)))
+        pdus.append(P.NopIn(lun=0, initiator_task_tag=P.RESERVED_TAG, target_transfer_tag=P.RESERVED_TAG,
+                            stat_sn=i, exp_cmd_sn=0, max_cmd_sn=0, data=b"x" * (i % 5)))
+    wire = b"".join(P.pdu_bytes(p, hd, dd) for p in pdus)
+    reader = P.PduReader(header_digest=hd, data_digest=dd, place_min=100)
+    assert [_norm(p) for p in _drive(reader, wire, chunk)] == [_norm(p) for p in pdus]
+    assert reader.buffered == 0
+
+
+def test_placed_data_digest_is_checked():
+    p = P.DataIn(lun=0, initiator_task_tag=1, target_transfer_tag=P.RESERVED_TAG, stat_sn=0, exp_cmd_sn=0,
+                 max_cmd_sn=0, data_sn=0, buffer_offset=0, data=bytes(range(250)) * 4)
+    wire = bytearray(P.pdu_bytes(p, data_digest=True))
+    wire[600] ^= 0x10
+    with pytest.raises(DigestError):
+        _drive(P.PduReader(data_digest=True, place_min=100), bytes(wire), 64)

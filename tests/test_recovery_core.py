@@ -79,6 +79,26 @@ async def test_a_command_without_answer_is_aborted_then_issued_again():
             nursery.cancel_scope.cancel()
 
 
+async def test_a_late_answer_to_a_timed_out_read_never_lands_in_the_callers_buffer():
+    # fs.read hands its pooled buffer to the next read as soon as this one returns, so a Data-In
+    # that arrives after the timeout must go elsewhere (and is not a protocol error either).
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            target, session = await logged_in(nursery, CONFIG, max_cmd_sn_delta=16)
+            target.swallow = 1
+            nursery.start_soon(target.serve)
+            buf = bytearray(b"z" * 4096)
+            with pytest.raises(net_session.CommandTimeout):
+                await session.execute(0, READ, expected_in=4096, into=buf, timeout=0.2)
+            await target.respond(target.swallowed[0], b"L" * 4096)
+            target.disk[:4096] = b"n" * 4096
+            other = bytearray(4096)
+            result = await session.execute(0, READ, expected_in=4096, into=other)  # after the late answer
+            assert bytes(result.data) == b"n" * 4096 and result.data.obj is other
+            assert buf == b"z" * 4096 and session.alive
+            nursery.cancel_scope.cancel()
+
+
 async def test_unanswered_task_management_escalates_to_a_new_connection():
     connects = []
 

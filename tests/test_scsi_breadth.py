@@ -10,7 +10,7 @@ import trio
 from fake_target import logged_in, sense_bytes
 from iscsifs.client import open_lun, scan_luns
 from iscsifs.fs import IscsiFs
-from iscsifs.lun import identify
+from iscsifs.lun import BufferPool, identify
 from iscsifs.proto import pdu as P
 from iscsifs.proto.login import LoginConfig
 from iscsifs.scsi.response import Designator, parse_device_identification, world_wide_name
@@ -54,6 +54,33 @@ async def test_io_is_split_at_the_maximum_transfer_length():
                       if isinstance(p, P.ScsiCommand) and p.cdb[0] in (0x28, 0x2A)]
             assert blocks == [8, 8, 4, 8, 8, 4]
             nursery.cancel_scope.cancel()
+
+
+async def test_file_reads_use_pooled_buffers_split_and_unaligned():
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            target, session = await _session(nursery, max_transfer_blocks=8)
+            target.disk[: 1 << 16] = bytes(range(256)) * 256
+            (info,) = await scan_luns(session)
+            fs = IscsiFs()
+            inode = fs.add_lun(pyfuse3.ROOT_INODE, "0", info, open_lun(session, info))
+            for off, size in ((0, 4096), (100, 9000), (511, 2), (0, 4096), (len(target.disk) - 10, 4096)):
+                got = bytes(await fs.read(inode, off, size))  # pyfuse3 copies it out at once, as here
+                assert got == bytes(target.disk[off : off + size])
+            nursery.cancel_scope.cancel()
+
+
+def test_buffer_pool_reuses_by_size_class_within_its_budget():
+    pool = BufferPool(keep_bytes=8192)
+    a = pool.take(100)
+    assert len(a) == 4096
+    pool.give(a)
+    assert pool.take(4000) is a  # reused, no new allocation
+    b, c = pool.take(5000), pool.take(5000)
+    assert len(b) == len(c) == 8192
+    pool.give(b)
+    pool.give(c)  # over the budget: dropped
+    assert pool.take(8192) is b and pool.take(8192) is not c
 
 
 async def _watched(nursery):

@@ -8,7 +8,7 @@ import trio.testing
 
 from fake_target import logged_in
 from iscsifs.proto import pdu as P
-from iscsifs.proto.errors import ConnectionLost, RejectedError, RemoteProtocolError
+from iscsifs.proto.errors import ConnectionLost, DigestError, RejectedError, RemoteProtocolError
 from iscsifs.proto.login import LoginConfig
 from iscsifs.proto.session import (
     ResponseReceived, ScsiTask, SendPdus, SessionCore, TaskDone, sn_le, sn_lt,
@@ -249,3 +249,42 @@ async def test_malformed_pdu_from_target_fails_waiting_commands(config):
         with pytest.raises(RemoteProtocolError):
             await session.execute(0, bytes.fromhex("28000000000000000100"), expected_in=512)
         assert not session.alive
+
+
+@pytest.mark.parametrize("digests", [False, True])
+async def test_large_data_in_is_received_straight_into_the_callers_buffer(config, digests):
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            target, session = await logged_in(nursery, config, max_cmd_sn_delta=8, digests=digests)
+            assert session.params.data_digest == digests
+            session._reader.place_min = 1000  # the fake target's segments are 4 KiB
+            placed = []
+            receive_placed = session._core.receive_placed
+            session._core.receive_placed = lambda pdu: placed.append(len(pdu.data)) or receive_placed(pdu)
+            nursery.start_soon(target.serve)
+            target.disk[:] = bytes(range(256)) * (len(target.disk) // 256)
+            into = bytearray(40960)
+            res = await session.execute(0, bytes.fromhex("28000000000000005000"), expected_in=40960, into=into)
+            assert res.data.obj is into and into == target.disk[:40960]
+            assert placed == [4096] * 10
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_placed_segment_with_a_bad_data_digest_is_never_returned(config):
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            target, session = await logged_in(nursery, config, max_cmd_sn_delta=8, digests=True)
+            session._reader.place_min = 1000
+            nursery.start_soon(target.serve)
+
+            def corrupt(wire: bytes) -> bytes:
+                if wire[0] & 0x3F == P.Opcode.SCSI_DATA_IN and len(wire) > 4000:
+                    wire = bytearray(wire)
+                    wire[-100] ^= 0x01  # in the data segment, near its end
+                return bytes(wire)
+
+            target.corrupt = corrupt
+            into = bytearray(4096)
+            with pytest.raises(DigestError):
+                await session.execute(0, bytes.fromhex("28000000000000000800"), expected_in=4096, into=into)
+            nursery.cancel_scope.cancel()

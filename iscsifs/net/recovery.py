@@ -136,7 +136,7 @@ class ManagedSession:
             self.identities[lun] = (serial, wwn)
 
     async def execute(self, lun: int, cdb: bytes, *, data_out: bytes | bytearray | memoryview | None = None,
-                      expected_in: int = 0) -> ScsiResult:
+                      expected_in: int = 0, into: bytearray | memoryview | None = None) -> ScsiResult:
         """Run a command to completion across connection failures (see the module docstring)."""
         while True:
             if lun in self._changed:
@@ -145,7 +145,7 @@ class ManagedSession:
             try:
                 await self._take_slot()
                 try:
-                    return await session.execute(lun, cdb, data_out=data_out, expected_in=expected_in,
+                    return await session.execute(lun, cdb, data_out=data_out, expected_in=expected_in, into=into,
                                                  timeout=self.policy.command_timeout)
                 finally:
                     self._give_slot()

@@ -34,6 +34,7 @@ from iscsifs.proto.login import LoginComplete, LoginConfig, LoginMachine
 from iscsifs.proto.pdu import (
     RESERVED_TAG,
     AsyncEvent,
+    DataIn,
     LoginResponse,
     LogoutReason,
     LogoutRequest,
@@ -41,6 +42,7 @@ from iscsifs.proto.pdu import (
     NopOut,
     Pdu,
     PduReader,
+    Placement,
     TaskMgmtRequest,
     TaskMgmtResponse,
     TextRequest,
@@ -65,6 +67,7 @@ from iscsifs.scsi.sense import Sense, parse_sense
 log = logging.getLogger("iscsifs.session")
 
 RECEIVE_SIZE = 1 << 18
+PLACED_NEXT_RECEIVE = 4096
 SEND_BATCH = 1 << 20  # bytes of encoded PDUs joined into one send
 IOV_MAX = 1024  # buffers per writev(2) (Linux UIO_MAXIOV)
 SHA256 = 7  # CHAP_A
@@ -167,8 +170,10 @@ class Session:
         self._stream = stream
         # The socket's descriptor, for the non-blocking direct write; None once closed (a number
         # that might be reused must never be written to) and for streams without one (tests).
-        self._fd: int | None = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else None
+        self._sock = stream.socket if isinstance(stream, trio.SocketStream) else None
+        self._fd: int | None = self._sock.fileno() if self._sock is not None else None
         self._sending = False  # the writer task is in the middle of a send
+        self._placed_last = False  # the last thing received was a placed Data-In segment
         self._reader = reader
         self._core = SessionCore(login.params, cmd_sn=config.cmd_sn, exp_cmd_sn=login.exp_cmd_sn,
                                  max_cmd_sn=login.max_cmd_sn, exp_stat_sn=(login.stat_sn + 1) & 0xFFFFFFFF)
@@ -249,18 +254,25 @@ class Session:
     # -- the reader --------------------------------------------------------------------------------
 
     async def _read_loop(self) -> None:
+        reader = self._reader
         try:
             while True:
-                pdu = self._reader.next_pdu()
-                if pdu is None:
-                    data = await self._stream.receive_some(RECEIVE_SIZE)
-                    if not data:
-                        raise ConnectionLost(f"target {self.portal} closed the connection")
-                    self._reader.feed(data)
+                item = reader.next()
+                if item is None:
+                    await self._receive()
                     continue
+                if isinstance(item, Placement):
+                    dest = self._core.data_in_destination(item.header, item.length)
+                    if dest is not None:
+                        await self._place(item.header, dest)
+                        continue
+                    item = reader.next_pdu()  # whole, so the core can say what is wrong with it
+                    if item is None:
+                        await self._receive()
+                        continue
                 if log.isEnabledFor(logging.DEBUG):
-                    log.debug("%s <- %s", self.target_name or "discovery", describe(pdu))
-                self._dispatch(self._core.receive(pdu))
+                    log.debug("%s <- %s", self.target_name or "discovery", describe(item))
+                self._dispatch(self._core.receive(item))
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             if not self._closed:
                 self._fail(ConnectionLost(f"connection to {self.portal} lost: {exc or type(exc).__name__}"))
@@ -272,6 +284,48 @@ class Session:
                 self._fd = None
                 with trio.CancelScope(shield=True):
                     await self._stream.aclose()
+
+    async def _receive(self) -> None:
+        """More bytes into the reader: received into its buffer, without an intermediate copy."""
+        if self._sock is not None:
+            # Right after a placed segment, another Data-In header is likely next: take little
+            # more than it, so that its data goes straight to its buffer too, not through ours.
+            size = PLACED_NEXT_RECEIVE if self._placed_last else RECEIVE_SIZE
+            self._placed_last = False
+            view = self._reader.receive_buffer(size)
+            try:
+                n = await self._sock.recv_into(view[:size])
+            finally:
+                view.release()
+            self._reader.received(n)
+        else:  # a stream without a socket (tests)
+            data = await self._stream.receive_some(RECEIVE_SIZE)
+            n = len(data)
+            self._reader.feed(data)
+        if not n:
+            raise ConnectionLost(f"target {self.portal} closed the connection")
+
+    async def _place(self, header: DataIn, dest: memoryview) -> None:
+        """Receive a Data-In's data segment straight into its command's buffer (``dest``)."""
+        got = self._reader.start_placing(dest)
+        while got < len(dest):
+            if self._sock is not None:
+                n = await self._sock.recv_into(dest[got:])
+            else:  # a stream without a socket (tests): the same bytes, one copy more
+                data = await self._stream.receive_some(len(dest) - got)
+                n = len(data)
+                dest[got : got + n] = data
+            if not n:
+                raise ConnectionLost(f"target {self.portal} closed the connection")
+            got += n
+        self._reader.placed(dest)
+        self._placed_last = True
+        while not self._reader.trailer_done():  # the data digest, before anyone sees the data
+            await self._receive()
+        pdu = replace(header, data=dest)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s <- %s (placed)", self.target_name or "discovery", describe(pdu))
+        self._dispatch(self._core.receive_placed(pdu))
 
     def _dispatch(self, events: list[Event]) -> None:
         for ev in events:
@@ -492,11 +546,14 @@ class Session:
     # -- SCSI commands -----------------------------------------------------------------------------
 
     async def execute(self, lun: int, cdb: bytes, *, data_out: bytes | bytearray | memoryview | None = None,
-                      expected_in: int = 0, timeout: float | None = None) -> ScsiResult:
+                      expected_in: int = 0, into: bytearray | memoryview | None = None,
+                      timeout: float | None = None) -> ScsiResult:
         """Run one SCSI command; returns its result whatever the status (see ``iscsifs.lun`` for policy).
-        Past ``timeout`` seconds raises CommandTimeout (see there)."""
+        Data read lands in ``into`` if given (at least ``expected_in`` bytes), which is never
+        written once this returns. Past ``timeout`` seconds raises CommandTimeout (see there)."""
         task = ScsiTask(encode_lun(lun), cdb, expected_in,
-                        memoryview(data_out).cast("B") if data_out is not None and len(data_out) else None)
+                        memoryview(data_out).cast("B") if data_out is not None and len(data_out) else None,
+                        buffer=into)
         pending = _Pending(math.inf if timeout is None else trio.current_time() + timeout)
 
         def build():
@@ -511,6 +568,7 @@ class Session:
             await pending.event.wait()
         finally:
             self._tasks.pop(task.initiator_task_tag, None)
+            self._core.detach(task)
         if task.error is not None:
             raise task.error
         if task.result is None:

@@ -63,7 +63,7 @@ class ScsiTask:
     data_out: memoryview | None = None
     initiator_task_tag: int = RESERVED_TAG
     cmd_sn: int = 0
-    buffer: bytearray | None = None
+    buffer: bytearray | memoryview | None = None  # Data-In lands here; the caller's, or allocated by issue()
     next_data_sn: int = 0
     next_r2t_sn: int = 0
     received: int = 0
@@ -185,7 +185,7 @@ class SessionCore:
             if p.immediate_data:
                 immediate = out[: min(limit, p.max_recv_data_segment_length)]
             unsolicited_end = len(immediate) if p.initial_r2t else limit
-        if task.expected_in:
+        if task.expected_in and (task.buffer is None or len(task.buffer) < task.expected_in):
             task.buffer = bytearray(task.expected_in)
         self.tasks[task.initiator_task_tag] = task
         data_out = self._data_out(task, RESERVED_TAG, len(immediate), unsolicited_end - len(immediate))
@@ -221,6 +221,12 @@ class SessionCore:
                        immediate=immediate, **fields)
         self.requests[itt] = response_type
         return pdu
+
+    def detach(self, task: ScsiTask) -> None:
+        """The caller stops waiting for ``task`` but it stays known (timed out, cancelled): any
+        late Data-In goes to a private buffer, never to one the caller has since reused."""
+        if task.buffer is not None and not task.done:
+            task.buffer = bytearray(task.expected_in)
 
     def forget(self, itt: int) -> ScsiTask | None:
         """Stop tracking a task or request (it timed out or was cancelled locally)."""
@@ -263,7 +269,19 @@ class SessionCore:
         length = min(task.received, max(0, task.expected_in - residual))
         return memoryview(task.buffer)[:length]
 
-    def _on_data_in(self, pdu: DataIn) -> list[Event]:
+    def data_in_destination(self, pdu: DataIn, length: int) -> memoryview | None:
+        """Where the ``length`` data bytes of ``pdu`` (a ``Placement`` from ``PduReader.next``)
+        belong in their command's read buffer; None if nowhere (``receive`` will say why)."""
+        task = self.tasks.get(pdu.initiator_task_tag)
+        if task is None or task.buffer is None or pdu.buffer_offset + length > task.expected_in:
+            return None
+        return memoryview(task.buffer)[pdu.buffer_offset : pdu.buffer_offset + length]
+
+    def receive_placed(self, pdu: DataIn) -> list[Event]:
+        """A Data-In whose data (``pdu.data``) was received straight into ``data_in_destination``."""
+        return self._on_data_in(pdu, placed=True)
+
+    def _on_data_in(self, pdu: DataIn, placed: bool = False) -> list[Event]:
         self._update_window(pdu.exp_cmd_sn, pdu.max_cmd_sn)
         task = self._task(pdu.initiator_task_tag, "Data-In")
         if task.buffer is None:
@@ -275,7 +293,8 @@ class SessionCore:
             raise RemoteProtocolError("Data-In beyond the Expected Data Transfer Length")
         if self.params.data_pdu_in_order and pdu.buffer_offset != task.received:
             raise RemoteProtocolError(f"Data-In at offset {pdu.buffer_offset}, expected {task.received}")
-        task.buffer[pdu.buffer_offset : pdu.buffer_offset + n] = pdu.data
+        if not placed:
+            task.buffer[pdu.buffer_offset : pdu.buffer_offset + n] = pdu.data
         task.next_data_sn += 1
         task.received = max(task.received, pdu.buffer_offset + n)
         if not pdu.has_status:
