@@ -257,3 +257,18 @@ def test_placed_data_digest_is_checked():
     wire[600] ^= 0x10
     with pytest.raises(DigestError):
         _drive(P.PduReader(data_digest=True, place_min=100), bytes(wire), 64)
+
+
+@settings(max_examples=100, deadline=None)
+@given(size=st.integers(1, 5000), data=st.data(), hd=st.booleans(), dd=st.booleans())
+def test_a_burst_encodes_as_its_data_out_pdus_would(size, data, hd, dd):
+    payload = memoryview(os.urandom(size))
+    offset = data.draw(st.integers(0, size - 1))
+    length = data.draw(st.integers(1, size - offset))
+    burst = P.DataOutBurst(lun=1 << 48, initiator_task_tag=7, target_transfer_tag=9, exp_stat_sn=3, data=payload,
+                           offset=offset, length=length, segment=data.draw(st.integers(1, 2000)))
+    pdus = burst.pdus()
+    assert b"".join(bytes(p.data) for p in pdus) == bytes(payload[offset : offset + length])
+    assert [p.data_sn for p in pdus] == list(range(len(pdus))) and [p.final for p in pdus][-1]
+    assert not any(p.final for p in pdus[:-1])
+    assert b"".join(P.encode_burst(burst, hd, dd)) == b"".join(P.pdu_bytes(p, hd, dd) for p in pdus)

@@ -43,7 +43,8 @@ def test_write_plan_immediate_and_unsolicited_within_first_burst():
     c = core(max_recv_data_segment_length=8192, first_burst_length=20000, immediate_data=True, initial_r2t=False)
     data = bytes(range(256)) * 200  # 51200 bytes
     pdus = c.issue(ScsiTask(0, b"\x2a" + bytes(9), data_out=memoryview(data)))
-    cmd, outs = pdus[0], pdus[1:]
+    (cmd, burst) = pdus
+    outs = burst.pdus()
     assert isinstance(cmd, P.ScsiCommand) and not cmd.final and cmd.write
     assert len(cmd.data) == 8192 and cmd.expected_data_transfer_length == len(data)
     assert [(o.buffer_offset, len(o.data), o.data_sn, o.final) for o in outs] == [
@@ -53,9 +54,12 @@ def test_write_plan_immediate_and_unsolicited_within_first_burst():
     r2t = P.R2T(0, cmd.initiator_task_tag, 0x55, 0, 10, 20, 0, 20000, 20000)
     (ev,) = c.receive(r2t)
     assert isinstance(ev, SendPdus)
-    got = [(o.buffer_offset, len(o.data), o.data_sn, o.final, o.target_transfer_tag) for o in ev.pdus]
+    (burst,) = ev.pdus
+    got = [(o.buffer_offset, len(o.data), o.data_sn, o.final, o.target_transfer_tag) for o in burst.pdus()]
     assert got == [(20000, 8192, 0, False, 0x55), (28192, 8192, 1, False, 0x55), (36384, 3616, 2, True, 0x55)]
-    assert b"".join(bytes(o.data) for o in ev.pdus) == data[20000:40000]
+    assert b"".join(bytes(o.data) for o in burst.pdus()) == data[20000:40000]
+    for hd, dd in ((False, False), (True, True), (True, False)):  # one loop encodes what encode_pdu would
+        assert b"".join(P.encode_burst(burst, hd, dd)) == b"".join(P.pdu_bytes(o, hd, dd) for o in burst.pdus())
 
 
 def test_write_plan_initial_r2t_no_immediate():

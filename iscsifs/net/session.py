@@ -2,12 +2,10 @@
 
 A reader task parses PDUs and hands them to the sans-I/O ``SessionCore``; completions wake the
 waiter keyed by Initiator Task Tag. PDUs are encoded when they are built (so CmdSN order is wire
-order) onto one outgoing queue, which a writer task sends in batches: one send for everything
-concurrent commands queued meanwhile. When nothing is queued or being sent, the PDUs go out at
-once from the caller with one non-blocking scatter write (``os.writev``): a 4 KiB command then
-costs no writer wake-up at all, and only what the socket does not take is left to the writer.
-Sends are shielded: a half-sent PDU would corrupt the stream (trio's ``send_all`` may send part of
-the data when cancelled), so cancellation only ever stops the *wait* for a response.
+order) onto one outgoing queue, and written from it at once by the caller with non-blocking
+scatter writes (``os.writev``, no joining): a 4 KiB command costs no task switch to send, and a
+writer task only finishes what a full socket did not take. Its waits are shielded: a half-sent
+PDU would corrupt the stream, so cancellation only ever stops the *wait* for a response.
 Command timeouts are checked by one watchdog task, not a cancel scope per command (which cost
 more than the command's own codec on the 4 KiB path); other timeouts are the caller's.
 """
@@ -15,6 +13,7 @@ more than the command's own codec on the 4 KiB path); other timeouts are the cal
 from __future__ import annotations
 
 import collections
+import itertools
 import logging
 import math
 import os
@@ -35,6 +34,7 @@ from iscsifs.proto.pdu import (
     RESERVED_TAG,
     AsyncEvent,
     DataIn,
+    DataOutBurst,
     LoginResponse,
     LogoutReason,
     LogoutRequest,
@@ -47,6 +47,7 @@ from iscsifs.proto.pdu import (
     TaskMgmtResponse,
     TextRequest,
     TextResponse,
+    encode_burst,
     encode_pdu,
 )
 from iscsifs.proto.session import (
@@ -68,7 +69,6 @@ log = logging.getLogger("iscsifs.session")
 
 RECEIVE_SIZE = 1 << 18
 PLACED_NEXT_RECEIVE = 4096
-SEND_BATCH = 1 << 20  # bytes of encoded PDUs joined into one send
 IOV_MAX = 1024  # buffers per writev(2) (Linux UIO_MAXIOV)
 SHA256 = 7  # CHAP_A
 MAX_REDIRECTS = 5
@@ -172,7 +172,6 @@ class Session:
         # that might be reused must never be written to) and for streams without one (tests).
         self._sock = stream.socket if isinstance(stream, trio.SocketStream) else None
         self._fd: int | None = self._sock.fileno() if self._sock is not None else None
-        self._sending = False  # the writer task is in the middle of a send
         self._placed_last = False  # the last thing received was a placed Data-In segment
         self._reader = reader
         self._core = SessionCore(login.params, cmd_sn=config.cmd_sn, exp_cmd_sn=login.exp_cmd_sn,
@@ -454,37 +453,50 @@ class Session:
 
     # -- sending -----------------------------------------------------------------------------------
 
-    def _queue(self, pdus: list[Pdu] | tuple[Pdu, ...]) -> None:
+    def _queue(self, pdus: list[Pdu | DataOutBurst] | tuple[Pdu | DataOutBurst, ...]) -> None:
         """Append PDUs to the outgoing stream, in call order (so CmdSN order is wire order) and
-        without waiting: written at once if the socket takes them, else by the writer task."""
+        without waiting: written at once as far as the socket takes them, the rest by the writer."""
         hd, dd = self.params.header_digest, self.params.data_digest
-        buffers: list[bytes | bytearray | memoryview] = []
+        out = self._outgoing
         for pdu in pdus:
+            if isinstance(pdu, DataOutBurst):
+                if log.isEnabledFor(logging.DEBUG):
+                    for one in pdu.pdus():
+                        log.debug("%s -> %s", self.target_name or "discovery", describe(one))
+                out += encode_burst(pdu, hd, dd)
+                continue
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("%s -> %s", self.target_name or "discovery", describe(pdu))
-            buffers += encode_pdu(pdu, hd, dd)
-        if self._outgoing or self._sending or self._fd is None or self._dead is not None or len(buffers) > IOV_MAX:
-            self._outgoing += buffers
+            out += encode_pdu(pdu, hd, dd)
+        if self._fd is not None and self._dead is None:
+            self._flush()
+        if out:
             self._wake_writer.set()
-            return
-        try:
-            sent = os.writev(self._fd, buffers)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError as exc:
-            self._fail(ConnectionLost(f"connection to {self.portal} lost while sending: {exc}"))
-            return
-        for buf in buffers:
-            if sent >= len(buf):
+
+    def _flush(self) -> None:
+        """Write from the head of the outgoing queue what the socket takes now: one writev(2) per
+        IOV_MAX buffers, no joining, no waiting."""
+        out = self._outgoing
+        while out:
+            batch = list(itertools.islice(out, IOV_MAX))
+            try:
+                sent = os.writev(self._fd, batch)  # type: ignore[arg-type]
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                out.clear()
+                self._fail(ConnectionLost(f"connection to {self.portal} lost while sending: {exc}"))
+                return
+            for buf in batch:
+                if sent < len(buf):
+                    if sent:
+                        out[0] = memoryview(buf)[sent:]
+                    return  # the socket is full
                 sent -= len(buf)
-                continue
-            self._outgoing.append(memoryview(buf)[sent:] if sent else buf)
-            sent = 0
-        if self._outgoing:
-            self._wake_writer.set()  # the socket buffer is full: the writer waits for room
+                out.popleft()
 
     async def _write_loop(self) -> None:
-        """Sends what the direct write left. Shielded: a half-sent PDU would corrupt the stream."""
+        """Sends what the socket did not take at once. Shielded: a half-sent PDU would corrupt the stream."""
         try:
             while True:
                 await self._wake_writer.wait()
@@ -492,18 +504,16 @@ class Session:
                 if self._dead is not None or (self._closed and not self._outgoing):
                     return  # the reader and the writer end together with the connection
                 while self._outgoing and self._dead is None:
-                    batch: list[bytes | bytearray | memoryview] = []
-                    size = 0
-                    while self._outgoing and size < SEND_BATCH:
-                        buf = self._outgoing.popleft()
-                        batch.append(buf)
-                        size += len(buf)
-                    self._sending = True
-                    try:
-                        with trio.CancelScope(shield=True):
-                            await self._stream.send_all(b"".join(batch) if len(batch) > 1 else batch[0])
-                    finally:
-                        self._sending = False
+                    with trio.CancelScope(shield=True):
+                        if self._sock is not None:
+                            await trio.lowlevel.wait_writable(self._sock)
+                            if self._fd is None:
+                                return
+                            self._flush()
+                        else:  # a stream without a socket (tests)
+                            batch = list(self._outgoing)
+                            self._outgoing.clear()
+                            await self._stream.send_all(b"".join(batch))
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             if not self._closed:
                 self._fail(ConnectionLost(f"connection to {self.portal} lost while sending: {exc or type(exc).__name__}"))

@@ -297,6 +297,29 @@ class DataOut(Pdu):
         return cls(lun, itt, ttt, exp_stat_sn, data_sn, offset, bool(f & 0x80), ahs, data)
 
 
+@dataclass(frozen=True, slots=True)
+class DataOutBurst:
+    """The Data-Out PDUs of one sequence (§11.7): ``length`` bytes of ``data`` from ``offset``, in
+    segments of at most ``segment`` bytes, DataSN from 0, F on the last. One value for what may
+    be hundreds of PDUs, encoded in one loop (``encode_burst``): a sequential write is mostly this."""
+
+    lun: int
+    initiator_task_tag: int
+    target_transfer_tag: int
+    exp_stat_sn: int
+    data: memoryview  # all of the command's Data-Out
+    offset: int
+    length: int
+    segment: int
+
+    def pdus(self) -> list[DataOut]:
+        """The same PDUs as values (tests, debug logging)."""
+        end = self.offset + self.length
+        return [DataOut(self.lun, self.initiator_task_tag, self.target_transfer_tag, self.exp_stat_sn, sn, off,
+                        final=off + self.segment >= end, data=self.data[off : min(off + self.segment, end)])
+                for sn, off in enumerate(range(self.offset, end, self.segment))]
+
+
 class LogoutReason:
     CLOSE_SESSION = 0
     CLOSE_CONNECTION = 1
@@ -683,6 +706,30 @@ def encode_pdu(pdu: Pdu, header_digest: bool = False, data_digest: bool = False)
     if data_digest:
         tail += _digest_bytes(crc32c(tail, crc32c(pdu.data)))
     return [header, pdu.data, tail] if tail else [header, pdu.data]
+
+
+def encode_burst(burst: DataOutBurst, header_digest: bool = False, data_digest: bool = False) -> list[bytes | memoryview]:
+    """Wire form of every PDU of ``burst``, as ``encode_pdu`` would give each, in one loop."""
+    pack = DataOut.STRUCT.pack
+    out: list[bytes | memoryview] = []
+    end = burst.offset + burst.length
+    data_sn = 0
+    for off in range(burst.offset, end, burst.segment):
+        n = min(burst.segment, end - off)
+        header = pack(Opcode.SCSI_DATA_OUT, 0x80 if off + n == end else 0, 0, n, burst.lun, burst.initiator_task_tag,
+                      burst.target_transfer_tag, burst.exp_stat_sn, data_sn, off)
+        if header_digest:
+            header += _digest_bytes(crc32c(header))
+        out.append(header)
+        data = burst.data[off : off + n]
+        out.append(data)
+        pad = -n % 4
+        if data_digest:
+            out.append(b"\0" * pad + _digest_bytes(crc32c(b"\0" * pad, crc32c(data))))
+        elif pad:
+            out.append(b"\0" * pad)
+        data_sn += 1
+    return out
 
 
 def pdu_bytes(pdu: Pdu, header_digest: bool = False, data_digest: bool = False) -> bytes:

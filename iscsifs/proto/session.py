@@ -15,7 +15,7 @@ from iscsifs.proto.pdu import (
     RESERVED_TAG,
     AsyncMessage,
     DataIn,
-    DataOut,
+    DataOutBurst,
     LoginResponse,
     LogoutRequest,
     LogoutResponse,
@@ -84,7 +84,7 @@ class TaskDone:
 class SendPdus:
     """PDUs the I/O layer must send (Data-Out for an R2T, a NOP-Out answer)."""
 
-    pdus: tuple[Pdu, ...]
+    pdus: tuple[Pdu | DataOutBurst, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +171,7 @@ class SessionCore:
 
     # -- building requests -----------------------------------------------------------------------
 
-    def issue(self, task: ScsiTask) -> list[Pdu]:
+    def issue(self, task: ScsiTask) -> list[Pdu | DataOutBurst]:
         """Assign ITT and CmdSN to ``task``; return its SCSI Command and any unsolicited Data-Out."""
         p = self.params
         task.initiator_task_tag = self.new_itt()
@@ -196,19 +196,12 @@ class SessionCore:
             final=not data_out, data=immediate)
         return [cmd, *data_out]
 
-    def _data_out(self, task: ScsiTask, ttt: int, offset: int, length: int) -> list[DataOut]:
+    def _data_out(self, task: ScsiTask, ttt: int, offset: int, length: int) -> list[DataOutBurst]:
         assert task.data_out is not None or length == 0
-        pdus: list[DataOut] = []
-        end = offset + length
-        seg = self.params.max_recv_data_segment_length
-        data_sn = 0
-        while offset < end:
-            n = min(seg, end - offset)
-            pdus.append(DataOut(task.lun, task.initiator_task_tag, ttt, self.exp_stat_sn, data_sn, offset,
-                                final=offset + n == end, data=task.data_out[offset : offset + n]))
-            offset += n
-            data_sn += 1
-        return pdus
+        if not length:
+            return []
+        return [DataOutBurst(task.lun, task.initiator_task_tag, ttt, self.exp_stat_sn, task.data_out, offset, length,
+                             self.params.max_recv_data_segment_length)]
 
     def request(self, pdu_type: type[Pdu], **fields: object) -> Pdu:
         """Build a Text, Task Management, Logout or NOP-Out (ping) request with a fresh ITT."""
