@@ -1,0 +1,83 @@
+"""The ceiling of any pyfuse3 file system on this machine: one file that does no I/O at all.
+
+    python bench/nullfs.py MOUNTPOINT SIZE_BYTES
+
+Reads return zeros from a preallocated buffer and writes are acknowledged and dropped, on the
+same trio + pyfuse3 stack iscsifs runs on, with iscsifs's FUSE settings (no writeback cache,
+kernel cache not kept). What fio measures on it is what FUSE dispatch and pyfuse3 alone cost:
+no iSCSI file system written with them can go faster. bench/run.py runs it next to iscsifs.
+"""
+
+from __future__ import annotations
+
+import errno
+import signal
+import stat
+import sys
+
+import pyfuse3
+import trio
+
+FILE_INODE = pyfuse3.ROOT_INODE + 1
+NAME = b"null"
+
+
+class NullFs(pyfuse3.Operations):
+    enable_writeback_cache = False
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+        self.zeros = bytes(1 << 20)
+
+    async def getattr(self, inode, ctx=None):
+        a = pyfuse3.EntryAttributes()
+        a.st_ino = inode
+        a.attr_timeout = a.entry_timeout = 1.0
+        if inode == FILE_INODE:
+            a.st_mode, a.st_nlink, a.st_size = stat.S_IFREG | 0o644, 1, self.size
+        else:
+            a.st_mode, a.st_nlink = stat.S_IFDIR | 0o755, 2
+        return a
+
+    async def lookup(self, parent_inode, name, ctx=None):
+        if parent_inode != pyfuse3.ROOT_INODE or name != NAME:
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        return await self.getattr(FILE_INODE)
+
+    async def open(self, inode, flags, ctx):
+        return pyfuse3.FileInfo(fh=inode, keep_cache=False)
+
+    async def read(self, fh, off, size):
+        return memoryview(self.zeros)[: max(0, min(size, self.size - off))]
+
+    async def write(self, fh, off, buf):
+        return len(buf)
+
+
+async def _main() -> None:
+    async with trio.open_nursery() as nursery:
+        async def on_signal() -> None:
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for _ in signals:
+                    pyfuse3.terminate()
+                    return
+
+        nursery.start_soon(on_signal)
+        await pyfuse3.main()
+        nursery.cancel_scope.cancel()
+
+
+def main() -> None:
+    mountpoint, size = sys.argv[1], int(sys.argv[2])
+    options = set(pyfuse3.default_options)
+    options.add("fsname=nullfs")
+    pyfuse3.init(NullFs(size), mountpoint, options)
+    try:
+        trio.run(_main)
+    finally:
+        pyfuse3.close(unmount=True)
+
+
+if __name__ == "__main__":
+    main()
