@@ -76,6 +76,13 @@ def fio(path: Path, job: Job, runtime: float) -> float:
     return result["bw_bytes"] / (1 << 20) if job.metric == "bw" else result["iops"]
 
 
+def fio_jobs(results: dict[str, dict[str, float | None]], key: str, path: Path, runtime: float) -> None:
+    """Every job on ``path``, into ``results[job][key]``, with progress on stderr."""
+    for job in JOBS:
+        results[job.name][key] = fio(path, job, runtime)
+        print(f"bench: {key:<9} {job.name}: {results[job.name][key]:.1f}", file=sys.stderr)
+
+
 def iscsi_perf(url: str, job: Job, runtime: float) -> float | None:
     if job.perf_args is None or shutil.which("iscsi-perf") is None:
         return None
@@ -178,9 +185,7 @@ def main() -> int:
             procs.append(fs)
             mounts.append(mnt)
             wait_for(lambda: is_mounted(mnt), 30, "the iscsifs mount")
-            for job in JOBS:
-                results[job.name]["iscsifs"] = fio(mnt / "1", job, args.runtime)
-                print(f"bench: iscsifs   {job.name}: {results[job.name]['iscsifs']:.1f}", file=sys.stderr)
+            fio_jobs(results, "iscsifs", mnt / "1", args.runtime)
             rss = peak_rss_mib(fs.pid)
             subprocess.run(["fusermount3", "-u", str(mnt)], timeout=60)
 
@@ -191,9 +196,7 @@ def main() -> int:
             procs.append(nullfs)
             mounts.append(null)
             wait_for(lambda: is_mounted(null), 30, "the nullfs mount")
-            for job in JOBS:
-                results[job.name]["ceiling"] = fio(null / "null", job, args.runtime)
-                print(f"bench: ceiling   {job.name}: {results[job.name]['ceiling']:.1f}", file=sys.stderr)
+            fio_jobs(results, "ceiling", null / "null", args.runtime)
             nullfs.terminate()
             nullfs.wait(timeout=30)
 
@@ -210,9 +213,7 @@ def main() -> int:
                 procs.append(nbdfuse)
                 mounts.append(peer)
                 wait_for(lambda: is_mounted(peer), 30, "the nbdfuse mount")
-                for job in JOBS:
-                    results[job.name]["peer"] = fio(peer / "nbd", job, args.runtime)
-                    print(f"bench: peer      {job.name}: {results[job.name]['peer']:.1f}", file=sys.stderr)
+                fio_jobs(results, "peer", peer / "nbd", args.runtime)
                 subprocess.run(["fusermount3", "-u", str(peer)], timeout=60)
 
             for job in JOBS:

@@ -133,7 +133,7 @@ def describe(pdu: Pdu) -> str:
 class _Pending:
     """A SCSI command waiting for its answer, and when it stops waiting (trio clock)."""
 
-    __slots__ = ("event", "deadline", "expired")
+    __slots__ = ("deadline", "event", "expired")
 
     def __init__(self, deadline: float) -> None:
         self.event = trio.Event()

@@ -713,8 +713,7 @@ def encode_burst(burst: DataOutBurst, header_digest: bool = False, data_digest: 
     pack = DataOut.STRUCT.pack
     out: list[bytes | memoryview] = []
     end = burst.offset + burst.length
-    data_sn = 0
-    for off in range(burst.offset, end, burst.segment):
+    for data_sn, off in enumerate(range(burst.offset, end, burst.segment)):
         n = min(burst.segment, end - off)
         header = pack(Opcode.SCSI_DATA_OUT, 0x80 if off + n == end else 0, 0, n, burst.lun, burst.initiator_task_tag,
                       burst.target_transfer_tag, burst.exp_stat_sn, data_sn, off)
@@ -728,7 +727,6 @@ def encode_burst(burst: DataOutBurst, header_digest: bool = False, data_digest: 
             out.append(b"\0" * pad + _digest_bytes(crc32c(b"\0" * pad, crc32c(data))))
         elif pad:
             out.append(b"\0" * pad)
-        data_sn += 1
     return out
 
 
