@@ -224,8 +224,9 @@ def _drive(reader, wire, chunk):
             got = reader.start_placing(dest)
             rest = item.length - got
             dest[got:] = wire[cursor : cursor + rest]  # recv_into the command's buffer
+            reader.placing(dest[got:])
             cursor += rest
-            reader.placed(dest)
+            reader.placed(item.length)
             while not reader.trailer_done():  # the digest is checked before the data is used
                 reader.feed(wire[cursor : cursor + chunk])
                 cursor += chunk

@@ -99,6 +99,43 @@ async def test_a_late_answer_to_a_timed_out_read_never_lands_in_the_callers_buff
             nursery.cancel_scope.cancel()
 
 
+async def test_a_read_that_times_out_while_its_data_is_being_placed_leaves_the_buffer_alone():
+    # The Data-In's header and part of its data arrive (placement starts into the caller's buffer),
+    # the command times out, then the rest arrives: it must go to the task's private buffer, and
+    # the data digest over the whole segment still holds (no spurious digest failure).
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            target, session = await logged_in(nursery, CONFIG, max_cmd_sn_delta=16, digests=True)
+            session._reader.place_min = 1000
+            target.swallow = 1
+            nursery.start_soon(target.serve)
+            buf = bytearray(b"z" * 4096)
+            late = trio.Event()
+
+            async def answer_in_two_parts():
+                while not target.swallowed:
+                    await trio.sleep(0.01)
+                req = target.swallowed[0]
+                target.exp_cmd_sn = req.cmd_sn + 1
+                wire = P.pdu_bytes(P.DataIn(0, req.initiator_task_tag, P.RESERVED_TAG, data_sn=0, buffer_offset=0,
+                                            final=True, has_status=True, data=b"L" * 4096, **target.sn()), True, True)
+                await target.stream.send_all(wire[:1000])
+                await late.wait()
+                await target.stream.send_all(wire[1000:])
+
+            nursery.start_soon(answer_in_two_parts)
+            with pytest.raises(net_session.CommandTimeout):
+                await session.execute(0, READ, expected_in=4096, into=buf, timeout=0.3)
+            assert buf[200:900] == b"L" * 700 and buf[1000:] == b"z" * 3096  # the part placed in time
+            buf[:] = b"r" * 4096  # reused by its owner
+            late.set()
+            target.disk[:4096] = b"n" * 4096
+            result = await session.execute(0, READ, expected_in=4096)
+            assert bytes(result.data) == b"n" * 4096 and session.alive
+            assert buf == b"r" * 4096
+            nursery.cancel_scope.cancel()
+
+
 async def test_unanswered_task_management_escalates_to_a_new_connection():
     connects = []
 

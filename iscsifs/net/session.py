@@ -293,7 +293,7 @@ class Session:
             self._placed_last = False
             view = self._reader.receive_buffer(size)
             try:
-                n = await self._sock.recv_into(view[:size])
+                n = await self._sock.recv_into(view)
             finally:
                 view.release()
             self._reader.received(n)
@@ -305,19 +305,32 @@ class Session:
             raise ConnectionLost(f"target {self.portal} closed the connection")
 
     async def _place(self, header: DataIn, dest: memoryview) -> None:
-        """Receive a Data-In's data segment straight into its command's buffer (``dest``)."""
+        """Receive a Data-In's data segment straight into its command's buffer (``dest``).
+        Where that is is asked again before every read: if the command stopped waiting meanwhile
+        (timeout, cancel: ``SessionCore.detach``), the rest goes to its private buffer, never into
+        one its caller may already have reused."""
+        length = len(dest)
         got = self._reader.start_placing(dest)
-        while got < len(dest):
-            if self._sock is not None:
-                n = await self._sock.recv_into(dest[got:])
+        while got < length:
+            dest = self._core.data_in_destination(header, length) or memoryview(bytearray(length))
+            if self._fd is not None:
+                try:
+                    n = os.readv(self._fd, [dest[got:]])
+                except BlockingIOError:
+                    await trio.lowlevel.wait_readable(self._sock)
+                    continue
+            elif self._sock is not None:
+                raise ConnectionLost("session closed")
             else:  # a stream without a socket (tests): the same bytes, one copy more
-                data = await self._stream.receive_some(len(dest) - got)
+                data = await self._stream.receive_some(length - got)
                 n = len(data)
+                dest = self._core.data_in_destination(header, length) or memoryview(bytearray(length))
                 dest[got : got + n] = data
             if not n:
                 raise ConnectionLost(f"target {self.portal} closed the connection")
+            self._reader.placing(dest[got : got + n])
             got += n
-        self._reader.placed(dest)
+        self._reader.placed(length)
         self._placed_last = True
         while not self._reader.trailer_done():  # the data digest, before anyone sees the data
             await self._receive()

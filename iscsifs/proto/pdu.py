@@ -766,7 +766,7 @@ class PduReader:
     _pos: int = 0  # next unparsed byte
     _end: int = 0  # end of the received bytes
     _trailer: int = 0  # bytes of padding and data digest that follow a placed data segment
-    _trailer_digest: int | None = None
+    _trailer_digest: int | None = None  # CRC32C of the segment being placed, then the digest due after it
 
     def _room(self, need: int) -> None:
         """At least ``need`` free bytes after ``_end``: move the unparsed bytes to the front, or grow."""
@@ -787,9 +787,9 @@ class PduReader:
         self._end += len(data)
 
     def receive_buffer(self, size: int) -> memoryview:
-        """Free space of at least ``size`` bytes to receive into; then call ``received(n)``."""
+        """``size`` bytes of free space to receive into; then call ``received(n)``."""
         self._room(size)
-        return memoryview(self._buf)[self._end :]
+        return memoryview(self._buf)[self._end : self._end + size]
 
     def received(self, n: int) -> None:
         self._end += n
@@ -877,21 +877,30 @@ class PduReader:
     def start_placing(self, dest: memoryview) -> int:
         """Consume the header of the ``Placement`` that ``next`` returned and copy the part of its
         data segment already buffered into ``dest`` (as long as the segment); returns how many
-        bytes that was. The caller receives the rest straight into ``dest``, then calls ``placed``."""
+        bytes that was. The caller receives the rest straight into a buffer of its own, shows
+        each piece to ``placing``, then calls ``placed``."""
         framing = self._framing()
         assert framing is not None and framing[0] == Opcode.SCSI_DATA_IN and framing[4] == len(dest)
         data_start = framing[2]
         have = min(self._end - data_start, len(dest))
         dest[:have] = memoryview(self._buf)[data_start : data_start + have]
         self._pos = data_start + have
+        self._trailer_digest = None
+        self.placing(dest[:have])
         return have
 
-    def placed(self, dest: memoryview) -> None:
-        """All of the segment is in ``dest``: its padding and data digest are the next bytes.
-        Nothing may use ``dest`` until ``trailer_done()`` has said True (the digest is checked)."""
-        pad = pad_length(len(dest))
+    def placing(self, piece: memoryview) -> None:
+        """The next bytes of the segment being placed, as received: the data digest runs over
+        them here, so it holds whatever becomes of the buffer they were received into."""
+        if self.data_digest:
+            self._trailer_digest = crc32c(piece, self._trailer_digest or 0)
+
+    def placed(self, length: int) -> None:
+        """All ``length`` bytes of the segment have been received: its padding and data digest
+        are the next bytes. Nothing may use them until ``trailer_done()`` says True."""
+        pad = pad_length(length)
         self._trailer = pad + (4 if self.data_digest else 0)
-        self._trailer_digest = crc32c(b"\0" * pad, crc32c(dest)) if self.data_digest else None
+        self._trailer_digest = crc32c(b"\0" * pad, self._trailer_digest or 0) if self.data_digest else None
 
     def trailer_done(self) -> bool:
         """Consume a placed segment's padding and check its digest (DigestError); False until
