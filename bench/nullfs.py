@@ -4,13 +4,15 @@
 
 Reads return zeros from a preallocated buffer and writes are acknowledged and dropped, on the
 same trio + pyfuse3 stack iscsifs runs on, with iscsifs's FUSE settings (no writeback cache,
-kernel cache not kept). What fio measures on it is what FUSE dispatch and pyfuse3 alone cost:
-no iSCSI file system written with them can go faster. bench/run.py runs it next to iscsifs.
+kernel cache not kept, direct_io for O_DIRECT opens). What fio measures on it is what FUSE
+dispatch and pyfuse3 alone cost: no iSCSI file system written with them can go faster.
+bench/run.py runs it next to iscsifs.
 """
 
 from __future__ import annotations
 
 import errno
+import os
 import signal
 import stat
 import sys
@@ -46,7 +48,7 @@ class NullFs(pyfuse3.Operations):
         return await self.getattr(FILE_INODE)
 
     async def open(self, inode, flags, ctx):
-        return pyfuse3.FileInfo(fh=inode, keep_cache=False)
+        return pyfuse3.FileInfo(fh=inode, keep_cache=False, direct_io=bool(flags & os.O_DIRECT))  # as iscsifs
 
     async def read(self, fh, off, size):
         return memoryview(self.zeros)[: max(0, min(size, self.size - off))]

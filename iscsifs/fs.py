@@ -244,7 +244,11 @@ class IscsiFs(pyfuse3.Operations):
         if flags & os.O_TRUNC and node.lun.size:
             raise pyfuse3.FUSEError(errno.EPERM)  # a LUN cannot be truncated; use conv=notrunc
         # keep_cache=False: another initiator may have written since the last open.
-        return pyfuse3.FileInfo(fh=inode, keep_cache=False)
+        # direct_io for an O_DIRECT open, which bypasses the page cache either way: the kernel then
+        # sends its writes straight on, without first asking getxattr("security.capability") under
+        # the inode lock once per write (file_remove_privs), which serialised a queue of writes
+        # behind one FUSE round trip each. It still drops cached pages of the range it writes.
+        return pyfuse3.FileInfo(fh=inode, keep_cache=False, direct_io=bool(flags & os.O_DIRECT))
 
     async def read(self, fh, off, size):
         lun = self._lun(fh)

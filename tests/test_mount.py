@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import mmap
 import os
 import random
 import stat
@@ -107,6 +108,44 @@ def test_python_io_at_odd_offsets_and_eof(make_target, tmp_path):
         finally:
             os.close(fd)
         assert path.read_bytes() == bytes(expected)
+    assert t.backing[1].read_bytes() == bytes(expected)
+
+
+def test_o_direct_and_cached_opens_see_each_others_writes(make_target, tmp_path):
+    """An O_DIRECT open (direct_io) next to an ordinary one on the same LUN: neither ever reads
+    what the other has overwritten, and O_DIRECT takes any offset and size."""
+    size = 4 << 20
+    t = make_target({1: size})
+    expected = bytearray(pattern(size, seed=_seed(t)))
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    with mounted(t.url, mnt):
+        path = mnt / "1"
+        cached = os.open(path, os.O_RDWR)
+        direct = os.open(path, os.O_RDWR | os.O_DIRECT)
+        try:
+            assert os.pread(cached, 1 << 20, 0) == bytes(expected[: 1 << 20])  # now in the page cache
+            block = mmap.mmap(-1, 65536)  # page aligned, as O_DIRECT wants elsewhere
+            block[:] = os.urandom(65536)
+            assert os.pwritev(direct, [block], 65536) == 65536
+            expected[65536:131072] = block
+            assert os.pread(cached, 1 << 20, 0) == bytes(expected[: 1 << 20])
+
+            data = os.urandom(5000)
+            assert os.pwrite(cached, data, 200_000) == 5000  # write-through: on the LUN now
+            expected[200_000:205_000] = data
+            assert os.preadv(direct, [block], 196_608) == 65536
+            assert bytes(block) == bytes(expected[196_608:262_144])
+
+            odd = os.urandom(777)
+            assert os.pwrite(direct, odd, 1_000_003) == 777
+            expected[1_000_003:1_000_780] = odd
+            assert os.pread(direct, 3000, 999_000) == bytes(expected[999_000:1_002_000])
+            assert os.pread(cached, 3000, 999_000) == bytes(expected[999_000:1_002_000])
+            os.fsync(direct)
+        finally:
+            os.close(direct)
+            os.close(cached)
     assert t.backing[1].read_bytes() == bytes(expected)
 
 

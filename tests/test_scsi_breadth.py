@@ -3,6 +3,8 @@ attentions (2A/09 capacity, 3F/0E LUNs) against the in-memory fake target; tgt c
 
 from __future__ import annotations
 
+import os
+
 import pyfuse3
 import pytest
 import trio
@@ -67,6 +69,22 @@ async def test_file_reads_use_pooled_buffers_split_and_unaligned():
             for off, size in ((0, 4096), (100, 9000), (511, 2), (0, 4096), (len(target.disk) - 10, 4096)):
                 got = bytes(await fs.read(inode, off, size))  # pyfuse3 copies it out at once, as here
                 assert got == bytes(target.disk[off : off + size])
+            nursery.cancel_scope.cancel()
+
+
+async def test_o_direct_opens_get_direct_io_and_others_the_page_cache():
+    # direct_io only where the caller asked to bypass the cache anyway: it spares each O_DIRECT
+    # write a getxattr round trip under the inode lock, and keeps readahead for everyone else.
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            target, session = await _session(nursery)
+            (info,) = await scan_luns(session)
+            fs = IscsiFs()
+            inode = fs.add_lun(pyfuse3.ROOT_INODE, "0", info, open_lun(session, info))
+            for flags, direct in ((os.O_RDONLY, False), (os.O_RDWR, False),
+                                  (os.O_RDONLY | os.O_DIRECT, True), (os.O_WRONLY | os.O_DIRECT, True)):
+                fi = await fs.open(inode, flags, None)
+                assert (fi.direct_io, fi.keep_cache) == (direct, False)
             nursery.cancel_scope.cancel()
 
 
