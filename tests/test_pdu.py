@@ -273,3 +273,9 @@ def test_a_burst_encodes_as_its_data_out_pdus_would(size, data, hd, dd):
     assert [p.data_sn for p in pdus] == list(range(len(pdus))) and [p.final for p in pdus][-1]
     assert not any(p.final for p in pdus[:-1])
     assert b"".join(P.encode_burst(burst, hd, dd)) == b"".join(P.pdu_bytes(p, hd, dd) for p in pdus)
+
+
+@given(STRATEGIES[P.DataIn], st.binary(max_size=64), st.binary(max_size=8))
+def test_data_in_with_data_is_replace_of_the_data_only(header, data, ahs):
+    header = dataclasses.replace(header, ahs=ahs)
+    assert header.with_data(data) == dataclasses.replace(header, data=data)

@@ -334,7 +334,7 @@ class Session:
         self._placed_last = True
         while not self._reader.trailer_done():  # the data digest, before anyone sees the data
             await self._receive()
-        pdu = replace(header, data=dest)
+        pdu = header.with_data(dest)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s <- %s (placed)", self.target_name or "discovery", describe(pdu))
         self._dispatch(self._core.receive_placed(pdu))

@@ -551,6 +551,13 @@ class DataIn(Pdu):
         return cls(lun, itt, ttt, stat_sn, exp_cmd_sn, max_cmd_sn, data_sn, offset, bool(f & 0x80),
                    bool(f & 0x01), status, residual, bool(f & 0x02), bool(f & 0x04), bool(f & 0x40), ahs, data)
 
+    def with_data(self, data: bytes | bytearray | memoryview) -> DataIn:
+        """This header with a data segment placed after it was parsed: ``dataclasses.replace``,
+        without its per-call introspection (it was 6% of a sequential read)."""
+        return DataIn(self.lun, self.initiator_task_tag, self.target_transfer_tag, self.stat_sn, self.exp_cmd_sn,
+                      self.max_cmd_sn, self.data_sn, self.buffer_offset, self.final, self.has_status, self.status,
+                      self.residual_count, self.underflow, self.overflow, self.acknowledge, self.ahs, data)
+
 
 @_register
 @dataclass(slots=True, frozen=True)
