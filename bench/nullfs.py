@@ -1,17 +1,23 @@
 """The ceiling of any pyfuse3 file system on this machine: one file that does no I/O at all.
 
-    python bench/nullfs.py MOUNTPOINT SIZE_BYTES
+    python bench/nullfs.py [--wait] MOUNTPOINT SIZE_BYTES
 
 Reads return zeros from a preallocated buffer and writes are acknowledged and dropped, on the
 same trio + pyfuse3 stack iscsifs runs on, with iscsifs's FUSE settings (no writeback cache,
 kernel cache not kept, direct_io for O_DIRECT opens). What fio measures on it is what FUSE
 dispatch and pyfuse3 alone cost: no iSCSI file system written with them can go faster.
 bench/run.py runs it next to iscsifs.
+
+With ``--wait``, each read and write is handed to another task, which completes it at once, and
+the handler waits for that: the least any file system that does I/O must do on trio (in iscsifs
+the session's reader task completes a command and wakes the FUSE handler waiting for it). That
+is the ceiling of a file system that waits once per request.
 """
 
 from __future__ import annotations
 
 import errno
+import math
 import os
 import signal
 import stat
@@ -27,10 +33,17 @@ NAME = b"null"
 class NullFs(pyfuse3.Operations):
     enable_writeback_cache = False
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, completions: trio.MemorySendChannel[trio.Event] | None = None) -> None:
         super().__init__()
         self.size = size
         self.zeros = bytes(1 << 20)
+        self.completions = completions  # --wait: where each request goes to be completed
+
+    async def _wait_once(self) -> None:
+        if self.completions is not None:
+            done = trio.Event()
+            self.completions.send_nowait(done)
+            await done.wait()
 
     async def getattr(self, inode, ctx=None):
         a = pyfuse3.EntryAttributes()
@@ -51,14 +64,23 @@ class NullFs(pyfuse3.Operations):
         return pyfuse3.FileInfo(fh=inode, keep_cache=False, direct_io=bool(flags & os.O_DIRECT))  # as iscsifs
 
     async def read(self, fh, off, size):
+        await self._wait_once()
         return memoryview(self.zeros)[: max(0, min(size, self.size - off))]
 
     async def write(self, fh, off, buf):
+        await self._wait_once()
         return len(buf)
 
 
-async def _main() -> None:
+async def _complete(completions: trio.MemoryReceiveChannel[trio.Event]) -> None:
+    async for done in completions:
+        done.set()
+
+
+async def _main(completions: trio.MemoryReceiveChannel[trio.Event]) -> None:
     async with trio.open_nursery() as nursery:
+        nursery.start_soon(_complete, completions)
+
         async def on_signal() -> None:
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 async for _ in signals:
@@ -71,12 +93,15 @@ async def _main() -> None:
 
 
 def main() -> None:
-    mountpoint, size = sys.argv[1], int(sys.argv[2])
+    args = sys.argv[1:]
+    wait = "--wait" in args
+    mountpoint, size = [a for a in args if a != "--wait"]
+    send, receive = trio.open_memory_channel(math.inf)
     options = set(pyfuse3.default_options)
     options.add("fsname=nullfs")
-    pyfuse3.init(NullFs(size), mountpoint, options)
+    pyfuse3.init(NullFs(int(size), send if wait else None), mountpoint, options)
     try:
-        trio.run(_main)
+        trio.run(_main, receive)
     finally:
         pyfuse3.close(unmount=True)
 
