@@ -3,7 +3,8 @@
     sudo .venv/bin/python bench/run.py [--size-mib 256] [--runtime 5] [--json FILE]
 
 One private tgtd serves one LUN backed by a file in /dev/shm. On that same LUN, in one run:
-  * iscsifs: the file of a live mount, driven by fio (libaio, direct=1);
+  * iscsifs: the file of a live mount, driven by fio (libaio, direct=1; and one buffered
+    sequential read, as cat and cp do);
   * the peer stack: qemu-nbd (-f raw --cache=none, its iscsi:// driver) + nbdfuse, same fio jobs;
   * libiscsi's iscsi-perf (the raw C initiator, no file system) where it can run the job;
   * bench/nullfs.py: a pyfuse3 file system that does no I/O at all, the ceiling of any file
@@ -48,6 +49,7 @@ class Job:
     perf_args: tuple[str, ...] | None  # iscsi-perf arguments for the same job, if it has one
     vs_raw: float | None  # the targets: this many times iscsi-perf...
     vs_peer: float | None  # ...and this many times the peer stack
+    direct: bool = True  # False: through the page cache, one read at a time, as cat and cp do
 
     @property
     def goals(self) -> str:
@@ -65,13 +67,15 @@ JOBS = [
     Job("rand read 4K QD32", "randread", "4k", 32, "iops", ("-m", "32", "-b", "8", "-r"), 0.5, 2.5),
     Job("rand write 4K QD32", "randwrite", "4k", 32, "iops", None, None, 2),
     Job("rand read 4K QD1", "randread", "4k", 1, "iops", ("-m", "1", "-b", "8", "-r"), 0.7, None),
+    Job("seq read 1M buffered (cat, cp)", "read", "1M", 1, "bw", None, None, None, direct=False),
 ]
 
 
 def fio(path: Path, job: Job, runtime: float) -> float:
     out = subprocess.run(
         ["fio", "--name=bench", f"--filename={path}", f"--rw={job.rw}", f"--bs={job.bs}",
-         f"--iodepth={job.iodepth}", "--ioengine=libaio", "--direct=1", "--time_based", "--ramp_time=1",
+         f"--iodepth={job.iodepth}", f"--ioengine={'libaio' if job.direct else 'psync'}",
+         f"--direct={int(job.direct)}", "--invalidate=1", "--time_based", "--ramp_time=1",
          f"--runtime={runtime}", "--output-format=json"],
         capture_output=True, check=True, timeout=runtime * 4 + 60).stdout
     result = json.loads(out)["jobs"][0]["write" if "write" in job.rw else "read"]
@@ -245,7 +249,8 @@ def main() -> int:
         return f"{v:.0f}" if v is not None else "-"
 
     print(f"\n{os.uname().nodename}, {os.cpu_count()} CPUs, LUN of {args.size_mib} MiB in /dev/shm, "
-          f"fio libaio direct=1, {args.runtime:g} s per job\n")
+          f"fio libaio direct=1 (buffered: psync), {args.runtime:g} s per job\n")
+
     def above(needed: float | None, r: dict[str, float | None]) -> str:
         for key, what in (("ceiling", "above both ceilings"), ("ceiling1w", "above the one-wait ceiling")):
             if needed and r.get(key) and needed > r[key]:  # type: ignore[operator]

@@ -123,6 +123,7 @@ OPTIONS_HELP = """options (-o, comma-separated, repeatable):
   credentials=FILE       CHAP secrets file, mode 600: username, password, target_username, target_password
   chap_algs=LIST         CHAP algorithms to offer, in order (sha256,sha3-256,sha1,md5; default all, strongest first)
   header_digest=D        none, crc32c, crc32c-none (default) or none-crc32c; data_digest=D likewise (default none-crc32c)
+  readahead=KIB          the kernel's readahead for buffered reads (default 1024; set only when run as root)
 reliability (seconds): nop_interval=5, nop_timeout=5 (keepalive), command_timeout=30 (then ABORT TASK, LUN RESET,
   reconnect), recovery_timeout=120 (while reconnecting, I/O waits this long, then fails with EIO), login_timeout=15
 mount(8) flags (nodev, nosuid, noexec, noatime, ...) go to the kernel; _netdev, nofail, auto, noauto, user, users,
@@ -147,6 +148,7 @@ IGNORED_OPTIONS = frozenset({"_netdev", "nofail", "auto", "noauto", "user", "nou
                              "defaults", "default_permissions"})
 
 
+MAX_READAHEAD_KIB = 65536
 RECOVERY_OPTIONS = ("nop_interval", "nop_timeout", "command_timeout", "recovery_timeout", "login_timeout")
 
 
@@ -197,6 +199,10 @@ def parse_mount_options(values: list[str]) -> tuple[MountOptions, ConnectOptions
                 if not 0 < seconds <= 86400:
                     raise UsageError(f"{key}={val[:20]} is not a number of seconds (0 < s <= 86400)")
                 recovery[key] = seconds
+            elif key == "readahead" and eq:
+                if not val.isdecimal() or int(val) > MAX_READAHEAD_KIB:
+                    raise UsageError(f"readahead={val[:20]} is not a number of KiB (0 to {MAX_READAHEAD_KIB})")
+                fuse["readahead_kib"] = int(val)
             elif key in ("header_digest", "data_digest") and eq:
                 if val.lower() not in DIGEST_OFFERS:
                     raise UsageError(f"{key}={val[:20]} is not one of {', '.join(DIGEST_OFFERS)}")

@@ -13,6 +13,7 @@ import os
 import stat
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import pyfuse3
 import trio
@@ -68,6 +69,14 @@ class IscsiFs(pyfuse3.Operations):
         self._next_inode = pyfuse3.ROOT_INODE + 1
         self._gone: set[int] = set()  # inodes of removed LUNs, for ENXIO instead of ENOENT
         self._buffers = BufferPool()
+        self.after_init: Callable[[], None] | None = None  # called once the kernel's INIT is answered
+
+    def init(self) -> None:
+        # pyfuse3 calls this while it answers INIT, and the kernel sets the mount's readahead from
+        # that answer; so what must come later (mount.py: our readahead) is started from here as
+        # a task, which runs after this step has sent the answer.
+        if self.after_init is not None:
+            self.after_init()
 
     # -- building the tree -------------------------------------------------------------------------
 

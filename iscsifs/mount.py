@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 from dataclasses import dataclass, replace
 from typing import Callable
@@ -29,6 +30,12 @@ log = logging.getLogger("iscsifs")
 SHUTDOWN_TIMEOUT = 10.0
 
 
+# The kernel's readahead for a FUSE mount is 128 KiB. A whole 1 MiB (our largest command) makes
+# buffered sequential reads (cat, cp, dd without O_DIRECT) ~55% faster against tgt: measured
+# 128 -> 438-475 MiB/s, 512 -> 668-676, 1024 -> 711-714, 2048 -> 672-681, 4096 -> 587-655.
+DEFAULT_READAHEAD_KIB = 1024
+
+
 class MountError(IscsiError):
     """The kernel mount itself failed (mount point busy, no /dev/fuse, not permitted)."""
 
@@ -42,6 +49,7 @@ class MountOptions:
     umask: int = 0o022
     fsname: str = "iscsifs"
     kernel: frozenset[str] = frozenset()  # generic mount flags passed through: nodev, noexec, noatime...
+    readahead_kib: int = DEFAULT_READAHEAD_KIB
 
     def fuse_options(self) -> set[str]:
         opts = set(pyfuse3.default_options) | set(self.kernel)
@@ -142,6 +150,12 @@ async def serve(client: Client, url: IscsiUrl, mountpoint: str, options: MountOp
     async with trio.open_nursery() as nursery:
         fs, sessions = await build_tree(nursery, client, url, root_is_file=root_is_file, options=options)
         STATS.sessions = lambda: sum(1 for s in sessions if s.alive)
+        resolved = os.path.realpath(mountpoint)  # now: once mounted, resolving it would ask us
+
+        async def apply_readahead() -> None:
+            set_readahead(resolved, options.readahead_kib)
+
+        fs.after_init = lambda: nursery.start_soon(apply_readahead)
         try:
             pyfuse3.init(fs, mountpoint, options.fuse_options())
         except (RuntimeError, OSError) as exc:
@@ -176,3 +190,35 @@ async def serve(client: Client, url: IscsiUrl, mountpoint: str, options: MountOp
             if on_exit is not None:
                 on_exit()
             nursery.cancel_scope.cancel()
+
+
+def mount_device(path: str) -> str | None:
+    """The "major:minor" of the file system mounted last on ``path`` (resolved), from
+    /proc/self/mountinfo: never a stat of the mount itself, which we may not be serving yet."""
+    device = None
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+            for line in f:
+                fields = line.split(" ")
+                # proc(5): the mount point is field 5, with space, tab, newline and \ as octal escapes.
+                point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
+                if point == path:
+                    device = fields[2]
+    except (OSError, IndexError):
+        return None
+    return device
+
+
+def set_readahead(mountpoint: str, kib: int) -> None:
+    """The mount's readahead, through its backing device info in sysfs (root only: without it the
+    kernel's 128 KiB stays, which is only slower). Only after INIT is answered: the kernel sets
+    readahead from that answer, and never above 128 KiB. ``mountpoint`` is resolved already."""
+    device = mount_device(mountpoint)
+    if device is None:
+        log.debug("readahead: %s is not in /proc/self/mountinfo; left as it is", mountpoint)
+        return
+    try:
+        with open(f"/sys/class/bdi/{device}/read_ahead_kb", "w") as f:
+            f.write(str(kib))
+    except OSError as exc:
+        log.debug("readahead of %s left as it is: %s", mountpoint, exc.strerror or exc)

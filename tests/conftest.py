@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -122,7 +123,9 @@ ISCSIFS = [sys.executable, "-m", "iscsifs"]
 def is_mounted(path: Path) -> bool:
     target = os.fsencode(str(path))
     with open("/proc/self/mounts", "rb") as f:
-        return any(line.split()[1] == target for line in f)
+        # fstab(5) escapes: a space in a mount point is \040.
+        return any(re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m.group(1), 8)]), line.split()[1]) == target
+                   for line in f)
 
 
 def unmount(path: Path) -> None:
