@@ -4,9 +4,9 @@
 
 Reads return zeros from a preallocated buffer and writes are acknowledged and dropped, on the
 same trio + pyfuse3 stack iscsifs runs on, with iscsifs's FUSE settings (no writeback cache,
-kernel cache not kept, direct_io for O_DIRECT opens). What fio measures on it is what FUSE
-dispatch and pyfuse3 alone cost: no iSCSI file system written with them can go faster.
-bench/run.py runs it next to iscsifs.
+kernel cache not kept, direct_io for O_DIRECT opens, 1 MiB readahead). What fio measures on it
+is what FUSE dispatch and pyfuse3 alone cost: no iSCSI file system written with them can go
+faster. bench/run.py runs it next to iscsifs.
 
 With ``--wait``, each read and write is handed to another task, which completes it at once, and
 the handler waits for that: the least any file system that does I/O must do on trio (in iscsifs
@@ -26,6 +26,9 @@ import sys
 import pyfuse3
 import trio
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from iscsifs.mount import DEFAULT_READAHEAD_KIB, set_readahead  # noqa: E402
+
 FILE_INODE = pyfuse3.ROOT_INODE + 1
 NAME = b"null"
 
@@ -33,11 +36,20 @@ NAME = b"null"
 class NullFs(pyfuse3.Operations):
     enable_writeback_cache = False
 
-    def __init__(self, size: int, completions: trio.MemorySendChannel[trio.Event] | None = None) -> None:
+    def __init__(self, size: int, mountpoint: str,
+                 completions: trio.MemorySendChannel[trio.Event] | None = None) -> None:
         super().__init__()
         self.size = size
+        self.mountpoint = os.path.realpath(mountpoint)
         self.zeros = bytes(1 << 20)
         self.completions = completions  # --wait: where each request goes to be completed
+
+    def init(self) -> None:
+        # iscsifs's readahead too, set as it does: after this step has answered INIT.
+        async def readahead() -> None:
+            set_readahead(self.mountpoint, DEFAULT_READAHEAD_KIB)
+
+        trio.lowlevel.spawn_system_task(readahead)
 
     async def _wait_once(self) -> None:
         if self.completions is not None:
@@ -99,7 +111,7 @@ def main() -> None:
     send, receive = trio.open_memory_channel(math.inf)
     options = set(pyfuse3.default_options)
     options.add("fsname=nullfs")
-    pyfuse3.init(NullFs(int(size), send if wait else None), mountpoint, options)
+    pyfuse3.init(NullFs(int(size), mountpoint, send if wait else None), mountpoint, options)
     try:
         trio.run(_main, receive)
     finally:
