@@ -215,7 +215,7 @@ def test_fio_verify_crc32c_across_faults(target, proxy, tmp_path):
         started = time.monotonic()
         r = run("fio", "--name=verify", f"--filename={mnt / '1'}", "--rw=randwrite", "--bs=4k", "--size=8m",
                 "--iodepth=8", "--ioengine=psync", "--numjobs=1", "--verify=crc32c", "--verify_fatal=1",
-                "--do_verify=1", "--output-format=terse", timeout=300)
+                "--do_verify=1", "--output-format=terse", timeout=300, cwd=tmp_path)  # its verify state file
         elapsed = time.monotonic() - started
         [f.join() for f in faults]
         assert r.returncode == 0, r.stdout.decode()[-2000:] + r.stderr.decode()[-2000:]
