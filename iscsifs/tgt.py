@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from iscsifs.proto.address import hostport
+
 TGT_SOCKET_DIR = Path("/var/run/tgtd")
 
 
@@ -42,7 +44,7 @@ class TgtDaemon:
 
     @property
     def portal(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        return hostport(self.host, self.port)
 
     @property
     def url(self) -> str:

@@ -13,10 +13,9 @@ import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from iscsifs.proto.address import DEFAULT_PORT, Portal, hostport
 from iscsifs.proto.chap import ChapCredentials
 from iscsifs.proto.errors import IscsiError
-
-DEFAULT_PORT = 3260
 
 # RFC 7143 §4.2.7.2: iqn.YYYY-MM.reversed.domain[:anything], eui.<16 hex>, naa.<16 or 32 hex>.
 _IQN = re.compile(r"^iqn\.\d{4}-\d{2}\.[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?(?::[^\s/]*)?$", re.IGNORECASE)
@@ -51,9 +50,8 @@ class IscsiUrl:
     data_digest: str | None = None
 
     @property
-    def portal(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
+    def portal(self) -> Portal:
+        return Portal(self.host, self.port)
 
     def redacted(self) -> str:
         auth = ""
@@ -68,7 +66,7 @@ class IscsiUrl:
         if self.target_password is not None:
             query.append("target_password=***")
         query += [f"{k}={v}" for k, v in (("header_digest", self.header_digest), ("data_digest", self.data_digest)) if v]
-        return f"iscsi://{auth}{self.portal}{path}" + ("?" + "&".join(query) if query else "")
+        return f"iscsi://{auth}{hostport(self.host, self.port)}{path}" + ("?" + "&".join(query) if query else "")
 
     def without_query(self) -> str:
         """The URL that names the LUN or target, for file system names and messages."""
@@ -94,7 +92,7 @@ def parse_url(url: str) -> IscsiUrl:
         password = raw_password if pct else None
         if not user:
             raise UrlError("URL has an empty user name")
-    host, port = _parse_hostport(authority)
+    host, port = parse_hostport(authority)
     target: str | None = None
     lun: int | None = None
     if slash and path:
@@ -131,7 +129,7 @@ def _parse_query(text: str) -> dict[str, str]:
     return query
 
 
-def _parse_hostport(authority: str) -> tuple[str, int]:
+def parse_hostport(authority: str) -> tuple[str, int]:
     if not authority:
         raise UrlError("URL has no host")
     if authority.startswith("["):

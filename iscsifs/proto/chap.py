@@ -19,7 +19,6 @@ from iscsifs.proto.errors import AuthenticationError, RemoteProtocolError
 
 MAX_CHAP_FIELD = 1024  # bytes of a decoded value or characters of a name; longer is hostile or broken
 CHALLENGE_LENGTH = 32  # our challenges; §12.1.3 asks for at least as long as the hash (we need ≥ 16)
-MIN_TARGET_CHALLENGE = 1  # tgt and istgt send 16 or more; RFC 1994 allows any non-empty value
 
 # CHAP_A values from IANA's PPP Authentication Algorithms registry, as Linux LIO and open-iscsi
 # use them: 5 = MD5 (RFC 1994), 6 = SHA-1, 7 = SHA-256, 8 = SHA3-256.

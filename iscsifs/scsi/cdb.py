@@ -23,9 +23,6 @@ class Op:
 
 SA_READ_CAPACITY_16 = 0x10
 
-_U16 = struct.Struct(">H")
-
-
 def test_unit_ready() -> bytes:
     return bytes(6)
 
@@ -61,21 +58,20 @@ def fits_10(lba: int, blocks: int) -> bool:
     return lba + blocks <= 0xFFFFFFFF and blocks <= 0xFFFF
 
 
-def read(lba: int, blocks: int, use_16: bool = False) -> bytes:
-    if use_16 or not fits_10(lba, blocks):
+def read(lba: int, blocks: int) -> bytes:
+    if not fits_10(lba, blocks):
         return struct.pack(">BxQIxx", Op.READ_16, lba, blocks)
     return struct.pack(">BxIxHx", Op.READ_10, lba, blocks)
 
 
-def write(lba: int, blocks: int, use_16: bool = False, fua: bool = False) -> bytes:
-    flags = 0x08 if fua else 0
-    if use_16 or not fits_10(lba, blocks):
-        return struct.pack(">BBQIxx", Op.WRITE_16, flags, lba, blocks)
-    return struct.pack(">BBIxHx", Op.WRITE_10, flags, lba, blocks)
+def write(lba: int, blocks: int) -> bytes:
+    if not fits_10(lba, blocks):
+        return struct.pack(">BxQIxx", Op.WRITE_16, lba, blocks)
+    return struct.pack(">BxIxHx", Op.WRITE_10, lba, blocks)
 
 
-def synchronize_cache(lba: int = 0, blocks: int = 0, use_16: bool = False) -> bytes:
+def synchronize_cache(lba: int = 0, blocks: int = 0) -> bytes:
     """Blocks 0 means 'to the end of the medium' (SBC-3 §5.22)."""
-    if use_16 or not fits_10(lba, blocks):
+    if not fits_10(lba, blocks):
         return struct.pack(">BxQIxx", Op.SYNCHRONIZE_CACHE_16, lba, blocks)
     return struct.pack(">BxIxHx", Op.SYNCHRONIZE_CACHE_10, lba, blocks)
