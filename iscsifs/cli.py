@@ -26,8 +26,11 @@ from iscsifs.client import DIGEST_OFFERS, Client, ConnectOptions, LunInfo, NotFo
 from iscsifs.daemon import PidFile, sd_notify
 from iscsifs.fs import STATS_XATTR
 from iscsifs.mount import MountError, MountOptions, serve
-from iscsifs.net.recovery import RecoveryPolicy
-from iscsifs.net.session import ConnectError
+from iscsifs.net.connection import ConnectError
+from iscsifs.net.nursery import first_error
+from iscsifs.net.path import RecoveryPolicy
+from iscsifs.net.session import PathPolicy
+from iscsifs.proto.address import Portal
 from iscsifs.proto.chap import parse_algorithms
 from iscsifs.proto.errors import (
     AuthenticationError,
@@ -39,7 +42,7 @@ from iscsifs.proto.errors import (
 )
 from iscsifs.scsi.response import DeviceType
 from iscsifs.scsi.sense import ScsiError
-from iscsifs.url import IscsiUrl, UrlError, is_iscsi_name, parse_url
+from iscsifs.url import IscsiUrl, UrlError, is_iscsi_name, parse_hostport, parse_url
 
 log = logging.getLogger("iscsifs")
 
@@ -124,6 +127,8 @@ OPTIONS_HELP = """options (-o, comma-separated, repeatable):
   chap_algs=LIST         CHAP algorithms to offer, in order (sha256,sha3-256,sha1,md5; default all, strongest first)
   header_digest=D        none, crc32c, crc32c-none (default) or none-crc32c; data_digest=D likewise (default none-crc32c)
   readahead=KIB          the kernel's readahead for buffered reads (default 1024; set only when run as root)
+  portal=HOST[:PORT]     another path to every target (repeatable; IPv6 in [brackets]); SendTargets adds its own
+  path_policy=P          failover (default: one active path, the others standby) or round-robin
 reliability (seconds): nop_interval=5, nop_timeout=5 (keepalive), command_timeout=30 (then ABORT TASK, LUN RESET,
   reconnect), recovery_timeout=120 (while reconnecting, I/O waits this long, then fails with EIO), login_timeout=15
 mount(8) flags (nodev, nosuid, noexec, noatime, ...) go to the kernel; _netdev, nofail, auto, noauto, user, users,
@@ -162,6 +167,7 @@ def parse_mount_options(values: list[str]) -> tuple[MountOptions, ConnectOptions
     conn: dict[str, Any] = {}
     kernel: set[str] = set()
     recovery: dict[str, float] = {}
+    portals: list[Portal] = []
     for value in values:
         for opt in filter(None, value.split(",")):
             key, eq, val = opt.partition("=")
@@ -203,6 +209,16 @@ def parse_mount_options(values: list[str]) -> tuple[MountOptions, ConnectOptions
                 if not val.isdecimal() or int(val) > MAX_READAHEAD_KIB:
                     raise UsageError(f"readahead={val[:20]} is not a number of KiB (0 to {MAX_READAHEAD_KIB})")
                 fuse["readahead_kib"] = int(val)
+            elif key == "portal" and eq:
+                try:
+                    portals.append(Portal(*parse_hostport(val)))
+                except UrlError as exc:
+                    raise UsageError(f"portal={val[:80]}: {exc}") from None
+            elif key == "path_policy" and eq:
+                try:
+                    conn["path_policy"] = PathPolicy(val)
+                except ValueError:
+                    raise UsageError(f"path_policy={val[:20]} is not failover or round-robin") from None
             elif key in ("header_digest", "data_digest") and eq:
                 if val.lower() not in DIGEST_OFFERS:
                     raise UsageError(f"{key}={val[:20]} is not one of {', '.join(DIGEST_OFFERS)}")
@@ -210,6 +226,7 @@ def parse_mount_options(values: list[str]) -> tuple[MountOptions, ConnectOptions
             else:
                 raise UsageError(f"unknown mount option '{opt.partition('=')[0][:40]}' (see iscsifs --help)")
     conn["recovery"] = RecoveryPolicy(**recovery)
+    conn["portals"] = tuple(portals)
     return MountOptions(kernel=frozenset(kernel), **fuse), ConnectOptions(**conn)
 
 
@@ -345,7 +362,7 @@ def run_mount(args: argparse.Namespace) -> int:
         try:
             trio.run(_mount_main, args, url, str(mountpoint), options, connect, demo_dir, report_fd)
         except BaseException as exc:  # noqa: BLE001 - one line, one exit code, always
-            exc = _unwrap(exc)
+            exc = first_error(exc)
             if isinstance(exc, KeyboardInterrupt):
                 code, message = 130, "interrupted"
             else:
@@ -361,14 +378,6 @@ def run_mount(args: argparse.Namespace) -> int:
     finally:
         if report_fd is not None:
             os._exit(0)  # the daemon child: never return into the caller's stack
-
-
-def _unwrap(exc: BaseException) -> BaseException:
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    if isinstance(exc, BaseExceptionGroup):
-        return exc.exceptions[0]
-    return exc
 
 
 async def _mount_main(args: argparse.Namespace, url: IscsiUrl | None, mountpoint: str, options: MountOptions,
@@ -455,8 +464,9 @@ async def _ls(url: IscsiUrl, client: Client, progress: bool) -> list[LunInfo]:
     return rows
 
 
-def lun_record(info: LunInfo) -> dict[str, object]:
-    """One LUN for ``ls --json``: sizes in bytes, null where a LUN is not a disk."""
+def lun_record(info: LunInfo, paths: list[str] | None = None) -> dict[str, object]:
+    """One LUN for ``ls --json``: sizes in bytes, null where a LUN is not a disk; ``paths``: every
+    portal its target is known at (the URL's, ``-o portal=``, SendTargets), ``portal`` the one used."""
     return {
         "target": info.target, "lun": info.lun, "type": DeviceType.name(info.inquiry.device_type),
         "size": info.capacity.size if info.capacity else None,
@@ -464,6 +474,7 @@ def lun_record(info: LunInfo) -> dict[str, object]:
         "vendor": info.inquiry.vendor, "product": info.inquiry.product, "revision": info.inquiry.revision,
         "serial": info.identity.serial or None, "wwn": info.identity.wwn or None,
         "write_protected": info.identity.write_protected, "portal": info.portal,
+        "paths": paths if paths is not None else [info.portal],
     }
 
 
@@ -473,7 +484,8 @@ def run_ls(args: argparse.Namespace) -> int:
     client = Client.for_url(url, connect)
     rows = trio.run(_ls, url, client, sys.stderr.isatty() and not args.debug)
     if args.json:
-        print(json.dumps([lun_record(info) for info in rows], indent=2))
+        print(json.dumps([lun_record(info, [str(p) for p in client.portals(url, info.target)]) for info in rows],
+                         indent=2))
         return EXIT_OK
     header = ("TARGET", "LUN", "TYPE", "SIZE", "VENDOR", "PRODUCT")
     table = [header] + [(i.target, str(i.lun), DeviceType.name(i.inquiry.device_type),
@@ -506,6 +518,10 @@ def run_stats(args: argparse.Namespace) -> int:
           f"read         {stats['bytes_read']} bytes\n"
           f"written      {stats['bytes_written']} bytes\n"
           f"latency      p50 {lat['p50']} us, p90 {lat['p90']} us, p99 {lat['p99']} us, max {lat['max']} us")
+    for target, paths in stats.get("paths", {}).items():
+        print(f"paths of {target}")
+        for p in paths:
+            print(f"  {p['portal']:<24} {p['state']}{'  (active)' if p['active'] else ''}")
     for name, count in stats["commands_by_kind"].items():
         print(f"  {name:<24} {count}")
     return EXIT_OK
@@ -591,7 +607,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run(args)
     except BaseException as exc:  # noqa: BLE001
-        exc = _unwrap(exc)
+        exc = first_error(exc)
         if isinstance(exc, KeyboardInterrupt):
             return 130
         if isinstance(exc, BrokenPipeError) or getattr(exc, "errno", None) == errno.EPIPE:

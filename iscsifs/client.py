@@ -3,8 +3,8 @@
     async with trio.open_nursery() as nursery:
         client = Client(ClientConfig(initiator_name=...))
         targets = await client.discover(url)
-        session = await client.login(nursery, url, targets[0].name)
-        for info in await scan_luns(session):
+        session, luns = await client.open_target(nursery, url, targets[0].name)
+        for info, lun in luns:
             ...
 """
 
@@ -14,15 +14,18 @@ import hashlib
 import logging
 import re
 import socket
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 import trio
 
-from iscsifs.lun import Identity, Lun, command, identify, inquiry, read_capacity
-from iscsifs.net.recovery import ManagedSession, RecoveryPolicy
-from iscsifs.net.session import Portal, Session, parse_target_address
+from iscsifs.lun import Identity, Lun, command, identify, identity_of, inquiry, read_capacity
+from iscsifs.net.api import ScsiSession
+from iscsifs.net.connection import Connect, Connection, tcp_connect
+from iscsifs.net.nursery import single_error
+from iscsifs.net.path import RecoveryPolicy
+from iscsifs.net.session import PathPolicy, Session
+from iscsifs.proto.address import Portal, parse_target_address
 from iscsifs.proto.chap import ChapCredentials
 from iscsifs.proto.errors import IscsiError, RemoteProtocolError
 from iscsifs.proto.login import LoginConfig
@@ -38,21 +41,6 @@ INITIATOR_NAME_FILE = "/etc/iscsi/initiatorname.iscsi"
 
 class NotFoundError(IscsiError):
     """The named target or LUN does not exist on the portal."""
-
-
-@contextmanager
-def single_error() -> Iterator[None]:
-    """A nursery wraps what its body raises in an ExceptionGroup; callers here want the error
-    itself (LoginError, ConnectError...), so a group of one is unwrapped."""
-    try:
-        yield
-    except BaseExceptionGroup as group:
-        exc: BaseException = group
-        while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-            exc = exc.exceptions[0]
-        if exc is group:
-            raise
-        raise exc from group
 
 
 def default_initiator_name() -> str:
@@ -89,6 +77,9 @@ class ClientConfig:
     login_timeout: float = 15.0
     chap_algorithms: tuple[int, ...] | None = None  # None: DEFAULT_ALGORITHMS with the tgt fallback
     recovery: RecoveryPolicy = RecoveryPolicy()
+    portals: tuple[Portal, ...] = ()  # more paths to every target (-o portal=)
+    path_policy: PathPolicy = PathPolicy.FAILOVER
+    connect: Connect = tcp_connect  # how a TCP connection to a portal is made (tests: to a fake target)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +92,8 @@ class ConnectOptions:
     header_digest: str | None = None  # a key of DIGEST_OFFERS
     data_digest: str | None = None
     recovery: RecoveryPolicy = RecoveryPolicy()
+    portals: tuple[Portal, ...] = ()
+    path_policy: PathPolicy = PathPolicy.FAILOVER
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +109,7 @@ class LunInfo:
     inquiry: StandardInquiry
     capacity: Capacity | None  # None for LUNs that are not disks
     identity: Identity = Identity()
-    portal: str = ""
+    portal: str = ""  # the active path's, when scanned
 
     @property
     def is_disk(self) -> bool:
@@ -145,6 +138,7 @@ def parse_send_targets(pairs: list[tuple[str, str]], default_port: int) -> list[
 class Client:
     def __init__(self, config: ClientConfig) -> None:
         self.config = config
+        self._addresses: dict[str, list[Portal]] = {}  # TargetAddresses from the last discovery
 
     @classmethod
     def for_url(cls, url: IscsiUrl, options: ConnectOptions = ConnectOptions(),
@@ -161,7 +155,8 @@ class Client:
             offer = replace(offer, data_digest=DIGEST_OFFERS[data])
         kwargs = {"initiator_name": options.initiator_name} if options.initiator_name else {}
         return cls(ClientConfig(credentials=credentials, offer=offer, chap_algorithms=options.chap_algorithms,
-                                recovery=options.recovery, login_timeout=options.recovery.login_timeout, **kwargs))
+                                recovery=options.recovery, login_timeout=options.recovery.login_timeout,
+                                portals=options.portals, path_policy=options.path_policy, **kwargs))
 
     def _login_config(self, target: str | None) -> LoginConfig:
         algs = self.config.chap_algorithms
@@ -174,22 +169,47 @@ class Client:
         with single_error():
             async with trio.open_nursery() as nursery:
                 with trio.fail_after(self.config.login_timeout):
-                    session = await Session.open(nursery, Portal(url.host, url.port), self._login_config(None))
+                    connection = await Connection.open(nursery, url.portal, self._login_config(None),
+                                                       self.config.connect)
                 try:
                     with trio.fail_after(self.config.login_timeout):
-                        pairs = await session.text_request([("SendTargets", "All")])
+                        pairs = await connection.text_request([("SendTargets", "All")])
                 finally:
                     with trio.move_on_after(2):
-                        await session.logout()
+                        await connection.logout()
                 nursery.cancel_scope.cancel()
-        return parse_send_targets(pairs, url.port)
+        targets = parse_send_targets(pairs, url.port)
+        self._addresses.update((t.name, [portal for portal, _tpgt in t.addresses]) for t in targets)
+        return targets
 
-    async def login(self, nursery: trio.Nursery, url: IscsiUrl, target: str) -> ManagedSession:
-        """A session that reconnects by itself (see iscsifs.net.recovery)."""
-        # The portal the user named is the one known to be reachable from here; targets often
-        # advertise addresses on other networks (or behind NAT), so log in through it.
+    def portals(self, url: IscsiUrl, target: str) -> list[Portal]:
+        """Every portal ``target`` is known at, in order of preference: the one the user named
+        (known to be reachable from here), those added with ``-o portal=``, then its
+        TargetAddresses from discovery (which may be on other networks: those just stay down)."""
+        return list(dict.fromkeys([url.portal, *self.config.portals, *self._addresses.get(target, ())]))
+
+    async def login(self, nursery: trio.Nursery, url: IscsiUrl, target: str,
+                    identities: dict[int, tuple[str, str]] | None = None) -> Session:
+        """A session over every portal of the target, reconnecting by itself (``iscsifs.net``).
+        Without ``identities`` the paths beyond the first wait for ``start_paths``."""
         policy = replace(self.config.recovery, login_timeout=self.config.login_timeout)
-        return await ManagedSession.open(nursery, Portal(url.host, url.port), self._login_config(target), policy)
+        return await Session.open(nursery, self.portals(url, target), self._login_config(target), policy,
+                                  path_policy=self.config.path_policy, connect=self.config.connect,
+                                  identify=identity_of, identities=identities)
+
+    async def open_target(self, nursery: trio.Nursery, url: IscsiUrl, target: str, *,
+                          read_only: bool = False) -> tuple[Session, list[tuple[LunInfo, Lun]]]:
+        """Log in, find the disk LUNs, register their identity, then bring up the other paths
+        (which are checked against it)."""
+        session = await self.login(nursery, url, target)
+        try:
+            luns = await open_luns(session, read_only)
+        except BaseException:
+            with trio.CancelScope(shield=True), trio.move_on_after(2):
+                await session.logout()
+            raise
+        session.start_paths()
+        return session, luns
 
     async def scan_target(self, url: IscsiUrl, target: str) -> list[LunInfo]:
         """Log in, list every LUN of ``target``, log out."""
@@ -205,7 +225,7 @@ class Client:
                     nursery.cancel_scope.cancel()
 
 
-async def report_luns(session: Session) -> list[int]:
+async def report_luns(session: ScsiSession) -> list[int]:
     """REPORT LUNS (SPC-4 §6.33) through LUN 0, asking again if the list did not fit."""
     alloc = 4096
     while True:
@@ -216,10 +236,9 @@ async def report_luns(session: Session) -> list[int]:
         alloc = min(list_length + 8, 1 << 20)
 
 
-async def scan_luns(session: Session) -> list[LunInfo]:
+async def scan_luns(session: ScsiSession) -> list[LunInfo]:
     """Every LUN of the target with its INQUIRY data, and capacity for disks."""
     infos: list[LunInfo] = []
-    assert session.target_name is not None
     for lun in await report_luns(session):
         inq = await inquiry(session, lun)
         if not inq.connected:
@@ -236,13 +255,13 @@ async def scan_luns(session: Session) -> list[LunInfo]:
     return infos
 
 
-def open_lun(session: Session | ManagedSession, info: LunInfo, read_only: bool = False) -> Lun:
+def open_lun(session: ScsiSession, info: LunInfo, read_only: bool = False) -> Lun:
     assert info.capacity is not None
-    if isinstance(session, ManagedSession):  # after a reconnect, the LUN must still be this device
-        session.expect_identity(info.lun, info.identity.serial, info.identity.wwn)
+    # After any later login (a reconnect, another path), the LUN must still be this device.
+    session.expect_identity(info.lun, info.identity.serial, info.identity.wwn)
     return Lun(session, info.lun, info.capacity, read_only=read_only or info.identity.write_protected,
                maximum_transfer_blocks=info.identity.maximum_transfer_blocks)
 
 
-async def open_luns(session: Session, read_only: bool = False) -> list[tuple[LunInfo, Lun]]:
+async def open_luns(session: ScsiSession, read_only: bool = False) -> list[tuple[LunInfo, Lun]]:
     return [(info, open_lun(session, info, read_only)) for info in await scan_luns(session) if info.is_disk]

@@ -20,6 +20,7 @@ import trio
 
 from iscsifs.client import LunInfo
 from iscsifs.lun import BufferPool, Lun
+from iscsifs.net.api import PathInfo, ScsiSession
 from iscsifs.proto.errors import IscsiError
 from iscsifs.stats import STATS
 
@@ -31,9 +32,18 @@ STATS_XATTR = b"user.iscsifs.stats"  # on the root: this mount's statistics, JSO
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR
 
 
-def _errno(exc: BaseException) -> int:
-    code = getattr(exc, "errno", None)
-    return code if isinstance(code, int) and code > 0 else errno.EIO
+def _errno(exc: IscsiError | OSError | trio.TooSlowError) -> int:
+    """What a local disk would give: every IscsiError carries its errno; a timeout is EIO."""
+    if isinstance(exc, IscsiError):
+        return exc.errno
+    if isinstance(exc, OSError) and exc.errno:
+        return exc.errno
+    return errno.EIO
+
+
+def format_paths(paths: list[PathInfo]) -> str:
+    """``user.iscsi.paths``: one line per path, "PORTAL STATE", with " active" on those in use."""
+    return "\n".join(f"{p.portal} {p.state}{' active' if p.active else ''}" for p in paths)
 
 
 @dataclass(slots=True, eq=False)
@@ -45,8 +55,8 @@ class Node:
     info: LunInfo | None = None
     children: dict[bytes, int] = field(default_factory=dict)
     mtime_ns: int = field(default_factory=time.time_ns)
-    target: str = ""  # for a target's directory: its name and the portal we reach it through
-    portal: str = ""
+    target: str = ""  # for a target's directory: its name and its session
+    session: ScsiSession | None = None
 
     @property
     def is_file(self) -> bool:
@@ -80,9 +90,9 @@ class IscsiFs(pyfuse3.Operations):
 
     # -- building the tree -------------------------------------------------------------------------
 
-    def add_dir(self, parent: int, name: str, *, target: str = "", portal: str = "") -> int:
+    def add_dir(self, parent: int, name: str, *, target: str = "", session: ScsiSession | None = None) -> int:
         inode = self._add(parent, name, None, None)
-        self.nodes[inode].target, self.nodes[inode].portal = target, portal
+        self.nodes[inode].target, self.nodes[inode].session = target, session
         return inode
 
     def set_root_lun(self, info: LunInfo, lun: Lun) -> None:
@@ -194,14 +204,16 @@ class IscsiFs(pyfuse3.Operations):
     # -- extended attributes: who a LUN is ----------------------------------------------------------
 
     def _xattrs(self, node: Node) -> dict[bytes, bytes]:
+        session = node.lun.session if node.lun is not None else node.session
+        # The active path now, and every path with its state: they change as paths fail and return.
+        paths = {"portal": str(session.portal), "paths": format_paths(session.paths())} if session is not None else {}
         if node.lun is not None and node.info is not None:
             info, lun = node.info, node.lun
             values = {"vendor": info.inquiry.vendor, "product": info.inquiry.product,
                       "revision": info.inquiry.revision, "serial": info.identity.serial, "wwn": info.identity.wwn,
-                      "block_size": str(lun.block_size), "target": info.target, "portal": info.portal,
-                      "lun": str(info.lun)}
+                      "block_size": str(lun.block_size), "target": info.target, **paths, "lun": str(info.lun)}
         else:
-            values = {"target": node.target, "portal": node.portal}
+            values = {"target": node.target, **paths}
         attrs = {XATTR_PREFIX + k.encode(): v.encode() for k, v in values.items() if v}
         if node.inode == pyfuse3.ROOT_INODE:
             attrs[STATS_XATTR] = STATS.to_json()
@@ -309,7 +321,7 @@ class IscsiFs(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EISDIR)
         return node.lun
 
-    def _io_error(self, op: str, lun: Lun, exc: BaseException) -> pyfuse3.FUSEError:
+    def _io_error(self, op: str, lun: Lun, exc: IscsiError | OSError | trio.TooSlowError) -> pyfuse3.FUSEError:
         code = _errno(exc)
         if code != errno.ENOSPC:
             log.warning("%s on %s/%d failed: %s", op, lun.session.target_name, lun.lun, exc)

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import errno
 import logging
-import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import AsyncIterator
 
 import trio
 
-from iscsifs.net.session import Session
+from iscsifs.net.api import ScsiSession
 from iscsifs.proto.errors import IscsiError
 from iscsifs.proto.session import ScsiResult
 from iscsifs.scsi import cdb
@@ -74,7 +73,7 @@ def _transient(status: int, sense: Sense | None) -> bool:
     return sense.key == SenseKey.NOT_READY and sense.asc_ascq in ((0x04, 0x01), (0x04, 0x0A))
 
 
-async def command(session: Session, lun: int, cdb_bytes: bytes, *, name: str,
+async def command(session: ScsiSession, lun: int, cdb_bytes: bytes, *, name: str,
                   data_out: bytes | bytearray | memoryview | None = None, expected_in: int = 0,
                   into: bytearray | memoryview | None = None) -> ScsiResult:
     """Run a SCSI command; return on GOOD. UNIT ATTENTION is retried (and reported), BUSY, TASK SET
@@ -84,19 +83,19 @@ async def command(session: Session, lun: int, cdb_bytes: bytes, *, name: str,
     backoff = 0.005
     first_refusal: float | None = None
     while True:
-        started = time.monotonic()
+        started = trio.current_time()
         try:
             result = await session.execute(lun, cdb_bytes, data_out=data_out, expected_in=expected_in, into=into)
         except IscsiError:
-            STATS.record(name, time.monotonic() - started, ok=False)
+            STATS.record(name, trio.current_time() - started, ok=False)
             raise
-        STATS.record(name, time.monotonic() - started, read=len(result.data),
+        STATS.record(name, trio.current_time() - started, read=len(result.data),
                      written=len(data_out) if data_out is not None and result.status == Status.GOOD else 0,
                      ok=result.status in (Status.GOOD, Status.CONDITION_MET) and result.response == 0)
         if result.response != 0:
             raise ScsiError(Status.TASK_ABORTED, None, f"{name} (iSCSI response 0x{result.response:02x}, target failure)")
         if result.status in (Status.GOOD, Status.CONDITION_MET):
-            if result.status == Status.GOOD and hasattr(session, "queue_ok"):
+            if result.status == Status.GOOD:
                 session.queue_ok()
             return result
         sense = parse_sense(result.sense)
@@ -111,10 +110,10 @@ async def command(session: Session, lun: int, cdb_bytes: bytes, *, name: str,
             continue
         if result.status == Status.CHECK_CONDITION and sense is not None and sense.key == SenseKey.RECOVERED_ERROR:
             return result
-        now = time.monotonic()
+        now = trio.current_time()
         first_refusal = now if first_refusal is None else first_refusal
         if _transient(result.status, sense) and now - first_refusal < RETRY_TIME_LIMIT:
-            if result.status == Status.TASK_SET_FULL and hasattr(session, "queue_full"):
+            if result.status == Status.TASK_SET_FULL:
                 session.queue_full()  # fewer commands in flight until the target keeps up
             log.debug("LUN %d: %s answered %s; retrying in %.3f s", lun, name,
                       Status.NAMES.get(result.status, result.status) if sense is None else sense, backoff)
@@ -124,12 +123,12 @@ async def command(session: Session, lun: int, cdb_bytes: bytes, *, name: str,
         raise ScsiError(result.status, sense, f"{name} on LUN {lun}")
 
 
-async def inquiry(session: Session, lun: int) -> StandardInquiry:
+async def inquiry(session: ScsiSession, lun: int) -> StandardInquiry:
     result = await command(session, lun, cdb.inquiry(255), name="INQUIRY", expected_in=255)
     return parse_inquiry(result.data)
 
 
-async def read_capacity(session: Session, lun: int) -> Capacity:
+async def read_capacity(session: ScsiSession, lun: int) -> Capacity:
     """READ CAPACITY(16), falling back to (10) for devices that do not know it (SBC-3 §5.16)."""
     try:
         result = await command(session, lun, cdb.read_capacity_16(32), name="READ CAPACITY(16)", expected_in=32)
@@ -155,13 +154,13 @@ class Identity:
     maximum_transfer_blocks: int = 0  # VPD 0xB0; 0 = no limit reported
 
 
-async def _vpd(session: Session, lun: int, page: int) -> bytes | bytearray | memoryview:
+async def _vpd(session: ScsiSession, lun: int, page: int) -> bytes | bytearray | memoryview:
     result = await command(session, lun, cdb.inquiry(4096, page), name=f"INQUIRY VPD 0x{page:02x}",
                            expected_in=4096)
     return result.data
 
 
-async def write_protected(session: Session, lun: int) -> bool:
+async def write_protected(session: ScsiSession, lun: int) -> bool:
     """MODE SENSE(6), or (10) for devices without it; a device that answers neither is not WP."""
     for ten in (False, True):
         built = cdb.mode_sense_10() if ten else cdb.mode_sense_6()
@@ -176,7 +175,7 @@ async def write_protected(session: Session, lun: int) -> bool:
     return False
 
 
-async def identify(session: Session, lun: int) -> Identity:
+async def identify(session: ScsiSession, lun: int) -> Identity:
     """Serial, WWN, block limits and write protection. A page a target lacks (ILLEGAL REQUEST)
     or garbles is left out; it never stops a LUN from being shown."""
     fields: dict[str, object] = {}
@@ -196,6 +195,12 @@ async def identify(session: Session, lun: int) -> Identity:
                 log.debug("LUN %d: VPD page 0x%02x unreadable (%s)", lun, page, exc)
     fields["write_protected"] = await write_protected(session, lun)
     return Identity(**fields)  # type: ignore[arg-type]
+
+
+async def identity_of(session: ScsiSession, lun: int) -> tuple[str, str]:
+    """(serial, wwn): what a session checks after every login (``net.api.Identify``)."""
+    found = await identify(session, lun)
+    return found.serial, found.wwn
 
 
 class RangeLock:
@@ -246,7 +251,7 @@ class BufferPool:
 class Lun:
     """A disk LUN addressed in bytes. ``size`` is exact: blocks × block size."""
 
-    def __init__(self, session: Session, lun: int, capacity: Capacity, *, read_only: bool = False,
+    def __init__(self, session: ScsiSession, lun: int, capacity: Capacity, *, read_only: bool = False,
                  max_transfer: int = DEFAULT_MAX_TRANSFER, maximum_transfer_blocks: int = 0) -> None:
         self.session = session
         self.lun = lun
@@ -342,6 +347,7 @@ class Lun:
         end = offset + n
         first, last = offset // bs, (end - 1) // bs
         head, tail = offset % bs, end % bs
+        self.dirty = True  # from the first attempt: a close after a failed write must report it too
         async with self._locks.hold(first, last):
             if not head and not tail:
                 await self.write_blocks(first, data)

@@ -16,10 +16,10 @@ from typing import Callable
 import pyfuse3
 import trio
 
-from iscsifs.client import Client, NotFoundError, open_luns
+from iscsifs.client import Client, NotFoundError
 from iscsifs.fs import IscsiFs
 from iscsifs.lun import Lun
-from iscsifs.net.recovery import ManagedSession
+from iscsifs.net.session import Session
 from iscsifs.proto.errors import IscsiError
 from iscsifs.stats import STATS
 from iscsifs.url import IscsiUrl
@@ -64,20 +64,20 @@ class MountOptions:
 
 
 async def build_tree(nursery: trio.Nursery, client: Client, url: IscsiUrl, *, root_is_file: bool,
-                     options: MountOptions) -> tuple[IscsiFs, list[ManagedSession]]:
+                     options: MountOptions) -> tuple[IscsiFs, list[Session]]:
     """Log in, find the LUNs, build the tree, and watch each target for changes."""
-    sessions: list[ManagedSession] = []
+    sessions: list[Session] = []
     read_only = options.read_only
+    poll_interval = client.config.recovery.nop_interval
     fs = IscsiFs(read_only=read_only, uid=options.uid, gid=options.gid, umask=options.umask)
     root = pyfuse3.ROOT_INODE
     try:
         if url.target is None:
-            await _build_portal(nursery, client, url, fs, read_only, sessions)
+            await _build_portal(nursery, client, url, fs, read_only, sessions, poll_interval)
             return fs, sessions
-        session = await client.login(nursery, url, url.target)
+        session, luns = await client.open_target(nursery, url, url.target, read_only=read_only)
         sessions.append(session)
-        fs.nodes[root].target, fs.nodes[root].portal = url.target, str(session.portal)
-        luns = await open_luns(session, read_only=read_only)
+        fs.nodes[root].target, fs.nodes[root].session = url.target, session
         if url.lun is not None:
             luns = [(info, lun) for info, lun in luns if info.lun == url.lun]
             if not luns:
@@ -87,7 +87,7 @@ async def build_tree(nursery: trio.Nursery, client: Client, url: IscsiUrl, *, ro
         else:
             for info, lun in luns:
                 fs.add_lun(root, str(info.lun), info, lun)
-        TargetWatch(nursery, fs, session, root, read_only=read_only, only_lun=url.lun)
+        TargetWatch(nursery, fs, session, root, read_only=read_only, only_lun=url.lun).poll(poll_interval)
         return fs, sessions
     except BaseException:
         with trio.CancelScope(shield=True), trio.move_on_after(2):
@@ -97,26 +97,26 @@ async def build_tree(nursery: trio.Nursery, client: Client, url: IscsiUrl, *, ro
 
 
 async def _build_portal(nursery: trio.Nursery, client: Client, url: IscsiUrl, fs: IscsiFs, read_only: bool,
-                        sessions: list[ManagedSession]) -> None:
+                        sessions: list[Session], poll_interval: float) -> None:
     targets = sorted(await client.discover(url), key=lambda t: t.name)
     failures: list[IscsiError] = []
     for target in targets:
         try:
-            session = await client.login(nursery, url, target.name)
+            session, luns = await client.open_target(nursery, url, target.name, read_only=read_only)
         except IscsiError as exc:
             log.warning("skipping target %s: %s", target.name, exc)
             failures.append(exc)
             continue
         sessions.append(session)
-        directory = fs.add_dir(pyfuse3.ROOT_INODE, target.name, target=target.name, portal=str(session.portal))
-        for info, lun in await open_luns(session, read_only=read_only):
+        directory = fs.add_dir(pyfuse3.ROOT_INODE, target.name, target=target.name, session=session)
+        for info, lun in luns:
             fs.add_lun(directory, str(info.lun), info, lun)
-        TargetWatch(nursery, fs, session, directory, read_only=read_only)
+        TargetWatch(nursery, fs, session, directory, read_only=read_only).poll(poll_interval)
     if failures and not sessions:
         raise failures[0]
 
 
-def abandon_unreachable(sessions: list[ManagedSession]) -> None:
+def abandon_unreachable(sessions: list[Session]) -> None:
     """Unmounting during an outage: waiting out recovery_timeout would hold the unmount hostage,
     so requests waiting on a recovery fail now."""
     for session in sessions:
@@ -125,7 +125,7 @@ def abandon_unreachable(sessions: list[ManagedSession]) -> None:
             session.close_now()
 
 
-async def shutdown(luns: list[Lun], sessions: list[ManagedSession]) -> None:
+async def shutdown(luns: list[Lun], sessions: list[Session]) -> None:
     """Flush what was written, then log out: what unmount and SIGTERM do."""
     abandon_unreachable(sessions)
     with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_TIMEOUT) as scope:
@@ -150,6 +150,8 @@ async def serve(client: Client, url: IscsiUrl, mountpoint: str, options: MountOp
     async with trio.open_nursery() as nursery:
         fs, sessions = await build_tree(nursery, client, url, root_is_file=root_is_file, options=options)
         STATS.sessions = lambda: sum(1 for s in sessions if s.alive)
+        STATS.paths = lambda: {s.target_name: [{"portal": str(p.portal), "state": p.state, "active": p.active}
+                                               for p in s.paths()] for s in sessions}
         resolved = os.path.realpath(mountpoint)  # now: once mounted, resolving it would ask us
 
         async def apply_readahead() -> None:

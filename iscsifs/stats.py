@@ -26,6 +26,8 @@ class Stats:
     histogram: list[int] = field(default_factory=lambda: [0] * BUCKETS)
     max_latency_us: int = 0
     sessions: Callable[[], int] = lambda: 0  # set by the mount: how many sessions are logged in
+    # set by the mount: each target's paths, {target: [{"portal", "state", "active"}]}
+    paths: Callable[[], dict[str, list[dict[str, object]]]] = lambda: {}
 
     def record(self, name: str, seconds: float, *, read: int = 0, written: int = 0, ok: bool = True) -> None:
         self.commands[name] = self.commands.get(name, 0) + 1
@@ -54,6 +56,7 @@ class Stats:
         return {
             "uptime_s": round(time.time() - self.started, 1),
             "sessions": self.sessions(),
+            "paths": self.paths(),
             "reconnects": self.reconnects,
             "commands": sum(self.commands.values()),
             "commands_by_kind": dict(sorted(self.commands.items())),

@@ -13,6 +13,7 @@ Each object runs its own trio event loop in a background thread; calls block unt
 from __future__ import annotations
 
 import threading
+from functools import partial
 from typing import Any, Awaitable, Callable
 
 import trio
@@ -23,7 +24,6 @@ from iscsifs.client import (
     DiscoveredTarget,
     LunInfo,
     NotFoundError,
-    open_luns,
 )
 from iscsifs.lun import Lun
 from iscsifs.url import IscsiUrl, UrlError, parse_url
@@ -94,8 +94,8 @@ class LunFile:
             raise UrlError("LunFile needs a LUN URL (iscsi://host/iqn/lun)")
         self._loop = _LoopThread()
         try:
-            self._session = self._loop.run(client.login, self._loop.nursery, u, u.target)
-            luns = self._loop.run(open_luns, self._session, read_only)
+            self._session, luns = self._loop.run(partial(client.open_target, read_only=read_only),
+                                                 self._loop.nursery, u, u.target)
             match = [lun for info, lun in luns if info.lun == u.lun]
             if not match:
                 raise NotFoundError(f"LUN {u.lun} of {u.target} does not exist or is not a disk")

@@ -5,6 +5,11 @@ SCSI Async Event): 2A/09 CAPACITY DATA HAS CHANGED makes us read the capacity ag
 shows the new size; 3F/0E REPORTED LUNS DATA HAS CHANGED makes us rescan the target, so the
 directory gains and loses files. Both run in the background: the command that saw the unit
 attention is simply retried.
+
+An idle mount sends no command that could receive those unit attentions, so each target is also
+polled with REPORT LUNS every ``poll_interval`` (the keepalive's period): a changed list (or the
+unit attention that the poll itself receives) rescans it. A LUN added or removed then shows in
+the tree within two periods, with no I/O from anyone.
 """
 
 from __future__ import annotations
@@ -14,10 +19,10 @@ import logging
 import pyfuse3
 import trio
 
-from iscsifs.client import open_lun, scan_luns
+from iscsifs.client import open_lun, report_luns, scan_luns
 from iscsifs.fs import IscsiFs
 from iscsifs.lun import Lun, read_capacity
-from iscsifs.net.session import Session
+from iscsifs.net.api import ScsiSession
 from iscsifs.proto.errors import IscsiError
 from iscsifs.scsi.response import Capacity
 from iscsifs.scsi.sense import Sense
@@ -32,7 +37,7 @@ RESCAN_TIMEOUT = 60.0
 class TargetWatch:
     """One target's LUN files under ``directory`` (or the one LUN mounted at the root)."""
 
-    def __init__(self, nursery: trio.Nursery, fs: IscsiFs, session: Session, directory: int, *, read_only: bool,
+    def __init__(self, nursery: trio.Nursery, fs: IscsiFs, session: ScsiSession, directory: int, *, read_only: bool,
                  only_lun: int | None = None) -> None:
         self.nursery = nursery
         self.fs = fs
@@ -43,6 +48,25 @@ class TargetWatch:
         self._rescanning = False
         self._again = False
         session.on_unit_attention = self.on_unit_attention
+
+    def poll(self, interval: float) -> None:
+        """Poll the target's LUN list every ``interval`` seconds while its session lives."""
+        self.nursery.start_soon(self._poll, interval)
+
+    async def _poll(self, interval: float) -> None:
+        previous: set[int] | None = None
+        while self.session.alive:
+            await trio.sleep(interval)
+            try:
+                with trio.fail_after(RESCAN_TIMEOUT):
+                    reported = set(await report_luns(self.session))
+            except (IscsiError, trio.TooSlowError) as exc:
+                log.debug("polling the LUNs of %s: %s", self.session.target_name, exc)
+                continue
+            if previous is not None and reported != previous and self.only_lun is None:
+                log.info("target %s reports other LUNs than before: rescanning", self.session.target_name)
+                self.rescan_soon()
+            previous = reported
 
     def on_unit_attention(self, lun: int, sense: Sense) -> None:
         if sense.asc_ascq == CAPACITY_DATA_HAS_CHANGED:

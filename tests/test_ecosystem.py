@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ISCSIFS, ROOT, is_mounted, mounted, needs_fuse, run, unmount
+from support.targets import ISCSIFS, ROOT, is_mounted, mounted, needs_fuse, run, unmount
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = Path(sys.executable).parent / "iscsifs"

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import ISCSIFS, mounted, needs_fuse, pattern, run
+from support.targets import ISCSIFS, mounted, needs_fuse, pattern, run
 from iscsifs.tgt import TgtDaemon
 
 pytestmark = needs_fuse
@@ -33,10 +33,12 @@ def test_identity_xattrs_match_libiscsi(make_target, tmp_path):
         assert r.returncode == 0, r.stderr
         attrs = dict(re.findall(r'^(user\.iscsi\.\w+)="(.*)"$', r.stdout.decode(), re.M))
         assert set(attrs) == {f"user.iscsi.{k}" for k in ("vendor", "product", "revision", "serial", "wwn",
-                                                          "block_size", "target", "portal", "lun")}
+                                                          "block_size", "target", "portal", "paths", "lun")}
         assert attrs["user.iscsi.target"] == t.iqn and attrs["user.iscsi.lun"] == "1"
         assert attrs["user.iscsi.portal"] == t.tgt.portal and attrs["user.iscsi.block_size"] == "4096"
         assert attrs["user.iscsi.wwn"].startswith("naa.")
+        assert attrs["user.iscsi.paths"] == f"{t.tgt.portal} logged_in active"  # the one path, in use
+        assert os.getxattr(mnt, "user.iscsi.paths") == os.getxattr(mnt / "1", "user.iscsi.paths")
         serial = run("iscsi-inq", "-e", "1", "-c", "128", t.lun_url(1)).stdout.decode()
         assert re.search(r"Unit Serial Number:\[\s*(\S+)\]", serial).group(1) == attrs["user.iscsi.serial"]
         inq = run("iscsi-inq", t.lun_url(1)).stdout.decode()
@@ -80,6 +82,27 @@ def test_luns_added_removed_and_resized_while_mounted(make_target, tmp_path):
         touch_lun1()
         _wait_for(lambda: "2" not in os.listdir(mnt))
     assert "LUN 2 of" in m.stderr and "appeared" in m.stderr and "is gone" in m.stderr
+
+
+def test_the_tree_follows_luns_added_and_removed_while_idle(make_target, tmp_path):
+    t = make_target({1: 1 << 20})
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    extra = t.backing[1].parent / f"{t.iqn.rsplit(':', 1)[1]}-idle.img"
+    extra.write_bytes(pattern(1 << 20, seed=9))
+    interval = 1.0
+    with mounted(t.url, mnt, "-o", f"nop_interval={interval:g}") as m:
+        assert os.listdir(mnt) == ["1"]
+        time.sleep(interval * 1.5)  # the first poll has its baseline
+        t.tgt.add_lun(t.iqn, 2, extra)
+        added = time.monotonic()
+        _wait_for(lambda: "2" in os.listdir(mnt), timeout=10)  # listing sends no command to the target
+        assert time.monotonic() - added <= 2 * interval + 1  # two keepalive periods, and a margin
+        t.tgt.tgtadm("--op", "delete", "--mode", "logicalunit", "--tid", t.tid, "--lun", "2")
+        removed = time.monotonic()
+        _wait_for(lambda: "2" not in os.listdir(mnt), timeout=10)
+        assert time.monotonic() - removed <= 2 * interval + 1
+    assert "appeared" in m.stderr and "is gone" in m.stderr
 
 
 @pytest.mark.parametrize("host", ["::1", "localhost"])

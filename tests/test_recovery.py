@@ -15,8 +15,8 @@ import time
 
 import pytest
 
-from conftest import is_mounted, mounted, needs_fuse, pattern, run
-from faultproxy import FaultProxy
+from support.targets import is_mounted, mounted, needs_fuse, pattern, run
+from support.faultproxy import FaultProxy
 from iscsifs.tgt import TgtDaemon
 
 pytestmark = needs_fuse
@@ -271,3 +271,70 @@ def test_unmount_works_during_an_outage(target, proxy, tmp_path, how):
             assert reader.wait(timeout=30) != 0  # the waiting read failed; it did not hang
         assert not is_mounted(mnt)
     assert "unreachable" in m.stderr
+
+
+# -- multipath ---------------------------------------------------------------------------------------
+
+
+def _paths(path) -> list[str]:
+    return os.getxattr(path, "user.iscsi.paths").decode().splitlines()
+
+
+@pytest.mark.skipif(shutil.which("fio") is None, reason="needs fio")
+def test_failover_to_the_second_portal_under_fio_verify_and_back(target, proxy, tmp_path):
+    """Two paths to one tgt target: through the fault proxy (the URL's portal, active) and
+    straight to tgt (-o portal=, standby). The active path is taken away mid-fio."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    direct = target.portal
+    with mounted(f"iscsi://{proxy.portal}/{IQN}", mnt, "-o", f"{FAST},recovery_timeout=300,portal={direct}") as m:
+        _wait_for(lambda: _paths(mnt / "1") == [f"{proxy.portal} logged_in active", f"{direct} logged_in"], 20)
+        assert os.getxattr(mnt / "1", "user.iscsi.portal").decode() == proxy.portal
+
+        def take_the_path_away():
+            proxy.refusing = True
+            proxy.cut()
+
+        proxy.delay = 0.001  # so that fio is still running when the path goes
+        fault = _later(1.0, take_the_path_away)
+        started = time.monotonic()
+        r = run("fio", "--name=failover", f"--filename={mnt / '1'}", "--rw=randwrite", "--bs=4k", "--size=8m",
+                "--iodepth=8", "--ioengine=psync", "--numjobs=1", "--verify=crc32c", "--verify_fatal=1",
+                "--do_verify=1", "--output-format=terse", timeout=300, cwd=tmp_path)
+        elapsed = time.monotonic() - started
+        fault.join()
+        assert r.returncode == 0, r.stdout.decode()[-2000:] + r.stderr.decode()[-2000:]
+        assert elapsed > 1.0, "fio ended before the path went: the test proved nothing"
+        assert elapsed < 60, "fio waited for the lost path instead of going on through the other"
+        assert _paths(mnt / "1")[1] == f"{direct} logged_in active"
+        assert os.getxattr(mnt / "1", "user.iscsi.portal").decode() == direct
+        proxy.delay = 0
+        proxy.refusing = False  # the path comes back, and is used again
+        _wait_for(lambda: _paths(mnt / "1")[0] == f"{proxy.portal} logged_in active", 20)
+        before = proxy.connections
+        with open(mnt / "1", "r+b", buffering=0) as f:
+            f.write(b"through the first path again")
+            os.fsync(f.fileno())
+        assert target.backing.read_bytes()[:28] == b"through the first path again"
+        assert proxy.connections == before  # the relogged-in connection carried it
+    assert f"path {proxy.portal} is down; commands go through {direct}" in m.stderr
+
+
+def test_a_second_portal_that_leads_to_another_lun_is_refused(target, tmp_path):
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    with TgtDaemon(tmp_path / "other") as other:
+        other.next_tid = 7  # tgt derives serial and WWN from the tid: the "same" LUN is another device
+        other.add_target(IQN)
+        elsewhere = tmp_path / "elsewhere.img"
+        elsewhere.write_bytes(bytes(8 << 20))
+        other.add_lun(IQN, 1, elsewhere)
+        with mounted(f"{target.url}/{IQN}", mnt, "-o", f"{FAST},portal={other.portal}") as m:
+            _wait_for(lambda: _paths(mnt / "1")[1:] == [f"{other.portal} failed"], 20)
+            assert _paths(mnt / "1")[0] == f"{target.portal} logged_in active"
+            with open(mnt / "1", "r+b", buffering=0) as f:
+                f.write(b"only to the real one")
+                os.fsync(f.fileno())
+        assert target.backing.read_bytes()[:20] == b"only to the real one"
+        assert elsewhere.read_bytes() == bytes(8 << 20)
+    assert "another device" in m.stderr and "path refused" in m.stderr

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ISCSIFS, is_mounted, mounted, needs_fuse, needs_tgt, run
+from support.targets import ISCSIFS, is_mounted, mounted, needs_fuse, needs_tgt, run
 
 pytestmark = needs_tgt
 

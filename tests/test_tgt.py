@@ -10,7 +10,7 @@ import shutil
 import pytest
 import trio
 
-from conftest import ISCSIFS, needs_tgt, pattern, run
+from support.targets import ISCSIFS, needs_tgt, pattern, run
 from iscsifs.client import Client, ClientConfig, scan_luns
 from iscsifs.lun import Lun, read_capacity
 from iscsifs.proto.errors import LoginError
@@ -98,7 +98,7 @@ async def test_a_1_mib_read_from_tgt_is_one_placed_data_in(make_target, caplog):
         lun = Lun(session, 1, await read_capacity(session, 1))
         assert session.params.our_max_recv_data_segment_length == 1 << 20
         assert session.params.max_burst_length == 262144
-        caplog.set_level(logging.DEBUG, logger="iscsifs.session")
+        caplog.set_level(logging.DEBUG, logger="iscsifs.connection")
         caplog.clear()
         data = await lun.read(1 << 20, 1 << 20)
         await session.logout()

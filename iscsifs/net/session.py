@@ -1,718 +1,292 @@
-"""One iSCSI session over one TCP connection, on trio.
+"""A target's session over its paths (multipath): what the layers above use (``net.api.ScsiSession``).
 
-A reader task parses PDUs and hands them to the sans-I/O ``SessionCore``; completions wake the
-waiter keyed by Initiator Task Tag. PDUs are encoded when they are built (so CmdSN order is wire
-order) onto one outgoing queue, and written from it at once by the caller with non-blocking
-scatter writes (``os.writev``, no joining): a 4 KiB command costs no task switch to send, and a
-writer task only finishes what a full socket did not take. Its waits are shielded: a half-sent
-PDU would corrupt the stream, so cancellation only ever stops the *wait* for a response.
-Command timeouts are checked by one watchdog task, not a cancel scope per command (which cost
-more than the command's own codec on the 4 KiB path); other timeouts are the caller's.
+Every portal a target is known at is a ``Path``: one iSCSI session of its own (own ISID) through
+that portal, which reconnects by itself. ``failover`` (the default) sends every command to the
+first healthy path in the configured order, so a path that comes back is used again; the others
+stay logged in and kept alive as standby. ``round-robin`` spreads commands over healthy paths.
+
+A command whose path fails under it (``PathDown``) is issued again at once on another healthy
+path, with no wait for the failed path's relogin. With no healthy path, commands wait for one;
+past ``recovery_timeout`` (counted from when the last path went down) they fail with EIO at once
+while the paths keep reconnecting, so the mount serves again when the target returns.
+
+After every login, each LUN the layers above registered (``expect_identity``) must answer with
+the same serial and WWN (VPD 0x80/0x83): a path that leads to other devices than the healthy
+paths do is refused; a LUN that is another device after every path was down fails its I/O.
 """
 
 from __future__ import annotations
 
-import collections
-import itertools
+import enum
 import logging
-import math
-import os
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import trio
 
-from iscsifs.proto.errors import (
-    ConnectionLost,
-    IscsiError,
-    LoginError,
-    LoginRedirect,
-    RemoteProtocolError,
+from iscsifs.net.api import Identify, PathInfo, UnitAttention
+from iscsifs.net.connection import Connect, tcp_connect
+from iscsifs.net.path import (
+    ConnectionScsi, LunChanged, Path, PathDown, PathRefused, RecoveryPolicy, RecoveryTimeout,
 )
-from iscsifs.proto.login import LoginComplete, LoginConfig, LoginMachine
-from iscsifs.proto.pdu import (
-    RESERVED_TAG,
-    AsyncEvent,
-    DataIn,
-    DataOutBurst,
-    LoginResponse,
-    LogoutReason,
-    LogoutRequest,
-    LogoutResponse,
-    NopOut,
-    Pdu,
-    PduReader,
-    Placement,
-    TaskMgmtRequest,
-    TaskMgmtResponse,
-    TextRequest,
-    TextResponse,
-    encode_burst,
-    encode_pdu,
-)
-from iscsifs.proto.session import (
-    AsyncReceived,
-    Event,
-    RequestRejected,
-    ResponseReceived,
-    ScsiResult,
-    ScsiTask,
-    SendPdus,
-    SessionCore,
-    TaskDone,
-)
-from iscsifs.proto.text import Negotiation, encode_text, parse_text
-from iscsifs.scsi.response import decode_lun, encode_lun
-from iscsifs.scsi.sense import Sense, parse_sense
+from iscsifs.proto.address import Portal
+from iscsifs.proto.errors import ConnectionLost, IscsiError
+from iscsifs.proto.lifecycle import PathState
+from iscsifs.proto.login import LoginConfig, new_isid
+from iscsifs.proto.session import ScsiResult
+from iscsifs.proto.text import OperationalParams
+from iscsifs.scsi.sense import Sense
 
-log = logging.getLogger("iscsifs.session")
+log = logging.getLogger("iscsifs")
 
-RECEIVE_SIZE = 1 << 18
-PLACED_NEXT_RECEIVE = 4096
-IOV_MAX = 1024  # buffers per writev(2) (Linux UIO_MAXIOV)
-SHA256 = 7  # CHAP_A
-MAX_REDIRECTS = 5
+MAX_QUEUE_DEPTH = 64
 
 
-class ConnectError(IscsiError):
-    """The portal could not be reached over TCP."""
-
-
-class CommandTimeout(IscsiError):
-    """A SCSI command got no answer in time. The task stays known to the session (a late answer
-    is not a protocol error) until it is aborted (``task_management``) or the connection dropped."""
-
-    def __init__(self, task: ScsiTask, seconds: float) -> None:
-        self.task = task
-        super().__init__(f"command timed out after {seconds:.0f} s")
-
-
-class TaskManagement:
-    """RFC 7143 §11.5.1 functions and §11.6.1 responses we use."""
-
-    ABORT_TASK = 1
-    LOGICAL_UNIT_RESET = 5
-    FUNCTION_COMPLETE = 0
-    TASK_DOES_NOT_EXIST = 1
-
-
-@dataclass(frozen=True, slots=True)
-class Portal:
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-
-def parse_target_address(value: str, default_port: int = 3260) -> tuple[Portal, int]:
-    """TargetAddress=host[:port][,tpgt] with IPv6 in brackets (RFC 7143 §13.8)."""
-    addr, _, tpgt = value.partition(",")
-    if addr.startswith("["):
-        host, _, rest = addr[1:].partition("]")
-        port = rest[1:] if rest.startswith(":") else ""
-    else:
-        host, _, port = addr.partition(":")
-    if not host or (port and not port.isdecimal()) or (tpgt and not tpgt.isdecimal()):
-        raise RemoteProtocolError(f"malformed TargetAddress {value[:80]!r}")
-    return Portal(host, int(port) if port else default_port), int(tpgt) if tpgt else 0
-
-
-_DESCRIBED = ("initiator_task_tag", "target_transfer_tag", "cmd_sn", "exp_stat_sn", "stat_sn", "exp_cmd_sn",
-              "max_cmd_sn", "data_sn", "r2t_sn", "buffer_offset", "desired_data_transfer_length",
-              "expected_data_transfer_length", "status", "response", "reason", "async_event")
-
-
-def describe(pdu: Pdu) -> str:
-    """One line per PDU for -d: its kind, the sequence fields it carries, the data length."""
-    fields = " ".join(f"{name}={getattr(pdu, name)}" for name in _DESCRIBED if hasattr(pdu, name))
-    cdb = f" cdb={pdu.cdb[:16].hex()}" if hasattr(pdu, "cdb") else ""
-    return f"{type(pdu).__name__} {fields}{cdb} data={len(pdu.data)}"
-
-
-class _Pending:
-    """A SCSI command waiting for its answer, and when it stops waiting (trio clock)."""
-
-    __slots__ = ("deadline", "event", "expired")
-
-    def __init__(self, deadline: float) -> None:
-        self.event = trio.Event()
-        self.deadline = deadline
-        self.expired = False
-
-
-class _Waiter:
-    __slots__ = ("event", "pdu", "error")
-
-    def __init__(self) -> None:
-        self.event = trio.Event()
-        self.pdu: Pdu | None = None
-        self.error: BaseException | None = None
-
-
-async def _connect(portal: Portal) -> trio.SocketStream:
-    try:
-        return await trio.open_tcp_stream(portal.host, portal.port)
-    except OSError as exc:
-        reason = exc.strerror or str(exc) or type(exc).__name__
-        raise ConnectError(f"cannot connect to portal {portal}: {reason}") from None
+class PathPolicy(enum.Enum):
+    FAILOVER = "failover"
+    ROUND_ROBIN = "round-robin"
 
 
 class Session:
-    """A logged-in session. Create with ``await Session.open(nursery, portal, config)``."""
+    """Create with ``await Session.open(...)``."""
 
-    def __init__(self, stream: trio.SocketStream, reader: PduReader, login: LoginComplete, config: LoginConfig,
-                 portal: Portal) -> None:
-        self.portal = portal
-        self.config = config
-        self.login = login
-        self.params = login.params
-        self._stream = stream
-        # The socket's descriptor, for the non-blocking direct write; None once closed (a number
-        # that might be reused must never be written to) and for streams without one (tests).
-        self._sock = stream.socket if isinstance(stream, trio.SocketStream) else None
-        self._fd: int | None = self._sock.fileno() if self._sock is not None else None
-        self._placed_last = False  # the last thing received was a placed Data-In segment
-        self._reader = reader
-        self._core = SessionCore(login.params, cmd_sn=config.cmd_sn, exp_cmd_sn=login.exp_cmd_sn,
-                                 max_cmd_sn=login.max_cmd_sn, exp_stat_sn=(login.stat_sn + 1) & 0xFFFFFFFF)
-        self._outgoing: collections.deque[bytes | bytearray | memoryview] = collections.deque()
-        self._wake_writer = trio.Event()
-        self._window_changed = trio.Event()
-        self._window_waiters = 0
-        self._tasks: dict[int, _Pending] = {}
-        self._timed = trio.Event()  # set when a command with a deadline is waiting: wakes the watchdog
-        self._waiters: dict[int, _Waiter] = {}
-        self._nursery: trio.Nursery | None = None
-        self._dead: BaseException | None = None
+    def __init__(self, nursery: trio.Nursery, config: LoginConfig, policy: RecoveryPolicy, *,
+                 path_policy: PathPolicy = PathPolicy.FAILOVER, connect: Connect = tcp_connect,
+                 identify: Identify | None = None, identities: dict[int, tuple[str, str]] | None = None) -> None:
+        assert config.target_name is not None
+        self._nursery = nursery
+        self._config = config
+        self.policy = policy
+        self.path_policy = path_policy
+        self._connect = connect
+        self._identify = identify
+        self._paths: list[Path] = []
+        self._usable: list[Path] = []  # healthy paths, in configured order: the command path reads only this
+        self._held_back: list[Portal] = []  # portals that join once identities are known (start_paths)
+        self._next = 0  # round-robin position
         self._closed = False
-        self._logging_out = False  # the target closes the socket right after a Logout Response
-        self._draining = False  # the target asked for a logout: no new commands
-        # Told of every UNIT ATTENTION and SCSI Async Event (LUN, sense), e.g. by iscsifs.watch.
-        self.on_unit_attention: Callable[[int, Sense], None] | None = None
-        # Told once when the connection fails (not on a logout we asked for): recovery starts there.
-        self.on_failure: Callable[[Session, BaseException], None] | None = None
+        self._changed = trio.Event()  # set (and replaced) whenever a path changes state
+        self._down_since: float | None = None
+        self.on_unit_attention: UnitAttention | None = None
+        self.identities: dict[int, tuple[str, str]] = dict(identities or {})  # LUN -> (serial, wwn)
+        self._lun_changed: dict[int, str] = {}
+        # Commands in flight, at most queue_depth. TASK SET FULL shrinks it (queue_full); it grows
+        # back slowly (queue_ok). A counter and a ParkingLot, not a CapacityLimiter: this is on
+        # every command's path, and a free slot must cost no await.
+        self._depth = MAX_QUEUE_DEPTH
+        self._in_flight = 0
+        self._slot_waiters = trio.lowlevel.ParkingLot()
+        self._good_since_shrink = 0
+
+    @classmethod
+    async def open(cls, nursery: trio.Nursery, portals: list[Portal], config: LoginConfig, policy: RecoveryPolicy,
+                   **kw: object) -> Session:
+        """Log in through the first of ``portals`` that takes us (or raise the first portal's
+        error). The other portals become paths at once when ``identities`` are given, else once
+        ``start_paths`` is called (after the caller has registered them)."""
+        session = cls(nursery, config, policy, **kw)  # type: ignore[arg-type]
+        portals = list(dict.fromkeys(portals))  # the same portal twice is one path
+        errors: list[BaseException] = []
+        for i, portal in enumerate(portals):
+            try:
+                path = await Path.open(nursery, portal, config, policy, **session._path_kw())
+            except (IscsiError, trio.TooSlowError) as exc:
+                if len(portals) > 1:
+                    log.info("logging in to %s through %s failed: %s", config.target_name, portal, exc)
+                errors.append(exc)
+                continue
+            session._paths.append(path)
+            session._held_back = portals[:i] + portals[i + 1 :]
+            session._refresh()
+            if kw.get("identities") is not None:
+                session.start_paths()
+            return session
+        raise errors[0]
+
+    def _path_kw(self) -> dict[str, object]:
+        return dict(connect=self._connect, on_change=self._path_changed, on_unit_attention=self._unit_attention,
+                    check_login=self._check_login)
+
+    def start_paths(self) -> None:
+        """The portals held back at open become paths (logging in in the background)."""
+        held, self._held_back = self._held_back, []
+        for portal in held:
+            self.add_path(portal)
+
+    def add_path(self, portal: Portal) -> None:
+        if self._closed or any(p.portal == portal for p in self._paths):
+            return
+        config = replace(self._config, isid=new_isid(), tsih=0)  # a session of its own
+        self._paths.append(Path.start(self._nursery, portal, config, self.policy, **self._path_kw()))
+        log.info("target %s: path through %s added", self.target_name, portal)
 
     def __repr__(self) -> str:
-        state = "dead" if self._dead else "closed" if self._closed else "live"
-        return (f"<Session {self.config.target_name or 'discovery'} at {self.portal} tsih={self.login.tsih} "
-                f"{state} outstanding={self._core.outstanding} window={self._core.window_size}>")
+        return f"<Session {self.target_name} {self.path_policy.value} paths={self._paths}>"
+
+    # -- what the layers above see --------------------------------------------------------------------
+
+    @property
+    def target_name(self) -> str:
+        return self._config.target_name or ""
+
+    @property
+    def portal(self) -> Portal:
+        return (self._usable or self._paths)[0].portal
+
+    @property
+    def params(self) -> OperationalParams | None:
+        """What the active path's connection negotiated."""
+        return (self._usable or self._paths)[0].params
 
     @property
     def alive(self) -> bool:
-        return self._dead is None and not self._closed
+        return not self._closed and any(p.state is not PathState.FAILED for p in self._paths)
 
     @property
-    def target_name(self) -> str | None:
-        return self.config.target_name
+    def recovering(self) -> bool:
+        return not self._closed and not self._usable
 
-    # -- establishing ----------------------------------------------------------------------------
+    def paths(self) -> list[PathInfo]:
+        active = self._usable if self.path_policy is PathPolicy.ROUND_ROBIN else self._usable[:1]
+        return [p.info(p in active) for p in self._paths]
 
-    @classmethod
-    async def open(cls, nursery: trio.Nursery, portal: Portal, config: LoginConfig) -> Session:
-        for _ in range(MAX_REDIRECTS + 1):
-            stream = await _connect(portal)
-            try:
-                reader = PduReader()
-                login = await _login(stream, reader, config)
-            except LoginRedirect as redirect:
-                await stream.aclose()
-                portal, _ = parse_target_address(redirect.target_address, portal.port)
-                log.info("target %s redirected us to %s", config.target_name or "portal", portal)
-                continue
-            except LoginError as exc:
-                await stream.aclose()
-                fallback = tuple(a for a in config.chap_algorithms if a != SHA256)
-                if not (exc.is_chap_refusal and exc.chap_algorithm == SHA256 and config.chap_fallback and fallback):
-                    raise
-                # tgt (1.0.x) takes CHAP_A=7 for SHA-1, so our SHA-256 answer fails (it says 0x0200).
-                # Once, on a fresh connection, offer the list without 7; a second refusal is final.
-                log.debug("target %s refused our CHAP_A=7 (SHA-256) response; trying %s once (tgt reads 7 as SHA-1)",
-                          config.target_name or "portal", ",".join(map(str, fallback)))
-                config = replace(config, chap_algorithms=fallback, chap_fallback=False, fell_back=True)
-                continue
-            except BaseException:
-                with trio.CancelScope(shield=True):
-                    await stream.aclose()
-                raise
-            if config.fell_back:
-                log.info("target %s uses CHAP_A=%s: it refused SHA-256 (tgt reads CHAP_A=7 as SHA-1); "
-                         "pin chap_algs= to forbid this", config.target_name or "portal", login.chap_algorithm)
-            reader.header_digest = login.params.header_digest
-            reader.data_digest = login.params.data_digest
-            reader.max_recv_data_segment_length = login.params.our_max_recv_data_segment_length
-            session = cls(stream, reader, login, config, portal)
-            session._nursery = nursery
-            nursery.start_soon(session._read_loop)
-            nursery.start_soon(session._write_loop)
-            nursery.start_soon(session._watchdog)
-            log.debug("logged in: %r params=%s", session, login.params)
-            return session
-        raise ConnectError(f"more than {MAX_REDIRECTS} login redirections")
-
-    # -- the reader --------------------------------------------------------------------------------
-
-    async def _read_loop(self) -> None:
-        reader = self._reader
-        try:
-            while True:
-                item = reader.next()
-                if item is None:
-                    await self._receive()
-                    continue
-                if isinstance(item, Placement):
-                    dest = self._core.data_in_destination(item.header, item.length)
-                    if dest is not None:
-                        await self._place(item.header, dest)
-                        continue
-                    item = reader.next_pdu()  # whole, so the core can say what is wrong with it
-                    if item is None:
-                        await self._receive()
-                        continue
-                if log.isEnabledFor(logging.DEBUG):
-                    log.debug("%s <- %s", self.target_name or "discovery", describe(item))
-                self._dispatch(self._core.receive(item))
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            if not self._closed:
-                self._fail(ConnectionLost(f"connection to {self.portal} lost: {exc or type(exc).__name__}"))
-        except IscsiError as exc:
-            if not self._closed:
-                self._fail(exc)
-        finally:
-            if self._dead is not None:
-                self._fd = None
-                with trio.CancelScope(shield=True):
-                    await self._stream.aclose()
-
-    async def _receive(self) -> None:
-        """More bytes into the reader: received into its buffer, without an intermediate copy."""
-        if self._sock is not None:
-            # Right after a placed segment, another Data-In header is likely next: take little
-            # more than it, so that its data goes straight to its buffer too, not through ours.
-            size = PLACED_NEXT_RECEIVE if self._placed_last else RECEIVE_SIZE
-            self._placed_last = False
-            view = self._reader.receive_buffer(size)
-            try:
-                n = await self._sock.recv_into(view)
-            finally:
-                view.release()
-            self._reader.received(n)
-        else:  # a stream without a socket (tests)
-            data = await self._stream.receive_some(RECEIVE_SIZE)
-            n = len(data)
-            self._reader.feed(data)
-        if not n:
-            raise ConnectionLost(f"target {self.portal} closed the connection")
-
-    async def _place(self, header: DataIn, dest: memoryview) -> None:
-        """Receive a Data-In's data segment straight into its command's buffer (``dest``).
-        Where that is is asked again before every read: if the command stopped waiting meanwhile
-        (timeout, cancel: ``SessionCore.detach``), the rest goes to its private buffer, never into
-        one its caller may already have reused."""
-        length = len(dest)
-        got = self._reader.start_placing(dest)
-        while got < length:
-            dest = self._core.data_in_destination(header, length) or memoryview(bytearray(length))
-            if self._fd is not None:
-                try:
-                    n = os.readv(self._fd, [dest[got:]])
-                except BlockingIOError:
-                    await trio.lowlevel.wait_readable(self._sock)
-                    continue
-            elif self._sock is not None:
-                raise ConnectionLost("session closed")
-            else:  # a stream without a socket (tests): the same bytes, one copy more
-                data = await self._stream.receive_some(length - got)
-                n = len(data)
-                dest = self._core.data_in_destination(header, length) or memoryview(bytearray(length))
-                dest[got : got + n] = data
-            if not n:
-                raise ConnectionLost(f"target {self.portal} closed the connection")
-            self._reader.placing(dest[got : got + n])
-            got += n
-        self._reader.placed(length)
-        self._placed_last = True
-        while not self._reader.trailer_done():  # the data digest, before anyone sees the data
-            await self._receive()
-        pdu = header.with_data(dest)
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("%s <- %s (placed)", self.target_name or "discovery", describe(pdu))
-        self._dispatch(self._core.receive_placed(pdu))
-
-    def _dispatch(self, events: list[Event]) -> None:
-        for ev in events:
-            if isinstance(ev, TaskDone):
-                pending = self._tasks.pop(ev.task.initiator_task_tag, None)
-                if pending is not None:
-                    pending.event.set()
-            elif isinstance(ev, SendPdus):
-                # Queued, never sent from the reader: a full send buffer must not stop us reading.
-                self._queue(ev.pdus)
-            elif isinstance(ev, ResponseReceived):
-                waiter = self._waiters.pop(ev.initiator_task_tag, None)
-                if waiter is not None:
-                    waiter.pdu = ev.pdu
-                    waiter.event.set()
-            elif isinstance(ev, RequestRejected):
-                waiter = self._waiters.pop(ev.initiator_task_tag, None)
-                if waiter is not None:
-                    waiter.error = ev.error
-                    waiter.event.set()
-            elif isinstance(ev, AsyncReceived):
-                self._on_async(ev)
-        if self._window_waiters:
-            self._window_changed.set()
-            self._window_changed = trio.Event()
-
-    def _on_async(self, ev: AsyncReceived) -> None:
-        m = ev.message
-        if m.async_event == AsyncEvent.SCSI_ASYNC_EVENT:
-            # §11.9.4: the data segment is SenseLength (2 bytes), then sense data.
-            data = bytes(m.data)
-            sense = parse_sense(data[2 : 2 + int.from_bytes(data[:2], "big")]) if len(data) >= 2 else None
-            log.info("target %s reports a SCSI asynchronous event: %s", self.target_name, sense or "no sense data")
-            if sense is not None and self.on_unit_attention is not None:
-                self.on_unit_attention(decode_lun(m.lun.to_bytes(8, "big")), sense)
-        elif m.async_event == AsyncEvent.LOGOUT_REQUESTED:
-            # §11.9.1 event 1: finish what is outstanding, then log out within Parameter3 seconds.
-            log.warning("target %s asks us to log out within %d s: finishing %d outstanding command(s) first",
-                        self.target_name, m.parameter3, self._core.outstanding)
-            assert self._nursery is not None
-            self._nursery.start_soon(self._logout_requested, max(1, m.parameter3))
-        elif m.async_event in (AsyncEvent.CONNECTION_DROP, AsyncEvent.SESSION_DROP):
-            # Events 2 and 3: at ErrorRecoveryLevel 0 the tasks on the connection are lost now.
-            what = "connection" if m.async_event == AsyncEvent.CONNECTION_DROP else "session"
-            self._fail(ConnectionLost(f"target {self.target_name} dropped the {what} (Async Message, "
-                                      f"Time2Wait {m.parameter2} s)"))
-        elif m.async_event == AsyncEvent.NEGOTIATION_REQUESTED:
-            # Event 4: we MUST start a Text Request on this connection as soon as we can.
-            assert self._nursery is not None
-            self._nursery.start_soon(self._renegotiate)
-        else:
-            log.info("target %s sent async event %d", self.target_name, m.async_event)
-
-    async def _logout_requested(self, within: int) -> None:
-        self._draining = True
-        with trio.move_on_after(max(1, within - 1)):
-            while self.alive and self._core.outstanding:
-                await self._window_wait()
-        with trio.move_on_after(5):
-            await self.logout()
-        if not self._closed:
-            await self.aclose()
-
-    async def _renegotiate(self) -> None:
-        """Answer the target's offers (§6.2, §11.10) until it has nothing more to ask; only the
-        declarations that matter in full feature phase (MaxRecvDataSegmentLength) change anything."""
-        negotiation = Negotiation(self.config.offer, offered={}, start=self.params)
-        replies: list[tuple[str, str]] = []
-        try:
-            for _ in range(4):
-                with trio.fail_after(30):
-                    pairs = await self.text_request(replies)
-                replies = negotiation.receive(pairs)
-                if not replies:
-                    break
-            params = negotiation.finish()
-        except (IscsiError, trio.TooSlowError) as exc:
-            self._fail(RemoteProtocolError(f"renegotiation asked by target {self.target_name} failed: {exc}"))
-            return
-        if params != self.params:
-            log.info("target %s renegotiated: MaxRecvDataSegmentLength %d -> %d", self.target_name,
-                     self.params.max_recv_data_segment_length, params.max_recv_data_segment_length)
-            self.params = self._core.params = params
-
-    def _fail(self, error: BaseException) -> None:
-        if self._dead is not None:
-            return
-        self._dead = error
-        log.log(logging.DEBUG if self._logging_out else logging.WARNING, "session %s at %s failed: %s",
-                self.target_name or "discovery", self.portal, error)
-        for itt in list(self._core.tasks):
-            task = self._core.forget(itt)
-            if task is not None:
-                task.error = error
-        for pending in self._tasks.values():
-            pending.event.set()
-        self._tasks.clear()
-        for waiter in self._waiters.values():
-            waiter.error = error
-            waiter.event.set()
-        self._waiters.clear()
-        self._window_changed.set()
-        self._wake_writer.set()
-        self._timed.set()
-        if self.on_failure is not None and not self._logging_out:
-            self.on_failure(self, error)
-
-    def abort(self, error: IscsiError) -> None:
-        """Declare the connection dead (keepalive or task management gave up) and close it."""
-        self._fail(error)
-        if self._nursery is not None:
-            self._nursery.start_soon(self._close_stream)
-
-    async def _close_stream(self) -> None:
-        self._fd = None
-        with trio.CancelScope(shield=True):
-            await self._stream.aclose()
-
-    def _check_alive(self) -> None:
-        if self._dead is not None:
-            raise ConnectionLost(str(self._dead))
-        if self._closed:
-            raise ConnectionLost("session is logged out")
-        if self._draining and not self._logging_out:
-            raise ConnectionLost("the target asked us to log out")
-
-    # -- sending -----------------------------------------------------------------------------------
-
-    def _queue(self, pdus: list[Pdu | DataOutBurst] | tuple[Pdu | DataOutBurst, ...]) -> None:
-        """Append PDUs to the outgoing stream, in call order (so CmdSN order is wire order) and
-        without waiting: written at once as far as the socket takes them, the rest by the writer."""
-        hd, dd = self.params.header_digest, self.params.data_digest
-        out = self._outgoing
-        for pdu in pdus:
-            if isinstance(pdu, DataOutBurst):
-                if log.isEnabledFor(logging.DEBUG):
-                    for one in pdu.pdus():
-                        log.debug("%s -> %s", self.target_name or "discovery", describe(one))
-                out += encode_burst(pdu, hd, dd)
-                continue
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug("%s -> %s", self.target_name or "discovery", describe(pdu))
-            out += encode_pdu(pdu, hd, dd)
-        if self._fd is not None and self._dead is None:
-            self._flush()
-        if out:
-            self._wake_writer.set()
-
-    def _flush(self) -> None:
-        """Write from the head of the outgoing queue what the socket takes now: one writev(2) per
-        IOV_MAX buffers, no joining, no waiting."""
-        out = self._outgoing
-        while out:
-            batch = list(itertools.islice(out, IOV_MAX))
-            try:
-                sent = os.writev(self._fd, batch)  # type: ignore[arg-type]
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                out.clear()
-                self._fail(ConnectionLost(f"connection to {self.portal} lost while sending: {exc}"))
-                return
-            for buf in batch:
-                if sent < len(buf):
-                    if sent:
-                        out[0] = memoryview(buf)[sent:]
-                    return  # the socket is full
-                sent -= len(buf)
-                out.popleft()
-
-    async def _write_loop(self) -> None:
-        """Sends what the socket did not take at once. Shielded: a half-sent PDU would corrupt the stream."""
-        try:
-            while True:
-                await self._wake_writer.wait()
-                self._wake_writer = trio.Event()
-                if self._dead is not None or (self._closed and not self._outgoing):
-                    return  # the reader and the writer end together with the connection
-                while self._outgoing and self._dead is None:
-                    with trio.CancelScope(shield=True):
-                        if self._sock is not None:
-                            await trio.lowlevel.wait_writable(self._sock)
-                            if self._fd is None:
-                                return
-                            self._flush()
-                        else:  # a stream without a socket (tests)
-                            batch = list(self._outgoing)
-                            self._outgoing.clear()
-                            await self._stream.send_all(b"".join(batch))
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            if not self._closed:
-                self._fail(ConnectionLost(f"connection to {self.portal} lost while sending: {exc or type(exc).__name__}"))
-
-    async def _watchdog(self) -> None:
-        """Ends the wait of every command past its deadline (see ``execute``); sleeps until the
-        earliest one, so a steady stream of commands costs it a wake-up per timeout period."""
-        while self._dead is None and not self._closed:
-            deadlines = [p.deadline for p in self._tasks.values() if not p.expired]
-            earliest = min(deadlines, default=math.inf)
-            if earliest == math.inf:
-                self._timed = trio.Event()
-                await self._timed.wait()
-                continue
-            await trio.sleep_until(earliest)
-            now = trio.current_time()
-            for pending in list(self._tasks.values()):
-                if pending.deadline <= now and not pending.expired:
-                    pending.expired = True
-                    pending.event.set()
-
-    async def _window_wait(self) -> None:
-        self._window_waiters += 1
-        try:
-            await self._window_changed.wait()
-        finally:
-            self._window_waiters -= 1
-
-    async def _issue(self, build) -> object:
-        """Wait for the CmdSN window, then build and queue at once (so CmdSN order = wire order)."""
-        while True:
-            self._check_alive()
-            if not self._core.window_open:
-                await self._window_wait()
-                continue
-            item, pdus = build()
-            self._queue(pdus)
-            return item
-
-    # -- SCSI commands -----------------------------------------------------------------------------
+    def expect_identity(self, lun: int, serial: str, wwn: str) -> None:
+        if serial or wwn:
+            self.identities[lun] = (serial, wwn)
 
     async def execute(self, lun: int, cdb: bytes, *, data_out: bytes | bytearray | memoryview | None = None,
-                      expected_in: int = 0, into: bytearray | memoryview | None = None,
-                      timeout: float | None = None) -> ScsiResult:
-        """Run one SCSI command; returns its result whatever the status (see ``iscsifs.lun`` for policy).
-        Data read lands in ``into`` if given (at least ``expected_in`` bytes), which is never
-        written once this returns. Past ``timeout`` seconds raises CommandTimeout (see there)."""
-        task = ScsiTask(encode_lun(lun), cdb, expected_in,
-                        memoryview(data_out).cast("B") if data_out is not None and len(data_out) else None,
-                        buffer=into)
-        pending = _Pending(math.inf if timeout is None else trio.current_time() + timeout)
-
-        def build():
-            pdus = self._core.issue(task)
-            self._tasks[task.initiator_task_tag] = pending
-            return task, pdus
-
-        await self._issue(build)
-        if timeout is not None and not self._timed.is_set():
-            self._timed.set()
-        try:
-            await pending.event.wait()
-        finally:
-            self._tasks.pop(task.initiator_task_tag, None)
-            self._core.detach(task)
-        if task.error is not None:
-            raise task.error
-        if task.result is None:
-            if not pending.expired:
-                raise ConnectionLost("session closed")
-            # The task stays known to the core, so a late answer is not a protocol error.
-            raise CommandTimeout(task, timeout or 0)
-        return task.result
-
-    async def task_management(self, function: int, lun: int, referenced: ScsiTask | None = None) -> int:
-        """ABORT TASK (with the task) or LOGICAL UNIT RESET; returns the Response field (§11.6.1)."""
-        resp = await self._roundtrip(TaskMgmtRequest, function=function, lun=encode_lun(lun),
-                                     referenced_task_tag=referenced.initiator_task_tag if referenced else RESERVED_TAG,
-                                     ref_cmd_sn=referenced.cmd_sn if referenced else 0)
-        assert isinstance(resp, TaskMgmtResponse)
-        return resp.response
-
-    def forget(self, task: ScsiTask) -> None:
-        """The target has dropped ``task`` (aborted, or the LUN reset): stop expecting its answer."""
-        self._core.forget(task.initiator_task_tag)
-
-    # -- other requests ----------------------------------------------------------------------------
-
-    async def _roundtrip(self, pdu_type: type[Pdu], **fields: object) -> Pdu:
-        waiter = _Waiter()
-
-        def build():
-            pdu = self._core.request(pdu_type, **fields)
-            self._waiters[pdu.initiator_task_tag] = waiter
-            return pdu, [pdu]
-
-        sent = await self._issue(build)
-        try:
-            await waiter.event.wait()
-        finally:
-            if self._waiters.pop(sent.initiator_task_tag, None) is not None:
-                self._core.forget(sent.initiator_task_tag)
-        if waiter.error is not None:
-            raise waiter.error
-        assert waiter.pdu is not None
-        return waiter.pdu
-
-    async def text_request(self, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
-        """A Text Request/Response exchange, following continuations (C bit) to the end."""
-        data = encode_text(pairs)
-        ttt = RESERVED_TAG
-        itt = 0
-        received = b""
+                      expected_in: int = 0, into: bytearray | memoryview | None = None) -> ScsiResult:
+        """Run a command to completion across path failures (see the module docstring)."""
         while True:
-            fields: dict[str, object] = dict(target_transfer_tag=ttt, data=data)
-            if itt:
-                fields["initiator_task_tag"] = itt
-            resp = await self._roundtrip(TextRequest, **fields)
-            assert isinstance(resp, TextResponse)
-            itt = resp.initiator_task_tag
-            received += bytes(resp.data)
-            if len(received) > 1 << 22:
-                raise RemoteProtocolError("text response longer than 4 MiB")
-            if not resp.cont:
-                return parse_text(received)
-            ttt, data = resp.target_transfer_tag, b""
+            if lun in self._lun_changed:
+                raise LunChanged(self._lun_changed[lun])
+            usable = self._usable
+            if not usable:
+                await self._wait_for_path()
+                continue
+            if self.path_policy is PathPolicy.FAILOVER or len(usable) == 1:
+                path = usable[0]
+            else:
+                self._next = (self._next + 1) % len(usable)
+                path = usable[self._next]
+            await self._take_slot()
+            try:
+                return await path.execute(lun, cdb, data_out=data_out, expected_in=expected_in, into=into)
+            except PathDown:
+                continue  # on another path, or on this one once it is back
+            finally:
+                self._give_slot()
 
     async def ping(self) -> None:
-        """NOP-Out with a fresh ITT; returns when the NOP-In answer arrives."""
-        await self._roundtrip(NopOut, lun=0, target_transfer_tag=RESERVED_TAG)
+        """A NOP-Out round trip on the active path (waiting for one, as a command would)."""
+        while not self._usable:
+            await self._wait_for_path()
+        await self._usable[0].ping()
+
+    # -- paths ---------------------------------------------------------------------------------------
+
+    def _refresh(self) -> None:
+        self._usable = [p for p in self._paths if p.usable]
+        if self._usable:
+            self._down_since = None
+        elif self._down_since is None:
+            self._down_since = trio.current_time()
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def _path_changed(self, path: Path) -> None:
+        was_active = bool(self._usable) and self._usable[0] is path
+        self._refresh()
+        if path.state is PathState.RECOVERING and self._usable and (was_active or self.path_policy is PathPolicy.ROUND_ROBIN):
+            log.warning("target %s: path %s is down; commands go through %s", self.target_name, path.portal,
+                        self._usable[0].portal)
+
+    def _unit_attention(self, lun: int, sense: Sense) -> None:
+        if self.on_unit_attention is not None:
+            self.on_unit_attention(lun, sense)
+
+    async def _wait_for_path(self) -> None:
+        if self._closed:
+            raise ConnectionLost(f"session to {self.target_name} is logged out")
+        if self._paths and all(p.state is PathState.FAILED for p in self._paths):
+            raise self._paths[0].error or ConnectionLost(f"every path to {self.target_name} was refused")
+        if self._down_since is None:
+            self._down_since = trio.current_time()
+        changed = self._changed
+        with trio.move_on_at(self._down_since + self.policy.recovery_timeout):
+            await changed.wait()
+        if not changed.is_set():
+            raise RecoveryTimeout(f"target {self.target_name} unreachable for more than "
+                                  f"{self.policy.recovery_timeout:.0f} s (recovery_timeout); still reconnecting")
+
+    async def _check_login(self, path: Path, probe: ConnectionScsi) -> None:
+        """Every registered LUN must be the same device through ``path`` as before."""
+        if self._identify is None:
+            return
+        for lun, expected in list(self.identities.items()):
+            with trio.fail_after(self.policy.command_timeout):
+                now = await self._identify(probe, lun)
+            if now == expected:
+                continue
+            change = f"(serial {expected[0]!r} -> {now[0]!r}, wwn {expected[1]!r} -> {now[1]!r})"
+            if any(p is not path for p in self._usable):
+                raise PathRefused(f"LUN {lun} of {self.target_name} is another device through {path.portal} "
+                                  f"than through the other paths {change}: path refused")
+            message = (f"LUN {lun} of {self.target_name} is another device since reconnecting through "
+                       f"{path.portal} {change}: refusing its I/O")
+            log.error("%s", message)
+            self._lun_changed[lun] = message
+
+    # -- queue depth ------------------------------------------------------------------------------------
+
+    @property
+    def queue_depth(self) -> int:
+        return self._depth
+
+    async def _take_slot(self) -> None:
+        if self._in_flight < self._depth and not self._slot_waiters:
+            self._in_flight += 1
+            return
+        await self._slot_waiters.park()  # woken holding the slot its waker handed over (FIFO)
+
+    def _give_slot(self) -> None:
+        if self._slot_waiters and self._in_flight <= self._depth:
+            self._slot_waiters.unpark()  # the slot passes on; _in_flight is unchanged
+        else:
+            self._in_flight -= 1
+
+    def queue_full(self) -> None:
+        """The target said TASK SET FULL: allow fewer commands in flight than there are now."""
+        depth = max(1, min(self._depth, self._in_flight) - 1)
+        if depth < self._depth:
+            log.info("target %s is full: queue depth %d -> %d", self.target_name, self._depth, depth)
+            self._depth = depth
+        self._good_since_shrink = 0
+
+    def queue_ok(self) -> None:
+        """A command completed: after enough of them, allow one more in flight again."""
+        if self._depth < MAX_QUEUE_DEPTH:
+            self._good_since_shrink += 1
+            if self._good_since_shrink >= 64:
+                self._good_since_shrink = 0
+                self._depth += 1
+                if self._slot_waiters and self._in_flight < self._depth:
+                    self._in_flight += 1
+                    self._slot_waiters.unpark()
+
+    # -- closing ----------------------------------------------------------------------------------------
+
+    def close_now(self) -> None:
+        """Give up at once (unmounting during an outage): waiting commands fail, nothing is sent."""
+        self._closed = True
+        for path in self._paths:
+            path.close_now()
+        self._refresh()
 
     async def logout(self) -> None:
-        """Close the session cleanly; quiet if the connection is already gone."""
-        if not self.alive:
-            await self.aclose()
+        """Log out of every path (or just close those that are down); waiting commands fail at once."""
+        if self._closed:
             return
-        self._logging_out = True
-        try:
-            resp = await self._roundtrip(LogoutRequest, reason=LogoutReason.CLOSE_SESSION, cid=self.config.cid)
-            assert isinstance(resp, LogoutResponse)
-            if resp.response != 0:
-                log.info("target %s answered logout with response %d", self.target_name, resp.response)
-        except ConnectionLost:
-            pass
-        finally:
-            await self.aclose()
-
-    async def aclose(self) -> None:
         self._closed = True
-        self._fd = None
-        self._wake_writer.set()
-        self._timed.set()
-        with trio.CancelScope(shield=True):
-            await self._stream.aclose()
-        for pending in self._tasks.values():
-            pending.event.set()
-        for waiter in self._waiters.values():
-            waiter.error = ConnectionLost("session closed")
-            waiter.event.set()
-
-
-async def _login(stream: trio.SocketStream, reader: PduReader, config: LoginConfig) -> LoginComplete:
-    machine = LoginMachine(config)
-    request = machine.start()
-    while True:
-        log.debug("%s -> %s", config.target_name or "discovery", describe(request))
-        await stream.send_all(b"".join(encode_pdu(request)))
-        response = await _read_one(stream, reader)
-        log.debug("%s <- %s", config.target_name or "discovery", describe(response))
-        if not isinstance(response, LoginResponse):
-            raise RemoteProtocolError(f"expected a Login Response, got {type(response).__name__}")
-        result = machine.receive(response)
-        if isinstance(result, LoginComplete):
-            return result
-        request = result
-
-
-async def _read_one(stream: trio.SocketStream, reader: PduReader) -> Pdu:
-    while True:
-        pdu = reader.next_pdu()
-        if pdu is not None:
-            return pdu
-        try:
-            data = await stream.receive_some(RECEIVE_SIZE)
-        except (trio.BrokenResourceError, OSError) as exc:
-            raise ConnectionLost(f"connection lost during login: {exc}") from None
-        if not data:
-            raise ConnectionLost("target closed the connection during login")
-        reader.feed(data)
+        self._refresh()
+        for path in self._paths:
+            await path.logout()

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import errno as _errno
+
 
 class IscsiError(Exception):
-    """Base class of every error iscsifs raises on purpose."""
+    """Base class of every error iscsifs raises on purpose. ``errno`` is what a file user sees
+    when it fails their I/O (``iscsifs.fs`` maps it); a subclass or instance sets its own."""
+
+    errno: int = _errno.EIO
 
 
 class LocalProtocolError(IscsiError):

@@ -1,4 +1,4 @@
-"""An in-memory fake target for the trio Session: the real codec on one end of a memory stream.
+"""An in-memory fake target for ``iscsifs.net``: the real codec on one end of a socket pair.
 
 Real targets (tgtd, istgt) are tested elsewhere; this one produces the states they will not:
 malformed PDUs, odd negotiation answers, hostile CHAP.
@@ -7,15 +7,17 @@ malformed PDUs, odd negotiation answers, hostile CHAP.
 from __future__ import annotations
 
 import os
+import socket
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import trio
-import trio.testing
 
-from iscsifs.net import session as net_session
-from iscsifs.net.session import Portal, Session
+from iscsifs.net.connection import Connection
+from iscsifs.proto.address import Portal
 from iscsifs.proto import chap
 from iscsifs.proto import pdu as P
+from iscsifs.proto.reader import PduReader, Placement
 from iscsifs.proto.text import encode_text, parse_text
 from iscsifs.scsi.response import encode_lun
 
@@ -25,7 +27,8 @@ class FakeTarget:
 
     def __init__(self, stream, *, max_cmd_sn_delta: int = 0, mrdsl: int = 4096, digests: bool = False):
         self.stream = stream
-        self.reader = P.PduReader(max_recv_data_segment_length=1 << 20, accept=P.INITIATOR_OPCODES)
+        self._send_lock = trio.Lock()
+        self.reader = PduReader(max_recv_data_segment_length=1 << 20, accept=P.INITIATOR_OPCODES)
         self.stat_sn = 100
         self.exp_cmd_sn = 0
         self.delta = max_cmd_sn_delta
@@ -37,6 +40,7 @@ class FakeTarget:
         # SCSI behaviour for serve()/scsi(): what a disk LUN says about itself.
         self.luns = [0]
         self.write_protected = False
+        self.serial = b"FAKE0001"  # VPD 0x80
         self.max_transfer_blocks = 0  # VPD 0xB0; 0 = no limit
         self.pending_sense: list[bytes] = []  # answer the next commands with CHECK CONDITION + this
         self.pending_status: list[int] = []  # ...or with this status (BUSY, TASK SET FULL...)
@@ -57,7 +61,12 @@ class FakeTarget:
             self.reader.feed(data)
 
     async def send(self, pdu: P.Pdu) -> None:
-        await self.stream.send_all(self.corrupt(P.pdu_bytes(pdu, self.digests, self.digests)))
+        await self.send_raw(self.corrupt(P.pdu_bytes(pdu, self.digests, self.digests)))
+
+    async def send_raw(self, wire: bytes) -> None:
+        """Bytes as they are; one sender at a time (a socket stream refuses two)."""
+        async with self._send_lock:
+            await self.stream.send_all(wire)
 
     def corrupt(self, wire: bytes) -> bytes:
         """Hook for tests: what actually goes on the wire."""
@@ -138,7 +147,7 @@ class FakeTarget:
         op = c[0]
         if op == 0x12 and c[1] & 1:
             page = c[2]
-            body = {0x00: bytes([0x00, 0x80, 0x83, 0xB0]), 0x80: b"FAKE0001",
+            body = {0x00: bytes([0x00, 0x80, 0x83, 0xB0]), 0x80: self.serial,
                     0x83: bytes([0x01, 0x03, 0x00, 0x08]) + bytes.fromhex("6001405fa4e4c0de"),
                     0xB0: bytes(4) + self.max_transfer_blocks.to_bytes(4, "big") + bytes(52)}.get(page)
             if body is None:
@@ -200,21 +209,62 @@ def sense_bytes(key: int, asc: int, ascq: int) -> bytes:
     return bytes([0x70, 0, key, 0, 0, 0, 0, 10, 0, 0, 0, 0, asc, ascq, 0, 0, 0, 0])
 
 
-async def open_over(nursery, client_stream, config) -> Session:
-    async def fake_connect(portal):
+def stream_pair() -> tuple[trio.SocketStream, trio.SocketStream]:
+    """Two connected in-process sockets: the initiator's end and the fake target's."""
+    a, b = socket.socketpair()
+    return (trio.SocketStream(trio.socket.from_stdlib_socket(a)),
+            trio.SocketStream(trio.socket.from_stdlib_socket(b)))
+
+
+async def login_and_serve(target: FakeTarget) -> None:
+    try:
+        await target.login()
+    except (EOFError, trio.BrokenResourceError, trio.ClosedResourceError):
+        return
+    await target.serve()
+
+
+class FakePortals:
+    """A ``net.connection.Connect``: every connection, to any portal, reaches a new FakeTarget
+    that ``serve`` runs (log in, then answer commands). ``down`` portals refuse connections."""
+
+    def __init__(self, nursery: trio.Nursery, serve: Callable[[FakeTarget], Awaitable[None]] = login_and_serve,
+                 **target_kw) -> None:
+        self.nursery = nursery
+        self.serve = serve
+        self.target_kw = target_kw
+        self.targets: list[tuple[Portal, FakeTarget]] = []
+        self.down: set[Portal] = set()
+        self.setup: Callable[[Portal, FakeTarget], None] = lambda portal, target: None
+
+    async def __call__(self, portal: Portal) -> trio.SocketStream:
+        from iscsifs.net.connection import ConnectError
+
+        if portal in self.down:
+            raise ConnectError(f"cannot connect to portal {portal}: Connection refused")
+        client, server = stream_pair()
+        target = FakeTarget(server, **self.target_kw)
+        self.setup(portal, target)
+        self.targets.append((portal, target))
+        self.nursery.start_soon(self.serve, target)
+        return client
+
+    def at(self, portal: Portal) -> list[FakeTarget]:
+        return [t for p, t in self.targets if p == portal]
+
+
+async def open_over(nursery, client_stream, config) -> Connection:
+    """A Connection logged in over ``client_stream``."""
+
+    async def connect(portal: Portal) -> trio.SocketStream:
         return client_stream
 
-    orig = net_session._connect
-    net_session._connect = fake_connect
-    try:
-        return await Session.open(nursery, Portal("fake", 3260), config)
-    finally:
-        net_session._connect = orig
+    return await Connection.open(nursery, Portal("fake", 3260), config, connect)
 
 
-async def logged_in(nursery, config, **target_kw) -> tuple[FakeTarget, Session]:
-    """A fake target on one end of an in-memory stream, and a Session logged in to it."""
-    client, server = trio.testing.memory_stream_pair()
+async def logged_in(nursery, config, **target_kw) -> tuple[FakeTarget, Connection]:
+    """A fake target on one end of a socket pair, and a Connection logged in to it."""
+    client, server = stream_pair()
     target = FakeTarget(server, **target_kw)
     nursery.start_soon(target.login)
     return target, await open_over(nursery, client, config)

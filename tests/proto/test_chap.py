@@ -8,7 +8,8 @@ import pytest
 import trio
 import trio.testing
 
-from fake_target import ChapScript, FakeTarget, chap_login, open_over
+from support.fake_target import ChapScript, FakeTarget, chap_login, open_over, stream_pair
+from iscsifs.net.nursery import first_error
 from iscsifs.proto import chap
 from iscsifs.proto.errors import AuthenticationError, LoginError, RemoteProtocolError
 from iscsifs.proto.login import LoginConfig, LoginMachine, LoginState
@@ -136,7 +137,7 @@ def test_mutual_chap_never_accepts_a_target_that_skips_authentication():
 
 
 async def _login(script: ChapScript, cfg: LoginConfig, stopped: trio.Event | None = None):
-    client, server = trio.testing.memory_stream_pair()
+    client, server = stream_pair()
     try:
         with trio.fail_after(10):
             async with trio.open_nursery() as nursery:
@@ -147,9 +148,7 @@ async def _login(script: ChapScript, cfg: LoginConfig, stopped: trio.Event | Non
                 finally:
                     nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
-        while isinstance(group, BaseExceptionGroup) and len(group.exceptions) == 1:
-            group = group.exceptions[0]
-        raise group from None
+        raise first_error(group) from None
 
 
 @pytest.mark.parametrize("alg", [5, 6, 7, 8])

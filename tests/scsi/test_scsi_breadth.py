@@ -9,10 +9,13 @@ import pyfuse3
 import pytest
 import trio
 
-from fake_target import logged_in, sense_bytes
+from support.fake_target import FakePortals, sense_bytes
 from iscsifs.client import open_lun, scan_luns
 from iscsifs.fs import IscsiFs
-from iscsifs.lun import BufferPool, identify
+from iscsifs.lun import BufferPool, identify, identity_of
+from iscsifs.net.path import RecoveryPolicy
+from iscsifs.net.session import Session
+from iscsifs.proto.address import Portal
 from iscsifs.proto import pdu as P
 from iscsifs.proto.login import LoginConfig
 from iscsifs.scsi.response import Designator, parse_device_identification, world_wide_name
@@ -22,11 +25,12 @@ CONFIG = LoginConfig(initiator_name="iqn.2026-11.test:init", target_name="iqn.20
 
 
 async def _session(nursery, **kw):
-    target, session = await logged_in(nursery, CONFIG, max_cmd_sn_delta=8)
-    for k, v in kw.items():
-        setattr(target, k, v)
-    nursery.start_soon(target.serve)
-    return target, session
+    """A Session (what the layers above use) to one fake target, which ``kw`` sets up."""
+    fakes = FakePortals(nursery, max_cmd_sn_delta=8)
+    fakes.setup = lambda portal, target: [setattr(target, k, v) for k, v in kw.items()]
+    session = await Session.open(nursery, [Portal("fake")], CONFIG, RecoveryPolicy(), connect=fakes,
+                                 identify=identity_of)
+    return fakes.targets[0][1], session
 
 
 async def test_identity_write_protection_and_block_limits():

@@ -7,9 +7,9 @@ import pytest
 import trio
 import trio.testing
 
-from fake_target import FakeTarget, logged_in
-from iscsifs.net import session as net_session
-from iscsifs.net.session import Portal, Session
+from support.fake_target import FakeTarget, logged_in, stream_pair
+from iscsifs.net.connection import Connection
+from iscsifs.proto.address import Portal
 from iscsifs.proto import pdu as P
 from iscsifs.proto.errors import ConnectionLost, DigestError
 from iscsifs.proto.login import LoginConfig
@@ -121,7 +121,7 @@ async def test_a_flipped_bit_under_data_digest_drops_the_connection_never_return
 
 
 async def test_login_redirection_is_followed():
-    moved, there = trio.testing.memory_stream_pair(), trio.testing.memory_stream_pair()
+    moved, there = stream_pair(), stream_pair()
     streams = {"first.example": moved[0], "second.example": there[0]}
     seen = []
 
@@ -136,16 +136,11 @@ async def test_login_redirection_is_followed():
                                        status_class=1, status_detail=1, csg=0, nsg=0, transit=False,
                                        data=encode_text([("TargetAddress", "second.example:3262,1")]), **req.sn()))
 
-    orig = net_session._connect
-    net_session._connect = connect
-    try:
-        with trio.fail_after(10):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(redirect, moved[1])
-                nursery.start_soon(FakeTarget(there[1]).login)
-                session = await Session.open(nursery, Portal("first.example", 3260), CONFIG)
-                assert session.alive and session.portal == Portal("second.example", 3262)
-                nursery.cancel_scope.cancel()
-    finally:
-        net_session._connect = orig
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(redirect, moved[1])
+            nursery.start_soon(FakeTarget(there[1]).login)
+            connection = await Connection.open(nursery, Portal("first.example", 3260), CONFIG, connect)
+            assert connection.alive and connection.portal == Portal("second.example", 3262)
+            nursery.cancel_scope.cancel()
     assert [p.host for p in seen] == ["first.example", "second.example"]

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from iscsifs.proto import pdu as P
+from iscsifs.proto.reader import PduReader, Placement
 from iscsifs.proto.errors import DigestError, RemoteProtocolError
 
 _crc32c_ref = crcmod.predefined.mkCrcFun("crc-32c")
@@ -82,7 +83,7 @@ def _norm(p):
 
 
 def _reader(accept, hd=False, dd=False):
-    return P.PduReader(max_recv_data_segment_length=1 << 16, header_digest=hd, data_digest=dd, accept=accept)
+    return PduReader(max_recv_data_segment_length=1 << 16, header_digest=hd, data_digest=dd, accept=accept)
 
 
 @pytest.mark.parametrize("cls", list(STRATEGIES), ids=lambda c: c.__name__)
@@ -145,7 +146,7 @@ def test_header_digest_is_checked_and_little_endian():
     wire = bytearray(P.pdu_bytes(p, header_digest=True))
     assert wire[48:52] == _crc32c_ref(bytes(wire[:48])).to_bytes(4, "little")
     wire[10] ^= 1
-    r = P.PduReader(header_digest=True)
+    r = PduReader(header_digest=True)
     r.feed(wire)
     with pytest.raises(DigestError):
         r.next_pdu()
@@ -157,7 +158,7 @@ def test_data_digest_is_checked():
     wire = bytearray(P.pdu_bytes(p, data_digest=True))
     assert len(wire) == 48 + 8 + 4
     wire[49] ^= 0x80
-    r = P.PduReader(data_digest=True)
+    r = PduReader(data_digest=True)
     r.feed(wire)
     with pytest.raises(DigestError):
         r.next_pdu()
@@ -166,21 +167,21 @@ def test_data_digest_is_checked():
 def test_data_segment_longer_than_declared_is_refused_before_it_arrives():
     p = P.DataIn(lun=0, initiator_task_tag=1, target_transfer_tag=P.RESERVED_TAG, stat_sn=0, exp_cmd_sn=0,
                  max_cmd_sn=0, data_sn=0, buffer_offset=0, data=bytes(8193))
-    r = P.PduReader(max_recv_data_segment_length=8192)
+    r = PduReader(max_recv_data_segment_length=8192)
     r.feed(P.pdu_bytes(p)[:48])  # only the header: the length alone is enough to refuse
     with pytest.raises(RemoteProtocolError, match="MaxRecvDataSegmentLength"):
         r.next_pdu()
 
 
 def test_initiator_opcode_from_target_is_refused():
-    r = P.PduReader()
+    r = PduReader()
     r.feed(P.pdu_bytes(P.NopOut()))
     with pytest.raises(RemoteProtocolError, match="opcode 0x00"):
         r.next_pdu()
 
 
 def test_unknown_opcode_is_refused():
-    r = P.PduReader()
+    r = PduReader()
     r.feed(bytes([0x1F]) + bytes(47))
     with pytest.raises(RemoteProtocolError):
         r.next_pdu()
@@ -190,7 +191,7 @@ def test_reject_carries_the_rejected_header():
     cmd = P.ScsiCommand(lun=0, initiator_task_tag=99, expected_data_transfer_length=0, cmd_sn=5, exp_stat_sn=1,
                         cdb=bytes(16))
     rej = P.Reject(reason=0x04, stat_sn=1, exp_cmd_sn=6, max_cmd_sn=7, data=P.pdu_bytes(cmd)[:48])
-    r = P.PduReader()
+    r = PduReader()
     r.feed(P.pdu_bytes(rej))
     got = r.next_pdu()
     assert got.rejected_header.initiator_task_tag == 99
@@ -199,7 +200,7 @@ def test_reject_carries_the_rejected_header():
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=400), st.booleans(), st.booleans())
 def test_fuzz_reader_only_raises_protocol_errors(blob, hd, dd):
-    r = P.PduReader(header_digest=hd, data_digest=dd)
+    r = PduReader(header_digest=hd, data_digest=dd)
     r.feed(blob)
     try:
         while r.next_pdu() is not None:
@@ -219,7 +220,7 @@ def _drive(reader, wire, chunk):
                 return items
             reader.feed(wire[cursor : cursor + chunk])
             cursor += chunk
-        elif isinstance(item, P.Placement):
+        elif isinstance(item, Placement):
             dest = memoryview(bytearray(item.length))
             got = reader.start_placing(dest)
             rest = item.length - got
@@ -246,7 +247,7 @@ def test_placed_data_in_arrives_intact_between_whole_pdus(sizes, chunk, hd, dd):
         pdus.append(P.NopIn(lun=0, initiator_task_tag=P.RESERVED_TAG, target_transfer_tag=P.RESERVED_TAG,
                             stat_sn=i, exp_cmd_sn=0, max_cmd_sn=0, data=b"x" * (i % 5)))
     wire = b"".join(P.pdu_bytes(p, hd, dd) for p in pdus)
-    reader = P.PduReader(header_digest=hd, data_digest=dd, place_min=100)
+    reader = PduReader(header_digest=hd, data_digest=dd, place_min=100)
     assert [_norm(p) for p in _drive(reader, wire, chunk)] == [_norm(p) for p in pdus]
     assert reader.buffered == 0
 
@@ -257,7 +258,7 @@ def test_placed_data_digest_is_checked():
     wire = bytearray(P.pdu_bytes(p, data_digest=True))
     wire[600] ^= 0x10
     with pytest.raises(DigestError):
-        _drive(P.PduReader(data_digest=True, place_min=100), bytes(wire), 64)
+        _drive(PduReader(data_digest=True, place_min=100), bytes(wire), 64)
 
 
 @settings(max_examples=100, deadline=None)

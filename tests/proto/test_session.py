@@ -6,7 +6,7 @@ import pytest
 import trio
 import trio.testing
 
-from fake_target import logged_in
+from support.fake_target import logged_in
 from iscsifs.proto import pdu as P
 from iscsifs.proto.errors import ConnectionLost, DigestError, RejectedError, RemoteProtocolError
 from iscsifs.proto.login import LoginConfig

@@ -1,0 +1,329 @@
+"""A path: one iSCSI session (its own ISID) through one portal, that outlives its connections:
+keepalive, command timeouts and session reinstatement at ErrorRecoveryLevel 0 (RFC 7143 §6.3.5,
+§7.1). Its lifecycle is ``iscsifs.proto.lifecycle.PATH_TRANSITIONS``.
+
+When the connection fails (the reader sees EOF or garbage, a digest fails, the keepalive gets no
+NOP-In, task management gives up) the path says so at once (``PathDown`` to every command on it,
+``on_change`` to its session, which re-issues them on another path or waits) and reinstates
+itself in the background: same ISID, TSIH 0, which makes the target drop the old session's tasks.
+
+Prompt recovery: after DefaultTime2Wait the portal is probed every ``PROBE_INTERVAL`` seconds (a
+TCP connect, which is what a login starts with), so a login follows within a probe of the target
+listening again, however long the outage was. Only logins that the target refuses back off.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+
+import trio
+
+from iscsifs.net.api import PathInfo, UnitAttention
+from iscsifs.net.connection import CommandTimeout, Connect, ConnectError, Connection, tcp_connect
+from iscsifs.proto.address import Portal
+from iscsifs.proto.errors import AuthenticationError, ConnectionLost, IscsiError, LoginError, RemoteProtocolError
+from iscsifs.proto.lifecycle import PATH_TRANSITIONS, PathInput, PathState, step
+from iscsifs.proto.login import LoginConfig
+from iscsifs.proto.pdu import TmfFunction, TmfResponse
+from iscsifs.proto.session import ScsiResult
+from iscsifs.proto.text import OperationalParams
+
+log = logging.getLogger("iscsifs")
+
+PROBE_INTERVAL = 1.0  # seconds between connection attempts to a portal that is down
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryPolicy:
+    """Timeouts, in seconds. The defaults are open-iscsi's (noop_out 5/5, replacement_timeout 120)."""
+
+    nop_interval: float = 5.0
+    nop_timeout: float = 5.0
+    command_timeout: float = 30.0
+    recovery_timeout: float = 120.0
+    login_timeout: float = 15.0
+    max_backoff: float = 30.0
+
+
+class PathDown(IscsiError):
+    """The command did not complete on this path (its connection failed, or it was aborted):
+    issue it again, on this path once it is back or on another."""
+
+
+class PathRefused(IscsiError):
+    """The session will not use this path: it leads to other devices than its other paths do."""
+
+
+# Failures of one connection, which a new connection may cure.
+CONNECTION_ERRORS = (ConnectionLost, RemoteProtocolError, ConnectError, trio.TooSlowError)
+
+
+class ConnectionScsi:
+    """One connection seen as a ``ScsiSession``, with the path's command timeout: for the identity
+    check that must pass before the connection serves anything."""
+
+    def __init__(self, connection: Connection, timeout: float) -> None:
+        self._connection = connection
+        self._timeout = timeout
+        self.on_unit_attention: UnitAttention | None = None
+
+    @property
+    def target_name(self) -> str:
+        return self._connection.target_name or ""
+
+    @property
+    def portal(self) -> Portal:
+        return self._connection.portal
+
+    @property
+    def alive(self) -> bool:
+        return self._connection.alive
+
+    async def execute(self, lun: int, cdb: bytes, *, data_out: bytes | bytearray | memoryview | None = None,
+                      expected_in: int = 0, into: bytearray | memoryview | None = None) -> ScsiResult:
+        return await self._connection.execute(lun, cdb, data_out=data_out, expected_in=expected_in, into=into,
+                                              timeout=self._timeout)
+
+    def queue_full(self) -> None:
+        pass
+
+    def queue_ok(self) -> None:
+        pass
+
+    def expect_identity(self, lun: int, serial: str, wwn: str) -> None:
+        pass
+
+    def paths(self) -> list[PathInfo]:
+        return [PathInfo(self.portal, "logged_in", True)]
+
+
+# Called with a new connection before it serves anything (the first login and every relogin);
+# raises IscsiError to refuse it. The session supplies it (identity checks).
+CheckLogin = Callable[["Path", ConnectionScsi], Awaitable[None]]
+
+
+class Path:
+    """Create with ``await Path.open(...)`` (logs in once, or raises) or ``Path.start(...)`` (logs
+    in in the background, as a recovery does)."""
+
+    def __init__(self, nursery: trio.Nursery, portal: Portal, config: LoginConfig, policy: RecoveryPolicy, *,
+                 connect: Connect = tcp_connect, on_change: Callable[[Path], None] = lambda path: None,
+                 on_unit_attention: UnitAttention | None = None, check_login: CheckLogin | None = None) -> None:
+        self._nursery = nursery
+        self.portal = portal
+        self.config = config
+        self.policy = policy
+        self._connect = connect
+        self._on_change = on_change
+        self._on_unit_attention = on_unit_attention
+        self._check_login = check_login
+        self.state = PathState.RECOVERING
+        self.connection: Connection | None = None
+        self.error: IscsiError | None = None  # why it FAILED
+        self.logins = 0
+
+    def __repr__(self) -> str:
+        return f"<Path {self.config.target_name} via {self.portal} {self.state.name.lower()}>"
+
+    @classmethod
+    async def open(cls, nursery: trio.Nursery, portal: Portal, config: LoginConfig, policy: RecoveryPolicy,
+                   **kw: object) -> Path:
+        """Log in now (errors are the caller's), then keep the session up."""
+        path = cls(nursery, portal, config, policy, **kw)  # type: ignore[arg-type]
+        connection = await path._login(config)
+        await path._adopt(connection)
+        nursery.start_soon(path._keepalive)
+        return path
+
+    @classmethod
+    def start(cls, nursery: trio.Nursery, portal: Portal, config: LoginConfig, policy: RecoveryPolicy,
+              **kw: object) -> Path:
+        """Log in in the background, retrying as a recovery does; ``on_change`` says when it is up."""
+        path = cls(nursery, portal, config, policy, **kw)  # type: ignore[arg-type]
+        nursery.start_soon(path._recover, 0.0)
+        nursery.start_soon(path._keepalive)
+        return path
+
+    @property
+    def target_name(self) -> str:
+        return self.config.target_name or ""
+
+    @property
+    def params(self) -> OperationalParams | None:
+        return self.connection.params if self.connection is not None else None
+
+    @property
+    def usable(self) -> bool:
+        return self.state is PathState.LOGGED_IN
+
+    def info(self, active: bool) -> PathInfo:
+        return PathInfo(self.portal, self.state.name.lower(), active)
+
+    def _step(self, event: PathInput) -> PathState:
+        before = self.state
+        self.state = step(PATH_TRANSITIONS, before, event)
+        if self.state is not before:
+            self._on_change(self)
+        return before
+
+    # -- commands --------------------------------------------------------------------------------------
+
+    async def execute(self, lun: int, cdb: bytes, *, data_out: bytes | bytearray | memoryview | None = None,
+                      expected_in: int = 0, into: bytearray | memoryview | None = None) -> ScsiResult:
+        """One attempt on this path's connection; PathDown if it must be issued again."""
+        connection = self.connection
+        if self.state is not PathState.LOGGED_IN or connection is None:
+            raise PathDown(f"path {self.portal} is {self.state.value}")
+        try:
+            return await connection.execute(lun, cdb, data_out=data_out, expected_in=expected_in, into=into,
+                                            timeout=self.policy.command_timeout)
+        except CommandTimeout as exc:
+            await self._abort(connection, lun, exc)
+            raise PathDown("command aborted after its timeout") from None
+        except CONNECTION_ERRORS as exc:
+            self._connection_failed(connection, exc)  # usually already told by on_failure
+            raise PathDown(str(exc)) from None
+
+    async def ping(self) -> None:
+        if self.connection is None or not self.usable:
+            raise PathDown(f"path {self.portal} is {self.state.value}")
+        await self.connection.ping()
+
+    def close_now(self) -> None:
+        """Give up at once (unmounting during an outage): nothing is sent."""
+        self._step(PathInput.CLOSE)
+        if self.connection is not None and self.connection.alive:
+            self.connection.abort(ConnectionLost("closed"))
+
+    async def logout(self) -> None:
+        """Log out (or just close, if the connection is down)."""
+        if self.state is PathState.CLOSED:
+            return
+        self._step(PathInput.CLOSE)
+        if self.connection is not None:
+            await self.connection.logout()
+
+    # -- logging in and recovery ------------------------------------------------------------------------
+
+    async def _login(self, config: LoginConfig) -> Connection:
+        with trio.fail_after(self.policy.login_timeout):
+            connection = await Connection.open(self._nursery, self.portal, config, self._connect)
+        self.config = connection.config  # as logged in (e.g. after tgt's CHAP fallback)
+        return connection
+
+    async def _adopt(self, connection: Connection) -> None:
+        """Check the new connection (identity), then serve on it; refused: IscsiError."""
+        if self._check_login is not None:
+            try:
+                await self._check_login(self, ConnectionScsi(connection, self.policy.command_timeout))
+            except BaseException:
+                connection.abort(ConnectionLost("refused after login"))
+                raise
+        connection.on_failure = self._connection_failed
+        connection.on_unit_attention = self._on_unit_attention
+        self.connection = connection
+        self.logins += 1
+        if self.state is PathState.CLOSED:
+            await connection.logout()
+            return
+        self._step(PathInput.RECOVERED)
+
+    def _connection_failed(self, connection: Connection, error: BaseException) -> None:
+        if connection is not self.connection or self.state is not PathState.LOGGED_IN:
+            return
+        log.warning("connection to %s at %s lost: %s; reconnecting", self.target_name, self.portal, error)
+        self._step(PathInput.CONNECTION_LOST)
+        if connection.alive:
+            connection.abort(ConnectionLost(str(error)))
+        # §6.3.5: wait DefaultTime2Wait before reinstating the session.
+        self._nursery.start_soon(self._recover, float(max(1, min(connection.params.default_time2wait, 60))))
+
+    async def _recover(self, time2wait: float) -> None:
+        """Log in again, same ISID, TSIH 0, until it works or is refused for good. A portal that
+        does not take the TCP connection is probed every PROBE_INTERVAL; logins that the target
+        refuses (busy, out of resources) back off exponentially."""
+        lost_at = trio.current_time()
+        config = replace(self.config, tsih=0)
+        await trio.sleep(time2wait)
+        backoff = max(time2wait, PROBE_INTERVAL)
+        while self.state is PathState.RECOVERING:
+            delay = PROBE_INTERVAL
+            try:
+                connection = await self._login(config)
+                await self._adopt(connection)
+            except (AuthenticationError, PathRefused) as exc:
+                return self._give_up(exc)
+            except LoginError as exc:
+                if exc.status_class == 0x02 and not exc.is_not_found:
+                    return self._give_up(exc)  # refused: retrying does not heal it
+                # Not found: a restarted target listens before it is configured (tgt). 0x03: busy.
+                if exc.status_class == 0x03:
+                    delay, backoff = backoff, min(backoff * 2, self.policy.max_backoff)
+                log.info("reconnecting to %s at %s: %s; retrying in %.0f s", self.target_name, self.portal, exc, delay)
+            except ConnectError as exc:
+                log.debug("reconnecting to %s: %s", self.target_name, exc)
+            except (*CONNECTION_ERRORS, IscsiError) as exc:
+                delay, backoff = backoff, min(backoff * 2, self.policy.max_backoff)
+                log.info("reconnecting to %s at %s: %s; retrying in %.0f s", self.target_name, self.portal, exc, delay)
+            else:
+                if self.logins > 1:
+                    log.warning("recovered the session to %s at %s after %.1f s", self.target_name, self.portal,
+                                trio.current_time() - lost_at)
+                return
+            await trio.sleep(delay)
+
+    def _give_up(self, error: IscsiError) -> None:
+        log.error("giving up on %s at %s: %s", self.target_name, self.portal, error)
+        self.error = error
+        self._step(PathInput.GIVE_UP)
+
+    # -- keepalive and task management -------------------------------------------------------------------
+
+    async def _keepalive(self) -> None:
+        """NOP-Out every nop_interval; no NOP-In within nop_timeout means the connection is dead."""
+        while self.state in (PathState.LOGGED_IN, PathState.RECOVERING):
+            await trio.sleep(self.policy.nop_interval)
+            connection = self.connection
+            if not self.usable or connection is None:
+                continue
+            with trio.move_on_after(self.policy.nop_timeout) as scope:
+                try:
+                    await connection.ping()
+                except IscsiError:
+                    continue  # the failure itself starts recovery
+            if scope.cancelled_caught:
+                self._connection_failed(connection, ConnectionLost(
+                    f"no NOP-In answer within {self.policy.nop_timeout:.0f} s"))
+
+    async def _abort(self, connection: Connection, lun: int, timeout: CommandTimeout) -> None:
+        """ABORT TASK, then LOGICAL UNIT RESET, then drop the connection (RFC 7143 §7.1, SAM-5)."""
+        task = timeout.task
+        log.warning("command 0x%02x on LUN %d of %s got no answer in %.0f s: aborting it", task.cdb[0], lun,
+                    self.target_name, self.policy.command_timeout)
+        for function, referenced in ((TmfFunction.ABORT_TASK, task), (TmfFunction.LOGICAL_UNIT_RESET, None)):
+            try:
+                with trio.fail_after(self.policy.nop_timeout * 2):
+                    response = await connection.task_management(function, lun, referenced)
+            except (IscsiError, trio.TooSlowError) as exc:
+                log.warning("task management function %d on %s failed: %s", function, self.target_name, exc)
+                continue
+            if response in (TmfResponse.FUNCTION_COMPLETE, TmfResponse.TASK_DOES_NOT_EXIST):
+                connection.forget(task)
+                return
+            log.warning("task management function %d on %s answered %d", function, self.target_name, response)
+        self._connection_failed(connection, ConnectionLost("the target answers neither the command nor task management"))
+
+
+class RecoveryTimeout(IscsiError):
+    """No path to the target has worked for longer than recovery_timeout."""
+
+    errno = errno.EIO
+
+
+class LunChanged(IscsiError):
+    """After a login, a LUN answers with another device's identity: its I/O is refused."""
+
+    errno = errno.EIO

@@ -1,0 +1,308 @@
+"""The recovery policy against the fake target, on trio's mock clock (``autojump_clock``: timeouts
+take no real time): statuses that mean "not
+now", queue depth, command timeouts with ABORT TASK, relogin statuses, prompt recovery after a long
+outage, multipath failover and round-robin, and fuzzing of what a target can send."""
+
+from __future__ import annotations
+
+import errno
+from functools import partial
+
+import pytest
+import trio
+from hypothesis import given, settings, strategies as st
+
+from iscsifs.lun import command, identity_of
+from iscsifs.net.connection import CommandTimeout
+from iscsifs.net.path import PROBE_INTERVAL, RecoveryPolicy
+from iscsifs.net.session import PathPolicy, Session
+from iscsifs.proto import chap
+from iscsifs.proto import pdu as P
+from iscsifs.proto.address import Portal
+from iscsifs.proto.errors import IscsiError, LoginError, RemoteProtocolError
+from iscsifs.proto.login import LoginConfig
+from iscsifs.scsi import cdb
+from iscsifs.scsi.sense import ScsiError, Status
+from support.fake_target import FakePortals, FakeTarget, logged_in, login_and_serve, sense_bytes
+
+CONFIG = LoginConfig(initiator_name="iqn.2026-11.test:init", target_name="iqn.2026-11.test:tgt")
+READ = cdb.read(0, 8)
+FAST = RecoveryPolicy(nop_interval=60, nop_timeout=1, command_timeout=0.5, recovery_timeout=15, login_timeout=2)
+A, B = Portal("a.example", 3260), Portal("b.example", 3260)
+
+
+async def _managed(nursery, *, serve=login_and_serve, portals=(A,), identities=None, policy=FAST,
+                   path_policy=PathPolicy.FAILOVER, **target_kw):
+    """A Session through ``portals`` of fake targets; ``target_kw`` applies to the first target."""
+    fakes = FakePortals(nursery, serve, max_cmd_sn_delta=16)
+
+    def setup(portal, target):
+        if not fakes.targets:
+            for k, v in target_kw.items():
+                setattr(target, k, v)
+
+    fakes.setup = setup
+    session = await Session.open(nursery, list(portals), CONFIG, policy, connect=fakes, identify=identity_of,
+                                 identities=identities, path_policy=path_policy)
+    return fakes, session
+
+
+async def test_busy_task_set_full_and_becoming_ready_are_retried_and_shrink_the_queue(autojump_clock):
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            fakes, ms = await _managed(nursery)
+            target = fakes.targets[0][1]
+            target.disk[:4096] = b"b" * 4096
+            target.pending_status = [Status.BUSY, Status.TASK_SET_FULL]
+            target.pending_sense = [sense_bytes(0x02, 0x04, 0x01), sense_bytes(0x0B, 0x00, 0x00)]
+            depth = ms.queue_depth
+            result = await command(ms, 0, READ, name="READ", expected_in=4096)
+            assert bytes(result.data) == b"b" * 4096
+            assert ms.queue_depth < depth
+            commands = [p for p in target.log if isinstance(p, P.ScsiCommand)]
+            assert len(commands) == 5
+            for _ in range(64):
+                await command(ms, 0, READ, name="READ", expected_in=4096)
+            assert ms.queue_depth == 2  # grows back one at a time after enough successes
+            nursery.cancel_scope.cancel()
+
+
+async def test_reservation_conflict_fails_at_once(autojump_clock):
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            fakes, ms = await _managed(nursery)
+            target = fakes.targets[0][1]
+            target.pending_status = [Status.RESERVATION_CONFLICT]
+            with pytest.raises(ScsiError) as e:
+                await command(ms, 0, READ, name="READ", expected_in=4096)
+            assert e.value.errno == errno.EBUSY
+            assert len([p for p in target.log if isinstance(p, P.ScsiCommand)]) == 1
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_command_without_answer_is_aborted_then_issued_again(autojump_clock):
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            fakes, ms = await _managed(nursery, swallow=1)
+            target = fakes.targets[0][1]
+            target.disk[:4096] = b"t" * 4096
+            result = await command(ms, 0, READ, name="READ", expected_in=4096)
+            assert bytes(result.data) == b"t" * 4096
+            (abort,) = target.task_management
+            assert abort.function == 1 and abort.referenced_task_tag == target.swallowed[0].initiator_task_tag
+            assert abort.ref_cmd_sn == target.swallowed[0].cmd_sn
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_late_answer_to_a_timed_out_read_never_lands_in_the_callers_buffer(autojump_clock):
+    # fs.read hands its pooled buffer to the next read as soon as this one returns, so a Data-In
+    # that arrives after the timeout must go elsewhere (and is not a protocol error either).
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            target, session = await logged_in(nursery, CONFIG, max_cmd_sn_delta=16)
+            target.swallow = 1
+            nursery.start_soon(target.serve)
+            buf = bytearray(b"z" * 4096)
+            with pytest.raises(CommandTimeout):
+                await session.execute(0, READ, expected_in=4096, into=buf, timeout=0.2)
+            await target.respond(target.swallowed[0], b"L" * 4096)
+            target.disk[:4096] = b"n" * 4096
+            other = bytearray(4096)
+            result = await session.execute(0, READ, expected_in=4096, into=other)  # after the late answer
+            assert bytes(result.data) == b"n" * 4096 and result.data.obj is other
+            assert buf == b"z" * 4096 and session.alive
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_read_that_times_out_while_its_data_is_being_placed_leaves_the_buffer_alone(autojump_clock):
+    # The Data-In's header and part of its data arrive (placement starts into the caller's buffer),
+    # the command times out, then the rest arrives: it must go to the task's private buffer, and
+    # the data digest over the whole segment still holds (no spurious digest failure).
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            target, session = await logged_in(nursery, CONFIG, max_cmd_sn_delta=16, digests=True)
+            session._reader.place_min = 1000
+            target.swallow = 1
+            nursery.start_soon(target.serve)
+            buf = bytearray(b"z" * 4096)
+            late, sent = trio.Event(), trio.Event()
+
+            async def answer_in_two_parts():
+                while not target.swallowed:
+                    await trio.sleep(0.01)
+                req = target.swallowed[0]
+                target.exp_cmd_sn = req.cmd_sn + 1
+                wire = P.pdu_bytes(P.DataIn(0, req.initiator_task_tag, P.RESERVED_TAG, data_sn=0, buffer_offset=0,
+                                            final=True, has_status=True, data=b"L" * 4096, **target.sn()), True, True)
+                await target.send_raw(wire[:1000])
+                await late.wait()
+                await target.send_raw(wire[1000:])
+                sent.set()
+
+            nursery.start_soon(answer_in_two_parts)
+            with pytest.raises(CommandTimeout):
+                await session.execute(0, READ, expected_in=4096, into=buf, timeout=0.3)
+            assert buf[200:900] == b"L" * 700 and buf[1000:] == b"z" * 3096  # the part placed in time
+            buf[:] = b"r" * 4096  # reused by its owner
+            late.set()
+            await sent.wait()  # the rest of that PDU is on the wire before the next command's answer
+            target.disk[:4096] = b"n" * 4096
+            result = await session.execute(0, READ, expected_in=4096)
+            assert bytes(result.data) == b"n" * 4096 and session.alive
+            assert buf == b"r" * 4096
+            nursery.cancel_scope.cancel()
+
+
+async def test_unanswered_task_management_escalates_to_a_new_connection(autojump_clock):
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            fakes, ms = await _managed(nursery, swallow=1, answer_task_management=False)
+            target = fakes.targets[0][1]
+            fakes.setup = lambda portal, t: t.disk.__setitem__(slice(0, 4096), b"n" * 4096)
+            result = await command(ms, 0, READ, name="READ", expected_in=4096)
+            assert bytes(result.data) == b"n" * 4096 and len(fakes.targets) == 2
+            assert [t.function for t in target.task_management] == [1, 5]  # ABORT TASK, then LUN RESET
+            relogin = fakes.targets[1][1].log[0]
+            assert relogin.isid == CONFIG.isid and relogin.tsih == 0  # session reinstatement
+            nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("status, final", [((0x03, 0x01), False), ((0x02, 0x03), False), ((0x02, 0x01), True)])
+async def test_relogin_statuses_03xx_and_not_found_retried_other_02xx_final(autojump_clock, status, final):
+    logins = []
+
+    async def refuse_then_serve(fake):
+        logins.append(fake)
+        if len(logins) == 2:  # the first relogin is refused
+            req = await fake.recv()
+            await fake.send(P.LoginResponse(isid=req.isid, tsih=0, initiator_task_tag=req.initiator_task_tag,
+                                            status_class=status[0], status_detail=status[1], csg=0, nsg=0,
+                                            transit=False, **fake.sn()))
+            return
+        await login_and_serve(fake)
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            fakes, ms = await _managed(nursery, serve=refuse_then_serve)
+            await fakes.targets[0][1].stream.aclose()  # the connection drops
+            if final:
+                with pytest.raises(LoginError):
+                    await command(ms, 0, READ, name="READ", expected_in=4096)
+                assert len(logins) == 2 and not ms.alive
+            else:
+                await command(ms, 0, READ, name="READ", expected_in=4096)
+                assert len(logins) == 3 and ms.alive
+            nursery.cancel_scope.cancel()
+
+
+async def test_io_resumes_within_a_probe_of_the_target_listening_again_after_a_long_outage(autojump_clock):
+    with trio.fail_after(3600):
+        async with trio.open_nursery() as nursery:
+            fakes, ms = await _managed(nursery, policy=RecoveryPolicy(nop_interval=5, nop_timeout=5,
+                                                                      recovery_timeout=3000))
+            fakes.down.add(A)
+            await fakes.targets[0][1].stream.aclose()
+            await trio.sleep(1800)  # half an hour of outage: a backoff would be at its longest by now
+            assert ms.recovering
+            fakes.down.clear()
+            back = trio.current_time()
+            await command(ms, 0, READ, name="READ", expected_in=4096)
+            assert trio.current_time() - back <= PROBE_INTERVAL + 0.5
+            nursery.cancel_scope.cancel()
+
+
+async def test_past_recovery_timeout_io_fails_at_once_then_serves_again_when_the_target_returns(autojump_clock):
+    with trio.fail_after(600):
+        async with trio.open_nursery() as nursery:
+            fakes, ms = await _managed(nursery)
+            fakes.down.add(A)
+            await fakes.targets[0][1].stream.aclose()
+            started = trio.current_time()
+            with pytest.raises(IscsiError) as e:
+                await command(ms, 0, READ, name="READ", expected_in=4096)
+            assert e.value.errno == errno.EIO and "recovery_timeout" in str(e.value)
+            assert FAST.recovery_timeout <= trio.current_time() - started <= FAST.recovery_timeout + 0.1
+            with pytest.raises(IscsiError):  # at once now
+                with trio.fail_after(0.01):
+                    await command(ms, 0, READ, name="READ", expected_in=4096)
+            fakes.down.clear()
+            await trio.sleep(PROBE_INTERVAL + 0.5)
+            await command(ms, 0, READ, name="READ", expected_in=4096)
+            nursery.cancel_scope.cancel()
+
+
+# -- multipath -------------------------------------------------------------------------------------------
+
+
+def _identity():
+    return {0: ("FAKE0001", "naa.6001405fa4e4c0de")}
+
+
+async def test_failover_reissues_on_the_standby_path_at_once_and_fails_back(autojump_clock):
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            fakes, ms = await _managed(nursery, portals=(A, B), identities=_identity())
+            while len([p for p in ms.paths() if p.state == "logged_in"]) < 2:
+                await trio.sleep(0.1)
+            assert [(p.portal, p.active) for p in ms.paths()] == [(A, True), (B, False)]
+            (first,) = fakes.at(A)
+            first.swallow = 1  # the command in flight when the path dies
+            fakes.down.add(A)
+            async with trio.open_nursery() as io:
+                io.start_soon(partial(command, ms, 0, READ, name="READ", expected_in=4096))
+                while not first.swallowed:
+                    await trio.sleep(0.01)
+                cut = trio.current_time()
+                await first.stream.aclose()
+            # re-issued on B long before A's relogin (DefaultTime2Wait is 2 s at least)
+            assert trio.current_time() - cut < 0.5
+            assert any(isinstance(p, P.ScsiCommand) and p.cdb[:10] == READ for p in fakes.at(B)[0].log)
+            assert [(p.portal, p.state, p.active) for p in ms.paths()] == [(A, "recovering", False),
+                                                                          (B, "logged_in", True)]
+            fakes.down.clear()
+            while not ms.paths()[0].active:
+                await trio.sleep(0.1)
+            await command(ms, 0, READ, name="READ", expected_in=4096)
+            assert any(isinstance(p, P.ScsiCommand) and p.cdb[:10] == READ for p in fakes.at(A)[-1].log)
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_path_to_another_device_is_refused(autojump_clock):
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            fakes, ms = await _managed(nursery, portals=(A, B), identities=_identity())
+            fakes.setup = lambda portal, t: setattr(t, "serial", b"OTHER001" if portal == B else b"FAKE0001")
+            for portal, target in fakes.targets:
+                target.serial = b"OTHER001" if portal == B else b"FAKE0001"
+            while ms.paths()[1].state not in ("failed", "logged_in"):
+                await trio.sleep(0.1)
+            assert [(p.portal, p.state) for p in ms.paths()] == [(A, "logged_in"), (B, "failed")]
+            await command(ms, 0, READ, name="READ", expected_in=4096)
+            nursery.cancel_scope.cancel()
+
+
+async def test_round_robin_spreads_commands_over_healthy_paths(autojump_clock):
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            fakes, ms = await _managed(nursery, portals=(A, B), identities={}, path_policy=PathPolicy.ROUND_ROBIN)
+            while len([p for p in ms.paths() if p.state == "logged_in"]) < 2:
+                await trio.sleep(0.1)
+            assert all(p.active for p in ms.paths())
+            for _ in range(10):
+                await command(ms, 0, READ, name="READ", expected_in=4096)
+            counts = [sum(isinstance(p, P.ScsiCommand) for t in fakes.at(x) for p in t.log) for x in (A, B)]
+            assert counts == [5, 5]
+            nursery.cancel_scope.cancel()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.sampled_from(["CHAP_A", "CHAP_I", "CHAP_C", "CHAP_N", "CHAP_R"]),
+                       st.text(max_size=80) | st.from_regex(r"0x[0-9a-f]{0,64}", fullmatch=True)))
+def test_fuzz_chap_parsers_only_raise_our_errors(keys):
+    ours = chap.ChapChallenge(5, 1, bytes(16))
+    creds = chap.ChapCredentials("u", b"secret-1", "t", b"secret-2")
+    for parse in (lambda: chap.parse_challenge(keys, (5, 7)), lambda: chap.verify_target(keys, ours, creds)):
+        try:
+            parse()
+        except (IscsiError, RemoteProtocolError):
+            pass
