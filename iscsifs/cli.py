@@ -129,6 +129,8 @@ OPTIONS_HELP = """options (-o, comma-separated, repeatable):
   readahead=KIB          the kernel's readahead for buffered reads (default 1024; set only when run as root)
   portal=HOST[:PORT]     another path to every target (repeatable; IPv6 in [brackets]); SendTargets adds its own
   path_policy=P          failover (default: one active path, the others standby) or round-robin
+  idle_timeout=S         log out a target's session after S seconds without open files or I/O (default 0: never)
+  max_sessions=N         at most N targets logged in at once (default 64; the least recently used idle one goes)
 reliability (seconds): nop_interval=5, nop_timeout=5 (keepalive), command_timeout=30 (then ABORT TASK, LUN RESET,
   reconnect), recovery_timeout=120 (while reconnecting, I/O waits this long, then fails with EIO), login_timeout=15
 mount(8) flags (nodev, nosuid, noexec, noatime, ...) go to the kernel; _netdev, nofail, auto, noauto, user, users,
@@ -214,6 +216,18 @@ def parse_mount_options(values: list[str]) -> tuple[MountOptions, ConnectOptions
                     portals.append(Portal(*parse_hostport(val)))
                 except UrlError as exc:
                     raise UsageError(f"portal={val[:80]}: {exc}") from None
+            elif key == "idle_timeout" and eq:
+                try:
+                    seconds = float(val)
+                except ValueError:
+                    seconds = -1.0
+                if not 0 <= seconds <= 86400 * 365:
+                    raise UsageError(f"idle_timeout={val[:20]} is not a number of seconds (0: never)")
+                fuse["idle_timeout"] = seconds
+            elif key == "max_sessions" and eq:
+                if not val.isdecimal() or not 1 <= int(val) <= 100000:
+                    raise UsageError(f"max_sessions={val[:20]} is not a number from 1 to 100000")
+                fuse["max_sessions"] = int(val)
             elif key == "path_policy" and eq:
                 try:
                     conn["path_policy"] = PathPolicy(val)

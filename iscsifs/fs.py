@@ -79,6 +79,8 @@ class IscsiFs(pyfuse3.Operations):
         self._next_inode = pyfuse3.ROOT_INODE + 1
         self._gone: set[int] = set()  # inodes of removed LUNs, for ENXIO instead of ENOENT
         self._buffers = BufferPool()
+        self._held: dict[int, ScsiSession] = {}  # inode -> its session, while files are open on it
+        self._opens: dict[int, int] = {}
         self.after_init: Callable[[], None] | None = None  # called once the kernel's INIT is answered
 
     def init(self) -> None:
@@ -269,6 +271,9 @@ class IscsiFs(pyfuse3.Operations):
         # sends its writes straight on, without first asking getxattr("security.capability") under
         # the inode lock once per write (file_remove_privs), which serialised a queue of writes
         # behind one FUSE round trip each. It still drops cached pages of the range it writes.
+        node.lun.session.hold()  # an open file keeps its session logged in (net.pool)
+        self._held[inode] = node.lun.session
+        self._opens[inode] = self._opens.get(inode, 0) + 1
         return pyfuse3.FileInfo(fh=inode, keep_cache=False, direct_io=bool(flags & os.O_DIRECT))
 
     async def read(self, fh, off, size):
@@ -304,7 +309,12 @@ class IscsiFs(pyfuse3.Operations):
         await self._sync(fh)
 
     async def release(self, fh):
-        pass
+        session = self._held.get(fh)
+        if session is not None:
+            session.release()
+            self._opens[fh] -= 1
+            if not self._opens[fh]:
+                del self._opens[fh], self._held[fh]
 
     async def _sync(self, fh: int) -> None:
         lun = self._lun(fh)

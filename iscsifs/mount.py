@@ -11,15 +11,16 @@ import os
 import re
 import signal
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Callable
 
 import pyfuse3
 import trio
 
-from iscsifs.client import Client, NotFoundError
+from iscsifs.client import Client, LunInfo, NotFoundError, open_luns
 from iscsifs.fs import IscsiFs
 from iscsifs.lun import Lun
-from iscsifs.net.session import Session
+from iscsifs.net.pool import PooledSession, SessionPool
 from iscsifs.proto.errors import IscsiError
 from iscsifs.stats import STATS
 from iscsifs.url import IscsiUrl
@@ -34,6 +35,11 @@ SHUTDOWN_TIMEOUT = 10.0
 # buffered sequential reads (cat, cp, dd without O_DIRECT) ~55% faster against tgt: measured
 # 128 -> 438-475 MiB/s, 512 -> 668-676, 1024 -> 711-714, 2048 -> 672-681, 4096 -> 587-655.
 DEFAULT_READAHEAD_KIB = 1024
+# Sessions are kept while the mount lives (as open-iscsi keeps its logins): a logged-in session
+# costs a target little, keeps the first I/O fast and keeps the tree following the target. A
+# portal with many rarely used targets sets idle_timeout; max_sessions bounds it regardless.
+DEFAULT_IDLE_TIMEOUT = 0.0
+DEFAULT_MAX_SESSIONS = 64
 
 
 class MountError(IscsiError):
@@ -50,6 +56,8 @@ class MountOptions:
     fsname: str = "iscsifs"
     kernel: frozenset[str] = frozenset()  # generic mount flags passed through: nodev, noexec, noatime...
     readahead_kib: int = DEFAULT_READAHEAD_KIB
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    max_sessions: int = DEFAULT_MAX_SESSIONS
 
     def fuse_options(self) -> set[str]:
         opts = set(pyfuse3.default_options) | set(self.kernel)
@@ -63,21 +71,18 @@ class MountOptions:
         return opts
 
 
-async def build_tree(nursery: trio.Nursery, client: Client, url: IscsiUrl, *, root_is_file: bool,
-                     options: MountOptions) -> tuple[IscsiFs, list[Session]]:
-    """Log in, find the LUNs, build the tree, and watch each target for changes."""
-    sessions: list[Session] = []
-    read_only = options.read_only
-    poll_interval = client.config.recovery.nop_interval
-    fs = IscsiFs(read_only=read_only, uid=options.uid, gid=options.gid, umask=options.umask)
+async def build_tree(nursery: trio.Nursery, client: Client, url: IscsiUrl, pool: SessionPool, *,
+                     root_is_file: bool, options: MountOptions) -> IscsiFs:
+    """Find the LUNs (logging in through the pool), build the tree, watch each target."""
+    fs = IscsiFs(read_only=options.read_only, uid=options.uid, gid=options.gid, umask=options.umask)
     root = pyfuse3.ROOT_INODE
     try:
         if url.target is None:
-            await _build_portal(nursery, client, url, fs, read_only, sessions, poll_interval)
-            return fs, sessions
-        session, luns = await client.open_target(nursery, url, url.target, read_only=read_only)
-        sessions.append(session)
-        fs.nodes[root].target, fs.nodes[root].session = url.target, session
+            await _build_portal(nursery, client, url, pool, fs, options.read_only)
+            return fs
+        handle = pool.session(url.target, client.portals(url, url.target))
+        luns = await _scan(handle, options.read_only)
+        fs.nodes[root].target, fs.nodes[root].session = url.target, handle
         if url.lun is not None:
             luns = [(info, lun) for info, lun in luns if info.lun == url.lun]
             if not luns:
@@ -87,47 +92,71 @@ async def build_tree(nursery: trio.Nursery, client: Client, url: IscsiUrl, *, ro
         else:
             for info, lun in luns:
                 fs.add_lun(root, str(info.lun), info, lun)
-        TargetWatch(nursery, fs, session, root, read_only=read_only, only_lun=url.lun).poll(poll_interval)
-        return fs, sessions
+        _watch(nursery, client, fs, handle, root, options.read_only, only_lun=url.lun)
+        return fs
     except BaseException:
         with trio.CancelScope(shield=True), trio.move_on_after(2):
-            for s in sessions:
-                await s.logout()
+            await pool.close()
         raise
 
 
-async def _build_portal(nursery: trio.Nursery, client: Client, url: IscsiUrl, fs: IscsiFs, read_only: bool,
-                        sessions: list[Session], poll_interval: float) -> None:
+async def _scan(handle: PooledSession, read_only: bool) -> list[tuple[LunInfo, Lun]]:
+    handle.hold()  # not logged out between two of the scan's commands to make room for another
+    try:
+        luns = await open_luns(handle, read_only)
+    finally:
+        handle.release()
+    handle.scan_done()
+    return luns
+
+
+def _watch(nursery: trio.Nursery, client: Client, fs: IscsiFs, handle: PooledSession, directory: int,
+           read_only: bool, only_lun: int | None = None) -> None:
+    watch = TargetWatch(nursery, fs, handle, directory, read_only=read_only, only_lun=only_lun)
+    # Logged in again after being logged out for idleness: LUNs may have changed meanwhile.
+    handle.on_reopen = watch.rescan_soon if only_lun is None else None
+    watch.poll(client.config.recovery.nop_interval, handle.logged_in)
+
+
+async def _build_portal(nursery: trio.Nursery, client: Client, url: IscsiUrl, pool: SessionPool, fs: IscsiFs,
+                        read_only: bool) -> None:
+    """Every target of the portal, scanned concurrently: the pool bounds how many log in at once
+    (max_sessions), and logs the least recently used out when it needs room."""
     targets = sorted(await client.discover(url), key=lambda t: t.name)
+    scanned: dict[str, list[tuple[LunInfo, Lun]]] = {}
     failures: list[IscsiError] = []
-    for target in targets:
+
+    async def scan(name: str) -> None:
         try:
-            session, luns = await client.open_target(nursery, url, target.name, read_only=read_only)
+            scanned[name] = await _scan(pool.session(name, client.portals(url, name)), read_only)
         except IscsiError as exc:
-            log.warning("skipping target %s: %s", target.name, exc)
+            log.warning("skipping target %s: %s", name, exc)
             failures.append(exc)
-            continue
-        sessions.append(session)
-        directory = fs.add_dir(pyfuse3.ROOT_INODE, target.name, target=target.name, session=session)
+
+    async with trio.open_nursery() as scans:
+        for target in targets:
+            scans.start_soon(scan, target.name)
+    if failures and not scanned:
+        raise failures[0]
+    for name, luns in sorted(scanned.items()):
+        handle = pool.handles[name]
+        directory = fs.add_dir(pyfuse3.ROOT_INODE, name, target=name, session=handle)
         for info, lun in luns:
             fs.add_lun(directory, str(info.lun), info, lun)
-        TargetWatch(nursery, fs, session, directory, read_only=read_only).poll(poll_interval)
-    if failures and not sessions:
-        raise failures[0]
+        _watch(nursery, client, fs, handle, directory, read_only)
 
 
-def abandon_unreachable(sessions: list[Session]) -> None:
+def abandon_unreachable(pool: SessionPool) -> None:
     """Unmounting during an outage: waiting out recovery_timeout would hold the unmount hostage,
     so requests waiting on a recovery fail now."""
-    for session in sessions:
-        if session.recovering:
-            log.warning("unmounting while %s is unreachable: its pending I/O fails now", session.target_name)
-            session.close_now()
+    for session in pool.recovering():
+        log.warning("unmounting while %s is unreachable: its pending I/O fails now", session.target_name)
+        session.close_now()
 
 
-async def shutdown(luns: list[Lun], sessions: list[Session]) -> None:
+async def shutdown(luns: list[Lun], pool: SessionPool) -> None:
     """Flush what was written, then log out: what unmount and SIGTERM do."""
-    abandon_unreachable(sessions)
+    abandon_unreachable(pool)
     with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_TIMEOUT) as scope:
         for lun in luns:
             if lun.dirty and lun.session.alive:
@@ -135,8 +164,7 @@ async def shutdown(luns: list[Lun], sessions: list[Session]) -> None:
                     await lun.flush()
                 except IscsiError as exc:
                     log.error("flushing %s/%d on unmount failed: %s", lun.session.target_name, lun.lun, exc)
-        for session in sessions:
-            await session.logout()
+        await pool.close()
     if scope.cancelled_caught:
         log.warning("targets did not answer within %.0f s at unmount; closed anyway", SHUTDOWN_TIMEOUT)
 
@@ -148,10 +176,12 @@ async def serve(client: Client, url: IscsiUrl, mountpoint: str, options: MountOp
         raise MountError(f"{mountpoint} is a file: only a LUN URL (iscsi://host/iqn/lun) can be mounted on a file")
     options = replace(options, fsname=url.without_query())
     async with trio.open_nursery() as nursery:
-        fs, sessions = await build_tree(nursery, client, url, root_is_file=root_is_file, options=options)
-        STATS.sessions = lambda: sum(1 for s in sessions if s.alive)
-        STATS.paths = lambda: {s.target_name: [{"portal": str(p.portal), "state": p.state, "active": p.active}
-                                               for p in s.paths()] for s in sessions}
+        pool = SessionPool(nursery, partial(client.login, nursery, url), idle_timeout=options.idle_timeout,
+                           max_sessions=options.max_sessions)
+        fs = await build_tree(nursery, client, url, pool, root_is_file=root_is_file, options=options)
+        STATS.sessions = lambda: pool.logged_in
+        STATS.paths = lambda: {name: [{"portal": str(p.portal), "state": p.state, "active": p.active}
+                                      for p in handle.paths()] for name, handle in pool.handles.items()}
         resolved = os.path.realpath(mountpoint)  # now: once mounted, resolving it would ask us
 
         async def apply_readahead() -> None:
@@ -161,7 +191,7 @@ async def serve(client: Client, url: IscsiUrl, mountpoint: str, options: MountOp
         try:
             pyfuse3.init(fs, mountpoint, options.fuse_options())
         except (RuntimeError, OSError) as exc:
-            await shutdown([], sessions)
+            await shutdown([], pool)
             raise MountError(f"cannot mount on {mountpoint}: {exc}") from None
         terminated = False
         try:
@@ -172,7 +202,7 @@ async def serve(client: Client, url: IscsiUrl, mountpoint: str, options: MountOp
                     async for signum in signals:
                         log.info("received %s: unmounting", signal.Signals(signum).name)
                         terminated = True
-                        abandon_unreachable(sessions)  # FUSE waits for running requests to return
+                        abandon_unreachable(pool)  # FUSE waits for running requests to return
                         pyfuse3.terminate()
                         return
 
@@ -185,7 +215,7 @@ async def serve(client: Client, url: IscsiUrl, mountpoint: str, options: MountOp
             terminated = True  # we are leaving on an error: the kernel mount is still there
             raise
         finally:
-            await shutdown(fs.luns(), sessions)
+            await shutdown(fs.luns(), pool)
             # After an external unmount (fusermount3 -u) the kernel mount is already gone.
             pyfuse3.close(unmount=terminated)
             log.info("unmounted %s", mountpoint)

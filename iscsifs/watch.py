@@ -15,6 +15,7 @@ the tree within two periods, with no I/O from anyone.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import pyfuse3
 import trio
@@ -49,17 +50,23 @@ class TargetWatch:
         self._again = False
         session.on_unit_attention = self.on_unit_attention
 
-    def poll(self, interval: float) -> None:
-        """Poll the target's LUN list every ``interval`` seconds while its session lives."""
-        self.nursery.start_soon(self._poll, interval)
+    def poll(self, interval: float, logged_in: Callable[[], ScsiSession | None] | None = None) -> None:
+        """Poll the target's LUN list every ``interval`` seconds while its session lives, on the
+        session ``logged_in()`` gives: a pooled session that is logged out for idleness is not
+        logged in again for a poll (it is rescanned when it is next logged in)."""
+        self.nursery.start_soon(self._poll, interval, logged_in or (lambda: self.session))
 
-    async def _poll(self, interval: float) -> None:
+    async def _poll(self, interval: float, logged_in: Callable[[], ScsiSession | None]) -> None:
         previous: set[int] | None = None
         while self.session.alive:
             await trio.sleep(interval)
+            session = logged_in()
+            if session is None:
+                previous = None
+                continue
             try:
                 with trio.fail_after(RESCAN_TIMEOUT):
-                    reported = set(await report_luns(self.session))
+                    reported = set(await report_luns(session))
             except (IscsiError, trio.TooSlowError) as exc:
                 log.debug("polling the LUNs of %s: %s", self.session.target_name, exc)
                 continue

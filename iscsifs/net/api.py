@@ -64,6 +64,14 @@ class ScsiSession(Protocol):
 
     def paths(self) -> list[PathInfo]: ...
 
+    def hold(self) -> None:
+        """A file is open on this session: keep it logged in (``net.pool``)."""
+        ...
+
+    def release(self) -> None:
+        """That file is closed."""
+        ...
+
 
 # The identity check a session runs after every login, passed down from ``iscsifs.lun`` (net never
 # imports from above): (a session over the new connection, LUN) -> (serial, wwn).

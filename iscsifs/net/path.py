@@ -99,6 +99,12 @@ class ConnectionScsi:
     def paths(self) -> list[PathInfo]:
         return [PathInfo(self.portal, "logged_in", True)]
 
+    def hold(self) -> None:
+        pass
+
+    def release(self) -> None:
+        pass
+
 
 # Called with a new connection before it serves anything (the first login and every relogin);
 # raises IscsiError to refuse it. The session supplies it (identity checks).
@@ -263,7 +269,9 @@ class Path:
                 if exc.status_class == 0x03:
                     delay, backoff = backoff, min(backoff * 2, self.policy.max_backoff)
                 log.info("reconnecting to %s at %s: %s; retrying in %.0f s", self.target_name, self.portal, exc, delay)
-            except ConnectError as exc:
+            except (ConnectError, ConnectionLost) as exc:
+                # Refused, or closed during the login: tgt closes it while it has no target
+                # configured (restarting), so this is a probe that failed, not a refusal.
                 log.debug("reconnecting to %s: %s", self.target_name, exc)
             except (*CONNECTION_ERRORS, IscsiError) as exc:
                 delay, backoff = backoff, min(backoff * 2, self.policy.max_backoff)

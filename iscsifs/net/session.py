@@ -153,6 +153,12 @@ class Session:
         if serial or wwn:
             self.identities[lun] = (serial, wwn)
 
+    def hold(self) -> None:
+        pass  # a Session lives as long as its owner keeps it; net.pool's may log out when idle
+
+    def release(self) -> None:
+        pass
+
     async def execute(self, lun: int, cdb: bytes, *, data_out: bytes | bytearray | memoryview | None = None,
                       expected_in: int = 0, into: bytearray | memoryview | None = None) -> ScsiResult:
         """Run a command to completion across path failures (see the module docstring)."""

@@ -1,0 +1,231 @@
+"""A mount's sessions: opened when first needed, logged out when idle, bounded in number.
+
+Each target of a mount has one ``PooledSession`` for its whole life: what its LUN files and its
+watch hold (a ``net.api.ScsiSession``). The ``Session`` behind it is opened by the first command
+that needs it (an open, a read, a write, a rescan) and logged out by the pool when it has had
+no open file and no command for ``idle_timeout`` seconds (0: never), or when ``max_sessions``
+are open and a session for another target is needed (the least recently used idle one goes
+first; with none idle, the opener waits for one). Every decision is a plain function of the
+pool's state (``_idle``, ``_victim``); only then does it await.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+import trio
+
+from iscsifs.net.api import PathInfo, UnitAttention
+from iscsifs.net.session import Session
+from iscsifs.proto.address import Portal
+from iscsifs.proto.errors import ConnectionLost
+from iscsifs.proto.session import ScsiResult
+from iscsifs.scsi.sense import Sense
+
+log = logging.getLogger("iscsifs")
+
+# target, the identities to check after logging in (None: not known yet, see Session.open)
+Opener = Callable[[str, "dict[int, tuple[str, str]] | None"], Awaitable[Session]]
+
+
+class PooledSession:
+    """One target's session, opened on demand (see the module docstring)."""
+
+    def __init__(self, pool: SessionPool, target: str, portals: list[Portal]) -> None:
+        self._pool = pool
+        self._target = target
+        self._portals = portals
+        self.session: Session | None = None
+        self._opening = trio.Lock()
+        self.on_unit_attention: UnitAttention | None = None
+        self.on_reopen: Callable[[], None] | None = None  # logged in again after being logged out
+        self.identities: dict[int, tuple[str, str]] = {}
+        self.scanned = False  # identities are known: later logins check them and start every path
+        self.holds = 0  # open files
+        self.busy = 0  # commands in flight
+        self.last_used = trio.current_time()
+        self.logins = 0
+
+    def __repr__(self) -> str:
+        state = "open" if self.session is not None else "logged out"
+        return f"<PooledSession {self._target} {state} holds={self.holds} busy={self.busy}>"
+
+    # -- net.api.ScsiSession ---------------------------------------------------------------------
+
+    @property
+    def target_name(self) -> str:
+        return self._target
+
+    @property
+    def portal(self) -> Portal:
+        return self.session.portal if self.session is not None else self._portals[0]
+
+    @property
+    def alive(self) -> bool:
+        return not self._pool.closed and (self.session is None or self.session.alive)
+
+    def paths(self) -> list[PathInfo]:
+        if self.session is not None:
+            return self.session.paths()
+        return [PathInfo(p, "logged_out", False) for p in self._portals]
+
+    async def execute(self, lun: int, cdb: bytes, *, data_out: bytes | bytearray | memoryview | None = None,
+                      expected_in: int = 0, into: bytearray | memoryview | None = None) -> ScsiResult:
+        session = self.session or await self._pool.open(self)
+        self.busy += 1
+        try:
+            return await session.execute(lun, cdb, data_out=data_out, expected_in=expected_in, into=into)
+        finally:
+            self.busy -= 1
+            self.last_used = trio.current_time()
+
+    def queue_full(self) -> None:
+        if self.session is not None:
+            self.session.queue_full()
+
+    def queue_ok(self) -> None:
+        if self.session is not None:
+            self.session.queue_ok()
+
+    def expect_identity(self, lun: int, serial: str, wwn: str) -> None:
+        if serial or wwn:
+            self.identities[lun] = (serial, wwn)
+        if self.session is not None:
+            self.session.expect_identity(lun, serial, wwn)
+
+    def hold(self) -> None:
+        self.holds += 1
+
+    def release(self) -> None:
+        self.holds -= 1
+        self.last_used = trio.current_time()
+        self._pool.changed()
+
+    # -- for the pool and the mount ----------------------------------------------------------------
+
+    def logged_in(self) -> Session | None:
+        """The session if it is logged in now: commands on it do not count as use (polls)."""
+        return self.session
+
+    def scan_done(self) -> None:
+        """The identities are registered: bring up the other paths, which are checked against them."""
+        self.scanned = True
+        if self.session is not None:
+            self.session.start_paths()
+
+    def _unit_attention(self, lun: int, sense: Sense) -> None:
+        if self.on_unit_attention is not None:
+            self.on_unit_attention(lun, sense)
+
+    @property
+    def idle(self) -> bool:
+        return self.session is not None and not self.holds and not self.busy and not self._opening.locked()
+
+
+class SessionPool:
+    def __init__(self, nursery: trio.Nursery, opener: Opener, *, idle_timeout: float = 0.0,
+                 max_sessions: int = 64) -> None:
+        self._nursery = nursery
+        self._opener = opener
+        self.idle_timeout = idle_timeout
+        self.max_sessions = max(1, max_sessions)
+        self.handles: dict[str, PooledSession] = {}
+        self._open = 0  # sessions logged in or logging in
+        self._changed = trio.Event()
+        self.closed = False
+        if idle_timeout > 0:
+            nursery.start_soon(self._reap)
+
+    def __repr__(self) -> str:
+        return f"<SessionPool {self._open}/{self.max_sessions} open of {len(self.handles)} idle_timeout={self.idle_timeout}>"
+
+    def session(self, target: str, portals: list[Portal]) -> PooledSession:
+        handle = self.handles.get(target)
+        if handle is None:
+            handle = self.handles[target] = PooledSession(self, target, portals)
+        return handle
+
+    @property
+    def logged_in(self) -> int:
+        return sum(1 for h in self.handles.values() if h.session is not None)
+
+    def changed(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    # -- decisions -----------------------------------------------------------------------------------
+
+    def _victim(self) -> PooledSession | None:
+        """The least recently used idle session, to make room for another."""
+        idle = [h for h in self.handles.values() if h.idle]
+        return min(idle, key=lambda h: h.last_used, default=None)
+
+    def _expired(self, now: float) -> list[PooledSession]:
+        return [h for h in self.handles.values() if h.idle and now - h.last_used >= self.idle_timeout]
+
+    # -- I/O -----------------------------------------------------------------------------------------
+
+    async def open(self, handle: PooledSession) -> Session:
+        async with handle._opening:
+            if handle.session is not None:
+                return handle.session
+            while self._open >= self.max_sessions:
+                if self.closed:
+                    raise ConnectionLost("unmounting")
+                victim = self._victim()
+                if victim is not None:
+                    await self._logout(victim, "to make room (max_sessions)")
+                else:
+                    await self._changed.wait()
+            if self.closed:
+                raise ConnectionLost("unmounting")
+            self._open += 1
+            try:
+                session = await self._opener(handle.target_name, handle.identities if handle.scanned else None)
+            except BaseException:
+                self._open -= 1
+                self.changed()
+                raise
+            session.on_unit_attention = handle._unit_attention
+            handle.session = session
+            handle.logins += 1
+            handle.last_used = trio.current_time()
+            if handle.logins > 1:
+                log.debug("target %s: logged in again (it was idle)", handle.target_name)
+                if handle.on_reopen is not None:
+                    handle.on_reopen()
+            return session
+
+    async def _logout(self, handle: PooledSession, why: str) -> None:
+        session, handle.session = handle.session, None
+        if session is None:
+            return
+        log.debug("target %s: logging out %s", handle.target_name, why)
+        try:
+            with trio.move_on_after(5):
+                await session.logout()
+        finally:
+            self._open -= 1
+            self.changed()
+
+    async def _reap(self) -> None:
+        """Log out sessions idle for idle_timeout; checks twice per period."""
+        while not self.closed:
+            await trio.sleep(max(0.5, self.idle_timeout / 2))
+            for handle in self._expired(trio.current_time()):
+                if handle.idle:  # still: an earlier logout awaited
+                    await self._logout(handle, f"after {self.idle_timeout:g} s idle (idle_timeout)")
+
+    def recovering(self) -> list[Session]:
+        return [h.session for h in self.handles.values() if h.session is not None and h.session.recovering]
+
+    async def close(self) -> None:
+        """Log every session out (unmount)."""
+        self.closed = True
+        self.changed()
+        for handle in list(self.handles.values()):
+            await self._logout(handle, "(unmount)")
+
+    def sessions(self) -> list[Session]:
+        return [h.session for h in self.handles.values() if h.session is not None]

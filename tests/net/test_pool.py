@@ -1,0 +1,105 @@
+"""The session pool against fake targets, on trio's mock clock: sessions open on first use, are
+logged out when idle (never while a file is open), are bounded by max_sessions (least recently
+used idle one first), and are checked against the identities already known when they log in again."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import pytest
+import trio
+
+from iscsifs.lun import command, identity_of
+from iscsifs.net.path import RecoveryPolicy
+from iscsifs.net.pool import SessionPool
+from iscsifs.net.session import Session
+from iscsifs.proto import pdu as P
+from iscsifs.proto.address import Portal
+from iscsifs.proto.login import LoginConfig
+from iscsifs.scsi import cdb
+from support.fake_target import FakePortals
+
+READ = cdb.read(0, 8)
+POLICY = RecoveryPolicy(nop_interval=3600)
+
+
+def _pool(nursery, fakes, **kw) -> SessionPool:
+    async def opener(target, identities):
+        config = LoginConfig(initiator_name="iqn.2026-11.test:init", target_name=target)
+        return await Session.open(nursery, [Portal(target.rsplit(":", 1)[1])], config, POLICY, connect=fakes,
+                                  identify=identity_of, identities=identities)
+
+    return SessionPool(nursery, opener, **kw)
+
+
+def _logins(fakes, name) -> int:
+    return len(fakes.at(Portal(name)))
+
+
+async def test_a_session_opens_on_first_use_and_logs_out_when_idle(autojump_clock):
+    async with trio.open_nursery() as nursery:
+        fakes = FakePortals(nursery, max_cmd_sn_delta=16)
+        pool = _pool(nursery, fakes, idle_timeout=30)
+        handle = pool.session("iqn.2026-11.test:a", [Portal("a")])
+        assert pool.logged_in == 0 and _logins(fakes, "a") == 0  # nothing until it is needed
+        await command(handle, 0, READ, name="READ", expected_in=4096)
+        assert pool.logged_in == 1 and _logins(fakes, "a") == 1
+        await trio.sleep(20)
+        await command(handle, 0, READ, name="READ", expected_in=4096)  # I/O keeps it
+        await trio.sleep(20)
+        assert pool.logged_in == 1
+        await trio.sleep(30)
+        assert pool.logged_in == 0  # idle for idle_timeout: logged out
+        assert any(isinstance(p, P.LogoutRequest) for p in fakes.at(Portal("a"))[0].log)
+        handle.hold()  # an open file
+        await command(handle, 0, READ, name="READ", expected_in=4096)
+        assert _logins(fakes, "a") == 2
+        await trio.sleep(300)
+        assert pool.logged_in == 1  # never while a file is open
+        handle.release()
+        await trio.sleep(60)
+        assert pool.logged_in == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_max_sessions_logs_out_the_least_recently_used_idle_one(autojump_clock):
+    async with trio.open_nursery() as nursery:
+        fakes = FakePortals(nursery, max_cmd_sn_delta=16)
+        pool = _pool(nursery, fakes, max_sessions=2)
+        a, b, c = (pool.session(f"iqn.2026-11.test:{n}", [Portal(n)]) for n in "abc")
+        await command(a, 0, READ, name="READ", expected_in=4096)
+        await trio.sleep(1)
+        await command(b, 0, READ, name="READ", expected_in=4096)
+        await trio.sleep(1)
+        await command(a, 0, READ, name="READ", expected_in=4096)  # b is now the least recently used
+        await command(c, 0, READ, name="READ", expected_in=4096)
+        assert (a.session is not None, b.session is None, c.session is not None) == (True, True, True)
+        assert pool.logged_in == 2
+        a.hold()
+        c.hold()  # neither may go: the next one waits for room
+        with trio.move_on_after(10) as waited:
+            await command(b, 0, READ, name="READ", expected_in=4096)
+        assert waited.cancelled_caught and pool.logged_in == 2
+        async with trio.open_nursery() as io:
+            io.start_soon(partial(command, b, 0, READ, name="READ", expected_in=4096))
+            await trio.sleep(5)
+            c.release()
+        assert b.session is not None and c.session is None
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_session_logged_in_again_checks_the_identities_known(autojump_clock):
+    async with trio.open_nursery() as nursery:
+        fakes = FakePortals(nursery, max_cmd_sn_delta=16)
+        pool = _pool(nursery, fakes, idle_timeout=10)
+        handle = pool.session("iqn.2026-11.test:a", [Portal("a")])
+        handle.expect_identity(0, "FAKE0001", "naa.6001405fa4e4c0de")
+        handle.scan_done()
+        await command(handle, 0, READ, name="READ", expected_in=4096)
+        await trio.sleep(30)
+        assert pool.logged_in == 0
+        fakes.setup = lambda portal, target: setattr(target, "serial", b"SWAPPED1")
+        with pytest.raises(Exception) as e:
+            await command(handle, 0, READ, name="READ", expected_in=4096)
+        assert "another device" in str(e.value)
+        nursery.cancel_scope.cancel()
