@@ -11,8 +11,10 @@ One private tgtd serves one LUN backed by a file in /dev/shm. On that same LUN, 
     system on trio + pyfuse3 on this machine (what FUSE dispatch and pyfuse3 alone cost); and
     the same with --wait, where each request waits once for another task to complete it, as any
     file system doing I/O must (the ceiling of one that waits once per request).
-Then the time to mount a portal of 50 targets x 4 LUNs and `ls -lR` it, and the peak RSS of the
-iscsifs process under load. Prints a Markdown table with the ratios the performance issue asks for.
+Then the time to mount a portal of 50 targets x 4 LUNs and `ls -lR` it; the same for 500 targets
+of 1 LUN with idle_timeout, and how many sessions tgt still sees once it has passed; how long
+after tgtd listens again (killed, down 30 s, restarted) a read that waited through the outage
+completes; and the peak RSS of the iscsifs process under load. Prints a Markdown table with the ratios the performance issue asks for.
 """
 
 from __future__ import annotations
@@ -155,9 +157,87 @@ def portal_mount_time(work: Path, targets: int = 50, luns: int = 4) -> tuple[flo
         shutil.rmtree(shm, ignore_errors=True)
 
 
+def tgt_sessions(tgt: TgtDaemon) -> int:
+    """The I_T nexuses (sessions) tgt has, over all its targets."""
+    return tgt.tgtadm("--op", "show", "--mode", "target").count("I_T nexus: ")
+
+
+def portal_500(work: Path, targets: int = 500, idle_timeout: float = 5.0) -> tuple[float, float, int, int]:
+    """A 500-target portal (1 LUN each) mounted with idle_timeout: seconds to mount and to ls -lR,
+    the sessions tgt sees right after, and once idle_timeout has passed."""
+    shm = Path(tempfile.mkdtemp(prefix="iscsifs-bench-500-", dir="/dev/shm"))
+    mnt = work / "portal500"
+    mnt.mkdir()
+    try:
+        with TgtDaemon(work / "tgt-500") as tgt:
+            for t in range(targets):
+                iqn = f"iqn.2026-11.bench.iscsifs:p500-{t:03d}"
+                tgt.add_target(iqn)
+                backing = shm / f"t{t}.img"
+                with open(backing, "wb") as f:
+                    f.truncate(1 << 20)
+                tgt.add_lun(iqn, 1, backing)
+            started = time.monotonic()
+            subprocess.run([*ISCSIFS, "-o", f"idle_timeout={idle_timeout:g}", tgt.url, str(mnt)], check=True,
+                           timeout=600)
+            mounted = time.monotonic() - started
+            started = time.monotonic()
+            listing = subprocess.run(["ls", "-lR", str(mnt)], check=True, capture_output=True, timeout=300).stdout
+            listed = time.monotonic() - started
+            files = sum(1 for line in listing.decode().splitlines() if line.startswith("-"))
+            assert files == targets, f"ls -lR saw {files} files"
+            after_ls = tgt_sessions(tgt)
+            time.sleep(idle_timeout * 1.5 + 1)
+            idle = tgt_sessions(tgt)
+            subprocess.run(["fusermount3", "-u", str(mnt)], check=True, timeout=60)
+            return mounted, listed, after_ls, idle
+    finally:
+        if is_mounted(mnt):
+            subprocess.run(["fusermount3", "-uz", str(mnt)], timeout=60)
+        shutil.rmtree(shm, ignore_errors=True)
+
+
+def recovery_time(work: Path, outage: float = 30.0) -> float:
+    """tgtd killed (kill -9) under a mount, down ``outage`` seconds, then restarted: seconds from
+    the moment it listens again (configured, as an admin's restart would be) to the completion of
+    a read that was issued during the outage."""
+    mnt = work / "recovery"
+    mnt.mkdir()
+    backing = work / "recovery.img"
+    with open(backing, "wb") as f:
+        f.truncate(8 << 20)
+    iqn = "iqn.2026-11.bench.iscsifs:recovery"
+
+    def configure(tgt: TgtDaemon) -> None:
+        tgt.targets.clear()
+        tgt.next_tid = 1  # the same tid: tgt derives the LUN's serial and WWN from it
+        tgt.add_target(iqn)
+        tgt.add_lun(iqn, 1, backing)
+
+    tgt = TgtDaemon(work / "tgt-recovery").start()
+    try:
+        configure(tgt)
+        subprocess.run([*ISCSIFS, "-o", "recovery_timeout=300", f"{tgt.url}/{iqn}", str(mnt)], check=True,
+                       timeout=60)
+        tgt.stop()
+        reader = subprocess.Popen(["dd", f"if={mnt / '1'}", "of=/dev/null", "bs=4k", "count=1", "iflag=direct"],
+                                  stderr=subprocess.DEVNULL)
+        time.sleep(outage)
+        tgt.start()
+        configure(tgt)
+        listening = time.monotonic()
+        assert reader.wait(timeout=120) == 0, "the read that waited through the outage failed"
+        return time.monotonic() - listening
+    finally:
+        if is_mounted(mnt):
+            subprocess.run(["fusermount3", "-u", str(mnt)], timeout=60)
+        tgt.stop()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size-mib", type=int, default=256, help="LUN size (a file in /dev/shm)")
+    ap.add_argument("--outage", type=float, default=30.0, help="seconds tgtd stays down in the recovery row")
     ap.add_argument("--runtime", type=float, default=5, help="seconds per fio job")
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("--iscsifs-options", default="", help="extra -o options for the iscsifs mount")
@@ -228,6 +308,11 @@ def main() -> int:
                 if results[job.name]["raw"] is not None:
                     print(f"bench: raw       {job.name}: {results[job.name]['raw']:.1f}", file=sys.stderr)
         mounted, listed = portal_mount_time(work)
+        p500 = portal_500(work)
+        print(f"bench: 500 targets: mount {p500[0]:.2f} s, ls -lR {p500[1]:.2f} s, sessions {p500[2]} -> {p500[3]}",
+              file=sys.stderr)
+        recovered = recovery_time(work, args.outage)
+        print(f"bench: recovery after a {args.outage:g} s outage: {recovered:.2f} s", file=sys.stderr)
     finally:
         for m in mounts:
             if is_mounted(m):
@@ -271,9 +356,16 @@ def main() -> int:
     print(f"| iscsifs peak RSS under load | MiB | {rss:.0f} | | | | | | | | < 200 | |")
     print(f"| portal 50 targets x 4 LUNs: mount | s | {mounted:.2f} | | | | | | | | | |")
     print(f"| portal 50 targets x 4 LUNs: ls -lR | s | {listed:.2f} | | | | | | | | mount + ls < 3 | |")
+    print(f"| portal 500 targets, idle_timeout=5: mount | s | {p500[0]:.2f} | | | | | | | | | |")
+    print(f"| portal 500 targets, idle_timeout=5: ls -lR | s | {p500[1]:.2f} | | | | | | | | | |")
+    print(f"| portal 500 targets: sessions after ls -lR, after idle_timeout | sessions | {p500[2]} -> {p500[3]} "
+          f"| | | | | | | | 0 once idle | |")
+    print(f"| read resumed after tgtd listens again ({args.outage:g} s outage) | s | {recovered:.2f} "
+          f"| | | | | | | | < 3 | |")
     if args.json:
         args.json.write_text(json.dumps({"jobs": results, "rss_mib": rss, "portal_mount_s": mounted,
-                                         "portal_ls_s": listed}, indent=2))
+                                         "portal_ls_s": listed, "portal500": p500, "recovery_s": recovered},
+                                        indent=2))
     return 0
 
 
