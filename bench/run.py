@@ -20,6 +20,7 @@ completes; and the peak RSS of the iscsifs process under load. Prints a Markdown
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -29,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,35 +128,49 @@ def peak_rss_mib(pid: int) -> float:
     return 0.0
 
 
-def portal_mount_time(work: Path, targets: int = 50, luns: int = 4) -> tuple[float, float]:
-    """Seconds to mount a portal of targets x luns (the command returns when live), and to ls -lR it."""
-    shm = Path(tempfile.mkdtemp(prefix="iscsifs-bench-portal-", dir="/dev/shm"))
-    mnt = work / "portal"
+@contextlib.contextmanager
+def portal(work: Path, name: str, targets: int, luns: int) -> Iterator[tuple[TgtDaemon, Path]]:
+    """A private tgtd with ``targets`` targets of ``luns`` 1 MiB LUNs each (in /dev/shm), and an
+    empty mount point; whatever is mounted there is unmounted afterwards."""
+    shm = Path(tempfile.mkdtemp(prefix=f"iscsifs-bench-{name}-", dir="/dev/shm"))
+    mnt = work / name
     mnt.mkdir()
     try:
-        with TgtDaemon(work / "tgt-portal") as tgt:
+        with TgtDaemon(work / f"tgt-{name}") as tgt:
             for t in range(targets):
-                iqn = f"iqn.2026-11.bench.iscsifs:portal{t:03d}"
+                iqn = f"iqn.2026-11.bench.iscsifs:{name}{t:03d}"
                 tgt.add_target(iqn)
                 for lun in range(1, luns + 1):
                     backing = shm / f"t{t}-{lun}.img"
                     with open(backing, "wb") as f:
                         f.truncate(1 << 20)
                     tgt.add_lun(iqn, lun, backing)
-            started = time.monotonic()
-            subprocess.run([*ISCSIFS, tgt.url, str(mnt)], check=True, timeout=300)
-            mounted = time.monotonic() - started
-            started = time.monotonic()
-            listing = subprocess.run(["ls", "-lR", str(mnt)], check=True, capture_output=True, timeout=300).stdout
-            listed = time.monotonic() - started
-            files = sum(1 for line in listing.decode().splitlines() if line.startswith("-"))
-            assert files == targets * luns, f"ls -lR saw {files} files"
-            subprocess.run(["fusermount3", "-u", str(mnt)], check=True, timeout=60)
-            return mounted, listed
+            yield tgt, mnt
     finally:
         if is_mounted(mnt):
             subprocess.run(["fusermount3", "-uz", str(mnt)], timeout=60)
         shutil.rmtree(shm, ignore_errors=True)
+
+
+def mount_and_list(url: str, mnt: Path, files: int, *options: str) -> tuple[float, float]:
+    """Seconds to mount (the command returns when live) and to ``ls -lR``, which must see ``files``."""
+    started = time.monotonic()
+    subprocess.run([*ISCSIFS, *options, url, str(mnt)], check=True, timeout=600)
+    mounted = time.monotonic() - started
+    started = time.monotonic()
+    listing = subprocess.run(["ls", "-lR", str(mnt)], check=True, capture_output=True, timeout=300).stdout
+    listed = time.monotonic() - started
+    seen = sum(1 for line in listing.decode().splitlines() if line.startswith("-"))
+    assert seen == files, f"ls -lR saw {seen} files, not {files}"
+    return mounted, listed
+
+
+def portal_mount_time(work: Path, targets: int = 50, luns: int = 4) -> tuple[float, float]:
+    """Seconds to mount a portal of targets x luns, and to ls -lR it."""
+    with portal(work, "portal", targets, luns) as (tgt, mnt):
+        times = mount_and_list(tgt.url, mnt, targets * luns)
+        subprocess.run(["fusermount3", "-u", str(mnt)], check=True, timeout=60)
+        return times
 
 
 def tgt_sessions(tgt: TgtDaemon) -> int:
@@ -165,36 +181,13 @@ def tgt_sessions(tgt: TgtDaemon) -> int:
 def portal_500(work: Path, targets: int = 500, idle_timeout: float = 5.0) -> tuple[float, float, int, int]:
     """A 500-target portal (1 LUN each) mounted with idle_timeout: seconds to mount and to ls -lR,
     the sessions tgt sees right after, and once idle_timeout has passed."""
-    shm = Path(tempfile.mkdtemp(prefix="iscsifs-bench-500-", dir="/dev/shm"))
-    mnt = work / "portal500"
-    mnt.mkdir()
-    try:
-        with TgtDaemon(work / "tgt-500") as tgt:
-            for t in range(targets):
-                iqn = f"iqn.2026-11.bench.iscsifs:p500-{t:03d}"
-                tgt.add_target(iqn)
-                backing = shm / f"t{t}.img"
-                with open(backing, "wb") as f:
-                    f.truncate(1 << 20)
-                tgt.add_lun(iqn, 1, backing)
-            started = time.monotonic()
-            subprocess.run([*ISCSIFS, "-o", f"idle_timeout={idle_timeout:g}", tgt.url, str(mnt)], check=True,
-                           timeout=600)
-            mounted = time.monotonic() - started
-            started = time.monotonic()
-            listing = subprocess.run(["ls", "-lR", str(mnt)], check=True, capture_output=True, timeout=300).stdout
-            listed = time.monotonic() - started
-            files = sum(1 for line in listing.decode().splitlines() if line.startswith("-"))
-            assert files == targets, f"ls -lR saw {files} files"
-            after_ls = tgt_sessions(tgt)
-            time.sleep(idle_timeout * 1.5 + 1)
-            idle = tgt_sessions(tgt)
-            subprocess.run(["fusermount3", "-u", str(mnt)], check=True, timeout=60)
-            return mounted, listed, after_ls, idle
-    finally:
-        if is_mounted(mnt):
-            subprocess.run(["fusermount3", "-uz", str(mnt)], timeout=60)
-        shutil.rmtree(shm, ignore_errors=True)
+    with portal(work, "p500-", targets, 1) as (tgt, mnt):
+        mounted, listed = mount_and_list(tgt.url, mnt, targets, "-o", f"idle_timeout={idle_timeout:g}")
+        after_ls = tgt_sessions(tgt)
+        time.sleep(idle_timeout * 1.5 + 1)
+        idle = tgt_sessions(tgt)
+        subprocess.run(["fusermount3", "-u", str(mnt)], check=True, timeout=60)
+        return mounted, listed, after_ls, idle
 
 
 def recovery_time(work: Path, outage: float = 30.0) -> float:

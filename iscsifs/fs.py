@@ -79,8 +79,8 @@ class IscsiFs(pyfuse3.Operations):
         self._next_inode = pyfuse3.ROOT_INODE + 1
         self._gone: set[int] = set()  # inodes of removed LUNs, for ENXIO instead of ENOENT
         self._buffers = BufferPool()
-        self._held: dict[int, ScsiSession] = {}  # inode -> its session, while files are open on it
-        self._opens: dict[int, int] = {}
+        # inode -> (its session, open files): what release() gives back, even once the LUN is gone
+        self._held: dict[int, tuple[ScsiSession, int]] = {}
         self.after_init: Callable[[], None] | None = None  # called once the kernel's INIT is answered
 
     def init(self) -> None:
@@ -272,8 +272,7 @@ class IscsiFs(pyfuse3.Operations):
         # the inode lock once per write (file_remove_privs), which serialised a queue of writes
         # behind one FUSE round trip each. It still drops cached pages of the range it writes.
         node.lun.session.hold()  # an open file keeps its session logged in (net.pool)
-        self._held[inode] = node.lun.session
-        self._opens[inode] = self._opens.get(inode, 0) + 1
+        self._held[inode] = (node.lun.session, self._held.get(inode, (None, 0))[1] + 1)
         return pyfuse3.FileInfo(fh=inode, keep_cache=False, direct_io=bool(flags & os.O_DIRECT))
 
     async def read(self, fh, off, size):
@@ -309,12 +308,10 @@ class IscsiFs(pyfuse3.Operations):
         await self._sync(fh)
 
     async def release(self, fh):
-        session = self._held.get(fh)
-        if session is not None:
-            session.release()
-            self._opens[fh] -= 1
-            if not self._opens[fh]:
-                del self._opens[fh], self._held[fh]
+        session, count = self._held.pop(fh)
+        session.release()
+        if count > 1:
+            self._held[fh] = (session, count - 1)
 
     async def _sync(self, fh: int) -> None:
         lun = self._lun(fh)

@@ -62,6 +62,7 @@ class Session:
         self._paths: list[Path] = []
         self._usable: list[Path] = []  # healthy paths, in configured order: the command path reads only this
         self._held_back: list[Portal] = []  # portals that join once identities are known (start_paths)
+        self._order: list[Portal] = []  # every portal, in the order of preference
         self._next = 0  # round-robin position
         self._closed = False
         self._changed = trio.Event()  # set (and replaced) whenever a path changes state
@@ -84,7 +85,7 @@ class Session:
         error). The other portals become paths at once when ``identities`` are given, else once
         ``start_paths`` is called (after the caller has registered them)."""
         session = cls(nursery, config, policy, **kw)  # type: ignore[arg-type]
-        portals = list(dict.fromkeys(portals))  # the same portal twice is one path
+        portals = session._order = list(dict.fromkeys(portals))  # the same portal twice is one path
         errors: list[BaseException] = []
         for i, portal in enumerate(portals):
             try:
@@ -117,6 +118,9 @@ class Session:
             return
         config = replace(self._config, isid=new_isid(), tsih=0)  # a session of its own
         self._paths.append(Path.start(self._nursery, portal, config, self.policy, **self._path_kw()))
+        if portal not in self._order:
+            self._order.append(portal)
+        self._paths.sort(key=lambda p: self._order.index(p.portal))  # failover prefers the earlier ones
         log.info("target %s: path through %s added", self.target_name, portal)
 
     def __repr__(self) -> str:

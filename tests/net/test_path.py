@@ -267,6 +267,24 @@ async def test_failover_reissues_on_the_standby_path_at_once_and_fails_back(auto
             nursery.cancel_scope.cancel()
 
 
+async def test_a_preferred_portal_down_at_login_takes_over_when_it_comes_up(autojump_clock):
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            fakes = FakePortals(nursery, max_cmd_sn_delta=16)
+            fakes.down.add(A)
+            ms = await Session.open(nursery, [A, B], CONFIG, FAST, connect=fakes, identify=identity_of,
+                                    identities={})
+            await trio.sleep(0.1)
+            assert [(p.portal, p.state, p.active) for p in ms.paths()] == [(A, "recovering", False),
+                                                                          (B, "logged_in", True)]
+            await command(ms, 0, READ, name="READ", expected_in=4096)
+            fakes.down.clear()
+            await trio.sleep(PROBE_INTERVAL + 0.5)
+            assert [(p.portal, p.state, p.active) for p in ms.paths()] == [(A, "logged_in", True),
+                                                                          (B, "logged_in", False)]
+            nursery.cancel_scope.cancel()
+
+
 async def test_a_path_to_another_device_is_refused(autojump_clock):
     with trio.fail_after(120):
         async with trio.open_nursery() as nursery:
