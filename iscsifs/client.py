@@ -21,7 +21,7 @@ import trio
 
 from iscsifs.lun import Identity, Lun, command, identify, identity_of, inquiry, read_capacity
 from iscsifs.net.api import ScsiSession
-from iscsifs.net.connection import Connect, Connection, tcp_connect
+from iscsifs.net.connection import Connect, ConnectError, Connection, tcp_connect
 from iscsifs.net.nursery import single_error
 from iscsifs.net.path import RecoveryPolicy
 from iscsifs.net.session import PathPolicy, Session
@@ -168,9 +168,13 @@ class Client:
         """A Discovery session with SendTargets=All, then logout."""
         with single_error():
             async with trio.open_nursery() as nursery:
-                with trio.fail_after(self.config.login_timeout):
-                    connection = await Connection.open(nursery, url.portal, self._login_config(None),
-                                                       self.config.connect)
+                try:
+                    with trio.fail_after(self.config.login_timeout):
+                        connection = await Connection.open(nursery, url.portal, self._login_config(None),
+                                                           self.config.connect)
+                except trio.TooSlowError:
+                    raise ConnectError(f"portal {url.portal} did not complete the login within "
+                                       f"{self.config.login_timeout:g} s (login_timeout)") from None
                 try:
                     with trio.fail_after(self.config.login_timeout):
                         pairs = await connection.text_request([("SendTargets", "All")])

@@ -16,10 +16,12 @@ pair to an in-memory target in tests. The lifecycle is ``iscsifs.proto.lifecycle
 from __future__ import annotations
 
 import collections
+import errno
 import itertools
 import logging
 import math
 import os
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
@@ -79,7 +81,11 @@ MAX_REDIRECTS = 5
 
 
 class ConnectError(IscsiError):
-    """The portal could not be reached over TCP."""
+    """The portal could not be reached over TCP, or did not answer a login in time."""
+
+
+class NotIscsiError(ConnectError):
+    """Something answered at the portal, but not an iSCSI target (a web server, ssh...)."""
 
 
 class CommandTimeout(IscsiError):
@@ -130,8 +136,30 @@ async def tcp_connect(portal: Portal) -> trio.SocketStream:
     try:
         return await trio.open_tcp_stream(portal.host, portal.port)
     except OSError as exc:
-        reason = exc.strerror or str(exc) or type(exc).__name__
-        raise ConnectError(f"cannot connect to portal {portal}: {reason}") from None
+        raise ConnectError(f"cannot connect to portal {portal}: {why_not_connected(exc)}") from None
+
+
+_CONNECT_ERRNO = {
+    errno.ECONNREFUSED: "connection refused (no iSCSI target listens there?)",
+    errno.EHOSTUNREACH: "no route to host",
+    errno.ENETUNREACH: "network unreachable",
+    errno.ETIMEDOUT: "timed out",
+    errno.EADDRNOTAVAIL: "address not available",
+}
+
+
+def why_not_connected(exc: OSError) -> str:
+    """The cause of a failed TCP connect, in words: trio's "all attempts to connect failed"
+    carries each attempt's error in its cause (the first one says it)."""
+    if isinstance(exc, socket.gaierror):
+        return f"host name not found ({exc.strerror})"
+    attempts = exc.__cause__.exceptions if isinstance(exc.__cause__, BaseExceptionGroup) else (exc,)
+    first = attempts[0]
+    if isinstance(first, OSError) and first.errno in _CONNECT_ERRNO:
+        return _CONNECT_ERRNO[first.errno]
+    if isinstance(first, OSError) and first.strerror:
+        return first.strerror.lower()
+    return str(first) or type(first).__name__
 
 
 class Connection:
@@ -197,7 +225,7 @@ class Connection:
             stream = await connect(portal)
             try:
                 reader = PduReader()
-                login = await _login(stream, reader, config)
+                login = await _login(stream, reader, config, portal)
             except LoginRedirect as redirect:
                 await stream.aclose()
                 portal, _ = parse_target_address(redirect.target_address, portal.port)
@@ -654,16 +682,28 @@ class Connection:
             waiter.event.set()
 
 
-async def _login(stream: trio.SocketStream, reader: PduReader, config: LoginConfig) -> LoginComplete:
+async def _login(stream: trio.SocketStream, reader: PduReader, config: LoginConfig, portal: Portal) -> LoginComplete:
     machine = LoginMachine(config)
     request = machine.start()
+    first = True
     while True:
         log.debug("%s -> %s", config.target_name or "discovery", describe(request))
         await stream.send_all(b"".join(encode_pdu(request)))
-        response = await _read_one(stream, reader)
+        try:
+            response = await _read_one(stream, reader)
+        except (RemoteProtocolError, ConnectionLost) as exc:
+            # The first answer is not an iSCSI PDU (or bytes that end before one): what listens
+            # there is something else, and saying so is more use than "unexpected opcode 0x08".
+            if first and (isinstance(exc, RemoteProtocolError) or reader.buffered):
+                raise NotIscsiError(f"{portal} answered, but is not an iSCSI target ({exc})") from None
+            raise
         log.debug("%s <- %s", config.target_name or "discovery", describe(response))
         if not isinstance(response, LoginResponse):
+            if first:
+                raise NotIscsiError(f"{portal} answered, but is not an iSCSI target "
+                                    f"(a {type(response).__name__} instead of a Login Response)")
             raise RemoteProtocolError(f"expected a Login Response, got {type(response).__name__}")
+        first = False
         result = machine.receive(response)
         if isinstance(result, LoginComplete):
             return result
