@@ -1,14 +1,81 @@
-"""What a service manager expects of a daemon: sd_notify readiness and a pid file.
+"""Being a daemon: going to the background only once the mount is live, sd_notify readiness, a
+pid file.
 
-sd_notify is the documented datagram protocol (sd_notify(3)): one message to $NOTIFY_SOCKET,
-no library needed. An abstract socket name starts with "@".
+``daemonize`` forks; the parent waits on a pipe until the child reports (``report``) that the
+mount is live, or why it failed, and exits with that code, so the command returns only then (as
+sshfs does) and mount(8) sees the failure. sd_notify is the documented datagram protocol
+(sd_notify(3)): one message to $NOTIFY_SOCKET, no library needed. An abstract socket name starts
+with "@".
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import sys
 from pathlib import Path
+
+EXIT_ERROR = 1
+
+
+def daemonize(note: str = "") -> int:
+    """Fork. In the parent: wait for the child's report, print it (and ``note`` on stderr once the
+    mount is live), and exit with its code (never returns). In the child: returns the pipe to
+    ``report`` on."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        os.setsid()
+        return w
+    os.close(w)
+    chunks = []
+    while True:
+        chunk = os.read(r, 65536)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(r)
+    code_text, _, message = b"".join(chunks).decode(errors="replace").partition("\n")
+    if not code_text.strip().isdecimal():
+        os.waitpid(pid, 0)
+        print("iscsifs: the mount process exited before the mount was live", file=sys.stderr)
+        os._exit(EXIT_ERROR)
+    code = int(code_text)
+    if code:
+        os.waitpid(pid, 0)
+        print(f"iscsifs: {message}", file=sys.stderr)
+    else:
+        if note:
+            print(f"iscsifs: {note}", file=sys.stderr)
+        if message:
+            print(message, flush=True)
+    os._exit(code)
+
+
+def report(fd: int | None, code: int, message: str) -> None:
+    """The outcome of a mount: to the waiting parent through ``fd``, or (in the foreground,
+    ``fd`` None) on stderr for an error and stdout for a message."""
+    if fd is None:
+        if code:
+            print(f"iscsifs: {message}", file=sys.stderr)
+        elif message:
+            print(message, flush=True)
+        return
+    try:
+        os.write(fd, f"{code}\n{message}".encode())
+        os.close(fd)
+    except OSError:
+        pass
+
+
+def detach_stdio(keep_stderr: bool = False) -> None:
+    """The daemon keeps no terminal; stderr stays when it is the journal's stream."""
+    os.chdir("/")
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1) if keep_stderr else (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 def sd_notify(state: str) -> bool:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import signal
 from dataclasses import dataclass, replace
 from functools import partial
@@ -18,8 +17,10 @@ import pyfuse3
 import trio
 
 from iscsifs.client import Client, LunInfo, NotFoundError, open_luns
+from iscsifs import logs
 from iscsifs.fs import IscsiFs
 from iscsifs.lun import Lun
+from iscsifs.mountpoint import MountError, mount_device
 from iscsifs.net.pool import PooledSession, SessionPool
 from iscsifs.proto.errors import IscsiError
 from iscsifs.stats import STATS
@@ -40,10 +41,6 @@ DEFAULT_READAHEAD_KIB = 1024
 # portal with many rarely used targets sets idle_timeout; max_sessions bounds it regardless.
 DEFAULT_IDLE_TIMEOUT = 0.0
 DEFAULT_MAX_SESSIONS = 64
-
-
-class MountError(IscsiError):
-    """The kernel mount itself failed (mount point busy, no /dev/fuse, not permitted)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +197,10 @@ async def serve(client: Client, url: IscsiUrl, mountpoint: str, options: MountOp
                 async def on_signal() -> None:
                     nonlocal terminated
                     async for signum in signals:
+                        if signum == signal.SIGHUP:  # logrotate moved the log file away
+                            logs.reopen()
+                            log.info("received SIGHUP: log file reopened")
+                            continue
                         log.info("received %s: unmounting", signal.Signals(signum).name)
                         terminated = True
                         abandon_unreachable(pool)  # FUSE waits for running requests to return
@@ -222,23 +223,6 @@ async def serve(client: Client, url: IscsiUrl, mountpoint: str, options: MountOp
             if on_exit is not None:
                 on_exit()
             nursery.cancel_scope.cancel()
-
-
-def mount_device(path: str) -> str | None:
-    """The "major:minor" of the file system mounted last on ``path`` (resolved), from
-    /proc/self/mountinfo: never a stat of the mount itself, which we may not be serving yet."""
-    device = None
-    try:
-        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
-            for line in f:
-                fields = line.split(" ")
-                # proc(5): the mount point is field 5, with space, tab, newline and \ as octal escapes.
-                point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
-                if point == path:
-                    device = fields[2]
-    except (OSError, IndexError):
-        return None
-    return device
 
 
 def set_readahead(mountpoint: str, kib: int) -> None:

@@ -167,7 +167,7 @@ def test_stats_of_a_running_mount(make_target, tmp_path):
         r = run(*ISCSIFS, "stats", str(mnt))
         assert r.returncode == 0 and "latency" in r.stdout.decode() and "READ" in r.stdout.decode()
     r = run(*ISCSIFS, "stats", str(tmp_path))
-    assert r.returncode == 2 and "not an iscsifs mount" in r.stderr.decode()
+    assert r.returncode == 2 and "is not in an iscsifs mount" in r.stderr.decode()
 
 
 def test_pip_install_gives_a_working_command(tmp_path, make_target):
@@ -219,7 +219,7 @@ def test_ls_shows_progress_only_on_a_terminal(private_tgt, tmp_path):
 def test_log_lines_carry_journald_priorities_on_the_journal_stream():
     import logging
 
-    from iscsifs.cli import JournalFormatter
+    from iscsifs.logs import JournalFormatter
 
     f = JournalFormatter("iscsifs: %(message)s")
     rec = logging.LogRecord("iscsifs", logging.WARNING, __file__, 1, "target %s skipped", ("x",), None)

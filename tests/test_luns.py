@@ -10,18 +10,10 @@ import time
 
 import pytest
 
-from support.targets import ISCSIFS, mounted, needs_fuse, pattern, run
+from support.targets import ISCSIFS, mounted, needs_fuse, pattern, run, wait_for
 from iscsifs.tgt import TgtDaemon
 
 pytestmark = needs_fuse
-
-
-def _wait_for(predicate, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.05)
 
 
 def test_identity_xattrs_match_libiscsi(make_target, tmp_path):
@@ -68,7 +60,7 @@ def test_luns_added_removed_and_resized_while_mounted(make_target, tmp_path):
         assert sorted(os.listdir(mnt)) == ["1"]
         t.tgt.add_lun(t.iqn, 2, extra)
         touch_lun1()
-        _wait_for(lambda: "2" in os.listdir(mnt))
+        wait_for(lambda: "2" in os.listdir(mnt))
         assert (mnt / "2").read_bytes() == extra.read_bytes()
         # Same LUN number, bigger device: the size follows.
         t.tgt.tgtadm("--op", "delete", "--mode", "logicalunit", "--tid", t.tid, "--lun", "2")
@@ -76,11 +68,11 @@ def test_luns_added_removed_and_resized_while_mounted(make_target, tmp_path):
             f.write(pattern(1 << 20, seed=8))
         t.tgt.add_lun(t.iqn, 2, extra)
         touch_lun1()
-        _wait_for(lambda: os.stat(mnt / "2").st_size == 3 << 20)
+        wait_for(lambda: os.stat(mnt / "2").st_size == 3 << 20)
         assert (mnt / "2").read_bytes() == extra.read_bytes()
         t.tgt.tgtadm("--op", "delete", "--mode", "logicalunit", "--tid", t.tid, "--lun", "2")
         touch_lun1()
-        _wait_for(lambda: "2" not in os.listdir(mnt))
+        wait_for(lambda: "2" not in os.listdir(mnt))
     assert "LUN 2 of" in m.stderr and "appeared" in m.stderr and "is gone" in m.stderr
 
 
@@ -96,11 +88,11 @@ def test_the_tree_follows_luns_added_and_removed_while_idle(make_target, tmp_pat
         time.sleep(interval * 1.5)  # the first poll has its baseline
         t.tgt.add_lun(t.iqn, 2, extra)
         added = time.monotonic()
-        _wait_for(lambda: "2" in os.listdir(mnt), timeout=10)  # listing sends no command to the target
+        wait_for(lambda: "2" in os.listdir(mnt), timeout=10)  # listing sends no command to the target
         assert time.monotonic() - added <= 2 * interval + 1  # two keepalive periods, and a margin
         t.tgt.tgtadm("--op", "delete", "--mode", "logicalunit", "--tid", t.tid, "--lun", "2")
         removed = time.monotonic()
-        _wait_for(lambda: "2" not in os.listdir(mnt), timeout=10)
+        wait_for(lambda: "2" not in os.listdir(mnt), timeout=10)
         assert time.monotonic() - removed <= 2 * interval + 1
     assert "appeared" in m.stderr and "is gone" in m.stderr
 

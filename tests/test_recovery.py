@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from support.targets import is_mounted, mounted, needs_fuse, pattern, run
+from support.targets import is_mounted, mounted, needs_fuse, pattern, run, wait_for
 from support.faultproxy import FaultProxy
 from iscsifs.tgt import TgtDaemon
 
@@ -64,13 +64,6 @@ def _later(seconds: float, action) -> threading.Thread:
     t = threading.Thread(target=run_it, daemon=True)
     t.start()
     return t
-
-
-def _wait_for(predicate, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.1)
 
 
 def _dd_write(path, data_path, timeout=120) -> subprocess.CompletedProcess:
@@ -184,7 +177,7 @@ def test_connection_deleted_by_tgtadm_mid_write(target, tmp_path):
         r = run("dd", f"if={data}", f"of={mnt / '1'}", "bs=64k", "oflag=dsync", "conv=notrunc", timeout=120)
         killer.join()
         assert r.returncode == 0, r.stderr
-        _wait_for(lambda: "recovered" in m.stderr, 20)
+        wait_for(lambda: "recovered" in m.stderr, 20)
         assert (mnt / "1").read_bytes() == data.read_bytes()
     assert target.backing.read_bytes() == data.read_bytes()
     assert "closed the connection" in m.stderr
@@ -307,7 +300,7 @@ def test_failover_to_the_second_portal_under_fio_verify_and_back(target, proxy, 
     mnt.mkdir()
     direct = target.portal
     with mounted(f"iscsi://{proxy.portal}/{IQN}", mnt, "-o", f"{FAST},recovery_timeout=300,portal={direct}") as m:
-        _wait_for(lambda: _paths(mnt / "1") == [f"{proxy.portal} logged_in active", f"{direct} logged_in"], 20)
+        wait_for(lambda: _paths(mnt / "1") == [f"{proxy.portal} logged_in active", f"{direct} logged_in"], 20)
         assert os.getxattr(mnt / "1", "user.iscsi.portal").decode() == proxy.portal
 
         def take_the_path_away():
@@ -329,7 +322,7 @@ def test_failover_to_the_second_portal_under_fio_verify_and_back(target, proxy, 
         assert os.getxattr(mnt / "1", "user.iscsi.portal").decode() == direct
         proxy.delay = 0
         proxy.refusing = False  # the path comes back, and is used again
-        _wait_for(lambda: _paths(mnt / "1")[0] == f"{proxy.portal} logged_in active", 20)
+        wait_for(lambda: _paths(mnt / "1")[0] == f"{proxy.portal} logged_in active", 20)
         before = proxy.connections
         with open(mnt / "1", "r+b", buffering=0) as f:
             f.write(b"through the first path again")
@@ -349,7 +342,7 @@ def test_a_second_portal_that_leads_to_another_lun_is_refused(target, tmp_path):
         elsewhere.write_bytes(bytes(8 << 20))
         other.add_lun(IQN, 1, elsewhere)
         with mounted(f"{target.url}/{IQN}", mnt, "-o", f"{FAST},portal={other.portal}") as m:
-            _wait_for(lambda: _paths(mnt / "1")[1:] == [f"{other.portal} failed"], 20)
+            wait_for(lambda: _paths(mnt / "1")[1:] == [f"{other.portal} failed"], 20)
             assert _paths(mnt / "1")[0] == f"{target.portal} logged_in active"
             with open(mnt / "1", "r+b", buffering=0) as f:
                 f.write(b"only to the real one")

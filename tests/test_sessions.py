@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from support.targets import mounted, needs_fuse, pattern
+from support.targets import mounted, needs_fuse, pattern, wait_for
 
 pytestmark = needs_fuse
 
@@ -13,13 +13,6 @@ pytestmark = needs_fuse
 def _sessions(tgt, iqn) -> int:
     shown = tgt.tgtadm("--op", "show", "--mode", "conn", "--tid", str(tgt.targets[iqn]))
     return sum(1 for line in shown.splitlines() if line.split()[:1] == ["Session:"])
-
-
-def _wait_for(predicate, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.1)
 
 
 def _three_targets(tgt, tmp_path) -> list[str]:
@@ -38,7 +31,7 @@ def test_idle_sessions_are_logged_out_and_a_read_logs_in_only_its_target(private
     mnt.mkdir()
     with mounted(private_tgt.url, mnt, "-o", "idle_timeout=2"):
         assert sorted(p.name for p in mnt.iterdir()) == iqns  # the scan saw every target
-        _wait_for(lambda: [_sessions(private_tgt, i) for i in iqns] == [0, 0, 0], 10)
+        wait_for(lambda: [_sessions(private_tgt, i) for i in iqns] == [0, 0, 0], 10)
         assert (mnt / iqns[1] / "1").stat().st_size == 1 << 20  # stat needs no session
         assert [_sessions(private_tgt, i) for i in iqns] == [0, 0, 0]
         with open(mnt / iqns[1] / "1", "rb", buffering=0) as f:
@@ -46,7 +39,7 @@ def test_idle_sessions_are_logged_out_and_a_read_logs_in_only_its_target(private
             assert [_sessions(private_tgt, i) for i in iqns] == [0, 1, 0]
             time.sleep(3)  # an open file keeps its session past idle_timeout
             assert _sessions(private_tgt, iqns[1]) == 1
-        _wait_for(lambda: _sessions(private_tgt, iqns[1]) == 0, 10)
+        wait_for(lambda: _sessions(private_tgt, iqns[1]) == 0, 10)
 
 
 def test_max_sessions_bounds_the_logins_of_a_portal(private_tgt, tmp_path):

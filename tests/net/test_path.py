@@ -23,7 +23,7 @@ from iscsifs.proto.errors import IscsiError, LoginError, RemoteProtocolError
 from iscsifs.proto.login import LoginConfig
 from iscsifs.scsi import cdb
 from iscsifs.scsi.sense import ScsiError, Status
-from support.fake_target import FakePortals, FakeTarget, logged_in, login_and_serve, sense_bytes
+from support.fake_target import FakePortals, logged_in, login_and_serve, sense_bytes
 
 CONFIG = LoginConfig(initiator_name="iqn.2026-11.test:init", target_name="iqn.2026-11.test:tgt")
 READ = cdb.read(0, 8)

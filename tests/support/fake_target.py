@@ -17,7 +17,7 @@ from iscsifs.net.connection import Connection
 from iscsifs.proto.address import Portal
 from iscsifs.proto import chap
 from iscsifs.proto import pdu as P
-from iscsifs.proto.reader import PduReader, Placement
+from iscsifs.proto.reader import PduReader
 from iscsifs.proto.text import encode_text, parse_text
 from iscsifs.scsi.response import encode_lun
 

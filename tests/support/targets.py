@@ -94,6 +94,14 @@ def pattern(size: int, seed: int = 0) -> bytes:
     return bytes(out[:size])
 
 
+def wait_for(predicate, timeout: float = 10.0) -> None:
+    """Poll ``predicate`` until it holds; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
 ISCSIFS = [sys.executable, "-m", "iscsifs"]
 
 

@@ -1,0 +1,62 @@
+"""What ``iscsifs ls`` and ``iscsifs stats`` print: tables and units a person reads, or JSON."""
+
+from __future__ import annotations
+
+from iscsifs.client import LunInfo
+from iscsifs.scsi.response import DeviceType
+
+
+def lun_record(info: LunInfo, paths: list[str] | None = None) -> dict[str, object]:
+    """One LUN for ``ls --json``: sizes in bytes, null where a LUN is not a disk; ``paths``: every
+    portal its target is known at (the URL's, ``-o portal=``, SendTargets), ``portal`` the one used."""
+    return {
+        "target": info.target, "lun": info.lun, "type": DeviceType.name(info.inquiry.device_type),
+        "size": info.capacity.size if info.capacity else None,
+        "block_size": info.capacity.block_size if info.capacity else None,
+        "vendor": info.inquiry.vendor, "product": info.inquiry.product, "revision": info.inquiry.revision,
+        "serial": info.identity.serial or None, "wwn": info.identity.wwn or None,
+        "write_protected": info.identity.write_protected, "portal": info.portal,
+        "paths": paths if paths is not None else [info.portal],
+    }
+
+
+def ls_table(rows: list[LunInfo]) -> str:
+    header = ("TARGET", "LUN", "TYPE", "SIZE", "VENDOR", "PRODUCT")
+    table = [header] + [(i.target, str(i.lun), DeviceType.name(i.inquiry.device_type),
+                         str(i.capacity.size) if i.capacity else "-", i.inquiry.vendor, i.inquiry.product)
+                        for i in rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    return "\n".join("  ".join(c.rjust(w) if i in (1, 3) else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+                     .rstrip() for r in table)
+
+
+def human_bytes(n: float) -> str:
+    """1536 -> "1.5 KiB": binary units, as ls -h and df -h print them."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def ms(us: float) -> str:
+    return f"{us / 1000:.2f} ms"
+
+
+def stats_text(stats: dict) -> str:
+    """``iscsifs stats`` for a person: sizes in KiB/MiB/GiB, rates averaged over the uptime, ms."""
+    up = max(float(stats["uptime_s"]), 1e-9)
+    lat = stats["latency_us"]
+    lines = [
+        f"uptime       {stats['uptime_s']:.0f} s",
+        f"sessions     {stats['sessions']} logged in, {stats['reconnects']} reconnects",
+        f"commands     {stats['commands']} ({stats['errors']} not GOOD, retried ones such as UNIT ATTENTION included)",
+        f"read         {human_bytes(stats['bytes_read'])} ({human_bytes(stats['bytes_read'] / up)}/s on average)",
+        f"written      {human_bytes(stats['bytes_written'])} ({human_bytes(stats['bytes_written'] / up)}/s on average)",
+        f"latency      p50 {ms(lat['p50'])}, p90 {ms(lat['p90'])}, p99 {ms(lat['p99'])}, max {ms(lat['max'])}",
+    ]
+    lines += [f"  {name:<24} {count}" for name, count in stats["commands_by_kind"].items()]
+    for target, paths in stats.get("paths", {}).items():
+        lines.append(f"paths of {target}")
+        lines += [f"  {p['portal']:<24} {p['state']}{'  (active)' if p['active'] else ''}" for p in paths]
+    return "\n".join(lines)

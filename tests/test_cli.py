@@ -1,0 +1,209 @@
+"""The iscsifs command as a user meets it, each case through the real command: mount points
+(busy, left dead by a killed daemon, not empty), connection errors that name their cause,
+options before a subcommand, stats of any path in a mount, and a log file that records a target
+outage and is reopened on SIGHUP."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+
+import pytest
+
+from iscsifs.tgt import TgtDaemon, free_port
+from support.targets import ISCSIFS, is_mounted, mounted, needs_fuse, needs_tgt, pattern, run, unmount, wait_for
+
+
+def _one_line(r: subprocess.CompletedProcess) -> str:
+    err = r.stderr.decode()
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err and "[Errno" not in err, err
+    return err
+
+
+def _mounts_on(path) -> int:
+    with open("/proc/self/mounts", encoding="utf-8") as f:
+        return sum(1 for line in f if line.split()[1] == str(path))
+
+
+# -- mount points ------------------------------------------------------------------------------------
+
+
+@needs_fuse
+def test_a_mount_point_that_is_already_a_mount_is_refused(make_target, tmp_path):
+    t = make_target({1: 1 << 20})
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    with mounted(t.url, mnt):
+        r = run(*ISCSIFS, t.url, str(mnt))
+        assert r.returncode == 6 and f"mount point {mnt} is already a mount point (fuse.iscsifs" in _one_line(r)
+        assert _mounts_on(mnt) == 1  # nothing stacked on it
+    other = tmp_path / "tmpfs"
+    other.mkdir()
+    assert run("mount", "-t", "tmpfs", "none", str(other)).returncode == 0
+    try:
+        r = run(*ISCSIFS, t.url, str(other))
+        assert r.returncode == 6 and "is already a mount point (tmpfs" in _one_line(r)
+    finally:
+        run("umount", str(other))
+
+
+@needs_fuse
+def test_a_mount_left_dead_by_a_killed_daemon_is_cleared_and_mounted_over(make_target, tmp_path):
+    t = make_target({1: 1 << 20})
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    with mounted(t.url, mnt) as first:
+        first.proc.kill()  # kill -9: the kernel mount stays, with nobody behind it
+        first.proc.wait(timeout=30)
+        with pytest.raises(OSError) as e:
+            os.stat(mnt)
+        assert e.value.errno == errno.ENOTCONN
+        r = run(*ISCSIFS, t.url, str(mnt))  # in the background: returns once the new mount is live
+        try:
+            assert r.returncode == 0, r.stderr
+            assert f"cleared a dead iscsifs mount on {mnt}" in r.stderr.decode()
+            assert (mnt / "1").read_bytes() == t.backing[1].read_bytes()
+            assert _mounts_on(mnt) == 1
+        finally:
+            unmount(mnt)
+    assert not is_mounted(mnt)
+
+
+@needs_fuse
+def test_a_directory_that_is_not_empty_is_mounted_over_with_a_warning(make_target, tmp_path):
+    t = make_target({1: 1 << 20})
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    (mnt / "kept.txt").write_text("still here")
+    with mounted(t.url, mnt) as m:
+        assert os.listdir(mnt) == ["1"]
+    assert f"mount point {mnt} is not empty: what it holds is hidden while mounted" in m.stderr
+    assert (mnt / "kept.txt").read_text() == "still here"
+
+
+# -- errors that name their cause --------------------------------------------------------------------------
+
+
+def test_a_closed_port_is_named_as_refused():
+    port = free_port()
+    r = run(*ISCSIFS, "ls", f"iscsi://127.0.0.1:{port}")
+    assert r.returncode == 3
+    assert f"cannot connect to portal 127.0.0.1:{port}: connection refused" in _one_line(r)
+
+
+@pytest.fixture
+def not_iscsi():
+    """A TCP server on loopback that answers anything as a web server would, then hangs up."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.settimeout(5)
+                try:
+                    conn.recv(4096)
+                    conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                except OSError:
+                    pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    stop.set()
+    thread.join(timeout=5)
+    server.close()
+
+
+@pytest.mark.parametrize("how", ["ls", "mount"])
+def test_a_peer_that_is_not_an_iscsi_target_is_named_as_such(not_iscsi, tmp_path, how):
+    url = f"iscsi://127.0.0.1:{not_iscsi}"
+    r = run(*ISCSIFS, "ls", url) if how == "ls" else run(*ISCSIFS, url, str(tmp_path))
+    assert r.returncode == 3
+    assert f"127.0.0.1:{not_iscsi} answered, but is not an iSCSI target" in _one_line(r)
+
+
+@needs_tgt
+def test_options_before_the_subcommand_count(make_target):
+    t = make_target({1: 1 << 20})
+    r = run(*ISCSIFS, "-d", "ls", t.url)
+    assert r.returncode == 0, r.stderr
+    assert t.iqn in r.stdout.decode() and "LoginRequest" in r.stderr.decode()  # -d took effect
+    r = run(*ISCSIFS, "-o", "header_digest=none", "ls", "--json", t.url)
+    assert r.returncode == 0 and json.loads(r.stdout)[0]["target"] == t.iqn
+
+
+# -- stats ---------------------------------------------------------------------------------------------
+
+
+@needs_fuse
+def test_stats_of_any_path_in_a_mount_in_units_a_person_reads(make_target, tmp_path):
+    t = make_target({1: 4 << 20})
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    with mounted(t.url, mnt):
+        assert (mnt / "1").read_bytes() == t.backing[1].read_bytes()
+        r = run(*ISCSIFS, "stats", str(mnt / "1"))  # the LUN file, not the mount point
+        out = r.stdout.decode()
+        assert r.returncode == 0, r.stderr
+        assert "MiB" in out and "MiB/s on average" in out and " ms" in out and "READ" in out
+        assert f"paths of {t.iqn}" in out and "(active)" in out
+        r = run(*ISCSIFS, "stats", "--json", str(mnt / "1"))
+        raw = json.loads(r.stdout)
+        assert raw["bytes_read"] >= 4 << 20 and isinstance(raw["latency_us"]["p50"], int)
+    r = run(*ISCSIFS, "stats", str(tmp_path))
+    assert r.returncode == 2 and "is not in an iscsifs mount" in _one_line(r)
+
+
+# -- logs ------------------------------------------------------------------------------------------------
+
+
+@needs_fuse
+def test_a_log_file_records_a_target_outage_and_is_reopened_on_sighup(tmp_path):
+    iqn = "iqn.2026-11.test.iscsifs:logs"
+    backing = tmp_path / "lun.img"
+    backing.write_bytes(pattern(1 << 20, seed=5))
+    log_file, rotated, pid_file = tmp_path / "iscsifs.log", tmp_path / "iscsifs.log.1", tmp_path / "iscsifs.pid"
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+
+    def configure(tgt: TgtDaemon) -> None:
+        tgt.targets.clear()
+        tgt.next_tid = 1
+        tgt.add_target(iqn)
+        tgt.add_lun(iqn, 1, backing)
+
+    with TgtDaemon(tmp_path / "tgt") as tgt:
+        configure(tgt)
+        r = run(*ISCSIFS, "-o", f"log_file={log_file},nop_interval=1,nop_timeout=1", "--pid-file", str(pid_file),
+                f"{tgt.url}/{iqn}", str(mnt))  # in the background
+        try:
+            assert r.returncode == 0, r.stderr
+            pid = int(pid_file.read_text())
+            wait_for(lambda: "mounted" in log_file.read_text(), 10)
+            tgt.stop()  # kill -9
+            wait_for(lambda: "lost" in log_file.read_text(), 20)
+            tgt.start()
+            configure(tgt)
+            wait_for(lambda: "recovered the session" in log_file.read_text(), 30)
+            os.rename(log_file, rotated)  # what logrotate does, then it sends SIGHUP
+            os.kill(pid, signal.SIGHUP)
+            wait_for(lambda: log_file.exists() and "log file reopened" in log_file.read_text(), 10)
+            assert is_mounted(mnt)  # SIGHUP does not unmount
+            assert (mnt / "1").read_bytes()[:4096] == pattern(4096, seed=5)
+        finally:
+            unmount(mnt)
+        wait_for(lambda: not pid_file.exists(), 30)
+    old = rotated.read_text()
+    assert "connection to" in old and "lost" in old and "recovered the session" in old
+    assert "unmounted" in log_file.read_text()
