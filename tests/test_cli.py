@@ -207,3 +207,69 @@ def test_a_log_file_records_a_target_outage_and_is_reopened_on_sighup(tmp_path):
     old = rotated.read_text()
     assert "connection to" in old and "lost" in old and "recovered the session" in old
     assert "unmounted" in log_file.read_text()
+
+
+def _background_mount(url: str, mnt, *, env: dict | None = None, stderr=subprocess.PIPE) -> subprocess.CompletedProcess:
+    return subprocess.run([*ISCSIFS, url, str(mnt)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=stderr, env={**os.environ, **(env or {})}, timeout=60)
+
+
+@needs_fuse
+def test_a_background_mount_under_systemd_keeps_logging_to_the_journal(make_target, tmp_path):
+    t = make_target({1: 1 << 20})
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    journal = tmp_path / "journal"
+    with open(journal, "wb") as err:
+        st = os.fstat(err.fileno())
+        r = _background_mount(t.url, mnt, env={"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}, stderr=err)
+    try:
+        assert r.returncode == 0, journal.read_text()
+    finally:
+        unmount(mnt)
+    wait_for(lambda: "unmounted" in journal.read_text(), 30)  # logged long after the command returned
+    assert "<6>iscsifs: unmounted" in journal.read_text()
+
+
+@needs_fuse
+def test_a_background_mount_logs_to_syslog_when_there_is_one(make_target, tmp_path):
+    if os.path.exists("/dev/log"):
+        pytest.skip("this machine has a syslog socket of its own")
+    t = make_target({1: 1 << 20})
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as syslog:
+        syslog.bind("/dev/log")  # a syslog daemon of our own for the test's duration
+        try:
+            r = _background_mount(t.url, mnt)
+            assert r.returncode == 0 and b"no syslog" not in r.stderr, r.stderr
+            unmount(mnt)
+            syslog.settimeout(30)
+            received = b""
+            while b"unmounted" not in received:
+                received += syslog.recv(4096)
+            assert b"iscsifs[" in received
+        finally:
+            unmount(mnt)
+            os.unlink("/dev/log")
+
+
+@needs_fuse
+def test_without_journal_or_syslog_a_background_mount_logs_to_a_file_it_names(make_target, tmp_path):
+    if os.path.exists("/dev/log"):
+        pytest.skip("this machine has syslog")
+    t = make_target({1: 1 << 20})
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    state = tmp_path / "state"
+    # Root's default is /var/log/iscsifs.log; an unprivileged user's is under XDG_STATE_HOME, which
+    # a root test cannot reach, so the root default is what is checked.
+    default = "/var/log/iscsifs.log"
+    before = os.path.getsize(default) if os.path.exists(default) else 0
+    r = _background_mount(t.url, mnt, env={"XDG_STATE_HOME": str(state), "JOURNAL_STREAM": ""})
+    try:
+        assert r.returncode == 0, r.stderr
+        assert f"no syslog on this machine (/dev/log): the mount logs to {default}" in _one_line(r)
+    finally:
+        unmount(mnt)
+    wait_for(lambda: b"unmounted" in open(default, "rb").read()[before:], 30)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from support.targets import ISCSIFS, ROOT, is_mounted, mounted, needs_fuse, run, unmount
+from support.targets import ISCSIFS, ROOT, is_mounted, mounted, needs_fuse, run, unmount, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = Path(sys.executable).parent / "iscsifs"
@@ -51,11 +51,15 @@ def test_mount_t_fuse_iscsifs_and_fstab_line(make_target, tmp_path, iscsifs_on_p
         assert run("findmnt", "-n", "-o", "FSTYPE,OPTIONS", str(mnt)).stdout.decode().startswith("fuse.iscsifs ro")
         assert run("umount", str(mnt)).returncode == 0 and not is_mounted(mnt)
         fstab = tmp_path / "fstab"
-        fstab.write_text(f"# test\n{t.url}  {mnt}  fuse.iscsifs  _netdev,nofail,x-systemd.automount,allow_other  0 0\n")
+        log_file = tmp_path / "fstab.log"
+        fstab.write_text(f"# test\n{t.url}  {mnt}  fuse.iscsifs  _netdev,nofail,x-systemd.automount,allow_other,"
+                         f"log_file={log_file}  0 0\n")
         r = run("mount", "-T", str(fstab), str(mnt))
         assert r.returncode == 0, r.stderr
         assert is_mounted(mnt) and (mnt / "1").stat().st_size == 1 << 20
         assert run("umount", str(mnt)).returncode == 0
+        wait_for(lambda: "unmounted" in log_file.read_text(), 30)  # log_file= from an fstab line
+        assert "mounted iscsi://" in log_file.read_text()
     finally:
         unmount(mnt)
 
