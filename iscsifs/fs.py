@@ -79,8 +79,8 @@ class IscsiFs(pyfuse3.Operations):
         self._next_inode = pyfuse3.ROOT_INODE + 1
         self._gone: set[int] = set()  # inodes of removed LUNs, for ENXIO instead of ENOENT
         self._buffers = BufferPool()
-        # inode -> (its session, open files): what release() gives back, even once the LUN is gone
-        self._held: dict[int, tuple[ScsiSession, int]] = {}
+        # inode -> (its LUN, open files): what release() gives back, even once the LUN is gone
+        self._held: dict[int, tuple[Lun, int]] = {}
         self.after_init: Callable[[], None] | None = None  # called once the kernel's INIT is answered
 
     def init(self) -> None:
@@ -182,10 +182,14 @@ class IscsiFs(pyfuse3.Operations):
     async def setattr(self, inode, attr, fields, fh, ctx):
         node = self._node(inode)
         if fields.update_size:
-            # A LUN has the size the target gives it. Truncating to that same size is harmless
-            # (some tools do it); anything else would silently lie about the device.
-            if node.lun is None or attr.st_size != node.lun.size:
-                raise pyfuse3.FUSEError(errno.EPERM)
+            # A LUN keeps the size the target gives it; truncating sets where the file being
+            # written on it ends (iscsifs.lun: cp and qemu-img convert rely on it), growing fails.
+            if node.lun is None:
+                raise pyfuse3.FUSEError(errno.EISDIR)
+            try:
+                node.lun.truncate(attr.st_size)
+            except IscsiError as exc:
+                raise self._io_error("truncate", node.lun, exc) from None
         if fields.update_mode or fields.update_uid or fields.update_gid:
             raise pyfuse3.FUSEError(errno.EPERM)
         if fields.update_mtime:
@@ -264,15 +268,17 @@ class IscsiFs(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EISDIR)
         if flags & _WRITE_FLAGS and not self._writable(node):
             raise pyfuse3.FUSEError(errno.EROFS)
-        if flags & os.O_TRUNC and node.lun.size:
-            raise pyfuse3.FUSEError(errno.EPERM)  # a LUN cannot be truncated; use conv=notrunc
+        if flags & os.O_TRUNC:
+            # The LUN stays as it is, as a disk does; the file written on it starts empty, so
+            # what the writer skips (cp's holes) reads and is written as zeros (iscsifs.lun).
+            node.lun.truncate(0)
         # keep_cache=False: another initiator may have written since the last open.
         # direct_io for an O_DIRECT open, which bypasses the page cache either way: the kernel then
         # sends its writes straight on, without first asking getxattr("security.capability") under
         # the inode lock once per write (file_remove_privs), which serialised a queue of writes
         # behind one FUSE round trip each. It still drops cached pages of the range it writes.
         node.lun.session.hold()  # an open file keeps its session logged in (net.pool)
-        self._held[inode] = (node.lun.session, self._held.get(inode, (None, 0))[1] + 1)
+        self._held[inode] = (node.lun, self._held.get(inode, (node.lun, 0))[1] + 1)
         return pyfuse3.FileInfo(fh=inode, keep_cache=False, direct_io=bool(flags & os.O_DIRECT))
 
     async def read(self, fh, off, size):
@@ -308,10 +314,12 @@ class IscsiFs(pyfuse3.Operations):
         await self._sync(fh)
 
     async def release(self, fh):
-        session, count = self._held.pop(fh)
-        session.release()
+        lun, count = self._held.pop(fh)
+        lun.session.release()
         if count > 1:
-            self._held[fh] = (session, count - 1)
+            self._held[fh] = (lun, count - 1)
+        else:
+            lun.closed()
 
     async def _sync(self, fh: int) -> None:
         lun = self._lun(fh)

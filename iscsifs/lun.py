@@ -3,6 +3,14 @@
 Writes that do not cover whole blocks read the edge blocks, merge, and write back. Every write
 holds an exclusive lock on the block range it touches for its whole duration, so concurrent
 writers to the same block can neither lose nor tear each other's updates.
+
+A LUN has the size the target gives it, but a writer may make a file on it as on a regular file:
+``truncate`` (an O_TRUNC open, ftruncate) sets where that file ends without touching the LUN,
+and what the writer then skips inside the file (a hole it seeks over, the part an extending
+truncate adds) must read as zeros, as it would in a file: cp leaves the holes of a sparse image
+unwritten, and qemu-img convert leaves zero areas unwritten after it truncated its target to 0.
+Those ranges read as zeros at once and are written as zeros on the next flush (close, fsync),
+so the copy is exact byte for byte; the LUN past the file's end is left as it is, as on a disk.
 """
 
 from __future__ import annotations
@@ -48,6 +56,7 @@ log = logging.getLogger("iscsifs.lun")
 
 UNIT_ATTENTION_RETRIES = 8  # every target reports at least one (29/00) after login
 DEFAULT_MAX_TRANSFER = 1 << 20
+WRITE_SAME_BLOCKS = 1 << 21  # blocks per WRITE SAME command: 1 GiB of 512-byte blocks, bounded work per command
 
 
 class LunRangeError(IscsiError):
@@ -203,6 +212,54 @@ async def identity_of(session: ScsiSession, lun: int) -> tuple[str, str]:
     return found.serial, found.wwn
 
 
+class ByteRanges:
+    """Disjoint half-open byte ranges, kept sorted and merged."""
+
+    def __init__(self) -> None:
+        self._ranges: list[tuple[int, int]] = []
+
+    def __bool__(self) -> bool:
+        return bool(self._ranges)
+
+    def __iter__(self):
+        return iter(list(self._ranges))
+
+    def add(self, start: int, end: int) -> None:
+        if start >= end:
+            return
+        kept = []
+        for a, b in self._ranges:
+            if b < start or a > end:
+                kept.append((a, b))
+            else:
+                start, end = min(a, start), max(b, end)
+        kept.append((start, end))
+        self._ranges = sorted(kept)
+
+    def remove(self, start: int, end: int) -> None:
+        if start >= end:
+            return
+        kept = []
+        for a, b in self._ranges:
+            if b <= start or a >= end:
+                kept.append((a, b))
+                continue
+            if a < start:
+                kept.append((a, start))
+            if b > end:
+                kept.append((end, b))
+        self._ranges = kept
+
+    def overlapping(self, start: int, end: int) -> list[tuple[int, int]]:
+        return [(max(a, start), min(b, end)) for a, b in self._ranges if a < end and b > start]
+
+
+class LunGrowError(IscsiError):
+    """A LUN cannot be made larger by truncating it: its size is the target's."""
+
+    errno = errno.EFBIG
+
+
 class RangeLock:
     """Exclusive locks on inclusive block ranges; non-overlapping ranges never wait for each other."""
 
@@ -264,6 +321,9 @@ class Lun:
             self.max_blocks = min(self.max_blocks, maximum_transfer_blocks)
         self.dirty = False
         self._locks = RangeLock()
+        self.end: int | None = None  # where the file being written ends (see the module docstring)
+        self.zeros = ByteRanges()  # ranges that read as zeros until the next flush writes them
+        self.write_same = True  # WRITE SAME(16) works, until the LUN says otherwise
 
     def __repr__(self) -> str:
         return f"<Lun {self.session.target_name}/{self.lun} {self.size} bytes bs={self.block_size}>"
@@ -330,7 +390,11 @@ class Lun:
         first, last = offset // bs, (end - 1) // bs
         data = await self.read_blocks(first, last - first + 1, memoryview(buf)[: (last - first + 1) * bs])
         start = offset - first * bs
-        return memoryview(data)[start : start + end - offset]
+        view = memoryview(data)[start : start + end - offset]
+        if self.zeros:
+            for a, b in self.zeros.overlapping(offset, end):
+                view[a - offset : b - offset] = bytes(b - a)
+        return view
 
     async def read(self, offset: int, size: int) -> bytes:
         """Up to ``size`` bytes at ``offset``; short at the end of the LUN, empty past it."""
@@ -343,29 +407,100 @@ class Lun:
             return 0
         if offset < 0 or offset + n > self.size:
             raise LunRangeError(f"write of {n} bytes at offset {offset} goes past the end of the LUN ({self.size} bytes)")
+        if self.end is not None:
+            self.zeros.add(self.end, offset)  # written past the file's end: the gap is a hole
+            self.end = max(self.end, offset + n)
+        self.zeros.remove(offset, offset + n)
+        return await self._write(offset, data)
+
+    def truncate(self, length: int) -> None:
+        """The file being written on the LUN ends at ``length`` (see the module docstring): a
+        shorter file leaves the LUN as it is; a longer one reads as zeros up to ``length``."""
+        if length > self.size:
+            raise LunGrowError(f"a LUN cannot grow: {length} bytes asked, the LUN has {self.size}")
+        end = self.size if self.end is None else self.end
+        if length < end:
+            self.zeros.remove(length, self.size)
+        else:
+            self.zeros.add(end, length)
+            self.dirty = self.dirty or length > end  # the next flush writes those zeros
+        self.end = length
+
+    def closed(self) -> None:
+        """The last open file is closed: the LUN is whole again (its zeros written by the flush)."""
+        if not self.zeros:
+            self.end = None
+
+    async def _write(self, offset: int, data: bytes | bytearray | memoryview) -> int:
+        bs = self.block_size
+        self.dirty = True  # from the first attempt: a close after a failed write must report it too
+        async with self._locks.hold(offset // bs, (offset + len(data) - 1) // bs):
+            return await self._write_locked(offset, data)
+
+    async def _write_locked(self, offset: int, data: bytes | bytearray | memoryview) -> int:
+        """``_write`` with the blocks' range lock already held."""
+        n = len(data)
         bs = self.block_size
         end = offset + n
         first, last = offset // bs, (end - 1) // bs
         head, tail = offset % bs, end % bs
-        self.dirty = True  # from the first attempt: a close after a failed write must report it too
-        async with self._locks.hold(first, last):
-            if not head and not tail:
-                await self.write_blocks(first, data)
-                return n
-            buf = bytearray((last - first + 1) * bs)
-            if head:
-                buf[:bs] = await self.read_blocks(first, 1)
-            if tail and (last != first or not head):
-                buf[-bs:] = await self.read_blocks(last, 1)
-            buf[head : head + n] = data
-            await self.write_blocks(first, buf)
+        if not head and not tail:
+            await self.write_blocks(first, data)
+            return n
+        buf = bytearray((last - first + 1) * bs)
+        if head:
+            buf[:bs] = await self.read_blocks(first, 1)
+        if tail and (last != first or not head):
+            buf[-bs:] = await self.read_blocks(last, 1)
+        buf[head : head + n] = data
+        await self.write_blocks(first, buf)
         return n
 
     async def flush(self) -> None:
-        """SYNCHRONIZE CACHE for the whole LUN (SBC-3 §5.22)."""
+        """The ranges that read as zeros are written as zeros, then SYNCHRONIZE CACHE for the
+        whole LUN (SBC-3 §5.22)."""
         self.dirty = False
+        bs = self.block_size
         try:
+            for start, end in self.zeros:
+                # Under the blocks' lock, and only what is still to be zeroed then: a write that
+                # came meanwhile has taken its bytes out, and one that comes now waits for us.
+                async with self._locks.hold(start // bs, (end - 1) // bs):
+                    for a, b in self.zeros.overlapping(start, end):
+                        await self._write_zeros_locked(a, b)
+                        self.zeros.remove(a, b)
             await command(self.session, self.lun, cdb.synchronize_cache(), name="SYNCHRONIZE CACHE")
         except BaseException:
             self.dirty = True
             raise
+
+    async def _write_zeros_locked(self, start: int, end: int) -> None:
+        """Zeros from byte ``start`` to ``end``, the blocks' lock held: WRITE SAME(16) for whole
+        blocks (one block of data crosses the wire), or zero buffers where the LUN cannot;
+        partial blocks merged."""
+        bs = self.block_size
+        first, last = -(-start // bs), end // bs  # the whole blocks inside
+        if first >= last:
+            await self._write_locked(start, bytes(end - start))
+            return
+        if start < first * bs:
+            await self._write_locked(start, bytes(first * bs - start))
+        self.dirty = True
+        lba = first
+        while lba < last:
+            blocks = min(last - lba, WRITE_SAME_BLOCKS)
+            if self.write_same:
+                try:
+                    await command(self.session, self.lun, cdb.write_same_16(lba, blocks), name="WRITE SAME",
+                                  data_out=bytes(bs))
+                    lba += blocks
+                    continue
+                except ScsiError as exc:
+                    if exc.sense is None or exc.sense.key != SenseKey.ILLEGAL_REQUEST:
+                        raise
+                    self.write_same = False  # not supported: plain zero writes from now on
+            step = min(last - lba, self.max_blocks)
+            await self.write_blocks(lba, bytes(step * bs))
+            lba += step
+        if end > last * bs:
+            await self._write_locked(last * bs, bytes(end - last * bs))

@@ -17,6 +17,7 @@ class Op:
     READ_16 = 0x88
     WRITE_16 = 0x8A
     SYNCHRONIZE_CACHE_16 = 0x91
+    WRITE_SAME_16 = 0x93
     SERVICE_ACTION_IN_16 = 0x9E
     REPORT_LUNS = 0xA0
 
@@ -75,3 +76,9 @@ def synchronize_cache(lba: int = 0, blocks: int = 0) -> bytes:
     if not fits_10(lba, blocks):
         return struct.pack(">BxQIxx", Op.SYNCHRONIZE_CACHE_16, lba, blocks)
     return struct.pack(">BxIxHx", Op.SYNCHRONIZE_CACHE_10, lba, blocks)
+
+
+def write_same_16(lba: int, blocks: int, *, unmap: bool = False) -> bytes:
+    """WRITE SAME(16) (SBC-3 §5.42): one block of data, written to ``blocks`` blocks; with
+    ``unmap``, the target may deallocate them instead (thin provisioning)."""
+    return struct.pack(">BBQIBB", Op.WRITE_SAME_16, 0x08 if unmap else 0, lba, blocks, 0, 0)
