@@ -46,6 +46,18 @@ def format_paths(paths: list[PathInfo]) -> str:
     return "\n".join(f"{p.portal} {p.state}{' active' if p.active else ''}" for p in paths)
 
 
+BY_ID = "by-id"
+
+
+def by_id_name(wwn: str) -> str | None:
+    """udev's /dev/disk/by-id name for a LUN's designator: ``wwn-0x<hex>`` for NAA and EUI-64. The
+    others (SCSI name strings, T10 vendor ids) hold colons or spaces, and get no link."""
+    kind, _, digits = wwn.partition(".")
+    if kind in ("naa", "eui") and digits and all(c in "0123456789abcdef" for c in digits):
+        return f"wwn-0x{digits}"
+    return None
+
+
 @dataclass(slots=True, eq=False)
 class Node:
     inode: int
@@ -57,10 +69,15 @@ class Node:
     mtime_ns: int = field(default_factory=time.time_ns)
     target: str = ""  # for a target's directory: its name and its session
     session: ScsiSession | None = None
+    link: bytes = b""  # for a symbolic link (by-id/): where it points
 
     @property
     def is_file(self) -> bool:
         return self.lun is not None
+
+    @property
+    def is_dir(self) -> bool:
+        return self.lun is None and not self.link
 
 
 class IscsiFs(pyfuse3.Operations):
@@ -78,6 +95,8 @@ class IscsiFs(pyfuse3.Operations):
         self.nodes: dict[int, Node] = {root.inode: root}
         self._next_inode = pyfuse3.ROOT_INODE + 1
         self._gone: set[int] = set()  # inodes of removed LUNs, for ENXIO instead of ENOENT
+        self.by_id: int | None = None  # the by-id/ directory, once a LUN has a name for it
+        self._links: dict[int, int] = {}  # LUN file inode -> its by-id link's inode
         self._buffers = BufferPool()
         # inode -> (its LUN, open files): what release() gives back, even once the LUN is gone
         self._held: dict[int, tuple[Lun, int]] = {}
@@ -103,14 +122,38 @@ class IscsiFs(pyfuse3.Operations):
         root.info, root.lun = info, lun
 
     def add_lun(self, parent: int, name: str, info: LunInfo, lun: Lun) -> int:
-        return self._add(parent, name, info, lun)
+        inode = self._add(parent, name, info, lun)
+        link = by_id_name(info.identity.wwn)
+        if link is not None:
+            self._link(link, inode)
+        return inode
 
-    def remove(self, inode: int) -> None:
-        """A LUN the target no longer has: gone from the tree; open handles get ENXIO."""
-        node = self.nodes.pop(inode)
-        self.nodes[node.parent].children.pop(node.name, None)
-        self.nodes[node.parent].mtime_ns = time.time_ns()
+    def _link(self, name: str, lun_inode: int) -> None:
+        """by-id/NAME -> the LUN file, relative (so it holds wherever the mount is)."""
+        if self.by_id is None:
+            self.by_id = self.add_dir(pyfuse3.ROOT_INODE, BY_ID)
+        if os.fsencode(name) in self.nodes[self.by_id].children:
+            return  # the same device seen twice (through another target): the first keeps the name
+        parts, inode = [], lun_inode
+        while inode != pyfuse3.ROOT_INODE:
+            parts.append(self.nodes[inode].name)
+            inode = self.nodes[inode].parent
+        link = self._add(self.by_id, name, None, None)
+        self.nodes[link].link = b"../" + b"/".join(reversed(parts))
+        self._links[lun_inode] = link
+
+    def remove(self, inode: int) -> list[tuple[int, bytes]]:
+        """A LUN the target no longer has: gone from the tree, with its by-id link; open handles
+        get ENXIO. Returns the (directory, name) entries that went, for the kernel to forget."""
+        gone = [inode, *([self._links.pop(inode)] if inode in self._links else [])]
+        entries = []
+        for number in gone:
+            node = self.nodes.pop(number)
+            self.nodes[node.parent].children.pop(node.name, None)
+            self.nodes[node.parent].mtime_ns = time.time_ns()
+            entries.append((node.parent, node.name))
         self._gone.add(inode)
+        return entries
 
     def lun_inodes(self, parent: int) -> dict[int, int]:
         """{LUN number: inode} of the files directly under ``parent``."""
@@ -154,9 +197,15 @@ class IscsiFs(pyfuse3.Operations):
             a.st_size = node.lun.size
             a.st_blksize = node.lun.block_size
             a.st_blocks = (node.lun.size + 511) // 512
+        elif node.link:
+            a.st_mode = stat.S_IFLNK | 0o777
+            a.st_nlink = 1
+            a.st_size = len(node.link)
+            a.st_blksize = 4096
+            a.st_blocks = 0
         else:
             a.st_mode = stat.S_IFDIR | (0o777 & ~self.umask)
-            a.st_nlink = 2 + sum(1 for c in node.children.values() if not self.nodes[c].is_file)
+            a.st_nlink = 2 + sum(1 for c in node.children.values() if self.nodes[c].is_dir)
             a.st_size = 0
             a.st_blksize = 4096
             a.st_blocks = 0
@@ -244,10 +293,15 @@ class IscsiFs(pyfuse3.Operations):
     # -- directories -------------------------------------------------------------------------------
 
     async def opendir(self, inode, ctx):
-        node = self._node(inode)
-        if node.is_file:
+        if not self._node(inode).is_dir:
             raise pyfuse3.FUSEError(errno.ENOTDIR)
         return inode
+
+    async def readlink(self, inode, ctx):
+        node = self._node(inode)
+        if not node.link:
+            raise pyfuse3.FUSEError(errno.EINVAL)
+        return node.link
 
     async def readdir(self, fh, start_id, token):
         node = self._node(fh)

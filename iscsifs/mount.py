@@ -16,7 +16,7 @@ from typing import Callable
 import pyfuse3
 import trio
 
-from iscsifs.client import Client, LunInfo, NotFoundError, open_luns
+from iscsifs.client import Client, LunInfo, NotFoundError, open_lun, scan_luns
 from iscsifs import logs
 from iscsifs.fs import IscsiFs
 from iscsifs.lun import Lun
@@ -78,7 +78,7 @@ async def build_tree(nursery: trio.Nursery, client: Client, url: IscsiUrl, pool:
             await _build_portal(nursery, client, url, pool, fs, options.read_only)
             return fs
         handle = pool.session(url.target, client.portals(url, url.target))
-        luns = await _scan(handle, options.read_only)
+        luns, known = await _scan(handle, options.read_only)
         fs.nodes[root].target, fs.nodes[root].session = url.target, handle
         if url.lun is not None:
             luns = [(info, lun) for info, lun in luns if info.lun == url.lun]
@@ -89,7 +89,7 @@ async def build_tree(nursery: trio.Nursery, client: Client, url: IscsiUrl, pool:
         else:
             for info, lun in luns:
                 fs.add_lun(root, str(info.lun), info, lun)
-        _watch(nursery, client, fs, handle, root, options.read_only, only_lun=url.lun)
+        _watch(nursery, client, fs, handle, root, options.read_only, known, only_lun=url.lun)
         return fs
     except BaseException:
         with trio.CancelScope(shield=True), trio.move_on_after(2):
@@ -97,22 +97,24 @@ async def build_tree(nursery: trio.Nursery, client: Client, url: IscsiUrl, pool:
         raise
 
 
-async def _scan(handle: PooledSession, read_only: bool) -> list[tuple[LunInfo, Lun]]:
+async def _scan(handle: PooledSession, read_only: bool) -> tuple[list[tuple[LunInfo, Lun]], set[int]]:
+    """The target's disk LUNs, opened, and the numbers of every LUN it reported (for the watch)."""
     handle.hold()  # not logged out between two of the scan's commands to make room for another
     try:
-        luns = await open_luns(handle, read_only)
+        infos = await scan_luns(handle)
     finally:
         handle.release()
+    luns = [(info, open_lun(handle, info, read_only)) for info in infos if info.is_disk]
     handle.scan_done()
-    return luns
+    return luns, {info.lun for info in infos}
 
 
 def _watch(nursery: trio.Nursery, client: Client, fs: IscsiFs, handle: PooledSession, directory: int,
-           read_only: bool, only_lun: int | None = None) -> None:
+           read_only: bool, known: set[int], only_lun: int | None = None) -> None:
     watch = TargetWatch(nursery, fs, handle, directory, read_only=read_only, only_lun=only_lun)
     # Logged in again after being logged out for idleness: LUNs may have changed meanwhile.
     handle.on_reopen = watch.rescan_soon if only_lun is None else None
-    watch.poll(client.config.recovery.nop_interval, handle.logged_in)
+    watch.poll(client.config.recovery.nop_interval, handle.logged_in, known)
 
 
 async def _build_portal(nursery: trio.Nursery, client: Client, url: IscsiUrl, pool: SessionPool, fs: IscsiFs,
@@ -120,7 +122,7 @@ async def _build_portal(nursery: trio.Nursery, client: Client, url: IscsiUrl, po
     """Every target of the portal, scanned concurrently: the pool bounds how many log in at once
     (max_sessions), and logs the least recently used out when it needs room."""
     targets = sorted(await client.discover(url), key=lambda t: t.name)
-    scanned: dict[str, list[tuple[LunInfo, Lun]]] = {}
+    scanned: dict[str, tuple[list[tuple[LunInfo, Lun]], set[int]]] = {}
     failures: list[IscsiError] = []
 
     async def scan(name: str) -> None:
@@ -135,12 +137,12 @@ async def _build_portal(nursery: trio.Nursery, client: Client, url: IscsiUrl, po
             scans.start_soon(scan, target.name)
     if failures and not scanned:
         raise failures[0]
-    for name, luns in sorted(scanned.items()):
+    for name, (luns, known) in sorted(scanned.items()):
         handle = pool.handles[name]
         directory = fs.add_dir(pyfuse3.ROOT_INODE, name, target=name, session=handle)
         for info, lun in luns:
             fs.add_lun(directory, str(info.lun), info, lun)
-        _watch(nursery, client, fs, handle, directory, read_only)
+        _watch(nursery, client, fs, handle, directory, read_only, known)
 
 
 def abandon_unreachable(pool: SessionPool) -> None:

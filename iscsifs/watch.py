@@ -50,14 +50,16 @@ class TargetWatch:
         self._again = False
         session.on_unit_attention = self.on_unit_attention
 
-    def poll(self, interval: float, logged_in: Callable[[], ScsiSession | None] | None = None) -> None:
+    def poll(self, interval: float, logged_in: Callable[[], ScsiSession | None] | None = None,
+             known: set[int] | None = None) -> None:
         """Poll the target's LUN list every ``interval`` seconds while its session lives, on the
         session ``logged_in()`` gives: a pooled session that is logged out for idleness is not
-        logged in again for a poll (it is rescanned when it is next logged in)."""
-        self.nursery.start_soon(self._poll, interval, logged_in or (lambda: self.session))
+        logged in again for a poll (it is rescanned when it is next logged in). ``known``: the
+        LUNs the scan saw, so that a change before the first poll counts too."""
+        self.nursery.start_soon(self._poll, interval, logged_in or (lambda: self.session), known)
 
-    async def _poll(self, interval: float, logged_in: Callable[[], ScsiSession | None]) -> None:
-        previous: set[int] | None = None
+    async def _poll(self, interval: float, logged_in: Callable[[], ScsiSession | None],
+                    previous: set[int] | None) -> None:
         while self.session.alive:
             await trio.sleep(interval)
             session = logged_in()
@@ -146,8 +148,8 @@ class TargetWatch:
                 if inode == pyfuse3.ROOT_INODE:
                     continue  # the mounted LUN itself: its I/O will fail, the mount stays
                 log.info("LUN %d of %s is gone", number, self.session.target_name)
-                self.fs.remove(inode)
-                _invalidate_entry(self.directory, node.name)
+                for parent, name in self.fs.remove(inode):
+                    _invalidate_entry(parent, name)
             elif node.lun is not None and info.capacity is not None:
                 await self._set_capacity(inode, node.lun, info.capacity)
         if self.only_lun is not None:
@@ -158,6 +160,8 @@ class TargetWatch:
                 self.fs.add_lun(self.directory, str(number), info, lun)
                 log.info("LUN %d of %s appeared (%d bytes)", number, self.session.target_name, lun.size)
         await _invalidate_inode(self.directory)
+        if self.fs.by_id is not None:
+            await _invalidate_inode(self.fs.by_id)
 
 
 def _invalidate_entry(parent: int, name: bytes) -> None:

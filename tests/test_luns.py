@@ -57,7 +57,7 @@ def test_luns_added_removed_and_resized_while_mounted(make_target, tmp_path):
             f.read(512)
 
     with mounted(t.url, mnt) as m:
-        assert sorted(os.listdir(mnt)) == ["1"]
+        assert sorted(os.listdir(mnt)) == ["1", "by-id"]
         t.tgt.add_lun(t.iqn, 2, extra)
         touch_lun1()
         wait_for(lambda: "2" in os.listdir(mnt))
@@ -84,7 +84,7 @@ def test_the_tree_follows_luns_added_and_removed_while_idle(make_target, tmp_pat
     extra.write_bytes(pattern(1 << 20, seed=9))
     interval = 1.0
     with mounted(t.url, mnt, "-o", f"nop_interval={interval:g}") as m:
-        assert os.listdir(mnt) == ["1"]
+        assert sorted(os.listdir(mnt)) == ["1", "by-id"]
         time.sleep(interval * 1.5)  # the first poll has its baseline
         t.tgt.add_lun(t.iqn, 2, extra)
         added = time.monotonic()
@@ -118,3 +118,41 @@ def test_ipv6_portal_and_host_names(tmp_path, host):
             assert (mnt / iqn / "1").read_bytes() == backing.read_bytes()
             assert os.getxattr(mnt / iqn / "1", "user.iscsi.portal").decode() in (
                 f"[::1]:{tgt.port}", f"localhost:{tgt.port}")
+
+
+def test_by_id_links_name_every_disk_lun_without_colons_and_follow_the_tree(private_tgt, tmp_path):
+    from iscsifs.fs import by_id_name
+
+    assert by_id_name("naa.60000000000000000e00000000010001") == "wwn-0x60000000000000000e00000000010001"
+    assert by_id_name("eui.0011223344556677") == "wwn-0x0011223344556677"
+    assert by_id_name("iqn.2026-11.example:disk") is None and by_id_name("t10.IET VIRTUAL-DISK") is None
+    iqns = ["iqn.2026-11.test.iscsifs:byid-a", "iqn.2026-11.test.iscsifs:byid-b"]
+    backing = {}
+    for n, iqn in enumerate(iqns):
+        private_tgt.add_target(iqn)
+        backing[iqn] = tmp_path / f"byid{n}.img"
+        backing[iqn].write_bytes(pattern(2 << 20, seed=90 + n))
+        private_tgt.add_lun(iqn, 1, backing[iqn])
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    with mounted(private_tgt.url, mnt, "-o", "nop_interval=1"):
+        links = sorted(os.listdir(mnt / "by-id"))
+        assert len(links) == 2 and all(name.startswith("wwn-0x") and ":" not in name for name in links)
+        for iqn in iqns:
+            wwn = os.getxattr(mnt / iqn / "1", "user.iscsi.wwn").decode()
+            link = mnt / "by-id" / by_id_name(wwn)
+            assert os.readlink(link) == f"../{iqn}/1"
+            assert link.read_bytes() == backing[iqn].read_bytes()
+        # fio splits --filename at ':', which every IQN has; a by-id path has none
+        path = mnt / "by-id" / links[0]
+        r = run("fio", "--name=byid", f"--filename={path}", "--rw=randwrite", "--bs=4k", "--size=1m",
+                "--ioengine=psync", "--verify=crc32c", "--do_verify=1", "--verify_fatal=1",
+                "--output-format=terse", timeout=120, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr.decode()[-2000:]
+        extra = tmp_path / "byid-extra.img"
+        extra.write_bytes(pattern(1 << 20, seed=99))
+        private_tgt.add_lun(iqns[1], 2, extra)  # the links follow the tree
+        wait_for(lambda: len(os.listdir(mnt / "by-id")) == 3, 15)
+        private_tgt.tgtadm("--op", "delete", "--mode", "logicalunit", "--tid",
+                           str(private_tgt.targets[iqns[1]]), "--lun", "2")
+        wait_for(lambda: len(os.listdir(mnt / "by-id")) == 2, 15)

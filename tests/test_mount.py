@@ -32,7 +32,7 @@ def test_portal_mount_tree_sizes_and_content(private_tgt, tmp_path):
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     with mounted(private_tgt.url, mnt):
-        assert sorted(os.listdir(mnt)) == [a, b]
+        assert sorted(os.listdir(mnt)) == sorted([a, b, "by-id"])
         # tgt's LUN 0 is a controller: only disks become files.
         assert sorted(os.listdir(mnt / a)) == ["1", "2"]
         assert os.listdir(mnt / b) == ["1"]
@@ -245,7 +245,7 @@ def test_lun_url_on_directory_and_on_file(make_target, tmp_path):
     d = tmp_path / "dir"
     d.mkdir()
     with mounted(t.lun_url(2), d):
-        assert os.listdir(d) == ["2"]
+        assert sorted(os.listdir(d)) == ["2", "by-id"]
         assert os.stat(d / "2").st_size == 2 << 20
     f = tmp_path / "disk.img"
     f.write_bytes(b"")
@@ -267,7 +267,7 @@ def test_background_mount_is_live_when_command_returns(make_target, tmp_path):
         r = run(*ISCSIFS, t.url, str(mnt), timeout=60)
         assert r.returncode == 0, r.stderr
         assert is_mounted(mnt)  # no polling: live the moment the command returned
-        assert os.listdir(mnt) == ["1"]
+        assert sorted(os.listdir(mnt)) == ["1", "by-id"]
         assert (mnt / "1").read_bytes()[:4096] == t.backing[1].read_bytes()[:4096]
     finally:
         unmount(mnt)

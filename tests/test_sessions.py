@@ -30,7 +30,7 @@ def test_idle_sessions_are_logged_out_and_a_read_logs_in_only_its_target(private
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     with mounted(private_tgt.url, mnt, "-o", "idle_timeout=2"):
-        assert sorted(p.name for p in mnt.iterdir()) == iqns  # the scan saw every target
+        assert sorted(p.name for p in mnt.iterdir()) == sorted([*iqns, "by-id"])  # the scan saw every target
         wait_for(lambda: [_sessions(private_tgt, i) for i in iqns] == [0, 0, 0], 10)
         assert (mnt / iqns[1] / "1").stat().st_size == 1 << 20  # stat needs no session
         assert [_sessions(private_tgt, i) for i in iqns] == [0, 0, 0]
