@@ -23,14 +23,16 @@ from iscsifs import logs
 from iscsifs.client import Client, LunInfo, NotFoundError
 from iscsifs.daemon import PidFile, daemonize, detach_stdio, report, sd_notify
 from iscsifs.demo import Demo
-from iscsifs.fs import STATS_XATTR
+from iscsifs.fs import DISCARD_XATTR, MAP_XATTR_PREFIX, STATS_XATTR
 from iscsifs.mount import serve
 from iscsifs.mountpoint import MountError, check_mountpoint, containing_mount
 from iscsifs.net.connection import ConnectError
 from iscsifs.net.nursery import first_error
-from iscsifs.options import Command, LsCommand, MountCommand, StatsCommand, UsageError, parse_command
+from iscsifs.options import (
+    Command, DiscardCommand, LsCommand, MapCommand, MountCommand, StatsCommand, UsageError, parse_command,
+)
 from iscsifs.proto.errors import AuthenticationError, IscsiError, LoginError
-from iscsifs.report import lun_record, ls_table, stats_text
+from iscsifs.report import human_bytes, lun_record, ls_table, map_text, merge_extents, stats_text
 from iscsifs.url import IscsiUrl, UrlError, parse_url
 
 log = logging.getLogger("iscsifs")
@@ -62,7 +64,7 @@ def exit_code_for(exc: BaseException) -> int:
         return EXIT_NOT_FOUND
     if isinstance(exc, MountError):
         return EXIT_MOUNT
-    if isinstance(exc, IscsiError):
+    if isinstance(exc, (IscsiError, Refused)):
         return EXIT_TARGET
     return EXIT_ERROR
 
@@ -216,6 +218,82 @@ def run_stats(cmd: StatsCommand) -> int:
     return EXIT_OK
 
 
+# -- discard and map: through the mount's own files ---------------------------------------------------
+
+
+class Refused(Exception):
+    """The mount refused a discard or a map (exit code 7: the LUN cannot, or may not)."""
+
+
+def _lun_file(path: str) -> tuple[int, os.stat_result]:
+    """An open descriptor on a LUN file of a running iscsifs mount, and its stat."""
+    if containing_mount(path) is None:
+        raise UsageError(f"{path} is not in an iscsifs mount")
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as exc:
+        raise UsageError(error_message(exc)) from None
+    st = os.fstat(fd)
+    if not os.path.isfile(path):
+        os.close(fd)
+        raise UsageError(f"{path} is not a LUN file")
+    return fd, st
+
+
+_REFUSALS = {
+    errno.EOPNOTSUPP: "the LUN cannot unmap (it is not thin-provisioned)",
+    errno.EROFS: "the LUN or the mount is read-only",
+    errno.EACCES: "permission denied (discard needs write access to the LUN file)",
+    errno.EPERM: "permission denied (discard needs write access to the LUN file)",
+}
+
+
+def run_discard(cmd: DiscardCommand) -> int:
+    fd, st = _lun_file(cmd.path)
+    try:
+        length = st.st_size - cmd.offset if cmd.length is None else cmd.length
+        bs = st.st_blksize
+        if cmd.offset % bs or length % bs or length < 0 or cmd.offset + length > st.st_size:
+            raise UsageError(f"the range must be whole {bs}-byte blocks inside the LUN ({st.st_size} bytes): "
+                             f"offset {cmd.offset}, length {length}")
+        try:
+            os.setxattr(cmd.path, DISCARD_XATTR.decode(), f"{cmd.offset} {length}".encode())
+        except OSError as exc:
+            raise Refused(f"cannot discard {cmd.path}: {_REFUSALS.get(exc.errno or 0, error_message(exc))}") from None
+        # The kernel's cached pages of that range may hold what was there: they go too.
+        os.posix_fadvise(fd, cmd.offset, length, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+    print(f"discarded {human_bytes(length)} of {cmd.path} at offset {cmd.offset}")
+    return EXIT_OK
+
+
+def run_map(cmd: MapCommand) -> int:
+    fd, st = _lun_file(cmd.path)
+    os.close(fd)
+    progress = sys.stderr.isatty() and not cmd.json
+    extents: list[tuple[int, int, str]] = []
+    offset: int | None = 0
+    while offset is not None:
+        try:
+            page = json.loads(os.getxattr(cmd.path, (MAP_XATTR_PREFIX + str(offset).encode()).decode()))
+        except OSError as exc:
+            raise Refused(f"cannot map {cmd.path}: {_REFUSALS.get(exc.errno or 0, error_message(exc))}") from None
+        extents += [tuple(e) for e in page["extents"]]
+        offset = page["next"]
+        if progress and offset is not None:
+            print(f"\riscsifs: mapped {100 * offset // st.st_size}% of {human_bytes(st.st_size)}", end="",
+                  file=sys.stderr, flush=True)
+    if progress:
+        print("\r\033[K", end="", file=sys.stderr, flush=True)
+    extents = merge_extents(extents)
+    if cmd.json:
+        print(json.dumps({"extents": [{"offset": o, "length": n, "state": s} for o, n, s in extents]}, indent=2))
+    else:
+        print(map_text(extents, st.st_size))
+    return EXIT_OK
+
+
 # -- entry point -----------------------------------------------------------------------------------
 
 
@@ -243,6 +321,10 @@ def run(cmd: Command) -> int:
         return run_ls(cmd)
     if isinstance(cmd, StatsCommand):
         return run_stats(cmd)
+    if isinstance(cmd, DiscardCommand):
+        return run_discard(cmd)
+    if isinstance(cmd, MapCommand):
+        return run_map(cmd)
     return run_mount(cmd)
 
 

@@ -259,12 +259,13 @@ async def scan_luns(session: ScsiSession) -> list[LunInfo]:
     return infos
 
 
-def open_lun(session: ScsiSession, info: LunInfo, read_only: bool = False) -> Lun:
+def open_lun(session: ScsiSession, info: LunInfo, read_only: bool = False, detect_zeroes: str = "off") -> Lun:
     assert info.capacity is not None
     # After any later login (a reconnect, another path), the LUN must still be this device.
     session.expect_identity(info.lun, info.identity.serial, info.identity.wwn)
     return Lun(session, info.lun, info.capacity, read_only=read_only or info.identity.write_protected,
-               maximum_transfer_blocks=info.identity.maximum_transfer_blocks)
+               maximum_transfer_blocks=info.identity.maximum_transfer_blocks, limits=info.identity.limits,
+               provisioning=info.identity.provisioning, detect_zeroes=detect_zeroes)
 
 
 async def open_luns(session: ScsiSession, read_only: bool = False) -> list[tuple[LunInfo, Lun]]:

@@ -8,6 +8,7 @@ would give. No handler blocks: all I/O is awaited on trio.
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import stat
@@ -22,6 +23,7 @@ from iscsifs.client import LunInfo
 from iscsifs.lun import BufferPool, Lun
 from iscsifs.net.api import PathInfo, ScsiSession
 from iscsifs.proto.errors import IscsiError
+from iscsifs.scsi.response import ScsiParseError
 from iscsifs.stats import STATS
 
 log = logging.getLogger("iscsifs.fs")
@@ -29,10 +31,16 @@ log = logging.getLogger("iscsifs.fs")
 ATTR_TIMEOUT = 1.0
 XATTR_PREFIX = b"user.iscsi."
 STATS_XATTR = b"user.iscsifs.stats"  # on the root: this mount's statistics, JSON (iscsifs stats)
+# How `iscsifs discard` and `iscsifs map` reach a running mount: through the LUN file itself, so
+# the file's permissions apply (the kernel asks write access for a user.* setxattr, read access
+# for getxattr). Setting DISCARD_XATTR to "OFFSET LENGTH" deallocates that range; reading
+# MAP_XATTR_PREFIX + "OFFSET" gives one GET LBA STATUS worth of extents from OFFSET, as JSON.
+DISCARD_XATTR = b"user.iscsifs.discard"
+MAP_XATTR_PREFIX = b"user.iscsifs.map."
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR
 
 
-def _errno(exc: IscsiError | OSError | trio.TooSlowError) -> int:
+def _errno(exc: BaseException) -> int:
     """What a local disk would give: every IscsiError carries its errno; a timeout is EIO."""
     if isinstance(exc, IscsiError):
         return exc.errno
@@ -266,7 +274,8 @@ class IscsiFs(pyfuse3.Operations):
             info, lun = node.info, node.lun
             values = {"vendor": info.inquiry.vendor, "product": info.inquiry.product,
                       "revision": info.inquiry.revision, "serial": info.identity.serial, "wwn": info.identity.wwn,
-                      "block_size": str(lun.block_size), "target": info.target, **paths, "lun": str(info.lun)}
+                      "block_size": str(lun.block_size), "target": info.target, **paths, "lun": str(info.lun),
+                      "provisioning": "thin" if info.identity.provisioning.thin else "full"}
         else:
             values = {"target": node.target, **paths}
         attrs = {XATTR_PREFIX + k.encode(): v.encode() for k, v in values.items() if v}
@@ -275,17 +284,41 @@ class IscsiFs(pyfuse3.Operations):
         return attrs
 
     async def getxattr(self, inode, name, ctx):
-        value = self._xattrs(self._node(inode)).get(name)
+        node = self._node(inode)
+        if name.startswith(MAP_XATTR_PREFIX) and node.lun is not None:
+            return await self._map(node.lun, name[len(MAP_XATTR_PREFIX) :])
+        value = self._xattrs(node).get(name)
         if value is None:
             raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
         return value
+
+    async def _map(self, lun: Lun, offset: bytes) -> bytes:
+        if not offset.isdigit() or int(offset) >= lun.size:
+            raise pyfuse3.FUSEError(errno.EINVAL)
+        try:
+            extents, following = await lun.lba_status(int(offset))
+        except (IscsiError, OSError, trio.TooSlowError, ScsiParseError) as exc:
+            raise self._io_error("map", lun, exc) from None
+        return json.dumps({"size": lun.size, "next": following, "extents": extents}, separators=(",", ":")).encode()
 
     async def listxattr(self, inode, ctx):
         return list(self._xattrs(self._node(inode)))
 
     async def setxattr(self, inode, name, value, ctx):
+        node = self._node(inode)
+        if name == DISCARD_XATTR and node.lun is not None:
+            fields = value.split()
+            if len(fields) != 2 or not all(f.isdigit() for f in fields):
+                raise pyfuse3.FUSEError(errno.EINVAL)
+            if not self._writable(node):
+                raise pyfuse3.FUSEError(errno.EROFS)
+            try:
+                await node.lun.discard(int(fields[0]), int(fields[1]))
+            except (IscsiError, OSError, trio.TooSlowError) as exc:
+                raise self._io_error("discard", node.lun, exc) from None
+            return
         # The identity comes from the device; nothing else can be stored on a LUN.
-        raise pyfuse3.FUSEError(errno.EPERM if name in self._xattrs(self._node(inode)) else errno.ENOTSUP)
+        raise pyfuse3.FUSEError(errno.EPERM if name in self._xattrs(node) else errno.ENOTSUP)
 
     async def removexattr(self, inode, name, ctx):
         raise pyfuse3.FUSEError(errno.EPERM if name in self._xattrs(self._node(inode)) else pyfuse3.ENOATTR)
@@ -390,7 +423,7 @@ class IscsiFs(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EISDIR)
         return node.lun
 
-    def _io_error(self, op: str, lun: Lun, exc: IscsiError | OSError | trio.TooSlowError) -> pyfuse3.FUSEError:
+    def _io_error(self, op: str, lun: Lun, exc: BaseException) -> pyfuse3.FUSEError:
         code = _errno(exc)
         if code != errno.ENOSPC:
             log.warning("%s on %s/%d failed: %s", op, lun.session.target_name, lun.lun, exc)

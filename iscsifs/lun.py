@@ -33,7 +33,12 @@ from iscsifs.scsi.response import (
     StandardInquiry,
     Vpd,
     mode_sense_write_protected,
+    BlockLimits,
+    LbaStatus,
+    Provisioning,
     parse_block_limits,
+    parse_get_lba_status,
+    parse_logical_block_provisioning,
     parse_device_identification,
     parse_inquiry,
     parse_read_capacity_10,
@@ -56,6 +61,9 @@ log = logging.getLogger("iscsifs.lun")
 
 UNIT_ATTENTION_RETRIES = 8  # every target reports at least one (29/00) after login
 DEFAULT_MAX_TRANSFER = 1 << 20
+ZEROS = bytes(DEFAULT_MAX_TRANSFER)
+UNMAP_BLOCKS = 1 << 22  # blocks per UNMAP descriptor when the LUN gives no limit (2 GiB of 512)
+LBA_STATUS_ALLOCATION = 4096  # bytes of GET LBA STATUS answer: 255 extents per command
 WRITE_SAME_BLOCKS = 1 << 21  # blocks per WRITE SAME command: 1 GiB of 512-byte blocks, bounded work per command
 
 
@@ -160,7 +168,12 @@ class Identity:
     serial: str = ""  # VPD 0x80
     wwn: str = ""  # VPD 0x83, the best logical-unit designator
     write_protected: bool = False  # MODE SENSE, WP bit
-    maximum_transfer_blocks: int = 0  # VPD 0xB0; 0 = no limit reported
+    limits: BlockLimits = BlockLimits(0, 0)  # VPD 0xB0; zeros: no limit reported
+    provisioning: Provisioning = Provisioning()  # VPD 0xB2; a LUN without the page is fully provisioned
+
+    @property
+    def maximum_transfer_blocks(self) -> int:
+        return self.limits.maximum_transfer_length
 
 
 async def _vpd(session: ScsiSession, lun: int, page: int) -> bytes | bytearray | memoryview:
@@ -195,7 +208,8 @@ async def identify(session: ScsiSession, lun: int) -> Identity:
         pages = frozenset()
     readers = ((Vpd.UNIT_SERIAL_NUMBER, "serial", parse_unit_serial_number),
                (Vpd.DEVICE_IDENTIFICATION, "wwn", lambda d: world_wide_name(parse_device_identification(d))),
-               (Vpd.BLOCK_LIMITS, "maximum_transfer_blocks", lambda d: parse_block_limits(d).maximum_transfer_length))
+               (Vpd.BLOCK_LIMITS, "limits", parse_block_limits),
+               (Vpd.LOGICAL_BLOCK_PROVISIONING, "provisioning", parse_logical_block_provisioning))
     for page, name, parse in readers:
         if page in pages:
             try:
@@ -254,6 +268,22 @@ class ByteRanges:
         return [(max(a, start), min(b, end)) for a, b in self._ranges if a < end and b > start]
 
 
+class LunCannotUnmap(IscsiError):
+    """Discard asked of a LUN that cannot deallocate blocks (not thin-provisioned, VPD 0xB2)."""
+
+    errno = errno.EOPNOTSUPP
+
+
+class LunReadOnly(IscsiError):
+    errno = errno.EROFS
+
+
+class UnalignedRange(IscsiError):
+    """A byte range that is not whole blocks inside the LUN, where only whole blocks make sense."""
+
+    errno = errno.EINVAL
+
+
 class LunGrowError(IscsiError):
     """A LUN cannot be made larger by truncating it: its size is the target's."""
 
@@ -309,8 +339,13 @@ class Lun:
     """A disk LUN addressed in bytes. ``size`` is exact: blocks × block size."""
 
     def __init__(self, session: ScsiSession, lun: int, capacity: Capacity, *, read_only: bool = False,
-                 max_transfer: int = DEFAULT_MAX_TRANSFER, maximum_transfer_blocks: int = 0) -> None:
+                 max_transfer: int = DEFAULT_MAX_TRANSFER, maximum_transfer_blocks: int = 0,
+                 limits: BlockLimits = BlockLimits(0, 0), provisioning: Provisioning = Provisioning(),
+                 detect_zeroes: str = "off") -> None:
         self.session = session
+        self.limits = limits
+        self.provisioning = provisioning
+        self.detect_zeroes = detect_zeroes  # "off", "on" or "unmap" (see write_blocks)
         self.lun = lun
         self.capacity = capacity
         self.read_only = read_only
@@ -360,15 +395,88 @@ class Lun:
             raise ScsiError(Status.CHECK_CONDITION, None, f"READ at LBA {lba} returned {len(result.data)} of {length} bytes")
         return result.data
 
+    @property
+    def unmaps_to_zeros(self) -> bool:
+        """WRITE SAME(16) with UNMAP deallocates, and deallocated blocks read as zeros."""
+        return self.provisioning.write_same_unmap and self.provisioning.zeroes_after_unmap
+
     async def write_blocks(self, lba: int, data: bytes | bytearray | memoryview) -> None:
+        """One WRITE per transfer-limit chunk; with ``detect_zeroes`` (as QEMU's), a chunk that is
+        all zeros goes out as WRITE SAME(16) with one block of data (``unmap``: deallocating it,
+        where the LUN reads deallocated blocks as zeros)."""
         view = memoryview(data).cast("B")
         step = self.max_blocks * self.block_size
         for off in range(0, len(view), step):
             chunk = view[off : off + step]
             blocks = len(chunk) // self.block_size
             self.dirty = True
+            # ZEROS.startswith is one memcmp that stops at the first non-zero byte.
+            if self.detect_zeroes != "off" and self.write_same and ZEROS.startswith(chunk):
+                if await self._write_same(lba, blocks, unmap=self.detect_zeroes == "unmap" and self.unmaps_to_zeros):
+                    lba += blocks
+                    continue
             await command(self.session, self.lun, cdb.write(lba, blocks), name="WRITE", data_out=chunk)
             lba += blocks
+
+    async def discard(self, offset: int, length: int) -> None:
+        """Deallocate whole blocks (SBC-3 logical block provisioning): UNMAP where the LUN has it,
+        else WRITE SAME(16) with UNMAP, in commands no larger than its VPD 0xB0 limits."""
+        if not self.provisioning.can_unmap:
+            raise LunCannotUnmap(f"LUN {self.lun} of {self.session.target_name} cannot unmap: it is not "
+                                 "thin-provisioned (VPD 0xB2)")
+        if self.read_only:
+            raise LunReadOnly(f"LUN {self.lun} of {self.session.target_name} is read-only")
+        bs = self.block_size
+        if offset < 0 or length < 0 or offset % bs or length % bs or offset + length > self.size:
+            raise UnalignedRange(f"discard of {length} bytes at {offset}: whole {bs}-byte blocks inside the LUN only")
+        lba, end = offset // bs, (offset + length) // bs
+        per = min(self.limits.maximum_unmap_lba_count or UNMAP_BLOCKS, 0xFFFFFFFF)
+        self.dirty = True
+        async with self._locks.hold(lba, max(lba, end - 1)):
+            while lba < end:
+                n = min(end - lba, per)
+                if self.provisioning.unmap:
+                    unmap_cdb, params = cdb.unmap([(lba, n)])
+                    await command(self.session, self.lun, unmap_cdb, name="UNMAP", data_out=params)
+                else:
+                    await command(self.session, self.lun, cdb.write_same_16(lba, n, unmap=True), name="WRITE SAME",
+                                  data_out=ZEROS[:bs])
+                lba += n
+
+    async def lba_status(self, offset: int) -> tuple[list[tuple[int, int, str]], int | None]:
+        """The allocation of the LUN from byte ``offset`` on, from one GET LBA STATUS: extents as
+        (offset, length, state) in bytes, and where the next call starts (None: the end). A LUN
+        that does not report it is fully provisioned (SBC-3: every block mapped)."""
+        bs = self.block_size
+        lba = offset // bs
+        try:
+            result = await command(self.session, self.lun, cdb.get_lba_status(lba, LBA_STATUS_ALLOCATION),
+                                   name="GET LBA STATUS", expected_in=LBA_STATUS_ALLOCATION)
+        except ScsiError as exc:
+            if self.provisioning.can_unmap or exc.sense is None or exc.sense.key != SenseKey.ILLEGAL_REQUEST:
+                raise
+            return [(lba * bs, self.size - lba * bs, "mapped")], None
+        extents, reached = [], lba
+        for e in parse_get_lba_status(result.data):
+            start, stop = max(e.lba, reached), min(e.lba + e.blocks, self.capacity.blocks)
+            if stop > start:
+                extents.append((start * bs, (stop - start) * bs, LbaStatus.NAMES.get(e.status, "mapped")))
+                reached = stop
+        if reached <= lba:
+            raise ScsiParseError(f"GET LBA STATUS at LBA {lba} described no block")
+        return extents, (None if reached >= self.capacity.blocks else reached * bs)
+
+    async def _write_same(self, lba: int, blocks: int, *, unmap: bool = False) -> bool:
+        """WRITE SAME(16) of zeros; False (and never again) where the LUN does not know it."""
+        try:
+            await command(self.session, self.lun, cdb.write_same_16(lba, blocks, unmap=unmap), name="WRITE SAME",
+                          data_out=ZEROS[: self.block_size])
+            return True
+        except ScsiError as exc:
+            if exc.sense is None or exc.sense.key != SenseKey.ILLEGAL_REQUEST:
+                raise
+            self.write_same = False
+            return False
 
     def read_span(self, offset: int, size: int) -> int:
         """Bytes of the whole blocks that ``read_into(offset, size, ...)`` needs as a buffer."""
@@ -488,19 +596,12 @@ class Lun:
         self.dirty = True
         lba = first
         while lba < last:
-            blocks = min(last - lba, WRITE_SAME_BLOCKS)
-            if self.write_same:
-                try:
-                    await command(self.session, self.lun, cdb.write_same_16(lba, blocks), name="WRITE SAME",
-                                  data_out=bytes(bs))
-                    lba += blocks
-                    continue
-                except ScsiError as exc:
-                    if exc.sense is None or exc.sense.key != SenseKey.ILLEGAL_REQUEST:
-                        raise
-                    self.write_same = False  # not supported: plain zero writes from now on
+            blocks = min(last - lba, self.limits.maximum_write_same_length or WRITE_SAME_BLOCKS)
+            if self.write_same and await self._write_same(lba, blocks):
+                lba += blocks
+                continue
             step = min(last - lba, self.max_blocks)
-            await self.write_blocks(lba, bytes(step * bs))
+            await self.write_blocks(lba, ZEROS[: step * bs])
             lba += step
         if end > last * bs:
             await self._write_locked(last * bs, bytes(end - last * bs))

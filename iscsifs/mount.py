@@ -53,6 +53,7 @@ class MountOptions:
     fsname: str = "iscsifs"
     kernel: frozenset[str] = frozenset()  # generic mount flags passed through: nodev, noexec, noatime...
     readahead_kib: int = DEFAULT_READAHEAD_KIB
+    detect_zeroes: str = "off"  # "on", "unmap": see iscsifs.lun.Lun.write_blocks
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     max_sessions: int = DEFAULT_MAX_SESSIONS
 
@@ -75,10 +76,10 @@ async def build_tree(nursery: trio.Nursery, client: Client, url: IscsiUrl, pool:
     root = pyfuse3.ROOT_INODE
     try:
         if url.target is None:
-            await _build_portal(nursery, client, url, pool, fs, options.read_only)
+            await _build_portal(nursery, client, url, pool, fs, options)
             return fs
         handle = pool.session(url.target, client.portals(url, url.target))
-        luns, known = await _scan(handle, options.read_only)
+        luns, known = await _scan(handle, options)
         fs.nodes[root].target, fs.nodes[root].session = url.target, handle
         if url.lun is not None:
             luns = [(info, lun) for info, lun in luns if info.lun == url.lun]
@@ -89,7 +90,7 @@ async def build_tree(nursery: trio.Nursery, client: Client, url: IscsiUrl, pool:
         else:
             for info, lun in luns:
                 fs.add_lun(root, str(info.lun), info, lun)
-        _watch(nursery, client, fs, handle, root, options.read_only, known, only_lun=url.lun)
+        _watch(nursery, client, fs, handle, root, options, known, only_lun=url.lun)
         return fs
     except BaseException:
         with trio.CancelScope(shield=True), trio.move_on_after(2):
@@ -97,28 +98,29 @@ async def build_tree(nursery: trio.Nursery, client: Client, url: IscsiUrl, pool:
         raise
 
 
-async def _scan(handle: PooledSession, read_only: bool) -> tuple[list[tuple[LunInfo, Lun]], set[int]]:
+async def _scan(handle: PooledSession, options: MountOptions) -> tuple[list[tuple[LunInfo, Lun]], set[int]]:
     """The target's disk LUNs, opened, and the numbers of every LUN it reported (for the watch)."""
     handle.hold()  # not logged out between two of the scan's commands to make room for another
     try:
         infos = await scan_luns(handle)
     finally:
         handle.release()
-    luns = [(info, open_lun(handle, info, read_only)) for info in infos if info.is_disk]
+    luns = [(info, open_lun(handle, info, options.read_only, options.detect_zeroes)) for info in infos if info.is_disk]
     handle.scan_done()
     return luns, {info.lun for info in infos}
 
 
 def _watch(nursery: trio.Nursery, client: Client, fs: IscsiFs, handle: PooledSession, directory: int,
-           read_only: bool, known: set[int], only_lun: int | None = None) -> None:
-    watch = TargetWatch(nursery, fs, handle, directory, read_only=read_only, only_lun=only_lun)
+           options: MountOptions, known: set[int], only_lun: int | None = None) -> None:
+    watch = TargetWatch(nursery, fs, handle, directory, read_only=options.read_only, only_lun=only_lun,
+                        detect_zeroes=options.detect_zeroes)
     # Logged in again after being logged out for idleness: LUNs may have changed meanwhile.
     handle.on_reopen = watch.rescan_soon if only_lun is None else None
     watch.poll(client.config.recovery.nop_interval, handle.logged_in, known)
 
 
 async def _build_portal(nursery: trio.Nursery, client: Client, url: IscsiUrl, pool: SessionPool, fs: IscsiFs,
-                        read_only: bool) -> None:
+                        options: MountOptions) -> None:
     """Every target of the portal, scanned concurrently: the pool bounds how many log in at once
     (max_sessions), and logs the least recently used out when it needs room."""
     targets = sorted(await client.discover(url), key=lambda t: t.name)
@@ -127,7 +129,7 @@ async def _build_portal(nursery: trio.Nursery, client: Client, url: IscsiUrl, po
 
     async def scan(name: str) -> None:
         try:
-            scanned[name] = await _scan(pool.session(name, client.portals(url, name)), read_only)
+            scanned[name] = await _scan(pool.session(name, client.portals(url, name)), options)
         except IscsiError as exc:
             log.warning("skipping target %s: %s", name, exc)
             failures.append(exc)
@@ -142,7 +144,7 @@ async def _build_portal(nursery: trio.Nursery, client: Client, url: IscsiUrl, po
         directory = fs.add_dir(pyfuse3.ROOT_INODE, name, target=name, session=handle)
         for info, lun in luns:
             fs.add_lun(directory, str(info.lun), info, lun)
-        _watch(nursery, client, fs, handle, directory, read_only, known)
+        _watch(nursery, client, fs, handle, directory, options, known)
 
 
 def abandon_unreachable(pool: SessionPool) -> None:

@@ -55,6 +55,7 @@ OPTIONS_HELP = """options (-o, comma-separated, repeatable):
   readahead=KIB          the kernel's readahead for buffered reads (default 1024; set only when run as root)
   portal=HOST[:PORT]     another path to every target (repeatable; IPv6 in [brackets]); SendTargets adds its own
   path_policy=P          failover (default: one active path, the others standby) or round-robin
+  detect_zeroes=M        off (default), on (zero blocks go out as WRITE SAME) or unmap (deallocated where it reads as zeros)
   log_file=PATH          where a background mount logs (default: the journal or syslog; without either, a file)
   idle_timeout=S         log out a target's session after S seconds without open files or I/O (default 0: never)
   max_sessions=N         at most N targets logged in at once (default 64; the least recently used idle one goes)
@@ -144,6 +145,10 @@ def parse_mount_options(values: list[str]) -> Options:
                     portals.append(Portal(*parse_hostport(val)))
                 except UrlError as exc:
                     raise UsageError(f"portal={val[:80]}: {exc}") from None
+            elif key == "detect_zeroes" and eq:
+                if val not in ("off", "on", "unmap"):
+                    raise UsageError(f"detect_zeroes={val[:20]} is not off, on or unmap")
+                fuse["detect_zeroes"] = val
             elif key == "log_file" and eq:
                 if not val:
                     raise UsageError("log_file= needs a path")
@@ -210,14 +215,38 @@ class StatsCommand:
     debug: bool = False
 
 
-Command = MountCommand | LsCommand | StatsCommand
+@dataclass(frozen=True, slots=True)
+class DiscardCommand:
+    path: str
+    offset: int = 0
+    length: int | None = None  # None: to the end of the LUN
+    debug: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class MapCommand:
+    path: str
+    json: bool = False
+    debug: bool = False
+
+
+Command = MountCommand | LsCommand | StatsCommand | DiscardCommand | MapCommand
+
+
+def byte_count(text: str) -> int:
+    """A size in bytes, with an optional K, M, G or T (binary) suffix: 4096, 1M, 2G."""
+    m = re.fullmatch(r"(\d+)([KMGT]?)(?:i?B)?", text.strip(), re.IGNORECASE)
+    if not m:
+        raise argparse.ArgumentTypeError(f"{text[:20]!r} is not a size in bytes (4096, 1M, 2G)")
+    return int(m.group(1)) << (10 * " KMGT".index(m.group(2).upper() or " "))
 
 
 def _mount_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="iscsifs",
         usage="iscsifs [-o OPTIONS] [-f] [-d] [--pid-file PATH] [URL MOUNTPOINT]\n"
-              "       iscsifs ls [-o OPTIONS] [--json] URL\n       iscsifs stats [--json] PATH",
+              "       iscsifs ls [-o OPTIONS] [--json] URL\n       iscsifs stats [--json] PATH\n"
+              "       iscsifs discard PATH [--offset N] [--length N]\n       iscsifs map PATH [--json]",
         description="Mount iSCSI LUNs as regular files. With no URL, mount a demo on a throwaway local tgtd.",
         epilog="URL: iscsi://[user[%password]@]host[:port][/target-iqn[/lun]]  (IPv6 hosts in [brackets])\n"
                "     query keys (libiscsi's): ?target_user=U&target_password=P&header_digest=D&data_digest=D\n"
@@ -253,7 +282,26 @@ def _stats_parser() -> argparse.ArgumentParser:
     return p
 
 
-SUBCOMMANDS = ("ls", "stats")
+def _discard_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="iscsifs discard", description="Deallocate (unmap) a range of a thin-provisioned "
+                                "LUN through its running mount, in whole blocks; the whole LUN by default.",
+                                epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("path", metavar="PATH", help="a LUN file of an iscsifs mount")
+    p.add_argument("--offset", type=byte_count, default=0, help="where to start, in bytes (K/M/G suffixes)")
+    p.add_argument("--length", type=byte_count, help="how much, in bytes (default: to the end)")
+    return p
+
+
+def _map_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="iscsifs map", description="The allocation of a LUN (GET LBA STATUS) through "
+                                "its running mount: extents of mapped, deallocated and anchored blocks.",
+                                epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("path", metavar="PATH", help="a LUN file of an iscsifs mount")
+    p.add_argument("--json", action="store_true", help="print JSON (offsets and lengths in bytes)")
+    return p
+
+
+SUBCOMMANDS = ("ls", "stats", "discard", "map")
 _TAKES_VALUE = ("-o", "--pid-file")
 
 
@@ -280,5 +328,11 @@ def parse_command(argv: list[str]) -> Command:
     if argv[:1] == ["stats"]:
         ns = _stats_parser().parse_args(argv[1:])
         return StatsCommand(ns.path, ns.json)
+    if argv[:1] == ["discard"]:
+        ns = _discard_parser().parse_args(argv[1:])
+        return DiscardCommand(ns.path, ns.offset, ns.length)
+    if argv[:1] == ["map"]:
+        ns = _map_parser().parse_args(argv[1:])
+        return MapCommand(ns.path, ns.json)
     ns = _mount_parser().parse_args(argv)
     return MountCommand(ns.url, ns.mountpoint, parse_mount_options(ns.options), ns.foreground, ns.debug, ns.pid_file)

@@ -17,6 +17,7 @@ def lun_record(info: LunInfo, paths: list[str] | None = None) -> dict[str, objec
         "serial": info.identity.serial or None, "wwn": info.identity.wwn or None,
         "write_protected": info.identity.write_protected, "portal": info.portal,
         "paths": paths if paths is not None else [info.portal],
+        "provisioning": ("thin" if info.identity.provisioning.thin else "full") if info.capacity else None,
     }
 
 
@@ -28,6 +29,26 @@ def ls_table(rows: list[LunInfo]) -> str:
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
     return "\n".join("  ".join(c.rjust(w) if i in (1, 3) else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
                      .rstrip() for r in table)
+
+
+def merge_extents(extents: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
+    """Adjacent extents of one state as one."""
+    merged: list[tuple[int, int, str]] = []
+    for offset, length, state in extents:
+        if merged and merged[-1][2] == state and merged[-1][0] + merged[-1][1] == offset:
+            merged[-1] = (merged[-1][0], merged[-1][1] + length, state)
+        else:
+            merged.append((offset, length, state))
+    return merged
+
+
+def map_text(extents: list[tuple[int, int, str]], size: int) -> str:
+    """``iscsifs map``: one line per extent, then how much of the LUN is allocated."""
+    lines = [f"{'OFFSET':>14}  {'LENGTH':>14}  STATE"]
+    lines += [f"{o:>14}  {n:>14}  {s}" for o, n, s in extents]
+    allocated = sum(n for _, n, s in extents if s != "deallocated")
+    lines.append(f"allocated {human_bytes(allocated)} of {human_bytes(size)} ({100 * allocated / max(size, 1):.1f}%)")
+    return "\n".join(lines)
 
 
 def human_bytes(n: float) -> str:

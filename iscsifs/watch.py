@@ -39,7 +39,8 @@ class TargetWatch:
     """One target's LUN files under ``directory`` (or the one LUN mounted at the root)."""
 
     def __init__(self, nursery: trio.Nursery, fs: IscsiFs, session: ScsiSession, directory: int, *, read_only: bool,
-                 only_lun: int | None = None) -> None:
+                 only_lun: int | None = None, detect_zeroes: str = "off") -> None:
+        self.detect_zeroes = detect_zeroes
         self.nursery = nursery
         self.fs = fs
         self.session = session
@@ -156,7 +157,7 @@ class TargetWatch:
             return
         for number, info in sorted(found.items()):
             if number not in shown:
-                lun = open_lun(self.session, info, self.read_only)
+                lun = open_lun(self.session, info, self.read_only, self.detect_zeroes)
                 self.fs.add_lun(self.directory, str(number), info, lun)
                 log.info("LUN %d of %s appeared (%d bytes)", number, self.session.target_name, lun.size)
         await _invalidate_inode(self.directory)

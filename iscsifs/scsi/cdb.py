@@ -18,11 +18,13 @@ class Op:
     WRITE_16 = 0x8A
     SYNCHRONIZE_CACHE_16 = 0x91
     WRITE_SAME_16 = 0x93
+    UNMAP = 0x42
     SERVICE_ACTION_IN_16 = 0x9E
     REPORT_LUNS = 0xA0
 
 
 SA_READ_CAPACITY_16 = 0x10
+SA_GET_LBA_STATUS = 0x12
 
 def test_unit_ready() -> bytes:
     return bytes(6)
@@ -82,3 +84,15 @@ def write_same_16(lba: int, blocks: int, *, unmap: bool = False) -> bytes:
     """WRITE SAME(16) (SBC-3 §5.42): one block of data, written to ``blocks`` blocks; with
     ``unmap``, the target may deallocate them instead (thin provisioning)."""
     return struct.pack(">BBQIBB", Op.WRITE_SAME_16, 0x08 if unmap else 0, lba, blocks, 0, 0)
+
+
+def unmap(extents: list[tuple[int, int]]) -> tuple[bytes, bytes]:
+    """UNMAP (SBC-3 §5.28): the CDB and its parameter list, one descriptor per (lba, blocks)."""
+    descriptors = b"".join(struct.pack(">QI4x", lba, blocks) for lba, blocks in extents)
+    params = struct.pack(">HH4x", len(descriptors) + 6, len(descriptors)) + descriptors
+    return struct.pack(">BB4xBHB", Op.UNMAP, 0, 0, len(params), 0), params
+
+
+def get_lba_status(lba: int, allocation_length: int) -> bytes:
+    """GET LBA STATUS (SBC-3 §5.4): the provisioning status of the blocks from ``lba`` on."""
+    return struct.pack(">BBQIxB", Op.SERVICE_ACTION_IN_16, SA_GET_LBA_STATUS, lba, allocation_length, 0)

@@ -144,6 +144,7 @@ class Vpd:
     UNIT_SERIAL_NUMBER = 0x80
     DEVICE_IDENTIFICATION = 0x83
     BLOCK_LIMITS = 0xB0
+    LOGICAL_BLOCK_PROVISIONING = 0xB2
 
 
 def _vpd_body(data: bytes | memoryview, page: int) -> bytes:
@@ -215,8 +216,60 @@ class BlockLimits:
 
     maximum_transfer_length: int  # logical blocks per command
     optimal_transfer_length: int
+    maximum_unmap_lba_count: int = 0  # blocks per UNMAP command
+    maximum_unmap_descriptors: int = 0  # block descriptors per UNMAP command
+    unmap_granularity: int = 0  # blocks (optimal)
+    maximum_write_same_length: int = 0  # blocks per WRITE SAME command
 
 
 def parse_block_limits(data: bytes | memoryview) -> BlockLimits:
-    body = _vpd_body(data, Vpd.BLOCK_LIMITS).ljust(12, b"\0")
-    return BlockLimits(int.from_bytes(body[4:8], "big"), int.from_bytes(body[8:12], "big"))
+    body = _vpd_body(data, Vpd.BLOCK_LIMITS).ljust(40, b"\0")
+    word = lambda at: int.from_bytes(body[at : at + 4], "big")  # noqa: E731
+    return BlockLimits(word(4), word(8), word(16), word(20), word(24), int.from_bytes(body[32:40], "big"))
+
+
+@dataclass(frozen=True, slots=True)
+class Provisioning:
+    """VPD page 0xB2 (SBC-3 §6.5.4): what the LUN can deallocate, and how it reads then."""
+
+    unmap: bool = False  # LBPU: the UNMAP command
+    write_same_unmap: bool = False  # LBPWS: WRITE SAME(16) with the UNMAP bit
+    zeroes_after_unmap: bool = False  # LBPRZ: deallocated blocks read as zeros
+    thin: bool = False  # provisioning type 2 (thin)
+
+    @property
+    def can_unmap(self) -> bool:
+        return self.unmap or self.write_same_unmap
+
+
+def parse_logical_block_provisioning(data: bytes | memoryview) -> Provisioning:
+    body = _vpd_body(data, Vpd.LOGICAL_BLOCK_PROVISIONING).ljust(3, b"\0")
+    flags = body[1]
+    # LBPRZ is bit 2 of byte 5 in SBC-3; SBC-4 widens it to bits 4..2 (any non-zero: zeros).
+    return Provisioning(bool(flags & 0x80), bool(flags & 0x40), bool(flags & 0x1C), body[2] & 0x07 == 2)
+
+
+class LbaStatus:
+    """GET LBA STATUS provisioning status (SBC-3 §5.4.2)."""
+
+    MAPPED = 0
+    DEALLOCATED = 1
+    ANCHORED = 2
+    NAMES = {MAPPED: "mapped", DEALLOCATED: "deallocated", ANCHORED: "anchored"}
+
+
+@dataclass(frozen=True, slots=True)
+class LbaExtent:
+    lba: int
+    blocks: int
+    status: int  # LbaStatus
+
+
+def parse_get_lba_status(data: bytes | memoryview) -> list[LbaExtent]:
+    """The LBA status descriptors of a GET LBA STATUS answer (SBC-3 §5.4.2.2)."""
+    d = bytes(data)
+    if len(d) < 8:
+        raise ScsiParseError(f"GET LBA STATUS data of {len(d)} bytes")
+    end = min(len(d), 4 + int.from_bytes(d[0:4], "big"))
+    return [LbaExtent(int.from_bytes(d[i : i + 8], "big"), int.from_bytes(d[i + 8 : i + 12], "big"), d[i + 12] & 0x0F)
+            for i in range(8, end - 15, 16)]
