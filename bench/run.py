@@ -14,7 +14,8 @@ One private tgtd serves one LUN backed by a file in /dev/shm. On that same LUN, 
 Then the time to mount a portal of 50 targets x 4 LUNs and `ls -lR` it; the same for 500 targets
 of 1 LUN with idle_timeout, and how many sessions tgt still sees once it has passed; how long
 after tgtd listens again (killed, down 30 s, restarted) a read that waited through the outage
-completes; and the peak RSS of the iscsifs process under load. Prints a Markdown table with the ratios the performance issue asks for.
+completes; the MiB/s of writing zeros with dd, with detect_zeroes off and on, against the peer
+stack; and the peak RSS of the iscsifs process under load. Prints a Markdown table with the ratios the performance issue asks for.
 """
 
 from __future__ import annotations
@@ -173,6 +174,15 @@ def portal_mount_time(work: Path, targets: int = 50, luns: int = 4) -> tuple[flo
         return times
 
 
+def dd_zeros(path: Path, mib: int) -> float:
+    """MiB/s of writing ``mib`` MiB of zeros with dd (1 MiB blocks, O_DIRECT), as a wipe or the zero
+    areas of a restore do."""
+    started = time.monotonic()
+    subprocess.run(["dd", "if=/dev/zero", f"of={path}", "bs=1M", f"count={mib}", "oflag=direct", "conv=notrunc"],
+                   check=True, capture_output=True, timeout=600)
+    return mib / (time.monotonic() - started)
+
+
 def tgt_sessions(tgt: TgtDaemon) -> int:
     """The I_T nexuses (sessions) tgt has, over all its targets."""
     return tgt.tgtadm("--op", "show", "--mode", "target").count("I_T nexus: ")
@@ -251,6 +261,8 @@ def main() -> int:
     procs: list[subprocess.Popen] = []
     mounts: list[Path] = []
     rss = 0.0
+    zeros: dict[str, float] = {}
+    zero_mib = min(256, args.size_mib)
     try:
         with TgtDaemon(work / "tgt") as tgt:
             tgt.add_target(IQN)
@@ -294,7 +306,20 @@ def main() -> int:
                 mounts.append(peer)
                 wait_for(lambda: is_mounted(peer), 30, "the nbdfuse mount")
                 fio_jobs(results, "peer", peer / "nbd", args.runtime)
+                zeros["peer"] = dd_zeros(peer / "nbd", zero_mib)
                 subprocess.run(["fusermount3", "-u", str(peer)], timeout=60)
+
+            for mode in ("off", "on"):  # after every fio job: this overwrites the LUN's data with zeros
+                zmnt = work / f"zeros-{mode}"
+                zmnt.mkdir()
+                z = subprocess.Popen([*ISCSIFS, "-f", "-o", f"detect_zeroes={mode}", *opts, f"{tgt.url}/{IQN}",
+                                      str(zmnt)], stderr=subprocess.DEVNULL)
+                procs.append(z)
+                mounts.append(zmnt)
+                wait_for(lambda: is_mounted(zmnt), 30, "the iscsifs mount")
+                zeros[mode] = dd_zeros(zmnt / "1", zero_mib)
+                print(f"bench: zeros detect_zeroes={mode}: {zeros[mode]:.0f} MiB/s", file=sys.stderr)
+                subprocess.run(["fusermount3", "-u", str(zmnt)], timeout=60)
 
             for job in JOBS:
                 results[job.name]["raw"] = iscsi_perf(lun_url, job, args.runtime)
@@ -346,6 +371,9 @@ def main() -> int:
               f"{num(r.get('ceiling'))} | {num(r.get('ceiling1w'))} | {ratio(r.get('iscsifs'), r.get('peer'))} | "
               f"{ratio(r.get('iscsifs'), r.get('raw'))} | {ratio(r.get('iscsifs'), r.get('ceiling1w'))} | "
               f"{job.goals} | {num(needed)}{above(needed, r)} |")
+    for mode in ("off", "on"):
+        print(f"| write {zero_mib} MiB of zeros (dd 1M direct), detect_zeroes={mode} | MiB/s | {num(zeros.get(mode))} | "
+              f"{num(zeros.get('peer'))} | | | | {ratio(zeros.get(mode), zeros.get('peer'))} | | | | |")
     print(f"| iscsifs peak RSS under load | MiB | {rss:.0f} | | | | | | | | < 200 | |")
     print(f"| portal 50 targets x 4 LUNs: mount | s | {mounted:.2f} | | | | | | | | | |")
     print(f"| portal 50 targets x 4 LUNs: ls -lR | s | {listed:.2f} | | | | | | | | mount + ls < 3 | |")
@@ -357,7 +385,8 @@ def main() -> int:
           f"| | | | | | | | < 3 | |")
     if args.json:
         args.json.write_text(json.dumps({"jobs": results, "rss_mib": rss, "portal_mount_s": mounted,
-                                         "portal_ls_s": listed, "portal500": p500, "recovery_s": recovered},
+                                         "portal_ls_s": listed, "portal500": p500, "recovery_s": recovered,
+                                         "zeros_mib_s": zeros},
                                         indent=2))
     return 0
 

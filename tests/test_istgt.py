@@ -84,3 +84,37 @@ def test_digests_with_istgt(tmp_path):
                 f.write(b"digest" * 1000)
         assert d.backing("disk1").read_bytes()[:6000] == b"digest" * 1000
         assert "header_digest=True" in m.stderr and "data_digest=True" in m.stderr
+
+
+def test_disk_tools_and_provisioning_with_istgt(tmp_path):
+    """Image restore, by-id, and thin provisioning as far as istgt goes: what it says of its
+    provisioning decides whether discard works or is refused, and map agrees with it."""
+    with IstgtDaemon(tmp_path / "istgt", {"disk1": 8 << 20}) as d:
+        _fill(d)
+        before = d.backing("disk1").read_bytes()
+        img = tmp_path / "disk.img"
+        data = pattern((2 << 20) + 512, seed=3)
+        img.write_bytes(data[: 1 << 20] + bytes(1 << 20) + data[2 << 20 :])  # zeros in the middle
+        mnt = tmp_path / "mnt"
+        mnt.mkdir()
+        with mounted(d.url + "/" + d.iqn("disk1"), mnt):
+            lun = mnt / "0"
+            tool = ["qemu-img", "convert", "-f", "raw", "-O", "raw"] if shutil.which("qemu-img") else ["cp"]
+            r = run(*tool, str(img), str(lun))  # truncates, then leaves the zeros for us to write
+            assert r.returncode == 0, r.stderr.decode()
+            assert len(os.listdir(mnt / "by-id")) == 1 and (mnt / "by-id" / os.listdir(mnt / "by-id")[0]).exists()
+            provisioning = os.getxattr(lun, "user.iscsi.provisioning").decode()
+            r = run(*ISCSIFS, "discard", str(lun), "--offset", "4M", "--length", "1M")
+            m = run(*ISCSIFS, "map", str(lun))
+            assert m.returncode == 0, m.stderr
+            if provisioning == "full":
+                assert r.returncode == 7 and "cannot unmap" in r.stderr.decode()
+                assert "allocated 8.0 MiB of 8.0 MiB (100.0%)" in m.stdout.decode()
+            else:
+                assert provisioning == "thin" and r.returncode == 0, r.stderr
+                assert "deallocated" in m.stdout.decode()
+        after = d.backing("disk1").read_bytes()
+        assert after[: len(img.read_bytes())] == img.read_bytes()
+        rest = -(-len(data) // 512) * 512
+        if provisioning == "full":
+            assert after[rest:] == before[rest:]
