@@ -243,6 +243,8 @@ class IscsiFs(pyfuse3.Operations):
             # written on it ends (iscsifs.lun: cp and qemu-img convert rely on it), growing fails.
             if node.lun is None:
                 raise pyfuse3.FUSEError(errno.EISDIR)
+            if attr.st_size != node.lun.size and not self._writable(node):
+                raise pyfuse3.FUSEError(errno.EROFS)  # root passes the mode check: a WP LUN must not
             try:
                 node.lun.truncate(attr.st_size)
             except IscsiError as exc:

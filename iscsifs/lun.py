@@ -518,7 +518,8 @@ class Lun:
         if self.end is not None:
             self.zeros.add(self.end, offset)  # written past the file's end: the gap is a hole
             self.end = max(self.end, offset + n)
-        self.zeros.remove(offset, offset + n)
+        if self.zeros:  # the common case is none: nothing to do on every write
+            self.zeros.remove(offset, offset + n)
         return await self._write(offset, data)
 
     def truncate(self, length: int) -> None:

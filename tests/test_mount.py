@@ -348,6 +348,9 @@ def test_block_size_and_target_errors_surface_as_errno(make_target, tmp_path):
         with pytest.raises(OSError) as e:
             os.open(mnt / "2", os.O_WRONLY)
         assert e.value.errno == errno.EROFS
+        with pytest.raises(OSError) as e:
+            os.truncate(mnt / "2", 0)  # root passes the mode check; the LUN still refuses
+        assert e.value.errno == errno.EROFS
         assert (mnt / "2").read_bytes() == t.backing[2].read_bytes()
     assert t.backing[2].read_bytes()[:4096] == pattern(1 << 20, seed=_seed(t) + 1)[:4096]
 
