@@ -29,7 +29,10 @@ EXAMPLES_HELP = """examples:
   iscsifs iscsi://san.example /mnt/san                 one directory per target, one file per disk LUN
   iscsifs -o ro,credentials=/etc/iscsifs/db.secret iscsi://san.example/iqn.2026-11.example:db/1 /mnt/db
   mount -t fuse.iscsifs iscsi://san.example/iqn.2026-11.example:db /mnt/db -o allow_other
+  iscsifs -o portal=10.0.1.5,portal=10.0.2.5 iscsi://san.example /mnt/san     every target over three paths
   iscsifs stats /mnt/san                               commands, bytes, latency of a running mount
+  iscsifs discard /mnt/san/by-id/wwn-0x6001405f...     give a thin LUN's space back to the pool
+  iscsifs map /mnt/san/by-id/wwn-0x6001405f...         which blocks of a LUN are allocated
   fusermount3 -u /mnt/san                              flush, log out, unmount
 """
 
@@ -40,8 +43,8 @@ EXIT_CODES_HELP = """exit codes:
   3  portal unreachable or not answering in time
   4  login refused: authentication or authorization failed
   5  no such target or LUN
-  6  the FUSE mount failed (mount point busy, no /dev/fuse, not permitted)
-  7  the target failed a command or broke the protocol
+  6  the FUSE mount failed, or the mount point is already a mount point
+  7  the target failed a command or broke the protocol; discard or map refused
 """
 
 OPTIONS_HELP = """options (-o, comma-separated, repeatable):
