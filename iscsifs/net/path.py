@@ -14,7 +14,6 @@ listening again, however long the outage was. Only logins that the target refuse
 
 from __future__ import annotations
 
-import errno
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -168,12 +167,11 @@ class Path:
     def info(self, active: bool) -> PathInfo:
         return PathInfo(self.portal, self.state.name.lower(), active)
 
-    def _step(self, event: PathInput) -> PathState:
+    def _step(self, event: PathInput) -> None:
         before = self.state
         self.state = step(PATH_TRANSITIONS, before, event)
         if self.state is not before:
             self._on_change(self)
-        return before
 
     # -- commands --------------------------------------------------------------------------------------
 
@@ -192,11 +190,6 @@ class Path:
         except CONNECTION_ERRORS as exc:
             self._connection_failed(connection, exc)  # usually already told by on_failure
             raise PathDown(str(exc)) from None
-
-    async def ping(self) -> None:
-        if self.connection is None or not self.usable:
-            raise PathDown(f"path {self.portal} is {self.state.value}")
-        await self.connection.ping()
 
     def close_now(self) -> None:
         """Give up at once (unmounting during an outage): nothing is sent."""
@@ -327,15 +320,3 @@ class Path:
                 return
             log.warning("task management function %d on %s answered %d", function, self.target_name, response)
         self._connection_failed(connection, ConnectionLost("the target answers neither the command nor task management"))
-
-
-class RecoveryTimeout(IscsiError):
-    """No path to the target has worked for longer than recovery_timeout."""
-
-    errno = errno.EIO
-
-
-class LunChanged(IscsiError):
-    """After a login, a LUN answers with another device's identity: its I/O is refused."""
-
-    errno = errno.EIO

@@ -226,6 +226,3 @@ class SessionPool:
         self.changed()
         for handle in list(self.handles.values()):
             await self._logout(handle, "(unmount)")
-
-    def sessions(self) -> list[Session]:
-        return [h.session for h in self.handles.values() if h.session is not None]

@@ -26,7 +26,7 @@ import trio
 from iscsifs.net.api import Identify, PathInfo, UnitAttention
 from iscsifs.net.connection import Connect, tcp_connect
 from iscsifs.net.path import (
-    ConnectionScsi, LunChanged, Path, PathDown, PathRefused, RecoveryPolicy, RecoveryTimeout,
+    ConnectionScsi, Path, PathDown, PathRefused, RecoveryPolicy,
 )
 from iscsifs.proto.address import Portal
 from iscsifs.proto.errors import ConnectionLost, IscsiError
@@ -39,6 +39,14 @@ from iscsifs.scsi.sense import Sense
 log = logging.getLogger("iscsifs")
 
 MAX_QUEUE_DEPTH = 64
+
+
+class RecoveryTimeout(IscsiError):
+    """No path to the target has worked for longer than recovery_timeout."""
+
+
+class LunChanged(IscsiError):
+    """After a login, a LUN answers with another device's identity: its I/O is refused."""
 
 
 class PathPolicy(enum.Enum):
@@ -185,12 +193,6 @@ class Session:
                 continue  # on another path, or on this one once it is back
             finally:
                 self._give_slot()
-
-    async def ping(self) -> None:
-        """A NOP-Out round trip on the active path (waiting for one, as a command would)."""
-        while not self._usable:
-            await self._wait_for_path()
-        await self._usable[0].ping()
 
     # -- paths ---------------------------------------------------------------------------------------
 
