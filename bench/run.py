@@ -76,7 +76,25 @@ JOBS = [
 ]
 
 
-def fio(path: Path, job: Job, runtime: float) -> float:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def fio(path: Path, job: Job, runtime: float, watch: dict[str, int] | None = None) -> tuple[float, dict[str, float]]:
+    """The job's figure, and the CPU time per request (µs) of each process in ``watch`` {name: pid}."""
+    watch = watch or {}
+    before = {name: cpu_seconds(pid) for name, pid in watch.items()}
     out = subprocess.run(
         ["fio", "--name=bench", f"--filename={path}", f"--rw={job.rw}", f"--bs={job.bs}",
          f"--iodepth={job.iodepth}", f"--ioengine={'libaio' if job.direct else 'psync'}",
@@ -84,14 +102,22 @@ def fio(path: Path, job: Job, runtime: float) -> float:
          f"--runtime={runtime}", "--output-format=json"],
         capture_output=True, check=True, timeout=runtime * 4 + 60).stdout
     result = json.loads(out)["jobs"][0]["write" if "write" in job.rw else "read"]
-    return result["bw_bytes"] / (1 << 20) if job.metric == "bw" else result["iops"]
+    # The CPU time covers the ramp too: per request over everything fio did in the job's time.
+    requests = max(1.0, result["iops"] * (runtime + 1))
+    cost = {name: (cpu_seconds(pid) - before[name]) / requests * 1e6 for name, pid in watch.items()}
+    return (result["bw_bytes"] / (1 << 20) if job.metric == "bw" else result["iops"]), cost
 
 
-def fio_jobs(results: dict[str, dict[str, float | None]], key: str, path: Path, runtime: float) -> None:
-    """Every job on ``path``, into ``results[job][key]``, with progress on stderr."""
+def fio_jobs(results: dict[str, dict[str, float | None]], key: str, path: Path, runtime: float,
+             watch: dict[str, int] | None = None, costs: dict[str, dict[str, dict[str, float]]] | None = None) -> None:
+    """Every job on ``path``, into ``results[job][key]`` (and each watched process's CPU time per
+    request into ``costs[job][key]``), with progress on stderr."""
     for job in JOBS:
-        results[job.name][key] = fio(path, job, runtime)
-        print(f"bench: {key:<9} {job.name}: {results[job.name][key]:.1f}", file=sys.stderr)
+        results[job.name][key], cost = fio(path, job, runtime, watch)
+        if costs is not None:
+            costs[job.name][key] = cost
+        spent = ", ".join(f"{name} {us:.0f} us" for name, us in cost.items())
+        print(f"bench: {key:<9} {job.name}: {results[job.name][key]:.1f}  (CPU per request: {spent})", file=sys.stderr)
 
 
 def iscsi_perf(url: str, job: Job, runtime: float) -> float | None:
@@ -121,12 +147,15 @@ def is_mounted(path: Path) -> bool:
         return any(line.split()[1] == str(path) for line in f)
 
 
-def peak_rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+def peak_rss_mib(*pids: int) -> float:
+    """The peak RSS of these processes, added up."""
+    total = 0.0
+    for pid in pids:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1]) / 1024
+    return total
 
 
 @contextlib.contextmanager
@@ -244,6 +273,8 @@ def main() -> int:
     ap.add_argument("--runtime", type=float, default=5, help="seconds per fio job")
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("--iscsifs-options", default="", help="extra -o options for the iscsifs mount")
+    ap.add_argument("--workers", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1],
+                    help="the -o workers=N values to measure, comma-separated (default 0,1; 0 is the main column)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("bench: run as root (tgtd, FUSE mounts)")
@@ -260,7 +291,8 @@ def main() -> int:
     results: dict[str, dict[str, float | None]] = {job.name: {} for job in JOBS}
     procs: list[subprocess.Popen] = []
     mounts: list[Path] = []
-    rss = 0.0
+    rss: dict[str, float] = {}
+    costs: dict[str, dict[str, dict[str, float]]] = {job.name: {} for job in JOBS}
     zeros: dict[str, float] = {}
     zero_mib = min(256, args.size_mib)
     try:
@@ -269,16 +301,23 @@ def main() -> int:
             tgt.add_lun(IQN, 1, backing)
             lun_url = f"{tgt.url}/{IQN}/1"
 
-            mnt = work / "iscsifs"
-            mnt.mkdir()
             opts = ["-o", args.iscsifs_options] if args.iscsifs_options else []
-            fs = subprocess.Popen([*ISCSIFS, "-f", *opts, f"{tgt.url}/{IQN}", str(mnt)], stderr=subprocess.DEVNULL)
-            procs.append(fs)
-            mounts.append(mnt)
-            wait_for(lambda: is_mounted(mnt), 30, "the iscsifs mount")
-            fio_jobs(results, "iscsifs", mnt / "1", args.runtime)
-            rss = peak_rss_mib(fs.pid)
-            subprocess.run(["fusermount3", "-u", str(mnt)], timeout=60)
+            assert tgt.proc is not None
+            for workers in args.workers:
+                key = "iscsifs" if workers == 0 else f"workers={workers}"
+                mnt = work / key
+                mnt.mkdir()
+                fs = subprocess.Popen([*ISCSIFS, "-f", "-o", f"workers={workers}", *opts, f"{tgt.url}/{IQN}", str(mnt)],
+                                      stderr=subprocess.DEVNULL)
+                procs.append(fs)
+                mounts.append(mnt)
+                wait_for(lambda: is_mounted(mnt), 30, "the iscsifs mount")
+                worker_pids = children(fs.pid)
+                watch = {"FUSE process": fs.pid, **{f"worker {i + 1}": p for i, p in enumerate(worker_pids)},
+                         "tgtd": tgt.proc.pid}
+                fio_jobs(results, key, mnt / "1", args.runtime, watch, costs)
+                rss[key] = peak_rss_mib(fs.pid, *worker_pids)
+                subprocess.run(["fusermount3", "-u", str(mnt)], timeout=60)
 
             for key, extra in (("ceiling", []), ("ceiling1w", ["--wait"])):
                 null = work / key
@@ -305,7 +344,8 @@ def main() -> int:
                 procs.append(nbdfuse)
                 mounts.append(peer)
                 wait_for(lambda: is_mounted(peer), 30, "the nbdfuse mount")
-                fio_jobs(results, "peer", peer / "nbd", args.runtime)
+                fio_jobs(results, "peer", peer / "nbd", args.runtime,
+                         {"nbdfuse": nbdfuse.pid, "qemu-nbd": nbd.pid, "tgtd": tgt.proc.pid}, costs)
                 zeros["peer"] = dd_zeros(peer / "nbd", zero_mib)
                 subprocess.run(["fusermount3", "-u", str(peer)], timeout=60)
 
@@ -374,7 +414,8 @@ def main() -> int:
     for mode in ("off", "on"):
         print(f"| write {zero_mib} MiB of zeros (dd 1M direct), detect_zeroes={mode} | MiB/s | {num(zeros.get(mode))} | "
               f"{num(zeros.get('peer'))} | | | | {ratio(zeros.get(mode), zeros.get('peer'))} | | | | |")
-    print(f"| iscsifs peak RSS under load | MiB | {rss:.0f} | | | | | | | | < 200 | |")
+    for key, mib in rss.items():
+        print(f"| {key} peak RSS under load, all its processes | MiB | {mib:.0f} | | | | | | | | < 200 | |")
     print(f"| portal 50 targets x 4 LUNs: mount | s | {mounted:.2f} | | | | | | | | | |")
     print(f"| portal 50 targets x 4 LUNs: ls -lR | s | {listed:.2f} | | | | | | | | mount + ls < 3 | |")
     print(f"| portal 500 targets, idle_timeout=5: mount | s | {p500[0]:.2f} | | | | | | | | | |")
@@ -383,8 +424,25 @@ def main() -> int:
           f"| | | | | | | | 0 once idle | |")
     print(f"| read resumed after tgtd listens again ({args.outage:g} s outage) | s | {recovered:.2f} "
           f"| | | | | | | | < 3 | |")
+    others = [f"workers={w}" for w in args.workers if w]
+    if others:
+        print("\nWith the sessions in worker processes (-o workers=N), same run:\n")
+        print("| job | iscsifs (workers=0) | " + " | ".join(others) + " | qemu-nbd+nbdfuse | "
+              + " | ".join(f"{k} vs peer" for k in others) + " |")
+        print("| --- | ---: | " + " | ".join("---:" for _ in others) + " | ---: | " + " | ".join("---:" for _ in others) + " |")
+        for job in JOBS:
+            r = results[job.name]
+            print(f"| {job.name} | {num(r.get('iscsifs'))} | " + " | ".join(num(r.get(k)) for k in others)
+                  + f" | {num(r.get('peer'))} | " + " | ".join(ratio(r.get(k), r.get("peer")) for k in others) + " |")
+    print("\nCPU time per request, µs, of each process (over the job, ramp included):\n")
+    print("| job | stack | by process |")
+    print("| --- | --- | --- |")
+    for job in JOBS:
+        for key, cost in costs[job.name].items():
+            spent = ", ".join(f"{name} {us:.0f}" for name, us in cost.items())
+            print(f"| {job.name} | {key} | {spent}, total {sum(cost.values()):.0f} |")
     if args.json:
-        args.json.write_text(json.dumps({"jobs": results, "rss_mib": rss, "portal_mount_s": mounted,
+        args.json.write_text(json.dumps({"jobs": results, "cpu_us_per_request": costs, "rss_mib": rss, "portal_mount_s": mounted,
                                          "portal_ls_s": listed, "portal500": p500, "recovery_s": recovered,
                                          "zeros_mib_s": zeros},
                                         indent=2))

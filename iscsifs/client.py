@@ -24,6 +24,7 @@ from iscsifs.net.api import ScsiSession
 from iscsifs.net.connection import Connect, ConnectError, Connection, tcp_connect
 from iscsifs.net.nursery import single_error
 from iscsifs.net.path import RecoveryPolicy
+from iscsifs.net.remote import RemoteSession, Workers
 from iscsifs.net.session import PathPolicy, Session
 from iscsifs.proto.address import Portal, parse_target_address
 from iscsifs.proto.chap import ChapCredentials
@@ -192,14 +193,23 @@ class Client:
         TargetAddresses from discovery (which may be on other networks: those just stay down)."""
         return list(dict.fromkeys([url.portal, *self.config.portals, *self._addresses.get(target, ())]))
 
+    def _policy(self) -> RecoveryPolicy:
+        return replace(self.config.recovery, login_timeout=self.config.login_timeout)
+
     async def login(self, nursery: trio.Nursery, url: IscsiUrl, target: str,
                     identities: dict[int, tuple[str, str]] | None = None) -> Session:
         """A session over every portal of the target, reconnecting by itself (``iscsifs.net``).
         Without ``identities`` the paths beyond the first wait for ``start_paths``."""
-        policy = replace(self.config.recovery, login_timeout=self.config.login_timeout)
-        return await Session.open(nursery, self.portals(url, target), self._login_config(target), policy,
+        return await Session.open(nursery, self.portals(url, target), self._login_config(target), self._policy(),
                                   path_policy=self.config.path_policy, connect=self.config.connect,
                                   identify=identity_of, identities=identities)
+
+    async def login_remote(self, workers: Workers, url: IscsiUrl, target: str,
+                           identities: dict[int, tuple[str, str]] | None = None) -> RemoteSession:
+        """``login``, in each session worker (``net.remote``). The workers make their own TCP
+        connections: a test's ``connect`` stays in this process, so they need a real portal."""
+        return await workers.open(target, self.portals(url, target), self._login_config(target), self._policy(),
+                                  path_policy=self.config.path_policy, identify=identity_of, identities=identities)
 
     async def open_target(self, nursery: trio.Nursery, url: IscsiUrl, target: str, *,
                           read_only: bool = False) -> tuple[Session, list[tuple[LunInfo, Lun]]]:

@@ -22,6 +22,7 @@ import trio
 from iscsifs.client import LunInfo
 from iscsifs.lun import BufferPool, Lun
 from iscsifs.net.api import PathInfo, ScsiSession
+from iscsifs.net.arena import ArenaBuffers
 from iscsifs.proto.errors import IscsiError
 from iscsifs.scsi.response import ScsiParseError
 from iscsifs.stats import STATS
@@ -93,7 +94,7 @@ class IscsiFs(pyfuse3.Operations):
     enable_writeback_cache = False  # write-through: an acknowledged write() is on the target
 
     def __init__(self, *, read_only: bool = False, uid: int | None = None, gid: int | None = None,
-                 umask: int = 0o022) -> None:
+                 umask: int = 0o022, buffers: BufferPool | ArenaBuffers | None = None) -> None:
         super().__init__()
         self.read_only = read_only
         self.uid = os.getuid() if uid is None else uid
@@ -105,7 +106,7 @@ class IscsiFs(pyfuse3.Operations):
         self._gone: set[int] = set()  # inodes of removed LUNs, for ENXIO instead of ENOENT
         self.by_id: int | None = None  # the by-id/ directory, once a LUN has a name for it
         self._links: dict[int, int] = {}  # LUN file inode -> its by-id link's inode
-        self._buffers = BufferPool()
+        self._buffers = buffers or BufferPool()  # with session workers, in the arena they receive into
         # inode -> (its LUN, open files): what release() gives back, even once the LUN is gone
         self._held: dict[int, tuple[Lun, int]] = {}
         self.after_init: Callable[[], None] | None = None  # called once the kernel's INIT is answered

@@ -21,7 +21,9 @@ from iscsifs import logs
 from iscsifs.fs import IscsiFs
 from iscsifs.lun import Lun
 from iscsifs.mountpoint import MountError, mount_device
+from iscsifs.net.arena import ArenaBuffers
 from iscsifs.net.pool import PooledSession, SessionPool
+from iscsifs.net.remote import Workers, default_workers
 from iscsifs.proto.errors import IscsiError
 from iscsifs.stats import STATS
 from iscsifs.url import IscsiUrl
@@ -56,6 +58,7 @@ class MountOptions:
     detect_zeroes: str = "off"  # "on", "unmap": see iscsifs.lun.Lun.write_blocks
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     max_sessions: int = DEFAULT_MAX_SESSIONS
+    workers: int | None = None  # session worker processes; None: net.remote.default_workers(), 0: none
 
     def fuse_options(self) -> set[str]:
         opts = set(pyfuse3.default_options) | set(self.kernel)
@@ -70,9 +73,11 @@ class MountOptions:
 
 
 async def build_tree(nursery: trio.Nursery, client: Client, url: IscsiUrl, pool: SessionPool, *,
-                     root_is_file: bool, options: MountOptions) -> IscsiFs:
+                     root_is_file: bool, options: MountOptions, workers: Workers | None = None) -> IscsiFs:
     """Find the LUNs (logging in through the pool), build the tree, watch each target."""
-    fs = IscsiFs(read_only=options.read_only, uid=options.uid, gid=options.gid, umask=options.umask)
+    # With workers, read buffers come from the arena they receive Data-In into.
+    buffers = ArenaBuffers(workers.arena) if workers is not None else None
+    fs = IscsiFs(read_only=options.read_only, uid=options.uid, gid=options.gid, umask=options.umask, buffers=buffers)
     root = pyfuse3.ROOT_INODE
     try:
         if url.target is None:
@@ -176,57 +181,73 @@ async def serve(client: Client, url: IscsiUrl, mountpoint: str, options: MountOp
     if root_is_file and url.lun is None:
         raise MountError(f"{mountpoint} is a file: only a LUN URL (iscsi://host/iqn/lun) can be mounted on a file")
     options = replace(options, fsname=url.without_query())
+    count = default_workers() if options.workers is None else options.workers
     async with trio.open_nursery() as nursery:
-        pool = SessionPool(nursery, partial(client.login, nursery, url), idle_timeout=options.idle_timeout,
-                           max_sessions=options.max_sessions)
-        fs = await build_tree(nursery, client, url, pool, root_is_file=root_is_file, options=options)
-        STATS.sessions = lambda: pool.logged_in
-        STATS.paths = lambda: {name: [{"portal": str(p.portal), "state": p.state, "active": p.active}
-                                      for p in handle.paths()] for name, handle in pool.handles.items()}
-        resolved = os.path.realpath(mountpoint)  # now: once mounted, resolving it would ask us
-
-        async def apply_readahead() -> None:
-            set_readahead(resolved, options.readahead_kib)
-
-        fs.after_init = lambda: nursery.start_soon(apply_readahead)
+        workers = await Workers.start(nursery, count) if count else None
         try:
-            pyfuse3.init(fs, mountpoint, options.fuse_options())
-        except (RuntimeError, OSError) as exc:
-            await shutdown([], pool)
-            raise MountError(f"cannot mount on {mountpoint}: {exc}") from None
-        terminated = False
-        try:
-            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
-
-                async def on_signal() -> None:
-                    nonlocal terminated
-                    async for signum in signals:
-                        if signum == signal.SIGHUP:  # logrotate moved the log file away
-                            logs.reopen()
-                            log.info("received SIGHUP: log file reopened")
-                            continue
-                        log.info("received %s: unmounting", signal.Signals(signum).name)
-                        terminated = True
-                        abandon_unreachable(pool)  # FUSE waits for running requests to return
-                        pyfuse3.terminate()
-                        return
-
-                nursery.start_soon(on_signal)
-                ready()
-                n = len(fs.luns())
-                log.info("mounted %s on %s (%d LUN%s)", url, mountpoint, n, "" if n == 1 else "s")
-                await pyfuse3.main()
-        except BaseException:
-            terminated = True  # we are leaving on an error: the kernel mount is still there
-            raise
+            await _serve(nursery, client, url, mountpoint, options, ready, on_exit, root_is_file, workers)
         finally:
-            await shutdown(fs.luns(), pool)
-            # After an external unmount (fusermount3 -u) the kernel mount is already gone.
-            pyfuse3.close(unmount=terminated)
-            log.info("unmounted %s", mountpoint)
-            if on_exit is not None:
-                on_exit()
+            if workers is not None:
+                with trio.CancelScope(shield=True):
+                    await workers.close()
             nursery.cancel_scope.cancel()
+
+
+async def _serve(nursery: trio.Nursery, client: Client, url: IscsiUrl, mountpoint: str, options: MountOptions,
+                 ready: Callable[[], None], on_exit: Callable[[], None] | None, root_is_file: bool,
+                 workers: Workers | None) -> None:
+    opener = partial(client.login, nursery, url) if workers is None else partial(client.login_remote, workers, url)
+    pool = SessionPool(nursery, opener, idle_timeout=options.idle_timeout, max_sessions=options.max_sessions)
+    fs = await build_tree(nursery, client, url, pool, root_is_file=root_is_file, options=options, workers=workers)
+    STATS.sessions = lambda: pool.logged_in
+    STATS.reconnects = lambda: sum(h.reconnects for h in pool.handles.values())
+    if workers is not None:
+        STATS.workers = lambda: (len(workers.processes), sum(p.restarts for p in workers.processes))
+    STATS.paths = lambda: {name: [{"portal": str(p.portal), "state": p.state, "active": p.active}
+                                  for p in handle.paths()] for name, handle in pool.handles.items()}
+    resolved = os.path.realpath(mountpoint)  # now: once mounted, resolving it would ask us
+
+    async def apply_readahead() -> None:
+        set_readahead(resolved, options.readahead_kib)
+
+    fs.after_init = lambda: nursery.start_soon(apply_readahead)
+    try:
+        pyfuse3.init(fs, mountpoint, options.fuse_options())
+    except (RuntimeError, OSError) as exc:
+        await shutdown([], pool)
+        raise MountError(f"cannot mount on {mountpoint}: {exc}") from None
+    terminated = False
+    try:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+
+            async def on_signal() -> None:
+                nonlocal terminated
+                async for signum in signals:
+                    if signum == signal.SIGHUP:  # logrotate moved the log file away
+                        logs.reopen()
+                        log.info("received SIGHUP: log file reopened")
+                        continue
+                    log.info("received %s: unmounting", signal.Signals(signum).name)
+                    terminated = True
+                    abandon_unreachable(pool)  # FUSE waits for running requests to return
+                    pyfuse3.terminate()
+                    return
+
+            nursery.start_soon(on_signal)
+            ready()
+            n = len(fs.luns())
+            log.info("mounted %s on %s (%d LUN%s)", url, mountpoint, n, "" if n == 1 else "s")
+            await pyfuse3.main()
+    except BaseException:
+        terminated = True  # we are leaving on an error: the kernel mount is still there
+        raise
+    finally:
+        await shutdown(fs.luns(), pool)
+        # After an external unmount (fusermount3 -u) the kernel mount is already gone.
+        pyfuse3.close(unmount=terminated)
+        log.info("unmounted %s", mountpoint)
+        if on_exit is not None:
+            on_exit()
 
 
 def set_readahead(mountpoint: str, kib: int) -> None:

@@ -62,6 +62,8 @@ OPTIONS_HELP = """options (-o, comma-separated, repeatable):
   log_file=PATH          where a background mount logs (default: the journal or syslog; without either, a file)
   idle_timeout=S         log out a target's session after S seconds without open files or I/O (default 0: never)
   max_sessions=N         at most N targets logged in at once (default 64; the least recently used idle one goes)
+  workers=N              processes that run the iSCSI sessions beside the FUSE process (default: half the CPUs,
+                         at most 4; 0: everything in one process)
 reliability (seconds): nop_interval=5, nop_timeout=5 (keepalive), command_timeout=30 (then ABORT TASK, LUN RESET,
   reconnect), recovery_timeout=120 (while reconnecting, I/O waits this long, then fails with EIO), login_timeout=15
 mount(8) flags (nodev, nosuid, noexec, noatime, ...) go to the kernel; _netdev, nofail, auto, noauto, user, users,
@@ -87,6 +89,7 @@ IGNORED_OPTIONS = frozenset({"_netdev", "nofail", "auto", "noauto", "user", "nou
 
 
 MAX_READAHEAD_KIB = 65536
+MAX_WORKERS = 64
 RECOVERY_OPTIONS = ("nop_interval", "nop_timeout", "command_timeout", "recovery_timeout", "login_timeout")
 
 
@@ -168,6 +171,10 @@ def parse_mount_options(values: list[str]) -> Options:
                 if not val.isdecimal() or not 1 <= int(val) <= 100000:
                     raise UsageError(f"max_sessions={val[:20]} is not a number from 1 to 100000")
                 fuse["max_sessions"] = int(val)
+            elif key == "workers" and eq:
+                if not val.isdecimal() or not 0 <= int(val) <= MAX_WORKERS:
+                    raise UsageError(f"workers={val[:20]} is not a number from 0 to {MAX_WORKERS}")
+                fuse["workers"] = int(val)
             elif key == "path_policy" and eq:
                 try:
                     conn["path_policy"] = PathPolicy(val)

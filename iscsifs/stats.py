@@ -22,10 +22,11 @@ class Stats:
     errors: int = 0
     bytes_read: int = 0
     bytes_written: int = 0
-    reconnects: int = 0
     histogram: list[int] = field(default_factory=lambda: [0] * BUCKETS)
     max_latency_us: int = 0
     sessions: Callable[[], int] = lambda: 0  # set by the mount: how many sessions are logged in
+    reconnects: Callable[[], int] = lambda: 0  # set by the mount: logins beyond each path's first
+    workers: Callable[[], tuple[int, int]] = lambda: (0, 0)  # set by the mount: session workers, their restarts
     # set by the mount: each target's paths, {target: [{"portal", "state", "active"}]}
     paths: Callable[[], dict[str, list[dict[str, object]]]] = lambda: {}
 
@@ -57,7 +58,9 @@ class Stats:
             "uptime_s": round(time.time() - self.started, 1),
             "sessions": self.sessions(),
             "paths": self.paths(),
-            "reconnects": self.reconnects,
+            "reconnects": self.reconnects(),
+            "workers": self.workers()[0],
+            "worker_restarts": self.workers()[1],
             "commands": sum(self.commands.values()),
             "commands_by_kind": dict(sorted(self.commands.items())),
             "errors": self.errors,

@@ -1,10 +1,13 @@
-"""Errors out of trio nurseries: a nursery wraps what its body raises in an ExceptionGroup, and
-callers want the error itself (LoginError, ConnectError...). The one place groups are unwrapped."""
+"""Small trio helpers. Errors out of trio nurseries: a nursery wraps what its body raises in an
+ExceptionGroup, and callers want the error itself (LoginError, ConnectError...): the one place
+groups are unwrapped. And when a write may wait for other tasks' (``others_runnable``)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+import trio
 
 
 def first_error(exc: BaseException) -> BaseException:
@@ -26,3 +29,10 @@ def single_error() -> Iterator[None]:
         if exc is group:
             raise
         raise exc from group
+
+
+def others_runnable() -> bool:
+    """Other tasks run before this process next waits: a write can wait for theirs, so one
+    system call carries them all (the peer then wakes once for the lot). With none, write now: at
+    queue depth 1 a deferred write would only add a task switch to every round trip."""
+    return trio.lowlevel.current_statistics().tasks_runnable > 0

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from iscsifs.net.api import PathInfo, UnitAttention
+from iscsifs.net.remote import RemoteSession
 from iscsifs.net.session import Session
 from iscsifs.proto.address import Portal
 from iscsifs.proto.errors import ConnectionLost
@@ -25,8 +26,10 @@ from iscsifs.scsi.sense import Sense
 
 log = logging.getLogger("iscsifs")
 
+# A target's session in this process, or run by the session workers (-o workers=N).
+LoggedIn = Session | RemoteSession
 # target, the identities to check after logging in (None: not known yet, see Session.open)
-Opener = Callable[[str, "dict[int, tuple[str, str]] | None"], Awaitable[Session]]
+Opener = Callable[[str, "dict[int, tuple[str, str]] | None"], Awaitable[LoggedIn]]
 
 
 class PooledSession:
@@ -36,7 +39,7 @@ class PooledSession:
         self._pool = pool
         self._target = target
         self._portals = portals
-        self.session: Session | None = None
+        self.session: LoggedIn | None = None
         self._opening = trio.Lock()
         self.on_unit_attention: UnitAttention | None = None
         self.on_reopen: Callable[[], None] | None = None  # logged in again after being logged out
@@ -80,6 +83,10 @@ class PooledSession:
             self.busy -= 1
             self.last_used = trio.current_time()
 
+    @property
+    def reconnects(self) -> int:
+        return self.session.reconnects if self.session is not None else 0
+
     def queue_full(self) -> None:
         if self.session is not None:
             self.session.queue_full()
@@ -104,7 +111,7 @@ class PooledSession:
 
     # -- for the pool and the mount ----------------------------------------------------------------
 
-    def logged_in(self) -> Session | None:
+    def logged_in(self) -> LoggedIn | None:
         """The session if it is logged in now: commands on it do not count as use (polls)."""
         return self.session
 
@@ -166,7 +173,7 @@ class SessionPool:
 
     # -- I/O -----------------------------------------------------------------------------------------
 
-    async def open(self, handle: PooledSession) -> Session:
+    async def open(self, handle: PooledSession) -> LoggedIn:
         async with handle._opening:
             if handle.session is not None:
                 return handle.session
@@ -217,7 +224,7 @@ class SessionPool:
                 if handle.idle:  # still: an earlier logout awaited
                     await self._logout(handle, f"after {self.idle_timeout:g} s idle (idle_timeout)")
 
-    def recovering(self) -> list[Session]:
+    def recovering(self) -> list[LoggedIn]:
         return [h.session for h in self.handles.values() if h.session is not None and h.session.recovering]
 
     async def close(self) -> None:

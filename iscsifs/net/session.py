@@ -157,6 +157,15 @@ class Session:
     def recovering(self) -> bool:
         return not self._closed and not self._usable
 
+    @property
+    def reconnects(self) -> int:
+        """Logins beyond each path's first: how often a path came back."""
+        return sum(max(0, p.logins - 1) for p in self._paths)
+
+    async def wait_changed(self) -> None:
+        """Until a path changes state (a session worker reports it to the FUSE process)."""
+        await self._changed.wait()
+
     def paths(self) -> list[PathInfo]:
         active = self._usable if self.path_policy is PathPolicy.ROUND_ROBIN else self._usable[:1]
         return [p.info(p in active) for p in self._paths]

@@ -1,0 +1,420 @@
+"""Sessions that run in worker processes (``-o workers=N``), seen from the FUSE process.
+
+pyfuse3 must stay in one process (its loop reads /dev/fuse after a readiness wait, so processes
+cannot share it), and on one thread FUSE dispatch and the iSCSI work of every command compete for
+one CPU. So the FUSE process only dispatches: each command goes to a worker (``net.worker``) as
+one small frame, the worker runs the session and receives the data straight into the shared arena
+(``net.arena``) from which the FUSE handler replies, and the outcome comes back as one frame.
+
+A ``RemoteSession`` is a target's session as the pool (``net.pool``) sees it: one ``Session`` in
+each worker, each logged in with its own ISID, commands spread round-robin over them. A worker
+that dies is started again; its sessions log in again in the new process and every command it had
+not answered is sent to it again, as a recovery re-issues commands (the range locks in
+``iscsifs.lun`` keep overlapping writes from being in flight together, so re-issuing is safe).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import outcome
+import trio
+
+from iscsifs.net.api import PathInfo, UnitAttention
+from iscsifs.net.arena import Arena
+from iscsifs.net.channel import Channel, ChannelClosed
+from iscsifs.net.ipc import INLINE, RESULT, Kind, SessionState, exec_frame, pickled, rebuild_error, unpickle
+from iscsifs.proto.address import Portal
+from iscsifs.proto.errors import ConnectionLost, IscsiError
+from iscsifs.proto.session import ScsiResult
+
+log = logging.getLogger("iscsifs")
+
+INLINE_MAX = 64 << 10  # larger write data goes through the arena (one copy, no socket)
+RESTART_DELAY_MAX = 5.0
+
+
+WORKERS_VARIABLE = "ISCSIFS_WORKERS"
+
+
+def default_workers(environ: Mapping[str, str] = os.environ) -> int:
+    """``-o workers`` when not given: $ISCSIFS_WORKERS, else 0. Not a CPU count: on the machine
+    measured (2 vCPUs, bench/README.md) workers cost more CPU per request than they free, on
+    every job; 0 keeps the faster single process until a machine measures otherwise."""
+    value = environ.get(WORKERS_VARIABLE, "")
+    return int(value) if value.isdecimal() and int(value) <= 64 else 0
+
+
+@dataclass(slots=True, eq=False)
+class _Pending:
+    frame: list
+    task: trio.lowlevel.Task | None = None
+    into: bytearray | memoryview | None = None
+    shared: bool = False  # the worker reads or writes arena memory of ours until it answers
+    slot: memoryview | None = None  # an arena slot we took for its data-out
+
+
+class WorkerProcess:
+    """One worker process and its channel, restarted when it dies."""
+
+    def __init__(self, workers: Workers, index: int) -> None:
+        self._workers = workers
+        self.index = index
+        self.process: trio.Process | None = None
+        self.channel: Channel | None = None
+        self.up = False
+        self.pending: dict[int, _Pending] = {}
+        # What a restarted worker must be told again: each session's open call's arguments, and
+        # what was said of the session since (identities to check, start the other paths).
+        self.opened: dict[int, tuple] = {}
+        self.said: dict[int, list[tuple]] = {}
+        self.restarts = 0
+
+    def __repr__(self) -> str:
+        pid = self.process.pid if self.process is not None else None
+        return f"<WorkerProcess {self.index} pid {pid} {'up' if self.up else 'down'} pending {len(self.pending)}>"
+
+    async def spawn(self) -> None:
+        arena = self._workers.arena
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            level = logging.getLogger("iscsifs").getEffectiveLevel()
+            self.process = await trio.lowlevel.open_process(
+                [sys.executable, "-m", "iscsifs.net.worker", str(theirs.fileno()), str(arena.fd), str(arena.size),
+                 str(level)], pass_fds=(theirs.fileno(), arena.fd),
+                # Not the terminal's or the caller's pipes: a background mount's command returns once
+                # the mount is live, and a pipe a worker held would keep its caller waiting. Whatever
+                # a worker has to say goes through its channel to our log.
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        finally:
+            theirs.close()
+        self.channel = Channel(ours)
+        self.up = True
+        log.debug("session worker %d started (pid %d)", self.index, self.process.pid)
+
+    def send(self, parts: list) -> None:
+        if self.up and self.channel is not None:
+            try:
+                self.channel.send(parts)
+            except ChannelClosed:
+                pass  # the reader sees the worker's end: it restarts it and sends every pending frame again
+
+    # -- commands and calls --------------------------------------------------------------------------
+
+    async def execute(self, sid: int, lun: int, cdb: bytes, data_out: bytes | bytearray | memoryview | None,
+                      expected_in: int, into: bytearray | memoryview | None) -> ScsiResult:
+        arena = self._workers.arena
+        tag = self._workers.next_tag()
+        pending = _Pending([], into=into)
+        if data_out is not None and len(data_out):
+            n = len(data_out)
+            offset = arena.offset_of(data_out)
+            if offset is None and n > INLINE_MAX:
+                pending.slot = arena.take(n)
+                if pending.slot is not None:
+                    pending.slot[:n] = data_out
+                    offset = arena.offset_of(pending.slot)
+            pending.shared = offset is not None
+            pending.frame = exec_frame(tag, sid, lun, cdb, 0, n, INLINE if offset is None else offset,
+                                       data_out if offset is None else None)
+        else:
+            offset = arena.offset_of(into) if expected_in and into is not None and len(into) >= expected_in else None
+            pending.shared = offset is not None
+            pending.frame = exec_frame(tag, sid, lun, cdb, expected_in, 0, INLINE if offset is None else offset, None)
+        return await self._wait(tag, pending)
+
+    async def call(self, method: str, *args: object) -> object:
+        tag = self._workers.next_tag()
+        return await self._wait(tag, _Pending(pickled(Kind.CALL, tag, (method, args))))
+
+    def tell(self, method: str, *args: object) -> None:
+        """A call that wants no answer (it still runs in order with the commands sent after it)."""
+        self.send(pickled(Kind.CALL, 0, (method, args)))
+
+    def tell_session(self, method: str, sid: int, *args: object) -> None:
+        """``tell``, and again to the worker that replaces this one."""
+        self.said.setdefault(sid, []).append((method, sid, *args))
+        self.tell(method, sid, *args)
+
+    def forget(self, sid: int) -> None:
+        self.opened.pop(sid, None)
+        self.said.pop(sid, None)
+
+    async def _wait(self, tag: int, pending: _Pending):
+        pending.task = trio.lowlevel.current_task()
+        self.pending[tag] = pending
+        self.send(pending.frame)
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            if pending.shared:
+                # The worker may still write into (or read from) our arena memory: the caller may
+                # reuse it only after the answer, which the worker's own timeouts bound.
+                return trio.lowlevel.Abort.FAILED
+            self.pending.pop(tag, None)
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        return await trio.lowlevel.wait_task_rescheduled(abort)
+
+    def _finish(self, tag: int, outcome) -> None:
+        pending = self.pending.pop(tag, None)
+        if pending is None:
+            return  # its caller was cancelled
+        if pending.slot is not None:
+            self._workers.arena.give(pending.slot)
+        assert pending.task is not None
+        trio.lowlevel.reschedule(pending.task, outcome)
+
+    # -- frames from the worker --------------------------------------------------------------------
+
+    async def serve(self) -> None:
+        """Read the worker's frames; when it dies, start it again and resend what it had."""
+        delay = 0.1
+        while True:
+            assert self.channel is not None
+            started = trio.current_time()
+            async for kind, tag, payload in self.channel.frames():
+                self._dispatch(kind, tag, payload)
+            self.up = False
+            self.channel.close()
+            process = self.process
+            assert process is not None
+            with trio.move_on_after(5):
+                await process.wait()
+            if self._workers.closing:
+                self._fail_all(ConnectionLost("unmounting"))
+                return
+            delay = 0.1 if trio.current_time() - started > 10 else min(delay * 2, RESTART_DELAY_MAX)
+            log.warning("session worker %d (pid %d) ended (%s); starting it again, %d command%s to issue again",
+                        self.index, process.pid, _how(process.returncode), len(self.pending),
+                        "" if len(self.pending) == 1 else "s")
+            await trio.sleep(delay)
+            self.restarts += 1
+            await self.spawn()
+            self._workers.nursery.start_soon(self.channel.flush_forever)
+            for sid, args in self.opened.items():
+                self.tell("open", sid, *args, True)
+                for told in self.said.get(sid, ()):
+                    self.tell(*told)
+            for tag in sorted(self.pending):
+                self.send(self.pending[tag].frame)
+
+    def _dispatch(self, kind: int, tag: int, payload: memoryview) -> None:
+        if kind == Kind.RESULT:
+            self._result(tag, payload)
+        elif kind == Kind.REPLY:
+            self._finish(tag, outcome.Value(unpickle(payload)))
+        elif kind == Kind.FAILED:
+            self._finish(tag, outcome.Error(rebuild_error(payload)))
+        elif kind == Kind.EVENT:
+            self._workers.event(self, unpickle(payload))
+
+    def _result(self, tag: int, payload: memoryview) -> None:
+        pending = self.pending.get(tag)
+        if pending is None:
+            return
+        status, response, sense_len, data_len, residual, offset = RESULT.unpack_from(payload)
+        sense = bytes(payload[RESULT.size : RESULT.size + sense_len])
+        into = pending.into
+        if offset != INLINE:
+            data: bytes | bytearray | memoryview = memoryview(into)[:data_len]  # type: ignore[arg-type]
+        else:
+            inline = payload[RESULT.size + sense_len : RESULT.size + sense_len + data_len]
+            if into is not None and len(into) >= data_len:
+                into[:data_len] = inline
+                data = memoryview(into)[:data_len]
+            else:
+                data = bytes(inline)
+        self._finish(tag, outcome.Value(ScsiResult(status, sense, data, residual, response)))
+
+    def _fail_all(self, error: BaseException) -> None:
+        for tag in list(self.pending):
+            self._finish(tag, outcome.Error(error))
+
+    async def close(self) -> None:
+        """Close the channel (the worker exits on it), then wait for the process, or kill it."""
+        if self.channel is not None:
+            self.channel.close()
+        if self.process is not None:
+            with trio.move_on_after(5):
+                await self.process.wait()
+            if self.process.returncode is None:
+                self.process.kill()
+                await self.process.wait()
+
+
+def _how(returncode: int | None) -> str:
+    if returncode is None:
+        return "still running, channel closed"
+    if returncode < 0:
+        return f"killed by signal {-returncode}"
+    return f"exit status {returncode}"
+
+
+class RemoteSession:
+    """A target's session, run by every worker (see the module docstring): what ``net.pool``
+    holds in place of a ``net.session.Session``."""
+
+    def __init__(self, workers: Workers, target: str, portals: list[Portal]) -> None:
+        self._workers = workers
+        self._target = target
+        self._portals = portals
+        self._subs: list[tuple[WorkerProcess, int]] = []  # (worker, session id there)
+        self._next = 0
+        self.primary = 0  # the session id whose state is shown: the first worker's
+        self.state: SessionState | None = None  # the primary's, as it last reported
+        self.reconnects_by_sid: dict[int, int] = {}
+        self.on_unit_attention: UnitAttention | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<RemoteSession {self._target} on {len(self._subs)} worker(s)>"
+
+    @property
+    def target_name(self) -> str:
+        return self._target
+
+    @property
+    def portal(self) -> Portal:
+        return self.state.portal if self.state is not None else self._portals[0]
+
+    @property
+    def alive(self) -> bool:
+        return not self._closed and (self.state is None or self.state.alive)
+
+    @property
+    def recovering(self) -> bool:
+        return not self._closed and self.state is not None and self.state.recovering
+
+    @property
+    def reconnects(self) -> int:
+        return sum(self.reconnects_by_sid.values())
+
+    def paths(self) -> list[PathInfo]:
+        if self.state is None:
+            return [PathInfo(p, "logging_in", False) for p in self._portals]
+        return list(self.state.paths)
+
+    async def execute(self, lun: int, cdb: bytes, *, data_out: bytes | bytearray | memoryview | None = None,
+                      expected_in: int = 0, into: bytearray | memoryview | None = None) -> ScsiResult:
+        if self._closed:
+            raise ConnectionLost(f"session to {self._target} is logged out")
+        subs = self._subs
+        self._next = (self._next + 1) % len(subs)
+        worker, sid = subs[self._next]
+        return await worker.execute(sid, lun, cdb, data_out, expected_in, into)
+
+    def queue_full(self) -> None:
+        for worker, sid in self._subs:
+            worker.tell("queue_full", sid)
+
+    def queue_ok(self) -> None:
+        pass  # each worker counts its own GOOD completions, where its queue is
+
+    def expect_identity(self, lun: int, serial: str, wwn: str) -> None:
+        for worker, sid in self._subs:
+            worker.tell_session("expect_identity", sid, lun, serial, wwn)
+
+    def hold(self) -> None:
+        pass
+
+    def release(self) -> None:
+        pass
+
+    def start_paths(self) -> None:
+        for worker, sid in self._subs:
+            worker.tell_session("start_paths", sid)
+
+    def close_now(self) -> None:
+        self._closed = True
+        for worker, sid in self._subs:
+            worker.tell("close_now", sid)
+
+    async def logout(self) -> None:
+        self._closed = True
+        for worker, sid in self._subs:
+            worker.forget(sid)
+            try:
+                await worker.call("logout", sid)
+            except (IscsiError, OSError) as exc:
+                log.debug("logging out of %s in worker %d: %s", self._target, worker.index, exc)
+            self._workers.sessions.pop(sid, None)
+
+
+class Workers:
+    """A mount's session workers. ``await Workers.start(nursery, count)``."""
+
+    def __init__(self, nursery: trio.Nursery, count: int, arena: Arena) -> None:
+        self.nursery = nursery
+        self.arena = arena
+        self.processes = [WorkerProcess(self, i) for i in range(count)]
+        self.sessions: dict[int, RemoteSession] = {}  # by session id, which is unique across workers
+        self._tags = itertools.count(1)
+        self._sids = itertools.count(1)
+        self.closing = False
+
+    def __repr__(self) -> str:
+        return f"<Workers {self.processes}>"
+
+    @classmethod
+    async def start(cls, nursery: trio.Nursery, count: int, arena: Arena | None = None) -> Workers:
+        workers = cls(nursery, count, arena or Arena())
+        for process in workers.processes:
+            await process.spawn()
+            assert process.channel is not None
+            nursery.start_soon(process.channel.flush_forever)
+            nursery.start_soon(process.serve)
+        return workers
+
+    def next_tag(self) -> int:
+        return next(self._tags) & 0xFFFFFFFF or next(self._tags)
+
+    async def open(self, target: str, portals: list[Portal], config: object, policy: object,
+                   **kw: object) -> RemoteSession:
+        """A session to ``target`` in every worker (``Session.open``'s arguments), or the first error."""
+        remote = RemoteSession(self, target, portals)
+        try:
+            for worker in self.processes:
+                sid = next(self._sids)
+                self.sessions[sid] = remote
+                remote.primary = remote.primary or sid
+                args = (portals, config, policy, kw)
+                await worker.call("open", sid, *args, False)
+                worker.opened[sid] = args
+                remote._subs.append((worker, sid))
+        except BaseException:
+            with trio.CancelScope(shield=True), trio.move_on_after(5):
+                await remote.logout()
+            raise
+        return remote
+
+    def event(self, worker: WorkerProcess, event: object) -> None:
+        kind, *rest = event  # type: ignore[misc]
+        if kind == "log":
+            level, name, message = rest
+            logging.getLogger(name).log(level, "%s", message)
+            return
+        sid = rest[0]
+        remote = self.sessions.get(sid)
+        if remote is None:
+            return
+        if kind == "state":
+            state: SessionState | None = rest[1]
+            if state is None:
+                return
+            remote.reconnects_by_sid[sid] = state.reconnects
+            if sid == remote.primary:
+                remote.state = state
+        elif kind == "unit_attention" and remote.on_unit_attention is not None:
+            remote.on_unit_attention(rest[1], rest[2])
+
+    async def close(self) -> None:
+        self.closing = True
+        for process in self.processes:
+            await process.close()

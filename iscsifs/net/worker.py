@@ -1,0 +1,241 @@
+"""A session worker: a process that runs sessions (``net.session``) for the FUSE process, so the
+iSCSI work of every command (PDUs, digests, the target's sockets) runs beside FUSE dispatch on
+another CPU. ``net.remote`` starts it as
+
+    python -m iscsifs.net.worker CHANNEL_FD ARENA_FD ARENA_BYTES LOG_LEVEL
+
+and talks to it in ``net.ipc`` frames over the inherited socket. Data-In is received straight
+into the shared arena (``net.arena``) where the FUSE process said; its log lines go back to the
+FUSE process, which writes them where the mount logs. It ignores SIGINT, SIGTERM and SIGHUP
+(they are the FUSE process's: it unmounts, logs out through us, then closes the channel) and
+exits when the channel closes, so it never outlives its mount.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import sys
+from dataclasses import replace
+from functools import partial
+
+import trio
+
+from iscsifs.net.arena import Arena
+from iscsifs.net.channel import Channel, ChannelClosed
+from iscsifs.net.ipc import EXEC, INLINE, RESULT, Kind, SessionState, error_frame, frame, pickled, unpickle
+from iscsifs.net.session import Session
+from iscsifs.proto.errors import ConnectionLost, IscsiError
+from iscsifs.proto.login import new_isid
+from iscsifs.scsi.sense import Sense, Status
+
+log = logging.getLogger("iscsifs")
+
+REOPEN_INTERVAL = 1.0  # seconds between logins while reopening a session after a restart
+
+
+class _Entry:
+    """A session of this worker, or one being (re)opened: commands wait for it."""
+
+    def __init__(self) -> None:
+        self.session: Session | None = None
+        self.ready = trio.Event()
+        self.error: BaseException | None = None
+        self.closed = False
+
+
+class Worker:
+    def __init__(self, nursery: trio.Nursery, channel: Channel, arena: Arena) -> None:
+        self._nursery = nursery
+        self._channel = channel
+        self._arena = arena
+        self._sessions: dict[int, _Entry] = {}
+
+    def send(self, parts) -> None:
+        try:
+            self._channel.send(parts)
+        except ChannelClosed:
+            pass  # the FUSE process is gone or closing; serve() ends on its own
+
+    async def serve(self) -> None:
+        self._nursery.start_soon(self._channel.flush_forever)
+        async for kind, tag, payload in self._channel.frames():
+            if kind == Kind.EXEC:
+                self._exec(tag, payload)
+            elif kind == Kind.CALL:
+                method, args = unpickle(payload)  # type: ignore[misc]
+                if method == "open":
+                    # Now, not when its task starts: the commands that follow it must find it.
+                    self._sessions[args[0]] = _Entry()
+                self._nursery.start_soon(self._call, tag, method, args)
+        # The FUSE process closed the channel (unmount) or died: nothing more to serve.
+
+    # -- commands ----------------------------------------------------------------------------------
+
+    def _exec(self, tag: int, payload: memoryview) -> None:
+        sid, lun, expected_in, out_len, offset, cdb_len = EXEC.unpack_from(payload)
+        body = EXEC.size + cdb_len
+        cdb = bytes(payload[EXEC.size : body])
+        data_out = into = None
+        if out_len:
+            data_out = self._arena.view[offset : offset + out_len] if offset != INLINE else bytes(payload[body:])
+        elif expected_in and offset != INLINE:
+            into = self._arena.view[offset : offset + expected_in]
+        self._nursery.start_soon(self._run, tag, sid, lun, cdb, data_out, expected_in, into)
+
+    async def _run(self, tag: int, sid: int, lun: int, cdb: bytes, data_out, expected_in: int, into) -> None:
+        try:
+            session = await self._session(sid)
+            result = await session.execute(lun, cdb, data_out=data_out, expected_in=expected_in, into=into)
+        except (IscsiError, trio.TooSlowError, OSError) as exc:
+            self.send(error_frame(tag, exc))
+            return
+        if result.status == Status.GOOD and result.response == 0:
+            session.queue_ok()  # here, where the queue is: the FUSE process's queue_ok is no call
+        data = b"" if into is not None else result.data
+        head = RESULT.pack(result.status, result.response, len(result.sense), len(result.data), result.residual,
+                           INLINE if into is None else 0)
+        self.send(frame(Kind.RESULT, tag, head, result.sense, data))
+
+    async def _session(self, sid: int) -> Session:
+        entry = self._sessions.get(sid)
+        if entry is None or entry.closed:
+            raise ConnectionLost("session is logged out")
+        if entry.session is None:
+            await entry.ready.wait()  # reopening after a restart: as a recovery, bounded by its timeout
+            if entry.session is None:
+                raise entry.error or ConnectionLost("session is logged out")
+        return entry.session
+
+    # -- calls -------------------------------------------------------------------------------------
+
+    async def _call(self, tag: int, method: str, args: tuple) -> None:
+        try:
+            value = await getattr(self, "_call_" + method)(*args)
+        except (IscsiError, trio.TooSlowError, OSError) as exc:
+            if tag:
+                self.send(error_frame(tag, exc))
+            return
+        if tag:
+            self.send(pickled(Kind.REPLY, tag, value))
+
+    async def _call_open(self, sid: int, portals, config, policy, kw: dict, reopen: bool) -> None:
+        """Log in (``Session.open``). ``reopen``: this worker replaces one that died, so keep trying
+        as a recovery would, while commands wait within recovery_timeout."""
+        entry = self._sessions[sid]
+        started = trio.current_time()
+        while True:
+            try:
+                # Every worker's session is a session of its own: a fresh ISID, never a reinstatement.
+                session = await Session.open(self._nursery, portals, replace(config, isid=new_isid()), policy, **kw)
+                break
+            except (IscsiError, trio.TooSlowError, OSError) as exc:
+                if not reopen or entry.closed:
+                    self._sessions.pop(sid, None)
+                    entry.error = exc
+                    entry.ready.set()
+                    raise
+                if trio.current_time() - started > policy.recovery_timeout and entry.error is None:
+                    entry.error = exc  # commands waiting now fail; later ones still wait for the login
+                    entry.ready.set()
+                    entry.ready = trio.Event()
+                log.info("reopening the session to %s: %s; retrying", config.target_name, exc)
+                await trio.sleep(REOPEN_INTERVAL)
+        session.on_unit_attention = partial(self._unit_attention, sid)
+        entry.session, entry.error = session, None
+        entry.ready.set()
+        if entry.closed:
+            await session.logout()
+            return
+        self._nursery.start_soon(self._publish, sid, entry)
+
+    async def _call_logout(self, sid: int) -> None:
+        entry = self._sessions.pop(sid, None)
+        if entry is None:
+            return
+        entry.closed = True
+        if entry.session is not None:
+            await entry.session.logout()
+
+    async def _call_close_now(self, sid: int) -> None:
+        entry = self._sessions.get(sid)
+        if entry is not None and entry.session is not None:
+            entry.session.close_now()
+
+    async def _call_start_paths(self, sid: int) -> None:
+        (await self._session(sid)).start_paths()
+
+    async def _call_expect_identity(self, sid: int, lun: int, serial: str, wwn: str) -> None:
+        (await self._session(sid)).expect_identity(lun, serial, wwn)
+
+    async def _call_queue_full(self, sid: int) -> None:
+        (await self._session(sid)).queue_full()
+
+    # -- events ------------------------------------------------------------------------------------
+
+    def _unit_attention(self, sid: int, lun: int, sense: Sense) -> None:
+        self.send(pickled(Kind.EVENT, 0, ("unit_attention", sid, lun, sense)))
+
+    async def _publish(self, sid: int, entry: _Entry) -> None:
+        """The session's paths, whenever they change: what ``paths()``, ``alive`` and ``stats``
+        show in the FUSE process."""
+        session = entry.session
+        assert session is not None
+        while not entry.closed:
+            self.send(pickled(Kind.EVENT, 0, ("state", sid, SessionState(
+                session.portal, session.paths(), session.alive, session.recovering, session.reconnects))))
+            await session.wait_changed()  # no await since the snapshot: no change is missed
+        self.send(pickled(Kind.EVENT, 0, ("state", sid, None)))
+
+
+class _Forward(logging.Handler):
+    """This worker's log records, to the FUSE process's log."""
+
+    def __init__(self, worker: Worker) -> None:
+        super().__init__()
+        self._worker = worker
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._worker.send(pickled(Kind.EVENT, 0, ("log", record.levelno, record.name, record.getMessage())))
+        except Exception:
+            self.handleError(record)
+
+
+async def serve(sock: socket.socket, arena: Arena, level: int) -> None:
+    channel = Channel(sock, batch=True)
+    async with trio.open_nursery() as nursery:
+        worker = Worker(nursery, channel, arena)
+        root = logging.getLogger()
+        root.handlers[:] = [_Forward(worker)]
+        root.setLevel(level)
+        try:
+            await worker.serve()
+        except Exception:
+            log.exception("session worker failed")  # its stderr is /dev/null: this reaches the log
+            raise
+        nursery.cancel_scope.cancel()
+    channel.close()
+
+
+def main(argv: list[str]) -> None:
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)
+    fd, arena_fd, arena_bytes, level = map(int, argv)
+    import os
+    if os.environ.get("WPROF"):
+        import cProfile
+        prof = cProfile.Profile()
+        prof.enable()
+        try:
+            trio.run(serve, socket.socket(fileno=fd), Arena(arena_bytes, fd=arena_fd), level)
+        finally:
+            prof.disable()
+            prof.dump_stats(os.environ["WPROF"] + f".{os.getpid()}")
+        return
+    trio.run(serve, socket.socket(fileno=fd), Arena(arena_bytes, fd=arena_fd), level)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,115 @@
+"""Session workers (-o workers=N) against a real tgtd: the data is exact, a worker killed with
+SIGKILL under fio --verify=crc32c is started again and its commands are issued again without an
+error, and no worker outlives its mount. The rest of the suite runs with ISCSIFS_WORKERS=1 in CI
+(.ci/run), so every other behaviour is checked with workers too."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+
+from support.targets import ISCSIFS, mounted, needs_fuse, run, wait_for
+
+pytestmark = needs_fuse
+
+
+def _workers(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid), "-f", "iscsifs.net.worker"], capture_output=True, text=True)
+    return [int(p) for p in out.stdout.split()]
+
+
+def _nexuses(t) -> int:
+    """The sessions tgt has on this target."""
+    show = t.tgt.tgtadm("--op", "show", "--mode", "target")
+    block = show.split(f": {t.iqn}\n", 1)[1].split("\nTarget ", 1)[0]
+    return block.count("I_T nexus: ")
+
+
+def _stats(mnt) -> dict:
+    r = run(*ISCSIFS, "stats", "--json", str(mnt))
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def test_two_workers_read_and_write_exactly(make_target, tmp_path):
+    t = make_target({1: 8 << 20})
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    with mounted(t.url, mnt, "-o", "workers=2") as m:
+        assert len(_workers(m.proc.pid)) == 2
+        lun = mnt / "1"
+        assert lun.read_bytes() == t.backing[1].read_bytes()  # 1 MiB reads through the arena
+        data = os.urandom(3 << 20)
+        with open(lun, "r+b") as f:  # unaligned, large (arena) and small (inline) writes
+            f.seek(4097)
+            f.write(data)
+            f.seek(100)
+            f.write(b"small")
+        expected = bytearray(t.backing[1].read_bytes())
+        assert expected[4097 : 4097 + len(data)] == data and expected[100:105] == b"small"
+        assert lun.read_bytes() == bytes(expected)
+        stats = _stats(mnt)
+        assert stats["workers"] == 2 and stats["worker_restarts"] == 0 and stats["sessions"] == 1
+        assert stats["paths"][t.iqn][0]["state"] == "logged_in"
+        assert _nexuses(t) == 2  # a session of its own in each worker
+    assert not _workers(m.proc.pid)
+
+
+@pytest.mark.skipif(shutil.which("fio") is None, reason="needs fio")
+def test_a_killed_worker_is_restarted_under_fio_verify(make_target, tmp_path):
+    t = make_target({1: 16 << 20}, fill=False)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    with mounted(t.url, mnt, "-o", "workers=1,recovery_timeout=30") as m:
+        fio = subprocess.Popen(
+            ["fio", "--name=verify", f"--filename={mnt / '1'}", "--rw=randwrite", "--bs=4k", "--size=16m",
+             "--iodepth=16", "--ioengine=libaio", "--direct=1", "--verify=crc32c", "--verify_fatal=1",
+             "--do_verify=1", "--output-format=terse"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+        killed = 0
+        try:
+            for _ in range(3):  # mid-write, and again while it reads back and verifies
+                time.sleep(0.7)
+                if fio.poll() is not None:
+                    break
+                victims = _workers(m.proc.pid)
+                assert len(victims) == 1
+                os.kill(victims[0], signal.SIGKILL)
+                killed += 1
+                wait_for(lambda: _workers(m.proc.pid) and _workers(m.proc.pid) != victims, 20)
+            out, err = fio.communicate(timeout=240)
+        finally:
+            if fio.poll() is None:
+                fio.kill()
+        assert fio.returncode == 0, out.decode()[-2000:] + err.decode()[-2000:]
+        assert killed >= 1, "fio ended before the first kill: the test proved nothing"
+        assert _stats(mnt)["worker_restarts"] == killed
+        assert m.stderr.count("ended (killed by signal 9); starting it again") == killed, m.stderr
+    assert "EIO" not in m.stderr and "failed" not in m.stderr.replace("session worker", ""), m.stderr
+
+
+def test_sigterm_unmounts_and_ends_every_worker(make_target, tmp_path):
+    t = make_target({1: 1 << 20})
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    with mounted(t.url, mnt, "-o", "workers=2") as m:
+        workers = _workers(m.proc.pid)
+        assert len(workers) == 2
+        with open(mnt / "1", "r+b") as f:
+            f.write(b"x" * 4096)
+        m.proc.send_signal(signal.SIGTERM)
+        assert m.proc.wait(timeout=30) == 0
+    wait_for(lambda: not any(os.path.exists(f"/proc/{p}") for p in workers), 10)
+    assert t.backing[1].read_bytes()[:4096] == b"x" * 4096
+    assert _nexuses(t) == 0  # logged out on the way
+
+
+def test_workers_option_is_checked(tmp_path):
+    r = run(*ISCSIFS, "-o", "workers=many", "iscsi://127.0.0.1/iqn.x", str(tmp_path))
+    assert r.returncode == 2 and "workers=many is not a number from 0 to 64" in r.stderr.decode()
