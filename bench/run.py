@@ -15,7 +15,9 @@ Then the time to mount a portal of 50 targets x 4 LUNs and `ls -lR` it; the same
 of 1 LUN with idle_timeout, and how many sessions tgt still sees once it has passed; how long
 after tgtd listens again (killed, down 30 s, restarted) a read that waited through the outage
 completes; the MiB/s of writing zeros with dd, with detect_zeroes off and on, against the peer
-stack; and the peak RSS of the iscsifs process under load. Prints a Markdown table with the ratios the performance issue asks for.
+stack; and the peak RSS of the iscsifs processes under load. iscsifs runs once per
+``--workers`` value (-o workers=N), and every stack's processes are charged their CPU time per
+request, so the table shows which process is the bottleneck. Prints a Markdown table with the ratios the performance issue asks for.
 """
 
 from __future__ import annotations

@@ -57,6 +57,7 @@ def test_two_workers_read_and_write_exactly(make_target, tmp_path):
         stats = _stats(mnt)
         assert stats["workers"] == 2 and stats["worker_restarts"] == 0 and stats["sessions"] == 1
         assert stats["paths"][t.iqn][0]["state"] == "logged_in"
+        assert "workers      2 processes, restarted 0 times" in run(*ISCSIFS, "stats", str(mnt)).stdout.decode()
         assert _nexuses(t) == 2  # a session of its own in each worker
     assert not _workers(m.proc.pid)
 

@@ -194,9 +194,15 @@ class WorkerProcess:
             log.warning("session worker %d (pid %d) ended (%s); starting it again, %d command%s to issue again",
                         self.index, process.pid, _how(process.returncode), len(self.pending),
                         "" if len(self.pending) == 1 else "s")
-            await trio.sleep(delay)
+            while True:
+                await trio.sleep(delay)
+                try:
+                    await self.spawn()
+                    break
+                except OSError as exc:  # out of processes or memory: keep trying, commands wait
+                    log.error("cannot start session worker %d: %s; trying again", self.index, exc)
+                    delay = min(delay * 2, RESTART_DELAY_MAX)
             self.restarts += 1
-            await self.spawn()
             self._workers.nursery.start_soon(self.channel.flush_forever)
             for sid, args in self.opened.items():
                 self.tell("open", sid, *args, True)
