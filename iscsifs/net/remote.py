@@ -187,6 +187,9 @@ class WorkerProcess:
             assert process is not None
             with trio.move_on_after(5):
                 await process.wait()
+            if process.returncode is None:  # alive with its channel gone: it must not touch the arena again
+                process.kill()
+                await process.wait()
             if self._workers.closing:
                 self._fail_all(ConnectionLost("unmounting"))
                 return
