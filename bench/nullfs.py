@@ -27,7 +27,7 @@ import pyfuse3
 import trio
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from iscsifs.mount import DEFAULT_READAHEAD_KIB, set_readahead  # noqa: E402
+from iscsifs.mount import DEFAULT_READAHEAD_KIB, FUSE_TASKS, set_readahead  # noqa: E402
 
 FILE_INODE = pyfuse3.ROOT_INODE + 1
 NAME = b"null"
@@ -100,7 +100,7 @@ async def _main(completions: trio.MemoryReceiveChannel[trio.Event]) -> None:
                     return
 
         nursery.start_soon(on_signal)
-        await pyfuse3.main()
+        await pyfuse3.main(min_tasks=FUSE_TASKS)  # as iscsifs runs it: the same request tasks
         nursery.cancel_scope.cancel()
 
 
