@@ -1,7 +1,7 @@
 """Session workers (-o workers=N) against a real tgtd: the data is exact, a worker killed with
 SIGKILL under fio --verify=crc32c is started again and its commands are issued again without an
-error, and no worker outlives its mount. The rest of the suite runs with ISCSIFS_WORKERS=1 in CI
-(.ci/run), so every other behaviour is checked with workers too."""
+error, and no worker outlives its mount. The whole suite runs a second time with ISCSIFS_WORKERS=1
+in CI (.ci/run), so every other behaviour is checked with workers too."""
 
 from __future__ import annotations
 
