@@ -13,7 +13,12 @@ import subprocess
 import time
 
 import pytest
+import trio
 
+from iscsifs.client import Client, ClientConfig
+from iscsifs.net.remote import Workers
+from iscsifs.url import parse_url
+from support.faultproxy import FaultProxy
 from support.targets import ISCSIFS, mounted, needs_fuse, run, wait_for
 
 pytestmark = needs_fuse
@@ -114,3 +119,30 @@ def test_sigterm_unmounts_and_ends_every_worker(make_target, tmp_path):
 def test_workers_option_is_checked(tmp_path):
     r = run(*ISCSIFS, "-o", "workers=many", "iscsi://127.0.0.1/iqn.x", str(tmp_path))
     assert r.returncode == 2 and "workers=many is not a number from 0 to 64" in r.stderr.decode()
+
+
+def test_a_login_cancelled_midway_is_logged_out_once_it_completes(make_target):
+    """The pool gives up on a login (unmount during the scan): the worker's session, which logs in
+    later through a slow path, must not stay logged in."""
+    t = make_target({1: 1 << 20})
+    proxy = FaultProxy(("127.0.0.1", t.tgt.port))
+    proxy.delay = 0.3  # per chunk the target sends: the login takes a second or more
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            workers = await Workers.start(nursery, 1)
+            try:
+                with trio.move_on_after(0.2) as scope:
+                    await Client(ClientConfig()).login_remote(workers, parse_url(f"iscsi://{proxy.portal}"), t.iqn)
+                assert scope.cancelled_caught
+                await trio.sleep(4)  # the login completes in the worker meanwhile, then logs out
+                assert proxy.connections >= 1
+                assert await trio.to_thread.run_sync(_nexuses, t) == 0  # while the worker still runs
+            finally:
+                await workers.close()
+                nursery.cancel_scope.cancel()
+
+    try:
+        trio.run(main)
+    finally:
+        proxy.close()

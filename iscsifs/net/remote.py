@@ -394,9 +394,9 @@ class Workers:
                 self.sessions[sid] = remote
                 remote.primary = remote.primary or sid
                 args = (portals, config, policy, kw)
+                remote._subs.append((worker, sid))  # before the login: a cancelled one is logged out too
                 await worker.call("open", sid, *args, False)
                 worker.opened[sid] = args
-                remote._subs.append((worker, sid))
         except BaseException:
             with trio.CancelScope(shield=True), trio.move_on_after(5):
                 await remote.logout()
