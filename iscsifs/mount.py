@@ -23,7 +23,7 @@ from iscsifs.lun import Lun
 from iscsifs.mountpoint import MountError, mount_device
 from iscsifs.net.arena import ArenaBuffers
 from iscsifs.net.pool import PooledSession, SessionPool
-from iscsifs.net.remote import Workers, default_workers
+from iscsifs.net.remote import Workers
 from iscsifs.proto.errors import IscsiError
 from iscsifs.stats import STATS
 from iscsifs.url import IscsiUrl
@@ -64,7 +64,7 @@ class MountOptions:
     detect_zeroes: str = "off"  # "on", "unmap": see iscsifs.lun.Lun.write_blocks
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     max_sessions: int = DEFAULT_MAX_SESSIONS
-    workers: int | None = None  # session worker processes; None: net.remote.default_workers(), 0: none
+    workers: int = 0  # session worker processes (net.remote); 0: the sessions run in this process
 
     def fuse_options(self) -> set[str]:
         opts = set(pyfuse3.default_options) | set(self.kernel)
@@ -187,7 +187,7 @@ async def serve(client: Client, url: IscsiUrl, mountpoint: str, options: MountOp
     if root_is_file and url.lun is None:
         raise MountError(f"{mountpoint} is a file: only a LUN URL (iscsi://host/iqn/lun) can be mounted on a file")
     options = replace(options, fsname=url.without_query())
-    count = default_workers() if options.workers is None else options.workers
+    count = options.workers
     async with trio.open_nursery() as nursery:
         workers = await Workers.start(nursery, count) if count else None
         try:

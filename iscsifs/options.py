@@ -5,7 +5,9 @@ Options given before a subcommand (``iscsifs -d ls URL``) count as given after i
 from __future__ import annotations
 
 import argparse
+import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,8 +64,8 @@ OPTIONS_HELP = """options (-o, comma-separated, repeatable):
   log_file=PATH          where a background mount logs (default: the journal or syslog; without either, a file)
   idle_timeout=S         log out a target's session after S seconds without open files or I/O (default 0: never)
   max_sessions=N         at most N targets logged in at once (default 64; the least recently used idle one goes)
-  workers=N              processes that run the iSCSI sessions beside the FUSE process (default: half the CPUs,
-                         at most 4; 0: everything in one process)
+  workers=N              processes that run the iSCSI sessions beside the FUSE process (default $ISCSIFS_WORKERS,
+                         else 0: everything in one process, which measured faster on 2 CPUs; see the README)
 reliability (seconds): nop_interval=5, nop_timeout=5 (keepalive), command_timeout=30 (then ABORT TASK, LUN RESET,
   reconnect), recovery_timeout=120 (while reconnecting, I/O waits this long, then fails with EIO), login_timeout=15
 mount(8) flags (nodev, nosuid, noexec, noatime, ...) go to the kernel; _netdev, nofail, auto, noauto, user, users,
@@ -90,6 +92,7 @@ IGNORED_OPTIONS = frozenset({"_netdev", "nofail", "auto", "noauto", "user", "nou
 
 MAX_READAHEAD_KIB = 65536
 MAX_WORKERS = 64
+WORKERS_VARIABLE = "ISCSIFS_WORKERS"  # the default of -o workers (e.g. for every mount of a systemd unit)
 RECOVERY_OPTIONS = ("nop_interval", "nop_timeout", "command_timeout", "recovery_timeout", "login_timeout")
 
 
@@ -97,8 +100,8 @@ def _ignored(key: str) -> bool:
     return key in IGNORED_OPTIONS or key.startswith(("x-", "comment="))
 
 
-def parse_mount_options(values: list[str]) -> Options:
-    """-o opt[,opt...] (repeatable)."""
+def parse_mount_options(values: list[str], environ: Mapping[str, str] = os.environ) -> Options:
+    """-o opt[,opt...] (repeatable); ``workers`` defaults to $ISCSIFS_WORKERS."""
     log_file: str | None = None
     fuse: dict[str, Any] = {}
     conn: dict[str, Any] = {}
@@ -186,6 +189,11 @@ def parse_mount_options(values: list[str]) -> Options:
                 conn[key] = val.lower()
             else:
                 raise UsageError(f"unknown mount option '{opt.partition('=')[0][:40]}' (see iscsifs --help)")
+    if "workers" not in fuse and environ.get(WORKERS_VARIABLE):
+        value = environ[WORKERS_VARIABLE]
+        if not value.isdecimal() or not 0 <= int(value) <= MAX_WORKERS:
+            raise UsageError(f"{WORKERS_VARIABLE}={value[:20]} is not a number from 0 to {MAX_WORKERS}")
+        fuse["workers"] = int(value)
     conn["recovery"] = RecoveryPolicy(**recovery)
     conn["portals"] = tuple(portals)
     return Options(MountOptions(kernel=frozenset(kernel), **fuse), ConnectOptions(**conn), log_file)

@@ -17,6 +17,7 @@ import trio
 
 from iscsifs.client import Client, ClientConfig
 from iscsifs.net.remote import Workers
+from iscsifs.options import parse_mount_options
 from iscsifs.url import parse_url
 from support.faultproxy import FaultProxy
 from support.targets import ISCSIFS, mounted, needs_fuse, run, wait_for
@@ -119,6 +120,14 @@ def test_sigterm_unmounts_and_ends_every_worker(make_target, tmp_path):
 def test_workers_option_is_checked(tmp_path):
     r = run(*ISCSIFS, "-o", "workers=many", "iscsi://127.0.0.1/iqn.x", str(tmp_path))
     assert r.returncode == 2 and "workers=many is not a number from 0 to 64" in r.stderr.decode()
+    r = run(*ISCSIFS, "iscsi://127.0.0.1/iqn.x", str(tmp_path), env={**os.environ, "ISCSIFS_WORKERS": "-1"})
+    assert r.returncode == 2 and r.stderr.decode().strip().endswith("ISCSIFS_WORKERS=-1 is not a number from 0 to 64")
+
+
+def test_workers_default_comes_from_the_environment_and_the_option_wins():
+    assert parse_mount_options([], {}).mount.workers == 0
+    assert parse_mount_options([], {"ISCSIFS_WORKERS": "3"}).mount.workers == 3
+    assert parse_mount_options(["ro,workers=0"], {"ISCSIFS_WORKERS": "3"}).mount.workers == 0
 
 
 def test_a_login_cancelled_midway_is_logged_out_once_it_completes(make_target):

@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
 import socket
 import subprocess
 import sys
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import outcome
@@ -39,17 +37,6 @@ log = logging.getLogger("iscsifs")
 
 INLINE_MAX = 64 << 10  # larger write data goes through the arena (one copy, no socket)
 RESTART_DELAY_MAX = 5.0
-
-
-WORKERS_VARIABLE = "ISCSIFS_WORKERS"
-
-
-def default_workers(environ: Mapping[str, str] = os.environ) -> int:
-    """``-o workers`` when not given: $ISCSIFS_WORKERS, else 0. Not a CPU count: on the machine
-    measured (2 vCPUs, bench/README.md) workers cost more CPU per request than they free, on
-    every job; 0 keeps the faster single process until a machine measures otherwise."""
-    value = environ.get(WORKERS_VARIABLE, "")
-    return int(value) if value.isdecimal() and int(value) <= 64 else 0
 
 
 @dataclass(slots=True, eq=False)
