@@ -381,7 +381,8 @@ class IscsiFs(pyfuse3.Operations):
         finally:
             # Back in the pool before pyfuse3 has copied our answer out of it, which is safe:
             # pyfuse3 replies in the same step our coroutine returns in (fuse_read_async), before
-            # any other task can take the buffer; and no late Data-In reaches it (Session.execute).
+            # any other task can take the buffer; and no late Data-In reaches it (Session.execute;
+            # with session workers, a command into the arena cannot be cancelled before its answer).
             self._buffers.give(buf)
 
     async def write(self, fh, off, buf):

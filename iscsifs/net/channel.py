@@ -5,8 +5,6 @@ an await (a command's send must not cost a task switch), frames in from one read
 from __future__ import annotations
 
 import collections
-import itertools
-import os
 import socket
 from collections.abc import AsyncIterator
 
@@ -14,9 +12,9 @@ import trio
 
 from iscsifs.net.ipc import FrameBuffer
 from iscsifs.net.nursery import others_runnable
+from iscsifs.net.outbox import Buffer, drain
 
-Parts = list[bytes | bytearray | memoryview]
-IOV_MAX = os.sysconf("SC_IOV_MAX")
+Parts = list[Buffer]
 
 
 class ChannelClosed(Exception):
@@ -28,7 +26,7 @@ class Channel:
         self.batch = batch
         sock.setblocking(False)
         self.sock = sock
-        self._outbox: collections.deque[bytes | bytearray | memoryview] = collections.deque()
+        self._outbox: collections.deque[Buffer] = collections.deque()
         self._outbox_filled = trio.Event()
         self.closed = False
 
@@ -49,25 +47,11 @@ class Channel:
             self._outbox_filled.set()
 
     def _flush(self) -> None:
-        """Write what the socket takes now from the head of the outbox: one sendmsg per IOV_MAX
-        buffers, no joining."""
-        out = self._outbox
-        while out:
-            batch = list(itertools.islice(out, IOV_MAX))
-            try:
-                sent = self.sock.sendmsg(batch)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                out.clear()
-                raise ChannelClosed(str(exc)) from None
-            for buf in batch:
-                if sent < len(buf):
-                    if sent:
-                        out[0] = memoryview(buf)[sent:]
-                    return  # the socket is full
-                sent -= len(buf)
-                out.popleft()
+        try:
+            drain(self._outbox, self.sock.sendmsg)
+        except OSError as exc:
+            self._outbox.clear()
+            raise ChannelClosed(str(exc)) from None
 
     async def flush_forever(self) -> None:
         """Run as a task: writes the outbox after the other tasks have queued theirs, and whenever

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import collections
 import errno
-import itertools
 import logging
 import math
 import os
@@ -27,6 +26,7 @@ from dataclasses import replace
 
 import trio
 
+from iscsifs.net.outbox import drain
 from iscsifs.proto.address import Portal, parse_target_address
 from iscsifs.proto.errors import (
     ConnectionLost,
@@ -75,7 +75,6 @@ log = logging.getLogger("iscsifs.connection")
 
 RECEIVE_SIZE = 1 << 18
 PLACED_NEXT_RECEIVE = 4096
-IOV_MAX = 1024  # buffers per writev(2) (Linux UIO_MAXIOV)
 SHA256 = 7  # CHAP_A
 MAX_REDIRECTS = 5
 
@@ -487,26 +486,12 @@ class Connection:
             self._wake_writer.set()
 
     def _flush(self) -> None:
-        """Write from the head of the outgoing queue what the socket takes now: one writev(2) per
-        IOV_MAX buffers, no joining, no waiting."""
-        out = self._outgoing
-        while out:
-            batch = list(itertools.islice(out, IOV_MAX))
-            try:
-                sent = os.writev(self._fd, batch)  # type: ignore[arg-type]
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                out.clear()
-                self._fail(ConnectionLost(f"connection to {self.portal} lost while sending: {exc}"))
-                return
-            for buf in batch:
-                if sent < len(buf):
-                    if sent:
-                        out[0] = memoryview(buf)[sent:]
-                    return  # the socket is full
-                sent -= len(buf)
-                out.popleft()
+        """Write from the head of the outgoing queue what the socket takes now, without waiting."""
+        try:
+            drain(self._outgoing, lambda batch: os.writev(self._fd, batch))  # type: ignore[arg-type]
+        except OSError as exc:
+            self._outgoing.clear()
+            self._fail(ConnectionLost(f"connection to {self.portal} lost while sending: {exc}"))
 
     async def _write_loop(self) -> None:
         """Sends what the socket did not take at once. Shielded: a half-sent PDU would corrupt the stream."""

@@ -21,7 +21,8 @@ from iscsifs.proto.errors import IscsiError
 HEADER = struct.Struct("<IB3xI")  # payload length, Kind, tag (0: no reply wanted)
 # session id, LUN, expected_in, data-out length, arena offset of the data (-1: none, inline), CDB length
 EXEC = struct.Struct("<IQIIqB")
-# status, iSCSI response, sense length, data-in length, residual, arena offset of the data-in (-1: inline)
+# status, iSCSI response, sense length, data-in length, residual, where the data-in is: INLINE (after
+# the sense), or anything else for in the arena at the offset the EXEC gave
 RESULT = struct.Struct("<BBHIqq")
 INLINE = -1
 

@@ -83,6 +83,7 @@ class WorkerProcess:
         finally:
             theirs.close()
         self.channel = Channel(ours)
+        self._workers.nursery.start_soon(self.channel.flush_forever)
         self.up = True
         log.debug("session worker %d started (pid %d)", self.index, self.process.pid)
 
@@ -172,11 +173,7 @@ class WorkerProcess:
             self.channel.close()
             process = self.process
             assert process is not None
-            with trio.move_on_after(5):
-                await process.wait()
-            if process.returncode is None:  # alive with its channel gone: it must not touch the arena again
-                process.kill()
-                await process.wait()
+            await _reap(process)  # alive with its channel gone, it must not touch the arena again
             if self._workers.closing:
                 self._fail_all(ConnectionLost("unmounting"))
                 return
@@ -193,7 +190,6 @@ class WorkerProcess:
                     log.error("cannot start session worker %d: %s; trying again", self.index, exc)
                     delay = min(delay * 2, RESTART_DELAY_MAX)
             self.restarts += 1
-            self._workers.nursery.start_soon(self.channel.flush_forever)
             for sid, args in self.opened.items():
                 self.tell("open", sid, *args, True)
                 for told in self.said.get(sid, ()):
@@ -209,7 +205,7 @@ class WorkerProcess:
         elif kind == Kind.FAILED:
             self._finish(tag, outcome.Error(rebuild_error(payload)))
         elif kind == Kind.EVENT:
-            self._workers.event(self, unpickle(payload))
+            self._workers.event(unpickle(payload))
 
     def _result(self, tag: int, payload: memoryview) -> None:
         pending = self.pending.get(tag)
@@ -238,11 +234,16 @@ class WorkerProcess:
         if self.channel is not None:
             self.channel.close()
         if self.process is not None:
-            with trio.move_on_after(5):
-                await self.process.wait()
-            if self.process.returncode is None:
-                self.process.kill()
-                await self.process.wait()
+            await _reap(self.process)
+
+
+async def _reap(process: trio.Process) -> None:
+    """Wait for a worker whose channel is closed to exit, as it does on its own; kill it after 5 s."""
+    with trio.move_on_after(5):
+        await process.wait()
+    if process.returncode is None:
+        process.kill()
+        await process.wait()
 
 
 def _how(returncode: int | None) -> str:
@@ -351,7 +352,7 @@ class Workers:
         self.arena = arena
         self.processes = [WorkerProcess(self, i) for i in range(count)]
         self.sessions: dict[int, RemoteSession] = {}  # by session id, which is unique across workers
-        self._tags = itertools.count(1)
+        self._tags = itertools.count()
         self._sids = itertools.count(1)
         self.closing = False
 
@@ -363,13 +364,12 @@ class Workers:
         workers = cls(nursery, count, arena or Arena())
         for process in workers.processes:
             await process.spawn()
-            assert process.channel is not None
-            nursery.start_soon(process.channel.flush_forever)
             nursery.start_soon(process.serve)
         return workers
 
     def next_tag(self) -> int:
-        return next(self._tags) & 0xFFFFFFFF or next(self._tags)
+        """1 .. 2**32 - 1 (a frame's tag is 32 bits; 0 asks for no reply), wrapping."""
+        return next(self._tags) % 0xFFFFFFFF + 1
 
     async def open(self, target: str, portals: list[Portal], config: object, policy: object,
                    **kw: object) -> RemoteSession:
@@ -390,7 +390,7 @@ class Workers:
             raise
         return remote
 
-    def event(self, worker: WorkerProcess, event: object) -> None:
+    def event(self, event: object) -> None:
         kind, *rest = event  # type: ignore[misc]
         if kind == "log":
             level, name, message = rest
@@ -401,9 +401,7 @@ class Workers:
         if remote is None:
             return
         if kind == "state":
-            state: SessionState | None = rest[1]
-            if state is None:
-                return
+            state: SessionState = rest[1]
             remote.reconnects_by_sid[sid] = state.reconnects
             if sid == remote.primary:
                 remote.state = state

@@ -186,7 +186,6 @@ class Worker:
             self.send(pickled(Kind.EVENT, 0, ("state", sid, SessionState(
                 session.portal, session.paths(), session.alive, session.recovering, session.reconnects))))
             await session.wait_changed()  # no await since the snapshot: no change is missed
-        self.send(pickled(Kind.EVENT, 0, ("state", sid, None)))
 
 
 class _Forward(logging.Handler):
