@@ -187,9 +187,8 @@ async def serve(client: Client, url: IscsiUrl, mountpoint: str, options: MountOp
     if root_is_file and url.lun is None:
         raise MountError(f"{mountpoint} is a file: only a LUN URL (iscsi://host/iqn/lun) can be mounted on a file")
     options = replace(options, fsname=url.without_query())
-    count = options.workers
     async with trio.open_nursery() as nursery:
-        workers = await Workers.start(nursery, count) if count else None
+        workers = await Workers.start(nursery, options.workers) if options.workers else None
         try:
             await _serve(nursery, client, url, mountpoint, options, ready, on_exit, root_is_file, workers)
         finally:

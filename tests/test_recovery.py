@@ -6,6 +6,7 @@ recovery_timeout fails with EIO while the mount stays up and recovers later."""
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import signal
@@ -15,7 +16,7 @@ import time
 
 import pytest
 
-from support.targets import is_mounted, mounted, needs_fuse, pattern, run, wait_for
+from support.targets import ISCSIFS, is_mounted, mounted, needs_fuse, pattern, run, wait_for
 from support.faultproxy import FaultProxy
 from iscsifs.tgt import TgtDaemon
 
@@ -232,6 +233,8 @@ def test_fio_verify_crc32c_across_faults(target, proxy, tmp_path):
         [f.join() for f in faults]
         assert r.returncode == 0, r.stdout.decode()[-2000:] + r.stderr.decode()[-2000:]
         assert elapsed > 3.5, "fio ended before the faults: the test proved nothing"
+        stats = run(*ISCSIFS, "stats", "--json", str(mnt))
+        assert json.loads(stats.stdout)["reconnects"] >= 2  # the cut and the stall, as the log says
     assert m.stderr.count("reconnecting") >= 2 and "no NOP-In" in m.stderr, m.stderr
 
 
