@@ -82,6 +82,8 @@ class PooledSession:
         finally:
             self.busy -= 1
             self.last_used = trio.current_time()
+            if not self.busy:
+                self._pool.may_have_room()  # its last command ended: it may be the idle one an opener waits for
 
     @property
     def reconnects(self) -> int:
@@ -140,6 +142,7 @@ class SessionPool:
         self.handles: dict[str, PooledSession] = {}
         self._open = 0  # sessions logged in or logging in
         self._changed = trio.Event()
+        self._waiting_for_room = 0  # openers waiting for a session to become idle (max_sessions)
         self.closed = False
         if idle_timeout > 0:
             nursery.start_soon(self._reap)
@@ -160,6 +163,11 @@ class SessionPool:
     def changed(self) -> None:
         self._changed.set()
         self._changed = trio.Event()
+
+    def may_have_room(self) -> None:
+        """``changed``, only when an opener waits for room: this is on every command's path."""
+        if self._waiting_for_room:
+            self.changed()
 
     # -- decisions -----------------------------------------------------------------------------------
 
@@ -184,7 +192,11 @@ class SessionPool:
                 if victim is not None:
                     await self._logout(victim, "to make room (max_sessions)")
                 else:
-                    await self._changed.wait()
+                    self._waiting_for_room += 1
+                    try:
+                        await self._changed.wait()
+                    finally:
+                        self._waiting_for_room -= 1
             if self.closed:
                 raise ConnectionLost("unmounting")
             self._open += 1

@@ -16,6 +16,7 @@ from iscsifs.net.session import Session
 from iscsifs.proto import pdu as P
 from iscsifs.proto.address import Portal
 from iscsifs.proto.login import LoginConfig
+from iscsifs.proto.session import ScsiResult
 from iscsifs.scsi import cdb
 from support.fake_target import FakePortals
 
@@ -102,4 +103,46 @@ async def test_a_session_logged_in_again_checks_the_identities_known(autojump_cl
         with pytest.raises(Exception) as e:
             await command(handle, 0, READ, name="READ", expected_in=4096)
         assert "another device" in str(e.value)
+        nursery.cancel_scope.cancel()
+
+
+class _SlowSession:
+    """A logged-in session whose commands end when the test says (``done``)."""
+
+    def __init__(self, target: str, done: trio.Event) -> None:
+        self.target_name = target
+        self.done = done
+        self.on_unit_attention = None
+        self.recovering = False
+
+    async def execute(self, lun, cdb, **kw):
+        await self.done.wait()
+        return ScsiResult(0)
+
+    def queue_ok(self) -> None:
+        pass
+
+    async def logout(self) -> None:
+        pass
+
+
+async def test_an_opener_waiting_for_room_gets_it_when_the_last_command_of_a_session_ends(autojump_clock):
+    """max_sessions=1: b waits while a has a command in flight (a file is not open on a, so only
+    that command keeps it from being logged out); when it ends, b logs in at once."""
+    done = trio.Event()
+
+    async def opener(target, identities):
+        return _SlowSession(target, done)
+
+    async with trio.open_nursery() as nursery:
+        pool = SessionPool(nursery, opener, max_sessions=1)
+        a, b = (pool.session(f"iqn.2026-11.test:{n}", [Portal(n)]) for n in "ab")
+        nursery.start_soon(partial(a.execute, 0, READ))
+        await trio.sleep(1)
+        nursery.start_soon(partial(b.execute, 0, READ))
+        await trio.sleep(1)
+        assert a.busy == 1 and b.session is None  # no room: a is busy
+        done.set()
+        await trio.sleep(1)
+        assert a.session is None and b.session is not None
         nursery.cancel_scope.cancel()
