@@ -31,7 +31,7 @@ from iscsifs.net.nursery import first_error
 from iscsifs.options import (
     Command, DiscardCommand, LsCommand, MapCommand, MountCommand, StatsCommand, UsageError, parse_command,
 )
-from iscsifs.proto.errors import AuthenticationError, IscsiError, LoginError
+from iscsifs.proto.errors import AuthenticationError, IscsiError, LoginError, TimedOut
 from iscsifs.report import human_bytes, lun_record, ls_table, map_text, merge_extents, stats_text
 from iscsifs.url import IscsiUrl, UrlError, parse_url
 
@@ -50,7 +50,7 @@ EXIT_TARGET = 7  # the target misbehaved or failed a command
 def exit_code_for(exc: BaseException) -> int:
     if isinstance(exc, (UsageError, UrlError)):
         return EXIT_USAGE
-    if isinstance(exc, (ConnectError, trio.TooSlowError)):
+    if isinstance(exc, (ConnectError, TimedOut)):
         return EXIT_CONNECT
     if isinstance(exc, LoginError):
         if exc.is_authentication:
@@ -70,8 +70,6 @@ def exit_code_for(exc: BaseException) -> int:
 
 
 def error_message(exc: BaseException) -> str:
-    if isinstance(exc, trio.TooSlowError):
-        return "the portal did not answer in time"
     if isinstance(exc, OSError) and exc.strerror:
         # One line naming the cause, never Python's "[Errno N] ..." form.
         return f"{exc.filename}: {exc.strerror.lower()}" if exc.filename else exc.strerror.lower()

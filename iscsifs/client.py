@@ -22,7 +22,7 @@ import trio
 from iscsifs.lun import Identity, Lun, command, identify, identity_of, inquiry, read_capacity
 from iscsifs.net.api import ScsiSession
 from iscsifs.net.connection import Connect, ConnectError, Connection, tcp_connect
-from iscsifs.net.nursery import single_error
+from iscsifs.net.nursery import fail_after, single_error
 from iscsifs.net.path import RecoveryPolicy
 from iscsifs.net.remote import RemoteSession, Workers
 from iscsifs.net.session import PathPolicy, Session
@@ -32,12 +32,14 @@ from iscsifs.proto.errors import IscsiError, RemoteProtocolError
 from iscsifs.proto.login import LoginConfig
 from iscsifs.proto.text import Offer
 from iscsifs.scsi import cdb
-from iscsifs.scsi.response import Capacity, StandardInquiry, parse_report_luns
+from iscsifs.scsi.response import Capacity, ScsiParseError, StandardInquiry, parse_report_luns
+from iscsifs.scsi.sense import ScsiError
 from iscsifs.url import IscsiUrl, chap_credentials
 
 log = logging.getLogger("iscsifs.client")
 
 INITIATOR_NAME_FILE = "/etc/iscsi/initiatorname.iscsi"
+SCAN_TIMEOUT = 60.0  # seconds for every command of one target's LUN scan (iscsifs ls)
 
 
 class NotFoundError(IscsiError):
@@ -177,7 +179,7 @@ class Client:
                     raise ConnectError(f"portal {url.portal} did not complete the login within "
                                        f"{self.config.login_timeout:g} s (login_timeout)") from None
                 try:
-                    with trio.fail_after(self.config.login_timeout):
+                    with fail_after(self.config.login_timeout, f"SendTargets on portal {url.portal}"):
                         pairs = await connection.text_request([("SendTargets", "All")])
                 finally:
                     with trio.move_on_after(2):
@@ -231,7 +233,7 @@ class Client:
             async with trio.open_nursery() as nursery:
                 session = await self.login(nursery, url, target)
                 try:
-                    with trio.fail_after(60):
+                    with fail_after(SCAN_TIMEOUT, f"scanning the LUNs of {target}"):
                         return await scan_luns(session)
                 finally:
                     with trio.move_on_after(2):
@@ -250,23 +252,51 @@ async def report_luns(session: ScsiSession) -> list[int]:
         alloc = min(list_length + 8, 1 << 20)
 
 
-async def scan_luns(session: ScsiSession) -> list[LunInfo]:
-    """Every LUN of the target with its INQUIRY data, and capacity for disks."""
+@dataclass(frozen=True, slots=True)
+class LunScan:
+    """What a scan of a target found: every LUN that answered (disks and others), and the LUNs it
+    reported whose answers failed or could not be decoded (a rescan keeps showing those)."""
+
+    luns: list[LunInfo]
+    skipped: frozenset[int] = frozenset()
+
+
+async def scan(session: ScsiSession) -> LunScan:
+    """Every LUN of the target with its INQUIRY data, and capacity and identity for disks. A LUN
+    whose answers fail or are malformed is skipped with a log line; the others are still shown.
+    Errors of the session itself (lost, timed out) end the scan."""
     infos: list[LunInfo] = []
+    skipped: set[int] = set()
     for lun in await report_luns(session):
-        inq = await inquiry(session, lun)
-        if not inq.connected:
+        try:
+            info = await _scan_lun(session, lun)
+        except (ScsiError, ScsiParseError) as exc:
+            log.warning("LUN %d of %s skipped: %s", lun, session.target_name, exc)
+            skipped.add(lun)
             continue
-        capacity = None
-        identity = Identity()
-        if inq.is_disk:
-            # TEST UNIT READY first: it takes the UNIT ATTENTION of a fresh login and tells us the
-            # unit can do I/O before we show it as a file.
-            await command(session, lun, cdb.test_unit_ready(), name="TEST UNIT READY")
-            capacity = await read_capacity(session, lun)
-            identity = await identify(session, lun)
-        infos.append(LunInfo(session.target_name, lun, inq, capacity, identity, str(session.portal)))
-    return infos
+        if info is not None:
+            infos.append(info)
+    return LunScan(infos, frozenset(skipped))
+
+
+async def _scan_lun(session: ScsiSession, lun: int) -> LunInfo | None:
+    inq = await inquiry(session, lun)
+    if not inq.connected:
+        return None
+    capacity = None
+    identity = Identity()
+    if inq.is_disk:
+        # TEST UNIT READY first: it takes the UNIT ATTENTION of a fresh login and tells us the
+        # unit can do I/O before we show it as a file.
+        await command(session, lun, cdb.test_unit_ready(), name="TEST UNIT READY")
+        capacity = await read_capacity(session, lun)
+        identity = await identify(session, lun)
+    return LunInfo(session.target_name, lun, inq, capacity, identity, str(session.portal))
+
+
+async def scan_luns(session: ScsiSession) -> list[LunInfo]:
+    """``scan``'s LUNs."""
+    return (await scan(session)).luns
 
 
 def open_lun(session: ScsiSession, info: LunInfo, read_only: bool = False, detect_zeroes: str = "off") -> Lun:

@@ -1,8 +1,10 @@
 """The FUSE filesystem: one directory per target, one regular file per disk LUN.
 
 This is the only module that speaks FUSE and the only place FUSEError is raised: every error
-from below is turned into an errno here (``_errno``), so a file user sees what a local disk
-would give. No handler blocks: all I/O is awaited on trio.
+from below is turned into an errno here (``_failure``), so a file user sees what a local disk
+would give. Below it, everything a target, the network or a deadline can cause is an
+``IscsiError`` carrying its errno; anything else is a bug of ours, which fails that one request
+with EIO and a logged traceback but never the mount. No handler blocks: all I/O is awaited on trio.
 """
 
 from __future__ import annotations
@@ -17,14 +19,12 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import pyfuse3
-import trio
 
 from iscsifs.client import LunInfo
 from iscsifs.lun import BufferPool, Lun
 from iscsifs.net.api import PathInfo, ScsiSession
 from iscsifs.net.arena import ArenaBuffers
 from iscsifs.proto.errors import IscsiError
-from iscsifs.scsi.response import ScsiParseError
 from iscsifs.stats import STATS
 
 log = logging.getLogger("iscsifs.fs")
@@ -39,15 +39,6 @@ STATS_XATTR = b"user.iscsifs.stats"  # on the root: this mount's statistics, JSO
 DISCARD_XATTR = b"user.iscsifs.discard"
 MAP_XATTR_PREFIX = b"user.iscsifs.map."
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR
-
-
-def _errno(exc: BaseException) -> int:
-    """What a local disk would give: every IscsiError carries its errno; a timeout is EIO."""
-    if isinstance(exc, IscsiError):
-        return exc.errno
-    if isinstance(exc, OSError) and exc.errno:
-        return exc.errno
-    return errno.EIO
 
 
 def format_paths(paths: list[PathInfo]) -> str:
@@ -87,6 +78,20 @@ class Node:
     @property
     def is_dir(self) -> bool:
         return self.lun is None and not self.link
+
+
+def _failure(op: str, lun: Lun, exc: Exception) -> pyfuse3.FUSEError:
+    """The errno of a failed request, and its log line. An ``IscsiError`` (whatever a target, the
+    network or a deadline caused) carries what a local disk would give; anything else is a bug
+    of ours: EIO and a traceback in the log, and the mount goes on serving."""
+    if isinstance(exc, pyfuse3.FUSEError):
+        return exc
+    if isinstance(exc, IscsiError):
+        if exc.errno != errno.ENOSPC:  # past the end: what dd to the end of a disk gets, no news
+            log.warning("%s on %s/%d failed: %s", op, lun.session.target_name, lun.lun, exc)
+        return pyfuse3.FUSEError(exc.errno)
+    log.error("%s on %s/%d failed: internal error", op, lun.session.target_name, lun.lun, exc_info=exc)
+    return pyfuse3.FUSEError(errno.EIO)
 
 
 class IscsiFs(pyfuse3.Operations):
@@ -248,8 +253,8 @@ class IscsiFs(pyfuse3.Operations):
                 raise pyfuse3.FUSEError(errno.EROFS)  # root passes the mode check: a WP LUN must not
             try:
                 node.lun.truncate(attr.st_size)
-            except IscsiError as exc:
-                raise self._io_error("truncate", node.lun, exc) from None
+            except Exception as exc:  # noqa: BLE001 - the one boundary: see _failure
+                raise _failure("truncate", node.lun, exc) from None
         if fields.update_mode or fields.update_uid or fields.update_gid:
             raise pyfuse3.FUSEError(errno.EPERM)
         if fields.update_mtime:
@@ -300,8 +305,8 @@ class IscsiFs(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EINVAL)
         try:
             extents, following = await lun.lba_status(int(offset))
-        except (IscsiError, OSError, trio.TooSlowError, ScsiParseError) as exc:
-            raise self._io_error("map", lun, exc) from None
+        except Exception as exc:  # noqa: BLE001 - the one boundary: see _failure
+            raise _failure("map", lun, exc) from None
         return json.dumps({"size": lun.size, "next": following, "extents": extents}, separators=(",", ":")).encode()
 
     async def listxattr(self, inode, ctx):
@@ -317,8 +322,8 @@ class IscsiFs(pyfuse3.Operations):
                 raise pyfuse3.FUSEError(errno.EROFS)
             try:
                 await node.lun.discard(int(fields[0]), int(fields[1]))
-            except (IscsiError, OSError, trio.TooSlowError) as exc:
-                raise self._io_error("discard", node.lun, exc) from None
+            except Exception as exc:  # noqa: BLE001 - the one boundary: see _failure
+                raise _failure("discard", node.lun, exc) from None
             return
         # The identity comes from the device; nothing else can be stored on a LUN.
         raise pyfuse3.FUSEError(errno.EPERM if name in self._xattrs(node) else errno.ENOTSUP)
@@ -376,8 +381,8 @@ class IscsiFs(pyfuse3.Operations):
         buf = self._buffers.take(lun.read_span(off, size))
         try:
             return await lun.read_into(off, size, buf)
-        except (IscsiError, OSError, trio.TooSlowError) as exc:
-            raise self._io_error("read", lun, exc) from None
+        except Exception as exc:  # noqa: BLE001 - the one boundary: see _failure
+            raise _failure("read", lun, exc) from None
         finally:
             # Back in the pool before pyfuse3 has copied our answer out of it, which is safe:
             # pyfuse3 replies in the same step our coroutine returns in (fuse_read_async), before
@@ -392,8 +397,8 @@ class IscsiFs(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EROFS)
         try:
             n = await lun.write(off, buf)
-        except (IscsiError, OSError, trio.TooSlowError) as exc:
-            raise self._io_error("write", lun, exc) from None
+        except Exception as exc:  # noqa: BLE001 - the one boundary: see _failure
+            raise _failure("write", lun, exc) from None
         node.mtime_ns = time.time_ns()
         return n
 
@@ -418,20 +423,14 @@ class IscsiFs(pyfuse3.Operations):
             return
         try:
             await lun.flush()
-        except (IscsiError, OSError, trio.TooSlowError) as exc:
-            raise self._io_error("flush", lun, exc) from None
+        except Exception as exc:  # noqa: BLE001 - the one boundary: see _failure
+            raise _failure("flush", lun, exc) from None
 
     def _lun(self, fh: int) -> Lun:
         node = self._node(fh)
         if node.lun is None:
             raise pyfuse3.FUSEError(errno.EISDIR)
         return node.lun
-
-    def _io_error(self, op: str, lun: Lun, exc: BaseException) -> pyfuse3.FUSEError:
-        code = _errno(exc)
-        if code != errno.ENOSPC:
-            log.warning("%s on %s/%d failed: %s", op, lun.session.target_name, lun.lun, exc)
-        return pyfuse3.FUSEError(code)
 
     # -- what a LUN tree cannot do -----------------------------------------------------------------
 

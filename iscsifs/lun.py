@@ -197,33 +197,54 @@ async def write_protected(session: ScsiSession, lun: int) -> bool:
     return False
 
 
-async def identify(session: ScsiSession, lun: int) -> Identity:
-    """Serial, WWN, block limits and write protection. A page a target lacks (ILLEGAL REQUEST)
-    or garbles is left out; it never stops a LUN from being shown."""
-    fields: dict[str, object] = {}
+def _unsupported(exc: ScsiError) -> bool:
+    """ILLEGAL REQUEST: the LUN does not know the command or page (as opposed to a failure)."""
+    return exc.sense is not None and exc.sense.key == SenseKey.ILLEGAL_REQUEST
+
+
+async def _supported_pages(session: ScsiSession, lun: int) -> frozenset[int]:
     try:
-        pages = parse_supported_vpd_pages(await _vpd(session, lun, Vpd.SUPPORTED_PAGES))
-    except (ScsiError, ScsiParseError) as exc:
+        return parse_supported_vpd_pages(await _vpd(session, lun, Vpd.SUPPORTED_PAGES))
+    except ScsiError as exc:
+        if not _unsupported(exc):
+            raise
         log.debug("LUN %d: no VPD pages (%s)", lun, exc)
-        pages = frozenset()
-    readers = ((Vpd.UNIT_SERIAL_NUMBER, "serial", parse_unit_serial_number),
-               (Vpd.DEVICE_IDENTIFICATION, "wwn", lambda d: world_wide_name(parse_device_identification(d))),
-               (Vpd.BLOCK_LIMITS, "limits", parse_block_limits),
-               (Vpd.LOGICAL_BLOCK_PROVISIONING, "provisioning", parse_logical_block_provisioning))
-    for page, name, parse in readers:
-        if page in pages:
-            try:
-                fields[name] = parse(await _vpd(session, lun, page))
-            except (ScsiError, ScsiParseError) as exc:
-                log.debug("LUN %d: VPD page 0x%02x unreadable (%s)", lun, page, exc)
-    fields["write_protected"] = await write_protected(session, lun)
-    return Identity(**fields)  # type: ignore[arg-type]
+        return frozenset()
+
+
+async def _identity(session: ScsiSession, lun: int, pages: frozenset[int]) -> tuple[str, str]:
+    serial = wwn = ""
+    if Vpd.UNIT_SERIAL_NUMBER in pages:
+        serial = parse_unit_serial_number(await _vpd(session, lun, Vpd.UNIT_SERIAL_NUMBER))
+    if Vpd.DEVICE_IDENTIFICATION in pages:
+        wwn = world_wide_name(parse_device_identification(await _vpd(session, lun, Vpd.DEVICE_IDENTIFICATION)))
+    return serial, wwn
+
+
+async def identify(session: ScsiSession, lun: int) -> Identity:
+    """Serial, WWN, block limits, provisioning and write protection. The identity pages (0x80,
+    0x83) that the LUN lists must be read, or this raises (the scan then skips the LUN): a
+    garbled answer must not become an identity that a later login compares against. A page a
+    LUN lacks (ILLEGAL REQUEST) is left out; the others, garbled, are too, with a log line."""
+    pages = await _supported_pages(session, lun)
+    serial, wwn = await _identity(session, lun, pages)
+    limits, provisioning = BlockLimits(0, 0), Provisioning()
+    try:
+        if Vpd.BLOCK_LIMITS in pages:
+            limits = parse_block_limits(await _vpd(session, lun, Vpd.BLOCK_LIMITS))
+        if Vpd.LOGICAL_BLOCK_PROVISIONING in pages:
+            provisioning = parse_logical_block_provisioning(await _vpd(session, lun, Vpd.LOGICAL_BLOCK_PROVISIONING))
+    except (ScsiError, ScsiParseError) as exc:
+        log.warning("LUN %d of %s: a VPD page is unreadable (%s); using no limits and full provisioning", lun,
+                    session.target_name, exc)
+    return Identity(serial, wwn, await write_protected(session, lun), limits, provisioning)
 
 
 async def identity_of(session: ScsiSession, lun: int) -> tuple[str, str]:
-    """(serial, wwn): what a session checks after every login (``net.api.Identify``)."""
-    found = await identify(session, lun)
-    return found.serial, found.wwn
+    """(serial, wwn): what a session checks after every login (``net.api.Identify``). An answer
+    that cannot be read raises, so the login is tried again rather than the LUN being taken for
+    another device."""
+    return await _identity(session, lun, await _supported_pages(session, lun))
 
 
 class ByteRanges:

@@ -16,7 +16,7 @@ from typing import Callable
 import pyfuse3
 import trio
 
-from iscsifs.client import Client, LunInfo, NotFoundError, open_lun, scan_luns
+from iscsifs.client import Client, LunInfo, LunScan, NotFoundError, open_lun, scan
 from iscsifs import logs
 from iscsifs.fs import IscsiFs
 from iscsifs.lun import Lun
@@ -109,20 +109,21 @@ async def build_tree(nursery: trio.Nursery, client: Client, url: IscsiUrl, pool:
         raise
 
 
-async def _scan(handle: PooledSession, options: MountOptions) -> tuple[list[tuple[LunInfo, Lun]], set[int]]:
+async def _scan(handle: PooledSession, options: MountOptions) -> tuple[list[tuple[LunInfo, Lun]], LunScan]:
     """The target's disk LUNs, opened, and the numbers of every LUN it reported (for the watch)."""
     handle.hold()  # not logged out between two of the scan's commands to make room for another
     try:
-        infos = await scan_luns(handle)
+        found = await scan(handle)
     finally:
         handle.release()
-    luns = [(info, open_lun(handle, info, options.read_only, options.detect_zeroes)) for info in infos if info.is_disk]
+    luns = [(info, open_lun(handle, info, options.read_only, options.detect_zeroes)) for info in found.luns
+            if info.is_disk]
     handle.scan_done()
-    return luns, {info.lun for info in infos}
+    return luns, found
 
 
 def _watch(nursery: trio.Nursery, client: Client, fs: IscsiFs, handle: PooledSession, directory: int,
-           options: MountOptions, known: set[int], only_lun: int | None = None) -> None:
+           options: MountOptions, known: LunScan, only_lun: int | None = None) -> None:
     watch = TargetWatch(nursery, fs, handle, directory, read_only=options.read_only, only_lun=only_lun,
                         detect_zeroes=options.detect_zeroes)
     # Logged in again after being logged out for idleness: LUNs may have changed meanwhile.
@@ -135,7 +136,7 @@ async def _build_portal(nursery: trio.Nursery, client: Client, url: IscsiUrl, po
     """Every target of the portal, scanned concurrently: the pool bounds how many log in at once
     (max_sessions), and logs the least recently used out when it needs room."""
     targets = sorted(await client.discover(url), key=lambda t: t.name)
-    scanned: dict[str, tuple[list[tuple[LunInfo, Lun]], set[int]]] = {}
+    scanned: dict[str, tuple[list[tuple[LunInfo, Lun]], LunScan]] = {}
     failures: list[IscsiError] = []
 
     async def scan(name: str) -> None:

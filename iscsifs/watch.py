@@ -20,10 +20,11 @@ from collections.abc import Callable
 import pyfuse3
 import trio
 
-from iscsifs.client import open_lun, report_luns, scan_luns
+from iscsifs.client import LunScan, open_lun, report_luns, scan
 from iscsifs.fs import IscsiFs
 from iscsifs.lun import Lun, read_capacity
 from iscsifs.net.api import ScsiSession
+from iscsifs.net.nursery import fail_after
 from iscsifs.proto.errors import IscsiError
 from iscsifs.scsi.response import Capacity
 from iscsifs.scsi.sense import Sense
@@ -49,15 +50,20 @@ class TargetWatch:
         self.only_lun = only_lun  # a LUN URL: follow its capacity, never add or remove files
         self._rescanning = False
         self._again = False
+        self._incomplete = False  # the last rescan failed or skipped a LUN: the next poll tries again
         session.on_unit_attention = self.on_unit_attention
 
     def poll(self, interval: float, logged_in: Callable[[], ScsiSession | None] | None = None,
-             known: set[int] | None = None) -> None:
+             known: LunScan | None = None) -> None:
         """Poll the target's LUN list every ``interval`` seconds while its session lives, on the
         session ``logged_in()`` gives: a pooled session that is logged out for idleness is not
         logged in again for a poll (it is rescanned when it is next logged in). ``known``: the
         LUNs the scan saw, so that a change before the first poll counts too."""
-        self.nursery.start_soon(self._poll, interval, logged_in or (lambda: self.session), known)
+        previous = None
+        if known is not None:
+            previous = {info.lun for info in known.luns} | known.skipped
+            self._incomplete = bool(known.skipped)  # a LUN the scan skipped is tried again
+        self.nursery.start_soon(self._poll, interval, logged_in or (lambda: self.session), previous)
 
     async def _poll(self, interval: float, logged_in: Callable[[], ScsiSession | None],
                     previous: set[int] | None) -> None:
@@ -68,13 +74,19 @@ class TargetWatch:
                 previous = None
                 continue
             try:
-                with trio.fail_after(RESCAN_TIMEOUT):
+                with fail_after(RESCAN_TIMEOUT, "REPORT LUNS"):
                     reported = set(await report_luns(session))
-            except (IscsiError, trio.TooSlowError) as exc:
+            except IscsiError as exc:
+                # The target's answer failed this poll (a malformed one included): the tree stays.
                 log.debug("polling the LUNs of %s: %s", self.session.target_name, exc)
+                continue
+            except Exception:  # noqa: BLE001 - a bug of ours must not end the mount: logged, next poll
+                log.exception("polling the LUNs of %s failed", self.session.target_name)
                 continue
             if previous is not None and reported != previous and self.only_lun is None:
                 log.info("target %s reports other LUNs than before: rescanning", self.session.target_name)
+                self.rescan_soon()
+            elif self._incomplete and self.only_lun is None:
                 self.rescan_soon()
             previous = reported
 
@@ -99,10 +111,13 @@ class TargetWatch:
         if inode is None:
             return
         try:
-            with trio.fail_after(RESCAN_TIMEOUT):
+            with fail_after(RESCAN_TIMEOUT, "READ CAPACITY"):
                 capacity = await read_capacity(self.session, lun)
-        except (IscsiError, trio.TooSlowError) as exc:
+        except IscsiError as exc:
             log.warning("reading the new capacity of LUN %d of %s failed: %s", lun, self.session.target_name, exc)
+            return
+        except Exception:  # noqa: BLE001 - a bug of ours must not end the mount: logged, size kept
+            log.exception("reading the new capacity of LUN %d of %s failed", lun, self.session.target_name)
             return
         node = self.fs.nodes.get(inode)
         if node is not None and node.lun is not None:
@@ -129,22 +144,30 @@ class TargetWatch:
         try:
             while True:
                 self._again = False
+                self._incomplete = True  # until a rescan has seen every LUN it was told of
                 try:
-                    with trio.fail_after(RESCAN_TIMEOUT):
+                    with fail_after(RESCAN_TIMEOUT, "the rescan"):
                         await self.rescan()
-                except (IscsiError, trio.TooSlowError) as exc:
-                    log.warning("rescanning %s failed: %s", self.session.target_name, exc)
+                except IscsiError as exc:
+                    # The last good view stays: no file goes because an answer was garbled.
+                    log.warning("rescanning %s failed: %s; keeping the LUNs shown", self.session.target_name, exc)
+                except Exception:  # noqa: BLE001 - a bug of ours must not end the mount: logged, view kept
+                    log.exception("rescanning %s failed; keeping the LUNs shown", self.session.target_name)
                 if not self._again:
                     return
         finally:
             self._rescanning = False
 
     async def rescan(self) -> None:
-        found = {info.lun: info for info in await scan_luns(self.session) if info.is_disk}
+        result = await scan(self.session)
+        self._incomplete = bool(result.skipped)
+        found = {info.lun: info for info in result.luns if info.is_disk}
         shown = self._luns()
         for number, inode in shown.items():
             node = self.fs.nodes[inode]
             info = found.get(number)
+            if info is None and number in result.skipped:
+                continue  # reported, but its answers were unusable: it stays as it was
             if info is None:
                 if inode == pyfuse3.ROOT_INODE:
                     continue  # the mounted LUN itself: its I/O will fail, the mount stays

@@ -29,3 +29,15 @@ def private_tgt(tmp_path):
         pytest.skip("needs root and tgtd (Debian package tgt)")
     with TgtDaemon(tmp_path / "tgt") as daemon:
         yield daemon
+
+
+def pytest_terminal_summary(terminalreporter):
+    """How hard the hostile-target test pushed (tests/test_hostile.py): answers sent, and how many
+    of them were spoiled."""
+    from support.hostile import TALLY
+
+    if TALLY.answers:
+        terminalreporter.write_line(
+            f"hostile target: {TALLY.answers} SCSI answers, {TALLY.hostile} of them cut short, extended, random, "
+            f"random sense or random status; {TALLY.operations} file operations, {TALLY.failed_operations} failed "
+            f"with an errno; {TALLY.scans_refused} scans refused; the mount never ended")

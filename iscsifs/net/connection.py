@@ -26,6 +26,7 @@ from dataclasses import replace
 
 import trio
 
+from iscsifs.net.nursery import fail_after
 from iscsifs.net.outbox import drain
 from iscsifs.proto.address import Portal, parse_target_address
 from iscsifs.proto.errors import (
@@ -77,6 +78,7 @@ RECEIVE_SIZE = 1 << 18
 PLACED_NEXT_RECEIVE = 4096
 SHA256 = 7  # CHAP_A
 MAX_REDIRECTS = 5
+RENEGOTIATION_TIMEOUT = 30.0  # seconds for each Text Request of a renegotiation the target asked for
 
 
 class ConnectError(IscsiError):
@@ -405,13 +407,13 @@ class Connection:
         replies: list[tuple[str, str]] = []
         try:
             for _ in range(4):
-                with trio.fail_after(30):
+                with fail_after(RENEGOTIATION_TIMEOUT, "a Text Request"):
                     pairs = await self.text_request(replies)
                 replies = negotiation.receive(pairs)
                 if not replies:
                     break
             params = negotiation.finish()
-        except (IscsiError, trio.TooSlowError) as exc:
+        except IscsiError as exc:
             self._fail(RemoteProtocolError(f"renegotiation asked by target {self.target_name} failed: {exc}"))
             return
         if params != self.params:
@@ -648,8 +650,10 @@ class Connection:
             assert isinstance(resp, LogoutResponse)
             if resp.response != 0:
                 log.info("target %s answered logout with response %d", self.target_name, resp.response)
-        except ConnectionLost:
-            pass
+        except IscsiError as exc:
+            # Failed while logging out (lost, or the target broke the protocol): closing is all
+            # that is left to do, and the session is over either way.
+            log.debug("logging out of %s: %s", self.target_name, exc)
         finally:
             await self.aclose()
 

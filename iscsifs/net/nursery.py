@@ -1,6 +1,7 @@
 """Small trio helpers. Errors out of trio nurseries: a nursery wraps what its body raises in an
 ExceptionGroup, and callers want the error itself (LoginError, ConnectError...): the one place
-groups are unwrapped. And when a write may wait for other tasks' (``others_runnable``)."""
+groups are unwrapped. Deadlines that fail as the project's ``TimedOut``, never as trio's
+``TooSlowError`` (``fail_after``). And when a write may wait for other tasks' (``others_runnable``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import trio
+
+from iscsifs.proto.errors import TimedOut
 
 
 def first_error(exc: BaseException) -> BaseException:
@@ -29,6 +32,17 @@ def single_error() -> Iterator[None]:
         if exc is group:
             raise
         raise exc from group
+
+
+@contextmanager
+def fail_after(seconds: float, what: str) -> Iterator[None]:
+    """``trio.fail_after``, failing with ``TimedOut("WHAT took longer than N s")``: trio's own
+    error never leaves ``net`` (the caller still owns the timeout, as trio's design asks)."""
+    try:
+        with trio.fail_after(seconds):
+            yield
+    except trio.TooSlowError:
+        raise TimedOut(f"{what} took longer than {seconds:g} s") from None
 
 
 def others_runnable() -> bool:

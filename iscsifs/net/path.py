@@ -23,7 +23,10 @@ import trio
 from iscsifs.net.api import PathInfo, UnitAttention
 from iscsifs.net.connection import CommandTimeout, Connect, ConnectError, Connection, tcp_connect
 from iscsifs.proto.address import Portal
-from iscsifs.proto.errors import AuthenticationError, ConnectionLost, IscsiError, LoginError, RemoteProtocolError
+from iscsifs.net.nursery import fail_after
+from iscsifs.proto.errors import (
+    AuthenticationError, ConnectionLost, IscsiError, LoginError, RemoteProtocolError, TimedOut,
+)
 from iscsifs.proto.lifecycle import PATH_TRANSITIONS, PathInput, PathState, step
 from iscsifs.proto.login import LoginConfig
 from iscsifs.proto.pdu import TmfFunction, TmfResponse
@@ -57,7 +60,7 @@ class PathRefused(IscsiError):
 
 
 # Failures of one connection, which a new connection may cure.
-CONNECTION_ERRORS = (ConnectionLost, RemoteProtocolError, ConnectError, trio.TooSlowError)
+CONNECTION_ERRORS = (ConnectionLost, RemoteProtocolError, ConnectError, TimedOut)
 
 
 class ConnectionScsi:
@@ -310,9 +313,9 @@ class Path:
                     self.target_name, self.policy.command_timeout)
         for function, referenced in ((TmfFunction.ABORT_TASK, task), (TmfFunction.LOGICAL_UNIT_RESET, None)):
             try:
-                with trio.fail_after(self.policy.nop_timeout * 2):
+                with fail_after(self.policy.nop_timeout * 2, f"task management function {function}"):
                     response = await connection.task_management(function, lun, referenced)
-            except (IscsiError, trio.TooSlowError) as exc:
+            except IscsiError as exc:
                 log.warning("task management function %d on %s failed: %s", function, self.target_name, exc)
                 continue
             if response in (TmfResponse.FUNCTION_COMPLETE, TmfResponse.TASK_DOES_NOT_EXIST):

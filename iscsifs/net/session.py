@@ -25,6 +25,7 @@ import trio
 
 from iscsifs.net.api import Identify, PathInfo, UnitAttention
 from iscsifs.net.connection import Connect, tcp_connect
+from iscsifs.net.nursery import fail_after
 from iscsifs.net.path import (
     ConnectionScsi, Path, PathDown, PathRefused, RecoveryPolicy,
 )
@@ -98,7 +99,7 @@ class Session:
         for i, portal in enumerate(portals):
             try:
                 path = await Path.open(nursery, portal, config, policy, **session._path_kw())
-            except (IscsiError, trio.TooSlowError) as exc:
+            except IscsiError as exc:
                 if len(portals) > 1:
                     log.info("logging in to %s through %s failed: %s", config.target_name, portal, exc)
                 errors.append(exc)
@@ -244,7 +245,7 @@ class Session:
         if self._identify is None:
             return
         for lun, expected in list(self.identities.items()):
-            with trio.fail_after(self.policy.command_timeout):
+            with fail_after(self.policy.command_timeout, f"the identity check of LUN {lun} through {path.portal}"):
                 now = await self._identify(probe, lun)
             if now == expected:
                 continue

@@ -88,7 +88,7 @@ class Worker:
         try:
             session = await self._session(sid)
             result = await session.execute(lun, cdb, data_out=data_out, expected_in=expected_in, into=into)
-        except (IscsiError, trio.TooSlowError, OSError) as exc:
+        except (IscsiError, OSError) as exc:
             self.send(error_frame(tag, exc))
             return
         if result.status == Status.GOOD and result.response == 0:
@@ -113,7 +113,7 @@ class Worker:
     async def _call(self, tag: int, method: str, args: tuple) -> None:
         try:
             value = await getattr(self, "_call_" + method)(*args)
-        except (IscsiError, trio.TooSlowError, OSError) as exc:
+        except (IscsiError, OSError) as exc:
             if tag:
                 self.send(error_frame(tag, exc))
             return
@@ -130,7 +130,7 @@ class Worker:
                 # Every worker's session is a session of its own: a fresh ISID, never a reinstatement.
                 session = await Session.open(self._nursery, portals, replace(config, isid=new_isid()), policy, **kw)
                 break
-            except (IscsiError, trio.TooSlowError, OSError) as exc:
+            except (IscsiError, OSError) as exc:
                 if not reopen or entry.closed:
                     self._sessions.pop(sid, None)
                     entry.error = exc

@@ -1,4 +1,11 @@
-"""Protocol errors that say whose fault they are (after h11's Local/RemoteProtocolError)."""
+"""The project's one error tree: everything a target, the network or a deadline can cause is an
+``IscsiError``, and says whose fault it is (after h11's Local/RemoteProtocolError). Each carries
+the ``errno`` a file user sees when it fails their I/O; ``iscsifs.mount.fs`` is the one place that
+turns it into a FUSE error, and the command line maps the same tree to exit codes.
+
+Nothing outside the tree may escape a layer: parse errors of SCSI data (``ScsiParseError``)
+belong to it, and deadlines become ``TimedOut`` where they are set.
+"""
 
 from __future__ import annotations
 
@@ -30,6 +37,11 @@ class NegotiationError(IscsiError):
 
 class ConnectionLost(IscsiError):
     """The TCP connection to the target closed or broke."""
+
+
+class TimedOut(IscsiError):
+    """A deadline passed: the target or the network did not answer in time (a command, a
+    rescan, an identity check, a discovery)."""
 
 
 # RFC 7143 §11.13.5: Status-Class / Status-Detail of a Login Response.

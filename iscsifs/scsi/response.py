@@ -5,9 +5,17 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from iscsifs.proto.errors import IscsiError, LocalProtocolError
 
-class ScsiParseError(ValueError):
-    """A response too short or malformed to decode."""
+# The largest logical block and device we believe: a READ CAPACITY beyond them is garbage, and
+# a file size must fit st_size (a signed 64-bit number).
+MAX_BLOCK_SIZE = 1 << 20
+MAX_DEVICE_BYTES = (1 << 63) - 1
+
+
+class ScsiParseError(IscsiError):
+    """The target's SCSI data is too short or malformed to decode: that command fails (EIO);
+    the connection and the mount carry on."""
 
 
 class DeviceType:
@@ -85,7 +93,7 @@ def parse_read_capacity_10(data: bytes | memoryview) -> Capacity:
     if len(data) < 8:
         raise ScsiParseError(f"READ CAPACITY(10) data of {len(data)} bytes")
     last_lba, block_size = struct.unpack_from(">II", data)
-    return Capacity(last_lba + 1, block_size)
+    return _checked(Capacity(last_lba + 1, block_size), "READ CAPACITY(10)")
 
 
 def parse_read_capacity_16(data: bytes | memoryview) -> Capacity:
@@ -93,7 +101,15 @@ def parse_read_capacity_16(data: bytes | memoryview) -> Capacity:
         raise ScsiParseError(f"READ CAPACITY(16) data of {len(data)} bytes")
     last_lba, block_size = struct.unpack_from(">QI", data)
     d = bytes(data).ljust(14, b"\0")
-    return Capacity(last_lba + 1, block_size, d[13] & 0x0F, bool(d[12] & 0x01))
+    return _checked(Capacity(last_lba + 1, block_size, d[13] & 0x0F, bool(d[12] & 0x01)), "READ CAPACITY(16)")
+
+
+def _checked(capacity: Capacity, command: str) -> Capacity:
+    if not 0 < capacity.block_size <= MAX_BLOCK_SIZE:
+        raise ScsiParseError(f"{command} says the block size is {capacity.block_size} bytes")
+    if capacity.size > MAX_DEVICE_BYTES:
+        raise ScsiParseError(f"{command} says the LUN has {capacity.blocks} blocks of {capacity.block_size} bytes")
+    return capacity
 
 
 def decode_lun(raw: bytes) -> int:
@@ -114,7 +130,7 @@ def encode_lun(lun: int) -> int:
         return lun << 48
     if lun < 16384:
         return (0x4000 | lun) << 48
-    raise ValueError(f"LUN {lun} cannot be addressed with flat addressing")
+    raise LocalProtocolError(f"LUN {lun} cannot be addressed with flat addressing")
 
 
 def parse_report_luns(data: bytes | memoryview) -> tuple[list[int], int]:

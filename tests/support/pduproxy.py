@@ -1,0 +1,111 @@
+"""A TCP proxy that reads the iSCSI PDUs going by and spoils the target's answers to chosen SCSI
+commands: the data of each Data-In answering a command with a chosen operation code is cut to a
+few bytes, as a target with a firmware bug would send it. Digests must be off (the mount is run
+with ``header_digest=none,data_digest=none``): a spoiled PDU keeps a well-formed header.
+
+Threads and plain sockets, like ``faultproxy``, so tests driving a real mount in a subprocess can
+steer it: ``cut[opcode] = n`` cuts the answers to commands of that opcode to n bytes.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+BHS = 48
+SCSI_COMMAND = 0x01
+DATA_IN = 0x25
+
+
+def _pdu_length(header: bytes) -> int:
+    ahs = header[4] * 4
+    data = int.from_bytes(header[5:8], "big")
+    return BHS + ahs + data + (-data % 4)
+
+
+class PduProxy:
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.cut: dict[int, int] = {}  # operation code -> bytes of answer data left
+        self.spoiled: dict[int, int] = {}  # operation code -> answers spoiled so far
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def portal(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _accept(self) -> None:
+        self.listener.settimeout(0.1)
+        while not self._stop.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except (TimeoutError, OSError):
+                continue
+            try:
+                server = socket.create_connection(self.upstream, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            server.settimeout(None)
+            with self._lock:
+                self._sockets += [client, server]
+            pending: dict[bytes, int] = {}  # initiator task tag -> operation code to spoil
+            threading.Thread(target=self._pump, args=(client, server, pending, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, pending, False), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, pending: dict[bytes, int], outbound: bool) -> None:
+        buffer = b""
+        try:
+            while True:
+                data = source.recv(1 << 16)
+                if not data:
+                    break
+                buffer += data
+                out = []
+                while len(buffer) >= BHS and len(buffer) >= _pdu_length(buffer):
+                    n = _pdu_length(buffer)
+                    pdu, buffer = buffer[:n], buffer[n:]
+                    out.append(self._outbound(pdu, pending) if outbound else self._inbound(pdu, pending))
+                sink.sendall(b"".join(out))
+        except OSError:
+            pass
+        finally:
+            for s in (source, sink):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def _outbound(self, pdu: bytes, pending: dict[bytes, int]) -> bytes:
+        if pdu[0] & 0x3F == SCSI_COMMAND and pdu[32] in self.cut:
+            pending[pdu[16:20]] = pdu[32]
+        return pdu
+
+    def _inbound(self, pdu: bytes, pending: dict[bytes, int]) -> bytes:
+        if pdu[0] & 0x3F != DATA_IN:
+            return pdu
+        opcode = pending.get(pdu[16:20])
+        if opcode is None or opcode not in self.cut:
+            return pdu
+        keep = self.cut[opcode]
+        data = pdu[BHS : BHS + int.from_bytes(pdu[5:8], "big")][:keep]
+        with self._lock:
+            self.spoiled[opcode] = self.spoiled.get(opcode, 0) + 1
+        header = pdu[:5] + len(data).to_bytes(3, "big") + pdu[8:BHS]
+        return header + data + bytes(-len(data) % 4)
+
+    def close(self) -> None:
+        self._stop.set()
+        self.listener.close()
+        with self._lock:
+            for s in self._sockets:
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                s.close()
