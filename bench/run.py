@@ -39,8 +39,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))  # the tests' private tgtd
 
-from iscsifs.tgt import TgtDaemon  # noqa: E402
+from support.tgt import TgtDaemon  # noqa: E402
 
 ISCSIFS = [sys.executable, "-m", "iscsifs"]
 IQN = "iqn.2026-11.bench.iscsifs:lun"

@@ -1,3 +1,3 @@
-from iscsifs.cli import main
+from iscsifs.cli.main import main
 
 raise SystemExit(main())

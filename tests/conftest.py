@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from iscsifs.tgt import TgtDaemon
+from support.tgt import TgtDaemon
 from support.targets import HAVE_TGT, ROOT, TargetFactory
 
 

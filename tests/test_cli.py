@@ -15,7 +15,7 @@ import threading
 
 import pytest
 
-from iscsifs.tgt import TgtDaemon, free_port
+from support.tgt import TgtDaemon, free_port
 from support.targets import ISCSIFS, is_mounted, mounted, needs_fuse, needs_tgt, pattern, run, unmount, wait_for
 
 

@@ -223,7 +223,7 @@ def test_ls_shows_progress_only_on_a_terminal(private_tgt, tmp_path):
 def test_log_lines_carry_journald_priorities_on_the_journal_stream():
     import logging
 
-    from iscsifs.logs import JournalFormatter
+    from iscsifs.mount.logs import JournalFormatter
 
     f = JournalFormatter("iscsifs: %(message)s")
     rec = logging.LogRecord("iscsifs", logging.WARNING, __file__, 1, "target %s skipped", ("x",), None)

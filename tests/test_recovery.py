@@ -18,7 +18,7 @@ import pytest
 
 from support.targets import ISCSIFS, is_mounted, mounted, needs_fuse, pattern, run, wait_for
 from support.faultproxy import FaultProxy
-from iscsifs.tgt import TgtDaemon
+from support.tgt import TgtDaemon
 
 pytestmark = needs_fuse
 

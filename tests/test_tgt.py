@@ -11,11 +11,12 @@ import pytest
 import trio
 
 from support.targets import ISCSIFS, needs_tgt, pattern, run
-from iscsifs.client import Client, ClientConfig, scan_luns
-from iscsifs.lun import Lun, read_capacity
+from iscsifs.block.client import Client, ClientConfig, scan_luns
+from iscsifs.block.command import read_capacity
+from iscsifs.block.lun import Lun
 from iscsifs.proto.errors import LoginError
 from iscsifs.proto.text import Offer
-from iscsifs.sync import LunFile, discover, list_luns
+from iscsifs.block.sync import LunFile, discover, list_luns
 from iscsifs.url import parse_url
 
 pytestmark = needs_tgt

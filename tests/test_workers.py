@@ -1,4 +1,4 @@
-"""Session workers (-o workers=N) against a real tgtd: the data is exact, a worker killed with
+"""Multipath workers (-o workers=N) against a real tgtd: the data is exact, a worker killed with
 SIGKILL under fio --verify=crc32c is started again and its commands are issued again without an
 error, and no worker outlives its mount. The whole suite runs a second time with ISCSIFS_WORKERS=1
 in CI (.ci/run), so every other behaviour is checked with workers too."""
@@ -15,9 +15,9 @@ import time
 import pytest
 import trio
 
-from iscsifs.client import Client, ClientConfig
+from iscsifs.block.client import Client, ClientConfig
 from iscsifs.net.remote import Workers
-from iscsifs.options import parse_mount_options
+from iscsifs.cli.options import parse_mount_options
 from iscsifs.url import parse_url
 from support.faultproxy import FaultProxy
 from support.targets import ISCSIFS, mounted, needs_fuse, run, wait_for

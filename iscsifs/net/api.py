@@ -1,10 +1,19 @@
-"""What the layers above ``net`` (``lun``, ``client``, ``watch``, ``fs``, ``mount``) need from a
-session, and nothing more. This narrow boundary is where sessions could later move into a worker
-process: every argument and result is plain data or a buffer.
+"""What the layers above ``net`` (``block``, ``mount``) need from it, in three widths, and nothing
+more; every argument and result is plain data or a buffer, so the work behind them can run in a
+session worker process (``net.remote``).
 
-Implemented by ``net.session.Session`` (a target over its paths), by ``net.pool.PooledSession``
-(the same, opened on first use and closed when idle) and by ``net.path.ConnectionScsi`` (one
-connection, for the identity check after a login).
+- ``Executor``: what I/O needs, to run one SCSI command. A ``Multipath``, the pool's
+  ``PooledTarget``, a ``RemoteMultipath`` and one connection (``ConnectionExecutor``, for the
+  identity check after a login) are executors.
+- ``Target``: an executor that is a target the mount shows: its paths, whether it lives, the
+  identities its LUNs must keep, and who hears its unit attentions.
+- ``LoggedIn``: a target logged in now, as the pool holds it: it can be told to bring up its
+  other paths, and be logged out. ``Multipath`` and ``RemoteMultipath`` are.
+- ``MountedTarget``: a target whose files can be open, which keeps it logged in
+  (``net.pool.PooledTarget``).
+
+The feedback of a command's status (TASK SET FULL shrinks the queue; unit attentions are
+reported) is the executor's own business: it sees every result.
 """
 
 from __future__ import annotations
@@ -14,24 +23,36 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from iscsifs.proto.address import Portal
-from iscsifs.proto.session import ScsiResult
+from iscsifs.proto.connection import ScsiResult
 from iscsifs.scsi.sense import Sense
 
 UnitAttention = Callable[[int, Sense], None]  # (LUN, sense) of a UNIT ATTENTION or SCSI Async Event
+DataOut = bytes | bytearray | memoryview
+Into = bytearray | memoryview
 
 
 @dataclass(frozen=True, slots=True)
 class PathInfo:
-    """One path of a session, for ``stats``, ``ls --json`` and the ``user.iscsi.paths`` xattr."""
+    """One path of a target (an iSCSI session through one portal), for ``stats``, ``ls --json``
+    and the ``user.iscsi.paths`` xattr."""
 
     portal: Portal
-    state: str  # a PathState name, lower case: logged_in, recovering, failed, closed, refused
+    state: str  # a SessionState name, lower case: logged_in, recovering, failed, closed
     active: bool  # the path commands go to now (with round-robin, every healthy path is)
 
 
-class ScsiSession(Protocol):
+class Executor(Protocol):
     @property
     def target_name(self) -> str: ...
+
+    async def execute(self, lun: int, cdb: bytes, *, data_out: DataOut | None = None, expected_in: int = 0,
+                      into: Into | None = None) -> ScsiResult:
+        """Run one command to completion, across connection failures; its status is the caller's."""
+        ...
+
+
+class Target(Executor, Protocol):
+    on_unit_attention: UnitAttention | None
 
     @property
     def portal(self) -> Portal:
@@ -43,29 +64,38 @@ class ScsiSession(Protocol):
         """Usable, possibly after a recovery: False once closed or refused for good."""
         ...
 
-    on_unit_attention: UnitAttention | None
-
-    async def execute(self, lun: int, cdb: bytes, *, data_out: bytes | bytearray | memoryview | None = None,
-                      expected_in: int = 0, into: bytearray | memoryview | None = None) -> ScsiResult:
-        """Run one command to completion, across connection failures; its status is the caller's."""
-        ...
-
-    def queue_full(self) -> None:
-        """The target answered TASK SET FULL: fewer commands in flight."""
-        ...
-
-    def queue_ok(self) -> None:
-        """A command completed GOOD: the queue depth may grow back."""
-        ...
+    def paths(self) -> list[PathInfo]: ...
 
     def expect_identity(self, lun: int, serial: str, wwn: str) -> None:
         """After any later login, ``lun`` must still answer with this serial and WWN."""
         ...
 
-    def paths(self) -> list[PathInfo]: ...
 
+class LoggedIn(Target, Protocol):
+    @property
+    def recovering(self) -> bool:
+        """No path is healthy now: commands wait (within recovery_timeout)."""
+        ...
+
+    @property
+    def reconnects(self) -> int:
+        """Logins beyond each path's first."""
+        ...
+
+    def start_paths(self) -> None:
+        """The identities are registered: bring up the other paths, which are checked against them."""
+        ...
+
+    def close_now(self) -> None:
+        """Give up at once (unmounting during an outage): waiting commands fail, nothing is sent."""
+        ...
+
+    async def logout(self) -> None: ...
+
+
+class MountedTarget(Target, Protocol):
     def hold(self) -> None:
-        """A file is open on this session: keep it logged in (``net.pool``)."""
+        """A file is open on this target: keep it logged in."""
         ...
 
     def release(self) -> None:
@@ -73,6 +103,6 @@ class ScsiSession(Protocol):
         ...
 
 
-# The identity check a session runs after every login, passed down from ``iscsifs.lun`` (net never
-# imports from above): (a session over the new connection, LUN) -> (serial, wwn).
-Identify = Callable[[ScsiSession, int], Awaitable[tuple[str, str]]]
+# The identity check a session runs after every login, passed down from ``iscsifs.block`` (net
+# never imports from above): (an executor over the new connection, LUN) -> (serial, wwn).
+Identify = Callable[[Executor, int], Awaitable[tuple[str, str]]]

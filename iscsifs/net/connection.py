@@ -1,6 +1,6 @@
 """One TCP connection of an iSCSI session, on trio: login, then the full feature phase.
 
-A reader task parses PDUs and hands them to the sans-I/O ``SessionCore``; completions wake the
+A reader task parses PDUs and hands them to the sans-I/O ``ConnectionCore``; completions wake the
 waiter keyed by Initiator Task Tag. PDUs are encoded when they are built (so CmdSN order is wire
 order) onto one outgoing queue, and written from it at once by the caller with non-blocking
 scatter writes (``os.writev``, no joining): a 4 KiB command costs no task switch to send, and a
@@ -29,6 +29,17 @@ import trio
 from iscsifs.net.nursery import fail_after
 from iscsifs.net.outbox import drain
 from iscsifs.proto.address import Portal, parse_target_address
+from iscsifs.proto.connection import (
+    AsyncReceived,
+    ConnectionCore,
+    Event,
+    RequestRejected,
+    ResponseReceived,
+    ScsiResult,
+    ScsiTask,
+    SendPdus,
+    TaskDone,
+)
 from iscsifs.proto.errors import (
     ConnectionLost,
     IscsiError,
@@ -36,7 +47,12 @@ from iscsifs.proto.errors import (
     LoginRedirect,
     RemoteProtocolError,
 )
-from iscsifs.proto.lifecycle import CONNECTION_TRANSITIONS, ConnectionInput, ConnectionState, step
+from iscsifs.proto.lifecycle import (
+    CONNECTION_TRANSITIONS,
+    ConnectionInput,
+    ConnectionState,
+    step,
+)
 from iscsifs.proto.login import LoginComplete, LoginConfig, LoginMachine
 from iscsifs.proto.pdu import (
     RESERVED_TAG,
@@ -57,17 +73,6 @@ from iscsifs.proto.pdu import (
     encode_pdu,
 )
 from iscsifs.proto.reader import PduReader, Placement
-from iscsifs.proto.session import (
-    AsyncReceived,
-    Event,
-    RequestRejected,
-    ResponseReceived,
-    ScsiResult,
-    ScsiTask,
-    SendPdus,
-    SessionCore,
-    TaskDone,
-)
 from iscsifs.proto.text import Negotiation, encode_text, parse_text
 from iscsifs.scsi.response import decode_lun, encode_lun
 from iscsifs.scsi.sense import Sense, parse_sense
@@ -179,7 +184,7 @@ class Connection:
         self._fd: int | None = self._sock.fileno()
         self._placed_last = False  # the last thing received was a placed Data-In segment
         self._reader = reader
-        self._core = SessionCore(login.params, cmd_sn=config.cmd_sn, exp_cmd_sn=login.exp_cmd_sn,
+        self._core = ConnectionCore(login.params, cmd_sn=config.cmd_sn, exp_cmd_sn=login.exp_cmd_sn,
                                  max_cmd_sn=login.max_cmd_sn, exp_stat_sn=(login.stat_sn + 1) & 0xFFFFFFFF)
         self._outgoing: collections.deque[bytes | bytearray | memoryview] = collections.deque()
         self._wake_writer = trio.Event()
@@ -191,7 +196,7 @@ class Connection:
         self._nursery: trio.Nursery | None = None
         self.state = ConnectionState.FULL_FEATURE
         self._dead: BaseException | None = None  # why it FAILED
-        # Told of every UNIT ATTENTION and SCSI Async Event (LUN, sense), e.g. by iscsifs.watch.
+        # Told of every UNIT ATTENTION and SCSI Async Event (LUN, sense), e.g. by iscsifs.mount.watch.
         self.on_unit_attention: Callable[[int, Sense], None] | None = None
         # Told once when the connection fails (not on a logout we asked for): recovery starts there.
         self.on_failure: Callable[[Connection, BaseException], None] | None = None
@@ -312,7 +317,7 @@ class Connection:
     async def _place(self, header: DataIn, dest: memoryview) -> None:
         """Receive a Data-In's data segment straight into its command's buffer (``dest``).
         Where that is is asked again before every read: if the command stopped waiting meanwhile
-        (timeout, cancel: ``SessionCore.detach``), the rest goes to its private buffer, never into
+        (timeout, cancel: ``ConnectionCore.detach``), the rest goes to its private buffer, never into
         one its caller may already have reused."""
         length = len(dest)
         got = self._reader.start_placing(dest)
@@ -552,7 +557,7 @@ class Connection:
     async def execute(self, lun: int, cdb: bytes, *, data_out: bytes | bytearray | memoryview | None = None,
                       expected_in: int = 0, into: bytearray | memoryview | None = None,
                       timeout: float | None = None) -> ScsiResult:
-        """Run one SCSI command; returns its result whatever the status (see ``iscsifs.lun`` for policy).
+        """Run one SCSI command; returns its result whatever the status (see ``iscsifs.block.lun`` for policy).
         Data read lands in ``into`` if given (at least ``expected_in`` bytes), which is never
         written once this returns. Past ``timeout`` seconds raises CommandTimeout (see there)."""
         task = ScsiTask(encode_lun(lun), cdb, expected_in,

@@ -2,8 +2,10 @@
 
 Sans-I/O, like ``proto``: bytes in, frames out. A frame is a fixed header (payload length,
 kind, tag) and a payload. The two frames on every command's path, EXEC and RESULT, are fixed
-structs; everything else (opening a session, events, errors) is rare and pickled: both ends are
-the same program, started by the FUSE process, over a private socket pair.
+structs; everything else is rare and pickled, as the typed messages below: a ``Call`` (the FUSE
+process asks a worker's multipath to open, log out, ...), which the worker dispatches by its
+class, and an ``Event`` (a worker tells the FUSE process). Both ends are the same program,
+started by the FUSE process, over a private socket pair.
 """
 
 from __future__ import annotations
@@ -14,9 +16,12 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from iscsifs.net.api import PathInfo
+from iscsifs.net.api import Identify, PathInfo
+from iscsifs.net.policy import PathPolicy, RecoveryPolicy
 from iscsifs.proto.address import Portal
 from iscsifs.proto.errors import IscsiError
+from iscsifs.proto.login import LoginConfig
+from iscsifs.scsi.sense import Sense
 
 HEADER = struct.Struct("<IB3xI")  # payload length, Kind, tag (0: no reply wanted)
 # session id, LUN, expected_in, data-out length, arena offset of the data (-1: none, inline), CDB length
@@ -29,22 +34,92 @@ INLINE = -1
 
 class Kind(enum.IntEnum):
     EXEC = 1  # FUSE process -> worker: one SCSI command
-    CALL = 2  # FUSE process -> worker: (method, args), pickled
+    CALL = 2  # FUSE process -> worker: a Call, pickled
     RESULT = 3  # worker: a command's outcome, data-in after the sense when INLINE
     FAILED = 4  # worker: a command or call raised; the exception, pickled
     REPLY = 5  # worker: a call's return value, pickled
-    EVENT = 6  # worker: something happened (unit attention, path state, a log line), pickled
+    EVENT = 6  # worker: an Event (unit attention, path state, a log line), pickled
 
 
 @dataclass(frozen=True, slots=True)
-class SessionState:
-    """What a worker's session shows the FUSE process, sent whenever a path changes state."""
+class MultipathState:
+    """What a worker's multipath shows the FUSE process, sent whenever a path changes state."""
 
     portal: Portal
     paths: list[PathInfo]
     alive: bool
     recovering: bool
     reconnects: int
+
+
+# -- calls: the FUSE process to a worker; ``sid`` names a multipath there ------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Open:
+    """Log in (``Multipath.open``). ``reopen``: the worker replaces one that died, so it keeps
+    trying as a recovery would."""
+
+    sid: int
+    portals: list[Portal]
+    config: LoginConfig
+    policy: RecoveryPolicy
+    path_policy: PathPolicy
+    identify: Identify | None
+    identities: dict[int, tuple[str, str]] | None
+    reopen: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Logout:
+    sid: int
+
+
+@dataclass(frozen=True, slots=True)
+class CloseNow:
+    sid: int
+
+
+@dataclass(frozen=True, slots=True)
+class StartPaths:
+    sid: int
+
+
+@dataclass(frozen=True, slots=True)
+class ExpectIdentity:
+    sid: int
+    lun: int
+    serial: str
+    wwn: str
+
+
+Call = Open | Logout | CloseNow | StartPaths | ExpectIdentity
+
+
+# -- events: a worker to the FUSE process ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StateChanged:
+    sid: int
+    state: MultipathState
+
+
+@dataclass(frozen=True, slots=True)
+class UnitAttentionReported:
+    sid: int
+    lun: int
+    sense: Sense
+
+
+@dataclass(frozen=True, slots=True)
+class LogLine:
+    level: int
+    logger: str
+    message: str
+
+
+Event = StateChanged | UnitAttentionReported | LogLine
 
 
 def frame(kind: Kind, tag: int, *parts: bytes | bytearray | memoryview) -> list[bytes | bytearray | memoryview]:
@@ -64,6 +139,20 @@ def pickled(kind: Kind, tag: int, value: object) -> list[bytes | bytearray | mem
 
 def unpickle(payload: memoryview) -> object:
     return pickle.loads(payload)
+
+
+def call_from(payload: memoryview) -> Call:
+    call = pickle.loads(payload)
+    if not isinstance(call, (Open, Logout, CloseNow, StartPaths, ExpectIdentity)):
+        raise TypeError(f"not a call: {type(call).__name__}")
+    return call
+
+
+def event_from(payload: memoryview) -> Event:
+    event = pickle.loads(payload)
+    if not isinstance(event, (StateChanged, UnitAttentionReported, LogLine)):
+        raise TypeError(f"not an event: {type(event).__name__}")
+    return event
 
 
 def error_frame(tag: int, exc: BaseException) -> list[bytes | bytearray | memoryview]:

@@ -1,8 +1,9 @@
-"""A mount's sessions: opened when first needed, logged out when idle, bounded in number.
+"""A mount's targets: logged in when first needed, logged out when idle, bounded in number.
 
-Each target of a mount has one ``PooledSession`` for its whole life: what its LUN files and its
-watch hold (a ``net.api.ScsiSession``). The ``Session`` behind it is opened by the first command
-that needs it (an open, a read, a write, a rescan) and logged out by the pool when it has had
+Each target of a mount has one ``PooledTarget`` for its whole life: what its LUN files and its
+watch hold (a ``net.api.MountedTarget``). The ``LoggedIn`` target behind it (a ``Multipath``, or
+a ``RemoteMultipath`` in the session workers), with its iSCSI sessions, is logged in by the first
+command that needs it (an open, a read, a write, a rescan) and logged out by the pool when it has had
 no open file and no command for ``idle_timeout`` seconds (0: never), or when ``max_sessions``
 are open and a session for another target is needed (the least recently used idle one goes
 first; with none idle, the opener waits for one). Every decision is a plain function of the
@@ -16,30 +17,28 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
-from iscsifs.net.api import PathInfo, UnitAttention
-from iscsifs.net.remote import RemoteSession
-from iscsifs.net.session import Session
+from iscsifs.net.api import DataOut, Into, LoggedIn, PathInfo, UnitAttention
 from iscsifs.proto.address import Portal
+from iscsifs.proto.connection import ScsiResult
 from iscsifs.proto.errors import ConnectionLost
-from iscsifs.proto.session import ScsiResult
 from iscsifs.scsi.sense import Sense
 
 log = logging.getLogger("iscsifs")
 
-# A target's session in this process, or run by the session workers (-o workers=N).
-LoggedIn = Session | RemoteSession
-# target, the identities to check after logging in (None: not known yet, see Session.open)
+# Logs in to a target (a Multipath in this process, or a RemoteMultipath run by the session
+# workers): the target, and the identities to check after logging in (None: not known yet, see
+# Multipath.open).
 Opener = Callable[[str, "dict[int, tuple[str, str]] | None"], Awaitable[LoggedIn]]
 
 
-class PooledSession:
-    """One target's session, opened on demand (see the module docstring)."""
+class PooledTarget:
+    """One target, logged in on demand (see the module docstring)."""
 
-    def __init__(self, pool: SessionPool, target: str, portals: list[Portal]) -> None:
+    def __init__(self, pool: TargetPool, target: str, portals: list[Portal]) -> None:
         self._pool = pool
         self._target = target
         self._portals = portals
-        self.session: LoggedIn | None = None
+        self.multipath: LoggedIn | None = None
         self._opening = trio.Lock()
         self.on_unit_attention: UnitAttention | None = None
         self.on_reopen: Callable[[], None] | None = None  # logged in again after being logged out
@@ -51,10 +50,10 @@ class PooledSession:
         self.logins = 0
 
     def __repr__(self) -> str:
-        state = "open" if self.session is not None else "logged out"
-        return f"<PooledSession {self._target} {state} holds={self.holds} busy={self.busy}>"
+        state = "open" if self.multipath is not None else "logged out"
+        return f"<PooledTarget {self._target} {state} holds={self.holds} busy={self.busy}>"
 
-    # -- net.api.ScsiSession ---------------------------------------------------------------------
+    # -- net.api.Target ---------------------------------------------------------------------
 
     @property
     def target_name(self) -> str:
@@ -62,23 +61,23 @@ class PooledSession:
 
     @property
     def portal(self) -> Portal:
-        return self.session.portal if self.session is not None else self._portals[0]
+        return self.multipath.portal if self.multipath is not None else self._portals[0]
 
     @property
     def alive(self) -> bool:
-        return not self._pool.closed and (self.session is None or self.session.alive)
+        return not self._pool.closed and (self.multipath is None or self.multipath.alive)
 
     def paths(self) -> list[PathInfo]:
-        if self.session is not None:
-            return self.session.paths()
+        if self.multipath is not None:
+            return self.multipath.paths()
         return [PathInfo(p, "logged_out", False) for p in self._portals]
 
-    async def execute(self, lun: int, cdb: bytes, *, data_out: bytes | bytearray | memoryview | None = None,
-                      expected_in: int = 0, into: bytearray | memoryview | None = None) -> ScsiResult:
-        session = self.session or await self._pool.open(self)
+    async def execute(self, lun: int, cdb: bytes, *, data_out: DataOut | None = None, expected_in: int = 0,
+                      into: Into | None = None) -> ScsiResult:
+        multipath = self.multipath or await self._pool.open(self)
         self.busy += 1
         try:
-            return await session.execute(lun, cdb, data_out=data_out, expected_in=expected_in, into=into)
+            return await multipath.execute(lun, cdb, data_out=data_out, expected_in=expected_in, into=into)
         finally:
             self.busy -= 1
             self.last_used = trio.current_time()
@@ -87,21 +86,13 @@ class PooledSession:
 
     @property
     def reconnects(self) -> int:
-        return self.session.reconnects if self.session is not None else 0
-
-    def queue_full(self) -> None:
-        if self.session is not None:
-            self.session.queue_full()
-
-    def queue_ok(self) -> None:
-        if self.session is not None:
-            self.session.queue_ok()
+        return self.multipath.reconnects if self.multipath is not None else 0
 
     def expect_identity(self, lun: int, serial: str, wwn: str) -> None:
         if serial or wwn:
             self.identities[lun] = (serial, wwn)
-        if self.session is not None:
-            self.session.expect_identity(lun, serial, wwn)
+        if self.multipath is not None:
+            self.multipath.expect_identity(lun, serial, wwn)
 
     def hold(self) -> None:
         self.holds += 1
@@ -114,14 +105,14 @@ class PooledSession:
     # -- for the pool and the mount ----------------------------------------------------------------
 
     def logged_in(self) -> LoggedIn | None:
-        """The session if it is logged in now: commands on it do not count as use (polls)."""
-        return self.session
+        """The target if it is logged in now: commands on it do not count as use (polls)."""
+        return self.multipath
 
     def scan_done(self) -> None:
         """The identities are registered: bring up the other paths, which are checked against them."""
         self.scanned = True
-        if self.session is not None:
-            self.session.start_paths()
+        if self.multipath is not None:
+            self.multipath.start_paths()
 
     def _unit_attention(self, lun: int, sense: Sense) -> None:
         if self.on_unit_attention is not None:
@@ -129,17 +120,17 @@ class PooledSession:
 
     @property
     def idle(self) -> bool:
-        return self.session is not None and not self.holds and not self.busy and not self._opening.locked()
+        return self.multipath is not None and not self.holds and not self.busy and not self._opening.locked()
 
 
-class SessionPool:
+class TargetPool:
     def __init__(self, nursery: trio.Nursery, opener: Opener, *, idle_timeout: float = 0.0,
                  max_sessions: int = 64) -> None:
         self._nursery = nursery
         self._opener = opener
         self.idle_timeout = idle_timeout
         self.max_sessions = max(1, max_sessions)
-        self.handles: dict[str, PooledSession] = {}
+        self.targets: dict[str, PooledTarget] = {}
         self._open = 0  # sessions logged in or logging in
         self._changed = trio.Event()
         self._waiting_for_room = 0  # openers waiting for a session to become idle (max_sessions)
@@ -148,17 +139,17 @@ class SessionPool:
             nursery.start_soon(self._reap)
 
     def __repr__(self) -> str:
-        return f"<SessionPool {self._open}/{self.max_sessions} open of {len(self.handles)} idle_timeout={self.idle_timeout}>"
+        return f"<TargetPool {self._open}/{self.max_sessions} open of {len(self.targets)} idle_timeout={self.idle_timeout}>"
 
-    def session(self, target: str, portals: list[Portal]) -> PooledSession:
-        handle = self.handles.get(target)
+    def target(self, target: str, portals: list[Portal]) -> PooledTarget:
+        handle = self.targets.get(target)
         if handle is None:
-            handle = self.handles[target] = PooledSession(self, target, portals)
+            handle = self.targets[target] = PooledTarget(self, target, portals)
         return handle
 
     @property
     def logged_in(self) -> int:
-        return sum(1 for h in self.handles.values() if h.session is not None)
+        return sum(1 for h in self.targets.values() if h.multipath is not None)
 
     def changed(self) -> None:
         self._changed.set()
@@ -171,20 +162,20 @@ class SessionPool:
 
     # -- decisions -----------------------------------------------------------------------------------
 
-    def _victim(self) -> PooledSession | None:
+    def _victim(self) -> PooledTarget | None:
         """The least recently used idle session, to make room for another."""
-        idle = [h for h in self.handles.values() if h.idle]
+        idle = [h for h in self.targets.values() if h.idle]
         return min(idle, key=lambda h: h.last_used, default=None)
 
-    def _expired(self, now: float) -> list[PooledSession]:
-        return [h for h in self.handles.values() if h.idle and now - h.last_used >= self.idle_timeout]
+    def _expired(self, now: float) -> list[PooledTarget]:
+        return [h for h in self.targets.values() if h.idle and now - h.last_used >= self.idle_timeout]
 
     # -- I/O -----------------------------------------------------------------------------------------
 
-    async def open(self, handle: PooledSession) -> LoggedIn:
+    async def open(self, handle: PooledTarget) -> LoggedIn:
         async with handle._opening:
-            if handle.session is not None:
-                return handle.session
+            if handle.multipath is not None:
+                return handle.multipath
             while self._open >= self.max_sessions:
                 if self.closed:
                     raise ConnectionLost("unmounting")
@@ -207,7 +198,7 @@ class SessionPool:
                 self.changed()
                 raise
             session.on_unit_attention = handle._unit_attention
-            handle.session = session
+            handle.multipath = session
             handle.logins += 1
             handle.last_used = trio.current_time()
             if handle.logins > 1:
@@ -216,8 +207,8 @@ class SessionPool:
                     handle.on_reopen()
             return session
 
-    async def _logout(self, handle: PooledSession, why: str) -> None:
-        session, handle.session = handle.session, None
+    async def _logout(self, handle: PooledTarget, why: str) -> None:
+        session, handle.multipath = handle.multipath, None
         if session is None:
             return
         log.debug("target %s: logging out %s", handle.target_name, why)
@@ -237,11 +228,11 @@ class SessionPool:
                     await self._logout(handle, f"after {self.idle_timeout:g} s idle (idle_timeout)")
 
     def recovering(self) -> list[LoggedIn]:
-        return [h.session for h in self.handles.values() if h.session is not None and h.session.recovering]
+        return [h.multipath for h in self.targets.values() if h.multipath is not None and h.multipath.recovering]
 
     async def close(self) -> None:
         """Log every session out (unmount)."""
         self.closed = True
         self.changed()
-        for handle in list(self.handles.values()):
+        for handle in list(self.targets.values()):
             await self._logout(handle, "(unmount)")

@@ -6,11 +6,11 @@ one CPU. So the FUSE process only dispatches: each command goes to a worker (``n
 one small frame, the worker runs the session and receives the data straight into the shared arena
 (``net.arena``) from which the FUSE handler replies, and the outcome comes back as one frame.
 
-A ``RemoteSession`` is a target's session as the pool (``net.pool``) sees it: one ``Session`` in
+A ``RemoteMultipath`` is a target's session as the pool (``net.pool``) sees it: one ``Multipath`` in
 each worker, each logged in with its own ISID, commands spread round-robin over them. A worker
 that dies is started again; its sessions log in again in the new process and every command it had
 not answered is sent to it again, as a recovery re-issues commands (the range locks in
-``iscsifs.lun`` keep overlapping writes from being in flight together, so re-issuing is safe).
+``iscsifs.block.lun`` keep overlapping writes from being in flight together, so re-issuing is safe).
 """
 
 from __future__ import annotations
@@ -20,18 +20,39 @@ import logging
 import socket
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import outcome
 import trio
 
-from iscsifs.net.api import PathInfo, UnitAttention
+from iscsifs.net.api import DataOut, Identify, Into, PathInfo, UnitAttention
 from iscsifs.net.arena import Arena
 from iscsifs.net.channel import Channel, ChannelClosed
-from iscsifs.net.ipc import INLINE, RESULT, Kind, SessionState, exec_frame, pickled, rebuild_error, unpickle
+from iscsifs.net.ipc import (
+    INLINE,
+    RESULT,
+    Call,
+    CloseNow,
+    Event,
+    ExpectIdentity,
+    Kind,
+    LogLine,
+    Logout,
+    MultipathState,
+    Open,
+    StartPaths,
+    StateChanged,
+    event_from,
+    exec_frame,
+    pickled,
+    rebuild_error,
+    unpickle,
+)
+from iscsifs.net.policy import PathPolicy, RecoveryPolicy
 from iscsifs.proto.address import Portal
+from iscsifs.proto.connection import ScsiResult
 from iscsifs.proto.errors import ConnectionLost, IscsiError
-from iscsifs.proto.session import ScsiResult
+from iscsifs.proto.login import LoginConfig
 
 log = logging.getLogger("iscsifs")
 
@@ -58,10 +79,10 @@ class WorkerProcess:
         self.channel: Channel | None = None
         self.up = False
         self.pending: dict[int, _Pending] = {}
-        # What a restarted worker must be told again: each session's open call's arguments, and
-        # what was said of the session since (identities to check, start the other paths).
-        self.opened: dict[int, tuple] = {}
-        self.said: dict[int, list[tuple]] = {}
+        # What a restarted worker must be told again: how each multipath was opened, and what was
+        # said of it since (identities to check, start the other paths).
+        self.opened: dict[int, Open] = {}
+        self.said: dict[int, list[Call]] = {}
         self.restarts = 0
 
     def __repr__(self) -> str:
@@ -96,8 +117,8 @@ class WorkerProcess:
 
     # -- commands and calls --------------------------------------------------------------------------
 
-    async def execute(self, sid: int, lun: int, cdb: bytes, data_out: bytes | bytearray | memoryview | None,
-                      expected_in: int, into: bytearray | memoryview | None) -> ScsiResult:
+    async def execute(self, sid: int, lun: int, cdb: bytes, data_out: DataOut | None, expected_in: int,
+                      into: Into | None) -> ScsiResult:
         arena = self._workers.arena
         tag = self._workers.next_tag()
         pending = _Pending([], into=into)
@@ -118,18 +139,19 @@ class WorkerProcess:
             pending.frame = exec_frame(tag, sid, lun, cdb, expected_in, 0, INLINE if offset is None else offset, None)
         return await self._wait(tag, pending)
 
-    async def call(self, method: str, *args: object) -> object:
+    async def call(self, call: Call) -> None:
+        """Run ``call`` in the worker and wait for it; its error is raised here."""
         tag = self._workers.next_tag()
-        return await self._wait(tag, _Pending(pickled(Kind.CALL, tag, (method, args))))
+        await self._wait(tag, _Pending(pickled(Kind.CALL, tag, call)))
 
-    def tell(self, method: str, *args: object) -> None:
+    def tell(self, call: Call) -> None:
         """A call that wants no answer (it still runs in order with the commands sent after it)."""
-        self.send(pickled(Kind.CALL, 0, (method, args)))
+        self.send(pickled(Kind.CALL, 0, call))
 
-    def tell_session(self, method: str, sid: int, *args: object) -> None:
+    def tell_again(self, call: Call) -> None:
         """``tell``, and again to the worker that replaces this one."""
-        self.said.setdefault(sid, []).append((method, sid, *args))
-        self.tell(method, sid, *args)
+        self.said.setdefault(call.sid, []).append(call)
+        self.tell(call)
 
     def forget(self, sid: int) -> None:
         self.opened.pop(sid, None)
@@ -190,10 +212,10 @@ class WorkerProcess:
                     log.error("cannot start session worker %d: %s; trying again", self.index, exc)
                     delay = min(delay * 2, RESTART_DELAY_MAX)
             self.restarts += 1
-            for sid, args in self.opened.items():
-                self.tell("open", sid, *args, True)
+            for sid, opened in self.opened.items():
+                self.tell(replace(opened, reopen=True))
                 for told in self.said.get(sid, ()):
-                    self.tell(*told)
+                    self.tell(told)
             for tag in sorted(self.pending):
                 self.send(self.pending[tag].frame)
 
@@ -205,7 +227,7 @@ class WorkerProcess:
         elif kind == Kind.FAILED:
             self._finish(tag, outcome.Error(rebuild_error(payload)))
         elif kind == Kind.EVENT:
-            self._workers.event(unpickle(payload))
+            self._workers.event(event_from(payload))
 
     def _result(self, tag: int, payload: memoryview) -> None:
         pending = self.pending.get(tag)
@@ -254,9 +276,9 @@ def _how(returncode: int | None) -> str:
     return f"exit status {returncode}"
 
 
-class RemoteSession:
+class RemoteMultipath:
     """A target's session, run by every worker (see the module docstring): what ``net.pool``
-    holds in place of a ``net.session.Session``."""
+    holds in place of a ``net.session.Multipath``."""
 
     def __init__(self, workers: Workers, target: str, portals: list[Portal]) -> None:
         self._workers = workers
@@ -265,13 +287,13 @@ class RemoteSession:
         self._subs: list[tuple[WorkerProcess, int]] = []  # (worker, session id there)
         self._next = 0
         self.primary = 0  # the session id whose state is shown: the first worker's
-        self.state: SessionState | None = None  # the primary's, as it last reported
+        self.state: MultipathState | None = None  # the primary's, as it last reported
         self.reconnects_by_sid: dict[int, int] = {}
         self.on_unit_attention: UnitAttention | None = None
         self._closed = False
 
     def __repr__(self) -> str:
-        return f"<RemoteSession {self._target} on {len(self._subs)} worker(s)>"
+        return f"<RemoteMultipath {self._target} on {len(self._subs)} worker(s)>"
 
     @property
     def target_name(self) -> str:
@@ -298,8 +320,8 @@ class RemoteSession:
             return [PathInfo(p, "logging_in", False) for p in self._portals]
         return list(self.state.paths)
 
-    async def execute(self, lun: int, cdb: bytes, *, data_out: bytes | bytearray | memoryview | None = None,
-                      expected_in: int = 0, into: bytearray | memoryview | None = None) -> ScsiResult:
+    async def execute(self, lun: int, cdb: bytes, *, data_out: DataOut | None = None, expected_in: int = 0,
+                      into: Into | None = None) -> ScsiResult:
         if self._closed:
             raise ConnectionLost(f"session to {self._target} is logged out")
         subs = self._subs
@@ -307,38 +329,25 @@ class RemoteSession:
         worker, sid = subs[self._next]
         return await worker.execute(sid, lun, cdb, data_out, expected_in, into)
 
-    def queue_full(self) -> None:
-        for worker, sid in self._subs:
-            worker.tell("queue_full", sid)
-
-    def queue_ok(self) -> None:
-        pass  # each worker counts its own GOOD completions, where its queue is
-
     def expect_identity(self, lun: int, serial: str, wwn: str) -> None:
         for worker, sid in self._subs:
-            worker.tell_session("expect_identity", sid, lun, serial, wwn)
-
-    def hold(self) -> None:
-        pass
-
-    def release(self) -> None:
-        pass
+            worker.tell_again(ExpectIdentity(sid, lun, serial, wwn))
 
     def start_paths(self) -> None:
         for worker, sid in self._subs:
-            worker.tell_session("start_paths", sid)
+            worker.tell_again(StartPaths(sid))
 
     def close_now(self) -> None:
         self._closed = True
         for worker, sid in self._subs:
-            worker.tell("close_now", sid)
+            worker.tell(CloseNow(sid))
 
     async def logout(self) -> None:
         self._closed = True
         for worker, sid in self._subs:
             worker.forget(sid)
             try:
-                await worker.call("logout", sid)
+                await worker.call(Logout(sid))
             except (IscsiError, OSError) as exc:
                 log.debug("logging out of %s in worker %d: %s", self._target, worker.index, exc)
             self._workers.sessions.pop(sid, None)
@@ -351,7 +360,7 @@ class Workers:
         self.nursery = nursery
         self.arena = arena
         self.processes = [WorkerProcess(self, i) for i in range(count)]
-        self.sessions: dict[int, RemoteSession] = {}  # by session id, which is unique across workers
+        self.sessions: dict[int, RemoteMultipath] = {}  # by session id, which is unique across workers
         self._tags = itertools.count()
         self._sids = itertools.count(1)
         self.closing = False
@@ -371,42 +380,41 @@ class Workers:
         """1 .. 2**32 - 1 (a frame's tag is 32 bits; 0 asks for no reply), wrapping."""
         return next(self._tags) % 0xFFFFFFFF + 1
 
-    async def open(self, target: str, portals: list[Portal], config: object, policy: object,
-                   **kw: object) -> RemoteSession:
-        """A session to ``target`` in every worker (``Session.open``'s arguments), or the first error."""
-        remote = RemoteSession(self, target, portals)
+    async def open(self, portals: list[Portal], config: LoginConfig, policy: RecoveryPolicy, *,
+                   path_policy: PathPolicy, identify: Identify | None,
+                   identities: dict[int, tuple[str, str]] | None) -> RemoteMultipath:
+        """A multipath to ``config``'s target in every worker (``Multipath.open``'s arguments), or
+        the first error. Each worker's is logged in with an ISID of its own."""
+        assert config.target_name is not None
+        remote = RemoteMultipath(self, config.target_name, portals)
         try:
             for worker in self.processes:
                 sid = next(self._sids)
                 self.sessions[sid] = remote
                 remote.primary = remote.primary or sid
-                args = (portals, config, policy, kw)
+                call = Open(sid, portals, config, policy, path_policy, identify, identities)
                 remote._subs.append((worker, sid))  # before the login: a cancelled one is logged out too
-                await worker.call("open", sid, *args, False)
-                worker.opened[sid] = args
+                await worker.call(call)
+                worker.opened[sid] = call
         except BaseException:
             with trio.CancelScope(shield=True), trio.move_on_after(5):
                 await remote.logout()
             raise
         return remote
 
-    def event(self, event: object) -> None:
-        kind, *rest = event  # type: ignore[misc]
-        if kind == "log":
-            level, name, message = rest
-            logging.getLogger(name).log(level, "%s", message)
+    def event(self, event: Event) -> None:
+        if isinstance(event, LogLine):
+            logging.getLogger(event.logger).log(event.level, "%s", event.message)
             return
-        sid = rest[0]
-        remote = self.sessions.get(sid)
+        remote = self.sessions.get(event.sid)
         if remote is None:
             return
-        if kind == "state":
-            state: SessionState = rest[1]
-            remote.reconnects_by_sid[sid] = state.reconnects
-            if sid == remote.primary:
-                remote.state = state
-        elif kind == "unit_attention" and remote.on_unit_attention is not None:
-            remote.on_unit_attention(rest[1], rest[2])
+        if isinstance(event, StateChanged):
+            remote.reconnects_by_sid[event.sid] = event.state.reconnects
+            if event.sid == remote.primary:
+                remote.state = event.state
+        elif remote.on_unit_attention is not None:
+            remote.on_unit_attention(event.lun, event.sense)
 
     async def close(self) -> None:
         self.closing = True

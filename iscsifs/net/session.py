@@ -1,314 +1,318 @@
-"""A target's session over its paths (multipath): what the layers above use (``net.api.ScsiSession``).
+"""An iSCSI session (RFC 7143: an ISID and a TSIH) through one portal, that outlives its
+connections: keepalive, command timeouts and session reinstatement at ErrorRecoveryLevel 0
+(§6.3.5, §7.1). Its lifecycle is ``iscsifs.proto.lifecycle.SESSION_TRANSITIONS``. For the
+multipath layer above (``net.multipath``) each session is one path to the target.
 
-Every portal a target is known at is a ``Path``: one iSCSI session of its own (own ISID) through
-that portal, which reconnects by itself. ``failover`` (the default) sends every command to the
-first healthy path in the configured order, so a path that comes back is used again; the others
-stay logged in and kept alive as standby. ``round-robin`` spreads commands over healthy paths.
+When the connection fails (the reader sees EOF or garbage, a digest fails, the keepalive gets no
+NOP-In, task management gives up) the session says so at once (``SessionDown`` to every command
+on it, ``on_change`` to its multipath, which re-issues them on another path or waits) and
+reinstates itself in the background: same ISID, TSIH 0, which makes the target drop the old
+session's tasks.
 
-A command whose path fails under it (``PathDown``) is issued again at once on another healthy
-path, with no wait for the failed path's relogin. With no healthy path, commands wait for one;
-past ``recovery_timeout`` (counted from when the last path went down) they fail with EIO at once
-while the paths keep reconnecting, so the mount serves again when the target returns.
-
-After every login, each LUN the layers above registered (``expect_identity``) must answer with
-the same serial and WWN (VPD 0x80/0x83): a path that leads to other devices than the healthy
-paths do is refused; a LUN that is another device after every path was down fails its I/O.
+Prompt recovery: after DefaultTime2Wait the portal is probed every ``PROBE_INTERVAL`` seconds (a
+TCP connect, which is what a login starts with), so a login follows within a probe of the target
+listening again, however long the outage was. Only logins that the target refuses back off.
 """
 
 from __future__ import annotations
 
-import enum
 import logging
-from dataclasses import replace
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
 
 import trio
 
-from iscsifs.net.api import Identify, PathInfo, UnitAttention
-from iscsifs.net.connection import Connect, tcp_connect
-from iscsifs.net.nursery import fail_after
-from iscsifs.net.path import (
-    ConnectionScsi, Path, PathDown, PathRefused, RecoveryPolicy,
+from iscsifs.net.api import DataOut, Into, PathInfo, UnitAttention
+from iscsifs.net.connection import (
+    CommandTimeout,
+    Connect,
+    ConnectError,
+    Connection,
+    tcp_connect,
 )
+from iscsifs.net.nursery import fail_after
+from iscsifs.net.policy import RecoveryPolicy
 from iscsifs.proto.address import Portal
-from iscsifs.proto.errors import ConnectionLost, IscsiError
-from iscsifs.proto.lifecycle import PathState
-from iscsifs.proto.login import LoginConfig, new_isid
-from iscsifs.proto.session import ScsiResult
+from iscsifs.proto.connection import ScsiResult
+from iscsifs.proto.errors import (
+    AuthenticationError,
+    ConnectionLost,
+    IscsiError,
+    LoginError,
+    RemoteProtocolError,
+    TimedOut,
+)
+from iscsifs.proto.lifecycle import (
+    SESSION_TRANSITIONS,
+    SessionInput,
+    SessionState,
+    step,
+)
+from iscsifs.proto.login import LoginConfig
+from iscsifs.proto.pdu import TmfFunction, TmfResponse
 from iscsifs.proto.text import OperationalParams
-from iscsifs.scsi.sense import Sense
 
 log = logging.getLogger("iscsifs")
 
-MAX_QUEUE_DEPTH = 64
+PROBE_INTERVAL = 1.0  # seconds between connection attempts to a portal that is down
 
 
-class RecoveryTimeout(IscsiError):
-    """No path to the target has worked for longer than recovery_timeout."""
+class SessionDown(IscsiError):
+    """The command did not complete on this path (its connection failed, or it was aborted):
+    issue it again, on this path once it is back or on another."""
 
 
-class LunChanged(IscsiError):
-    """After a login, a LUN answers with another device's identity: its I/O is refused."""
+class SessionRefused(IscsiError):
+    """The session will not use this path: it leads to other devices than its other paths do."""
 
 
-class PathPolicy(enum.Enum):
-    FAILOVER = "failover"
-    ROUND_ROBIN = "round-robin"
+# Failures of one connection, which a new connection may cure.
+CONNECTION_ERRORS = (ConnectionLost, RemoteProtocolError, ConnectError, TimedOut)
 
 
-class Session:
-    """Create with ``await Session.open(...)``."""
+class ConnectionExecutor:
+    """One connection as an ``Executor``, with the session's command timeout: for the identity
+    check that must pass before the connection serves anything."""
 
-    def __init__(self, nursery: trio.Nursery, config: LoginConfig, policy: RecoveryPolicy, *,
-                 path_policy: PathPolicy = PathPolicy.FAILOVER, connect: Connect = tcp_connect,
-                 identify: Identify | None = None, identities: dict[int, tuple[str, str]] | None = None) -> None:
-        assert config.target_name is not None
-        self._nursery = nursery
-        self._config = config
-        self.policy = policy
-        self.path_policy = path_policy
-        self._connect = connect
-        self._identify = identify
-        self._paths: list[Path] = []
-        self._usable: list[Path] = []  # healthy paths, in configured order: the command path reads only this
-        self._held_back: list[Portal] = []  # portals that join once identities are known (start_paths)
-        self._order: list[Portal] = []  # every portal, in the order of preference
-        self._next = 0  # round-robin position
-        self._closed = False
-        self._changed = trio.Event()  # set (and replaced) whenever a path changes state
-        self._down_since: float | None = None
-        self.on_unit_attention: UnitAttention | None = None
-        self.identities: dict[int, tuple[str, str]] = dict(identities or {})  # LUN -> (serial, wwn)
-        self._lun_changed: dict[int, str] = {}
-        # Commands in flight, at most queue_depth. TASK SET FULL shrinks it (queue_full); it grows
-        # back slowly (queue_ok). A counter and a ParkingLot, not a CapacityLimiter: this is on
-        # every command's path, and a free slot must cost no await.
-        self._depth = MAX_QUEUE_DEPTH
-        self._in_flight = 0
-        self._slot_waiters = trio.lowlevel.ParkingLot()
-        self._good_since_shrink = 0
-
-    @classmethod
-    async def open(cls, nursery: trio.Nursery, portals: list[Portal], config: LoginConfig, policy: RecoveryPolicy,
-                   **kw: object) -> Session:
-        """Log in through the first of ``portals`` that takes us (or raise the first portal's
-        error). The other portals become paths at once when ``identities`` are given, else once
-        ``start_paths`` is called (after the caller has registered them)."""
-        session = cls(nursery, config, policy, **kw)  # type: ignore[arg-type]
-        portals = session._order = list(dict.fromkeys(portals))  # the same portal twice is one path
-        errors: list[BaseException] = []
-        for i, portal in enumerate(portals):
-            try:
-                path = await Path.open(nursery, portal, config, policy, **session._path_kw())
-            except IscsiError as exc:
-                if len(portals) > 1:
-                    log.info("logging in to %s through %s failed: %s", config.target_name, portal, exc)
-                errors.append(exc)
-                continue
-            session._paths.append(path)
-            session._held_back = portals[:i] + portals[i + 1 :]
-            session._refresh()
-            if kw.get("identities") is not None:
-                session.start_paths()
-            return session
-        raise errors[0]
-
-    def _path_kw(self) -> dict[str, object]:
-        return dict(connect=self._connect, on_change=self._path_changed, on_unit_attention=self._unit_attention,
-                    check_login=self._check_login)
-
-    def start_paths(self) -> None:
-        """The portals held back at open become paths (logging in in the background)."""
-        held, self._held_back = self._held_back, []
-        for portal in held:
-            self.add_path(portal)
-
-    def add_path(self, portal: Portal) -> None:
-        if self._closed or any(p.portal == portal for p in self._paths):
-            return
-        config = replace(self._config, isid=new_isid(), tsih=0)  # a session of its own
-        self._paths.append(Path.start(self._nursery, portal, config, self.policy, **self._path_kw()))
-        if portal not in self._order:
-            self._order.append(portal)
-        self._paths.sort(key=lambda p: self._order.index(p.portal))  # failover prefers the earlier ones
-        log.info("target %s: path through %s added", self.target_name, portal)
-
-    def __repr__(self) -> str:
-        return f"<Session {self.target_name} {self.path_policy.value} paths={self._paths}>"
-
-    # -- what the layers above see --------------------------------------------------------------------
+    def __init__(self, connection: Connection, timeout: float) -> None:
+        self._connection = connection
+        self._timeout = timeout
 
     @property
     def target_name(self) -> str:
-        return self._config.target_name or ""
+        return self._connection.target_name or ""
+
+    async def execute(self, lun: int, cdb: bytes, *, data_out: DataOut | None = None, expected_in: int = 0,
+                      into: Into | None = None) -> ScsiResult:
+        return await self._connection.execute(lun, cdb, data_out=data_out, expected_in=expected_in, into=into,
+                                              timeout=self._timeout)
+
+
+# Called with a new connection before it serves anything (the first login and every relogin);
+# raises IscsiError to refuse it. The multipath supplies it (identity checks).
+CheckLogin = Callable[["Session", ConnectionExecutor], Awaitable[None]]
+
+
+def _unchanged(session: Session) -> None:
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionHooks:
+    """How a session reaches its portal, and whom it tells what."""
+
+    connect: Connect = tcp_connect
+    on_change: Callable[[Session], None] = _unchanged  # its state changed
+    on_unit_attention: UnitAttention | None = None  # a SCSI Async Event arrived
+    check_login: CheckLogin | None = None  # a new connection, before it serves anything
+
+
+class Session:
+    """Create with ``await Session.open(...)`` (logs in once, or raises) or ``Session.start(...)`` (logs
+    in in the background, as a recovery does)."""
+
+    def __init__(self, nursery: trio.Nursery, portal: Portal, config: LoginConfig, policy: RecoveryPolicy,
+                 hooks: SessionHooks = SessionHooks()) -> None:
+        self._nursery = nursery
+        self.portal = portal
+        self.config = config
+        self.policy = policy
+        self._connect = hooks.connect
+        self._on_change = hooks.on_change
+        self._on_unit_attention = hooks.on_unit_attention
+        self._check_login = hooks.check_login
+        self.state = SessionState.RECOVERING
+        self.connection: Connection | None = None
+        self.error: IscsiError | None = None  # why it FAILED
+        self.logins = 0
+
+    def __repr__(self) -> str:
+        return f"<Session {self.config.target_name} via {self.portal} {self.state.name.lower()}>"
+
+    @classmethod
+    async def open(cls, nursery: trio.Nursery, portal: Portal, config: LoginConfig, policy: RecoveryPolicy,
+                   hooks: SessionHooks = SessionHooks()) -> Session:
+        """Log in now (errors are the caller's), then keep the session up."""
+        session = cls(nursery, portal, config, policy, hooks)
+        connection = await session._login(config)
+        await session._adopt(connection)
+        nursery.start_soon(session._keepalive)
+        return session
+
+    @classmethod
+    def start(cls, nursery: trio.Nursery, portal: Portal, config: LoginConfig, policy: RecoveryPolicy,
+              hooks: SessionHooks = SessionHooks()) -> Session:
+        """Log in in the background, retrying as a recovery does; ``on_change`` says when it is up."""
+        session = cls(nursery, portal, config, policy, hooks)
+        nursery.start_soon(session._recover, 0.0)
+        nursery.start_soon(session._keepalive)
+        return session
 
     @property
-    def portal(self) -> Portal:
-        return (self._usable or self._paths)[0].portal
+    def target_name(self) -> str:
+        return self.config.target_name or ""
 
     @property
     def params(self) -> OperationalParams | None:
-        """What the active path's connection negotiated."""
-        return (self._usable or self._paths)[0].params
+        return self.connection.params if self.connection is not None else None
 
     @property
-    def alive(self) -> bool:
-        return not self._closed and any(p.state is not PathState.FAILED for p in self._paths)
+    def usable(self) -> bool:
+        return self.state is SessionState.LOGGED_IN
 
-    @property
-    def recovering(self) -> bool:
-        return not self._closed and not self._usable
+    def info(self, active: bool) -> PathInfo:
+        return PathInfo(self.portal, self.state.name.lower(), active)
 
-    @property
-    def reconnects(self) -> int:
-        """Logins beyond each path's first: how often a path came back."""
-        return sum(max(0, p.logins - 1) for p in self._paths)
+    def _step(self, event: SessionInput) -> None:
+        before = self.state
+        self.state = step(SESSION_TRANSITIONS, before, event)
+        if self.state is not before:
+            self._on_change(self)
 
-    async def wait_changed(self) -> None:
-        """Until a path changes state (a session worker reports it to the FUSE process)."""
-        await self._changed.wait()
-
-    def paths(self) -> list[PathInfo]:
-        active = self._usable if self.path_policy is PathPolicy.ROUND_ROBIN else self._usable[:1]
-        return [p.info(p in active) for p in self._paths]
-
-    def expect_identity(self, lun: int, serial: str, wwn: str) -> None:
-        if serial or wwn:
-            self.identities[lun] = (serial, wwn)
-
-    def hold(self) -> None:
-        pass  # a Session lives as long as its owner keeps it; net.pool's may log out when idle
-
-    def release(self) -> None:
-        pass
+    # -- commands --------------------------------------------------------------------------------------
 
     async def execute(self, lun: int, cdb: bytes, *, data_out: bytes | bytearray | memoryview | None = None,
                       expected_in: int = 0, into: bytearray | memoryview | None = None) -> ScsiResult:
-        """Run a command to completion across path failures (see the module docstring)."""
-        while True:
-            if lun in self._lun_changed:
-                raise LunChanged(self._lun_changed[lun])
-            usable = self._usable
-            if not usable:
-                await self._wait_for_path()
-                continue
-            if self.path_policy is PathPolicy.FAILOVER or len(usable) == 1:
-                path = usable[0]
-            else:
-                self._next = (self._next + 1) % len(usable)
-                path = usable[self._next]
-            await self._take_slot()
-            try:
-                return await path.execute(lun, cdb, data_out=data_out, expected_in=expected_in, into=into)
-            except PathDown:
-                continue  # on another path, or on this one once it is back
-            finally:
-                self._give_slot()
-
-    # -- paths ---------------------------------------------------------------------------------------
-
-    def _refresh(self) -> None:
-        self._usable = [p for p in self._paths if p.usable]
-        if self._usable:
-            self._down_since = None
-        elif self._down_since is None:
-            self._down_since = trio.current_time()
-        self._changed.set()
-        self._changed = trio.Event()
-
-    def _path_changed(self, path: Path) -> None:
-        was_active = bool(self._usable) and self._usable[0] is path
-        self._refresh()
-        if path.state is PathState.RECOVERING and self._usable and (was_active or self.path_policy is PathPolicy.ROUND_ROBIN):
-            log.warning("target %s: path %s is down; commands go through %s", self.target_name, path.portal,
-                        self._usable[0].portal)
-
-    def _unit_attention(self, lun: int, sense: Sense) -> None:
-        if self.on_unit_attention is not None:
-            self.on_unit_attention(lun, sense)
-
-    async def _wait_for_path(self) -> None:
-        if self._closed:
-            raise ConnectionLost(f"session to {self.target_name} is logged out")
-        if self._paths and all(p.state is PathState.FAILED for p in self._paths):
-            raise self._paths[0].error or ConnectionLost(f"every path to {self.target_name} was refused")
-        if self._down_since is None:
-            self._down_since = trio.current_time()
-        changed = self._changed
-        with trio.move_on_at(self._down_since + self.policy.recovery_timeout):
-            await changed.wait()
-        if not changed.is_set():
-            raise RecoveryTimeout(f"target {self.target_name} unreachable for more than "
-                                  f"{self.policy.recovery_timeout:.0f} s (recovery_timeout); still reconnecting")
-
-    async def _check_login(self, path: Path, probe: ConnectionScsi) -> None:
-        """Every registered LUN must be the same device through ``path`` as before."""
-        if self._identify is None:
-            return
-        for lun, expected in list(self.identities.items()):
-            with fail_after(self.policy.command_timeout, f"the identity check of LUN {lun} through {path.portal}"):
-                now = await self._identify(probe, lun)
-            if now == expected:
-                continue
-            change = f"(serial {expected[0]!r} -> {now[0]!r}, wwn {expected[1]!r} -> {now[1]!r})"
-            if any(p is not path for p in self._usable):
-                raise PathRefused(f"LUN {lun} of {self.target_name} is another device through {path.portal} "
-                                  f"than through the other paths {change}: path refused")
-            message = (f"LUN {lun} of {self.target_name} is another device since reconnecting through "
-                       f"{path.portal} {change}: refusing its I/O")
-            log.error("%s", message)
-            self._lun_changed[lun] = message
-
-    # -- queue depth ------------------------------------------------------------------------------------
-
-    @property
-    def queue_depth(self) -> int:
-        return self._depth
-
-    async def _take_slot(self) -> None:
-        if self._in_flight < self._depth and not self._slot_waiters:
-            self._in_flight += 1
-            return
-        await self._slot_waiters.park()  # woken holding the slot its waker handed over (FIFO)
-
-    def _give_slot(self) -> None:
-        if self._slot_waiters and self._in_flight <= self._depth:
-            self._slot_waiters.unpark()  # the slot passes on; _in_flight is unchanged
-        else:
-            self._in_flight -= 1
-
-    def queue_full(self) -> None:
-        """The target said TASK SET FULL: allow fewer commands in flight than there are now."""
-        depth = max(1, min(self._depth, self._in_flight) - 1)
-        if depth < self._depth:
-            log.info("target %s is full: queue depth %d -> %d", self.target_name, self._depth, depth)
-            self._depth = depth
-        self._good_since_shrink = 0
-
-    def queue_ok(self) -> None:
-        """A command completed: after enough of them, allow one more in flight again."""
-        if self._depth < MAX_QUEUE_DEPTH:
-            self._good_since_shrink += 1
-            if self._good_since_shrink >= 64:
-                self._good_since_shrink = 0
-                self._depth += 1
-                if self._slot_waiters and self._in_flight < self._depth:
-                    self._in_flight += 1
-                    self._slot_waiters.unpark()
-
-    # -- closing ----------------------------------------------------------------------------------------
+        """One attempt on this path's connection; SessionDown if it must be issued again."""
+        connection = self.connection
+        if self.state is not SessionState.LOGGED_IN or connection is None:
+            raise SessionDown(f"path {self.portal} is {self.state.value}")
+        try:
+            return await connection.execute(lun, cdb, data_out=data_out, expected_in=expected_in, into=into,
+                                            timeout=self.policy.command_timeout)
+        except CommandTimeout as exc:
+            await self._abort(connection, lun, exc)
+            raise SessionDown("command aborted after its timeout") from None
+        except CONNECTION_ERRORS as exc:
+            self._connection_failed(connection, exc)  # usually already told by on_failure
+            raise SessionDown(str(exc)) from None
 
     def close_now(self) -> None:
-        """Give up at once (unmounting during an outage): waiting commands fail, nothing is sent."""
-        self._closed = True
-        for path in self._paths:
-            path.close_now()
-        self._refresh()
+        """Give up at once (unmounting during an outage): nothing is sent."""
+        self._step(SessionInput.CLOSE)
+        if self.connection is not None and self.connection.alive:
+            self.connection.abort(ConnectionLost("closed"))
 
     async def logout(self) -> None:
-        """Log out of every path (or just close those that are down); waiting commands fail at once."""
-        if self._closed:
+        """Log out (or just close, if the connection is down)."""
+        if self.state is SessionState.CLOSED:
             return
-        self._closed = True
-        self._refresh()
-        for path in self._paths:
-            await path.logout()
+        self._step(SessionInput.CLOSE)
+        if self.connection is not None:
+            await self.connection.logout()
+
+    # -- logging in and recovery ------------------------------------------------------------------------
+
+    async def _login(self, config: LoginConfig) -> Connection:
+        try:
+            with trio.fail_after(self.policy.login_timeout):
+                connection = await Connection.open(self._nursery, self.portal, config, self._connect)
+        except trio.TooSlowError:
+            raise ConnectError(f"portal {self.portal} did not complete the login within "
+                               f"{self.policy.login_timeout:g} s (login_timeout)") from None
+        self.config = connection.config  # as logged in (e.g. after tgt's CHAP fallback)
+        return connection
+
+    async def _adopt(self, connection: Connection) -> None:
+        """Check the new connection (identity), then serve on it; refused: IscsiError."""
+        if self._check_login is not None:
+            try:
+                await self._check_login(self, ConnectionExecutor(connection, self.policy.command_timeout))
+            except BaseException:
+                connection.abort(ConnectionLost("refused after login"))
+                raise
+        connection.on_failure = self._connection_failed
+        connection.on_unit_attention = self._on_unit_attention
+        self.connection = connection
+        self.logins += 1
+        if self.state is SessionState.CLOSED:
+            await connection.logout()
+            return
+        self._step(SessionInput.RECOVERED)
+
+    def _connection_failed(self, connection: Connection, error: BaseException) -> None:
+        if connection is not self.connection or self.state is not SessionState.LOGGED_IN:
+            return
+        log.warning("connection to %s at %s lost: %s; reconnecting", self.target_name, self.portal, error)
+        self._step(SessionInput.CONNECTION_LOST)
+        if connection.alive:
+            connection.abort(ConnectionLost(str(error)))
+        # §6.3.5: wait DefaultTime2Wait before reinstating the session.
+        self._nursery.start_soon(self._recover, float(max(1, min(connection.params.default_time2wait, 60))))
+
+    async def _recover(self, time2wait: float) -> None:
+        """Log in again, same ISID, TSIH 0, until it works or is refused for good. A portal that
+        does not take the TCP connection is probed every PROBE_INTERVAL; logins that the target
+        refuses (busy, out of resources) back off exponentially."""
+        lost_at = trio.current_time()
+        config = replace(self.config, tsih=0)
+        await trio.sleep(time2wait)
+        backoff = max(time2wait, PROBE_INTERVAL)
+        while self.state is SessionState.RECOVERING:
+            delay = PROBE_INTERVAL
+            try:
+                connection = await self._login(config)
+                await self._adopt(connection)
+            except (AuthenticationError, SessionRefused) as exc:
+                return self._give_up(exc)
+            except LoginError as exc:
+                if exc.status_class == 0x02 and not exc.is_not_found:
+                    return self._give_up(exc)  # refused: retrying does not heal it
+                # Not found: a restarted target listens before it is configured (tgt). 0x03: busy.
+                if exc.status_class == 0x03:
+                    delay, backoff = backoff, min(backoff * 2, self.policy.max_backoff)
+                log.info("reconnecting to %s at %s: %s; retrying in %.0f s", self.target_name, self.portal, exc, delay)
+            except (ConnectError, ConnectionLost) as exc:
+                # Refused, or closed during the login: tgt closes it while it has no target
+                # configured (restarting), so this is a probe that failed, not a refusal.
+                log.debug("reconnecting to %s: %s", self.target_name, exc)
+            except (*CONNECTION_ERRORS, IscsiError) as exc:
+                delay, backoff = backoff, min(backoff * 2, self.policy.max_backoff)
+                log.info("reconnecting to %s at %s: %s; retrying in %.0f s", self.target_name, self.portal, exc, delay)
+            else:
+                if self.logins > 1:
+                    log.warning("recovered the session to %s at %s after %.1f s", self.target_name, self.portal,
+                                trio.current_time() - lost_at)
+                return
+            await trio.sleep(delay)
+
+    def _give_up(self, error: IscsiError) -> None:
+        log.error("giving up on %s at %s: %s", self.target_name, self.portal, error)
+        self.error = error
+        self._step(SessionInput.GIVE_UP)
+
+    # -- keepalive and task management -------------------------------------------------------------------
+
+    async def _keepalive(self) -> None:
+        """NOP-Out every nop_interval; no NOP-In within nop_timeout means the connection is dead."""
+        while self.state in (SessionState.LOGGED_IN, SessionState.RECOVERING):
+            await trio.sleep(self.policy.nop_interval)
+            connection = self.connection
+            if not self.usable or connection is None:
+                continue
+            with trio.move_on_after(self.policy.nop_timeout) as scope:
+                try:
+                    await connection.ping()
+                except IscsiError:
+                    continue  # the failure itself starts recovery
+            if scope.cancelled_caught:
+                self._connection_failed(connection, ConnectionLost(
+                    f"no NOP-In answer within {self.policy.nop_timeout:.0f} s"))
+
+    async def _abort(self, connection: Connection, lun: int, timeout: CommandTimeout) -> None:
+        """ABORT TASK, then LOGICAL UNIT RESET, then drop the connection (RFC 7143 §7.1, SAM-5)."""
+        task = timeout.task
+        log.warning("command 0x%02x on LUN %d of %s got no answer in %.0f s: aborting it", task.cdb[0], lun,
+                    self.target_name, self.policy.command_timeout)
+        for function, referenced in ((TmfFunction.ABORT_TASK, task), (TmfFunction.LOGICAL_UNIT_RESET, None)):
+            try:
+                with fail_after(self.policy.nop_timeout * 2, f"task management function {function}"):
+                    response = await connection.task_management(function, lun, referenced)
+            except IscsiError as exc:
+                log.warning("task management function %d on %s failed: %s", function, self.target_name, exc)
+                continue
+            if response in (TmfResponse.FUNCTION_COMPLETE, TmfResponse.TASK_DOES_NOT_EXIST):
+                connection.forget(task)
+                return
+            log.warning("task management function %d on %s answered %d", function, self.target_name, response)
+        self._connection_failed(connection, ConnectionLost("the target answers neither the command nor task management"))

@@ -18,17 +18,37 @@ import signal
 import socket
 import sys
 from dataclasses import replace
+from collections.abc import Awaitable, Callable
 from functools import partial
 
 import trio
 
 from iscsifs.net.arena import Arena
 from iscsifs.net.channel import Channel, ChannelClosed
-from iscsifs.net.ipc import EXEC, INLINE, RESULT, Kind, SessionState, error_frame, frame, pickled, unpickle
-from iscsifs.net.session import Session
+from iscsifs.net.ipc import (
+    EXEC,
+    INLINE,
+    RESULT,
+    Call,
+    CloseNow,
+    ExpectIdentity,
+    Kind,
+    LogLine,
+    Logout,
+    MultipathState,
+    Open,
+    StartPaths,
+    StateChanged,
+    UnitAttentionReported,
+    call_from,
+    error_frame,
+    frame,
+    pickled,
+)
+from iscsifs.net.multipath import Multipath
 from iscsifs.proto.errors import ConnectionLost, IscsiError
 from iscsifs.proto.login import new_isid
-from iscsifs.scsi.sense import Sense, Status
+from iscsifs.scsi.sense import Sense
 
 log = logging.getLogger("iscsifs")
 
@@ -39,7 +59,7 @@ class _Entry:
     """A session of this worker, or one being (re)opened: commands wait for it."""
 
     def __init__(self) -> None:
-        self.session: Session | None = None
+        self.session: Multipath | None = None
         self.ready = trio.Event()
         self.error: BaseException | None = None
         self.closed = False
@@ -51,6 +71,11 @@ class Worker:
         self._channel = channel
         self._arena = arena
         self._sessions: dict[int, _Entry] = {}
+        # How each call is carried out, by its class (``net.ipc``).
+        self._handlers: dict[type[Call], Callable[[Call], Awaitable[None]]] = {
+            Open: self._open, Logout: self._logout, CloseNow: self._close_now, StartPaths: self._start_paths,
+            ExpectIdentity: self._expect_identity,
+        }
 
     def send(self, parts) -> None:
         try:
@@ -64,11 +89,11 @@ class Worker:
             if kind == Kind.EXEC:
                 self._exec(tag, payload)
             elif kind == Kind.CALL:
-                method, args = unpickle(payload)  # type: ignore[misc]
-                if method == "open":
+                call = call_from(payload)
+                if isinstance(call, Open):
                     # Now, not when its task starts: the commands that follow it must find it.
-                    self._sessions[args[0]] = _Entry()
-                self._nursery.start_soon(self._call, tag, method, args)
+                    self._sessions[call.sid] = _Entry()
+                self._nursery.start_soon(self._call, tag, call)
         # The FUSE process closed the channel (unmount) or died: nothing more to serve.
 
     # -- commands ----------------------------------------------------------------------------------
@@ -91,14 +116,12 @@ class Worker:
         except (IscsiError, OSError) as exc:
             self.send(error_frame(tag, exc))
             return
-        if result.status == Status.GOOD and result.response == 0:
-            session.queue_ok()  # here, where the queue is: the FUSE process's queue_ok is no call
         data = b"" if into is not None else result.data
         head = RESULT.pack(result.status, result.response, len(result.sense), len(result.data), result.residual,
                            INLINE if into is None else 0)
         self.send(frame(Kind.RESULT, tag, head, result.sense, data))
 
-    async def _session(self, sid: int) -> Session:
+    async def _session(self, sid: int) -> Multipath:
         entry = self._sessions.get(sid)
         if entry is None or entry.closed:
             raise ConnectionLost("session is logged out")
@@ -110,28 +133,34 @@ class Worker:
 
     # -- calls -------------------------------------------------------------------------------------
 
-    async def _call(self, tag: int, method: str, args: tuple) -> None:
+    async def _call(self, tag: int, call: Call) -> None:
+        """Run one call by the table of handlers; a tag asks for its outcome (REPLY or FAILED)."""
+        handler = self._handlers[type(call)]
         try:
-            value = await getattr(self, "_call_" + method)(*args)
+            await handler(call)
         except (IscsiError, OSError) as exc:
             if tag:
                 self.send(error_frame(tag, exc))
             return
         if tag:
-            self.send(pickled(Kind.REPLY, tag, value))
+            self.send(pickled(Kind.REPLY, tag, None))
 
-    async def _call_open(self, sid: int, portals, config, policy, kw: dict, reopen: bool) -> None:
-        """Log in (``Session.open``). ``reopen``: this worker replaces one that died, so keep trying
+    async def _open(self, call: Call) -> None:
+        """Log in (``Multipath.open``). ``reopen``: this worker replaces one that died, so keep trying
         as a recovery would, while commands wait within recovery_timeout."""
+        assert isinstance(call, Open)
+        sid, config, policy = call.sid, call.config, call.policy
         entry = self._sessions[sid]
         started = trio.current_time()
         while True:
             try:
-                # Every worker's session is a session of its own: a fresh ISID, never a reinstatement.
-                session = await Session.open(self._nursery, portals, replace(config, isid=new_isid()), policy, **kw)
+                # Every worker's multipath is one of its own: a fresh ISID, never a reinstatement.
+                session = await Multipath.open(self._nursery, call.portals, replace(config, isid=new_isid()), policy,
+                                               path_policy=call.path_policy, identify=call.identify,
+                                               identities=call.identities)
                 break
             except (IscsiError, OSError) as exc:
-                if not reopen or entry.closed:
+                if not call.reopen or entry.closed:
                     self._sessions.pop(sid, None)
                     entry.error = exc
                     entry.ready.set()
@@ -150,32 +179,31 @@ class Worker:
             return
         self._nursery.start_soon(self._publish, sid, entry)
 
-    async def _call_logout(self, sid: int) -> None:
-        entry = self._sessions.pop(sid, None)
+    async def _logout(self, call: Call) -> None:
+        entry = self._sessions.pop(call.sid, None)
         if entry is None:
             return
         entry.closed = True
         if entry.session is not None:
             await entry.session.logout()
 
-    async def _call_close_now(self, sid: int) -> None:
-        entry = self._sessions.get(sid)
+    async def _close_now(self, call: Call) -> None:
+        entry = self._sessions.get(call.sid)
         if entry is not None and entry.session is not None:
             entry.session.close_now()
 
-    async def _call_start_paths(self, sid: int) -> None:
-        (await self._session(sid)).start_paths()
+    async def _start_paths(self, call: Call) -> None:
+        (await self._session(call.sid)).start_paths()
 
-    async def _call_expect_identity(self, sid: int, lun: int, serial: str, wwn: str) -> None:
-        (await self._session(sid)).expect_identity(lun, serial, wwn)
+    async def _expect_identity(self, call: Call) -> None:
+        assert isinstance(call, ExpectIdentity)
+        (await self._session(call.sid)).expect_identity(call.lun, call.serial, call.wwn)
 
-    async def _call_queue_full(self, sid: int) -> None:
-        (await self._session(sid)).queue_full()
 
     # -- events ------------------------------------------------------------------------------------
 
     def _unit_attention(self, sid: int, lun: int, sense: Sense) -> None:
-        self.send(pickled(Kind.EVENT, 0, ("unit_attention", sid, lun, sense)))
+        self.send(pickled(Kind.EVENT, 0, UnitAttentionReported(sid, lun, sense)))
 
     async def _publish(self, sid: int, entry: _Entry) -> None:
         """The session's paths, whenever they change: what ``paths()``, ``alive`` and ``stats``
@@ -183,7 +211,7 @@ class Worker:
         session = entry.session
         assert session is not None
         while not entry.closed:
-            self.send(pickled(Kind.EVENT, 0, ("state", sid, SessionState(
+            self.send(pickled(Kind.EVENT, 0, StateChanged(sid, MultipathState(
                 session.portal, session.paths(), session.alive, session.recovering, session.reconnects))))
             await session.wait_changed()  # no await since the snapshot: no change is missed
 
@@ -197,7 +225,7 @@ class _Forward(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self._worker.send(pickled(Kind.EVENT, 0, ("log", record.levelno, record.name, record.getMessage())))
+            self._worker.send(pickled(Kind.EVENT, 0, LogLine(record.levelno, record.name, record.getMessage())))
         except Exception:
             self.handleError(record)
 
@@ -222,17 +250,6 @@ def main(argv: list[str]) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, signal.SIG_IGN)
     fd, arena_fd, arena_bytes, level = map(int, argv)
-    import os
-    if os.environ.get("WPROF"):
-        import cProfile
-        prof = cProfile.Profile()
-        prof.enable()
-        try:
-            trio.run(serve, socket.socket(fileno=fd), Arena(arena_bytes, fd=arena_fd), level)
-        finally:
-            prof.disable()
-            prof.dump_stats(os.environ["WPROF"] + f".{os.getpid()}")
-        return
     trio.run(serve, socket.socket(fileno=fd), Arena(arena_bytes, fd=arena_fd), level)
 
 

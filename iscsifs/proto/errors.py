@@ -14,7 +14,7 @@ import errno as _errno
 
 class IscsiError(Exception):
     """Base class of every error iscsifs raises on purpose. ``errno`` is what a file user sees
-    when it fails their I/O (``iscsifs.fs`` maps it); a subclass or instance sets its own."""
+    when it fails their I/O (``iscsifs.mount.fs`` maps it); a subclass or instance sets its own."""
 
     errno: int = _errno.EIO
 

@@ -1,4 +1,4 @@
-"""The lifecycles of a connection and of a path (one session through one portal), as tables.
+"""The lifecycles of a connection and of a session (one ISID through one portal), as tables.
 
 Every transition lives in a table: (state, what happened) -> next state. A pair that is not in a
 table is a bug of ours (``LocalProtocolError``), never silently ignored: the I/O layers in
@@ -12,7 +12,7 @@ Connection (RFC 7143 §6.1, §11.14; full feature phase onwards):
     FULL_FEATURE, DRAINING, LOGGING_OUT --EOF, reset, garbage, keepalive--> FAILED
     any --closed--> CLOSED
 
-Path (ErrorRecoveryLevel 0, §6.3.5: a session reinstated over new connections):
+Session (ErrorRecoveryLevel 0, §6.3.5: a session reinstated over new connections):
 
     LOGGED_IN --connection lost--> RECOVERING --logged in again--> LOGGED_IN
     RECOVERING --refused for good (0x02xx, authentication)--> FAILED
@@ -62,29 +62,29 @@ CONNECTION_TRANSITIONS: dict[tuple[ConnectionState, ConnectionInput], Connection
 }
 
 
-class PathState(enum.Enum):
+class SessionState(enum.Enum):
     LOGGED_IN = "logged in"
     RECOVERING = "reconnecting"
     FAILED = "refused for good"
     CLOSED = "closed"
 
 
-class PathInput(enum.Enum):
+class SessionInput(enum.Enum):
     CONNECTION_LOST = "its connection was lost"
     RECOVERED = "logged in again"
     GIVE_UP = "the target refused it for good"
     CLOSE = "closed"
 
 
-_P, _PI = PathState, PathInput
-PATH_TRANSITIONS: dict[tuple[PathState, PathInput], PathState] = {
+_P, _PI = SessionState, SessionInput
+SESSION_TRANSITIONS: dict[tuple[SessionState, SessionInput], SessionState] = {
     (_P.LOGGED_IN, _PI.CONNECTION_LOST): _P.RECOVERING,
     (_P.RECOVERING, _PI.CONNECTION_LOST): _P.RECOVERING,  # one recovery at a time
     (_P.FAILED, _PI.CONNECTION_LOST): _P.FAILED,
     (_P.CLOSED, _PI.CONNECTION_LOST): _P.CLOSED,  # our own logout closes the connection
     (_P.RECOVERING, _PI.RECOVERED): _P.LOGGED_IN,
     (_P.RECOVERING, _PI.GIVE_UP): _P.FAILED,
-    **{(state, _PI.CLOSE): _P.CLOSED for state in PathState},
+    **{(state, _PI.CLOSE): _P.CLOSED for state in SessionState},
 }
 
 S = TypeVar("S", bound=enum.Enum)

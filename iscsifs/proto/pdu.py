@@ -15,7 +15,6 @@ from typing import ClassVar
 
 import crc32c as _crc32c
 
-
 BHS_LENGTH = 48
 RESERVED_TAG = 0xFFFFFFFF  # RFC 7143 §11.2.1.8: "no task" Initiator/Target Transfer Tag
 MAX_DATA_SEGMENT_LENGTH = (1 << 24) - 1  # DataSegmentLength is 24 bits

@@ -9,14 +9,14 @@ from functools import partial
 import pytest
 import trio
 
-from iscsifs.lun import command, identity_of
-from iscsifs.net.path import RecoveryPolicy
-from iscsifs.net.pool import SessionPool
-from iscsifs.net.session import Session
+from iscsifs.block.command import command, identity_of
+from iscsifs.net.policy import RecoveryPolicy
+from iscsifs.net.pool import TargetPool
+from iscsifs.net.multipath import Multipath
 from iscsifs.proto import pdu as P
 from iscsifs.proto.address import Portal
 from iscsifs.proto.login import LoginConfig
-from iscsifs.proto.session import ScsiResult
+from iscsifs.proto.connection import ScsiResult
 from iscsifs.scsi import cdb
 from support.fake_target import FakePortals
 
@@ -24,13 +24,13 @@ READ = cdb.read(0, 8)
 POLICY = RecoveryPolicy(nop_interval=3600)
 
 
-def _pool(nursery, fakes, **kw) -> SessionPool:
+def _pool(nursery, fakes, **kw) -> TargetPool:
     async def opener(target, identities):
         config = LoginConfig(initiator_name="iqn.2026-11.test:init", target_name=target)
-        return await Session.open(nursery, [Portal(target.rsplit(":", 1)[1])], config, POLICY, connect=fakes,
+        return await Multipath.open(nursery, [Portal(target.rsplit(":", 1)[1])], config, POLICY, connect=fakes,
                                   identify=identity_of, identities=identities)
 
-    return SessionPool(nursery, opener, **kw)
+    return TargetPool(nursery, opener, **kw)
 
 
 def _logins(fakes, name) -> int:
@@ -41,7 +41,7 @@ async def test_a_session_opens_on_first_use_and_logs_out_when_idle(autojump_cloc
     async with trio.open_nursery() as nursery:
         fakes = FakePortals(nursery, max_cmd_sn_delta=16)
         pool = _pool(nursery, fakes, idle_timeout=30)
-        handle = pool.session("iqn.2026-11.test:a", [Portal("a")])
+        handle = pool.target("iqn.2026-11.test:a", [Portal("a")])
         assert pool.logged_in == 0 and _logins(fakes, "a") == 0  # nothing until it is needed
         await command(handle, 0, READ, name="READ", expected_in=4096)
         assert pool.logged_in == 1 and _logins(fakes, "a") == 1
@@ -67,14 +67,14 @@ async def test_max_sessions_logs_out_the_least_recently_used_idle_one(autojump_c
     async with trio.open_nursery() as nursery:
         fakes = FakePortals(nursery, max_cmd_sn_delta=16)
         pool = _pool(nursery, fakes, max_sessions=2)
-        a, b, c = (pool.session(f"iqn.2026-11.test:{n}", [Portal(n)]) for n in "abc")
+        a, b, c = (pool.target(f"iqn.2026-11.test:{n}", [Portal(n)]) for n in "abc")
         await command(a, 0, READ, name="READ", expected_in=4096)
         await trio.sleep(1)
         await command(b, 0, READ, name="READ", expected_in=4096)
         await trio.sleep(1)
         await command(a, 0, READ, name="READ", expected_in=4096)  # b is now the least recently used
         await command(c, 0, READ, name="READ", expected_in=4096)
-        assert (a.session is not None, b.session is None, c.session is not None) == (True, True, True)
+        assert (a.multipath is not None, b.multipath is None, c.multipath is not None) == (True, True, True)
         assert pool.logged_in == 2
         a.hold()
         c.hold()  # neither may go: the next one waits for room
@@ -85,7 +85,7 @@ async def test_max_sessions_logs_out_the_least_recently_used_idle_one(autojump_c
             io.start_soon(partial(command, b, 0, READ, name="READ", expected_in=4096))
             await trio.sleep(5)
             c.release()
-        assert b.session is not None and c.session is None
+        assert b.multipath is not None and c.multipath is None
         nursery.cancel_scope.cancel()
 
 
@@ -93,7 +93,7 @@ async def test_a_session_logged_in_again_checks_the_identities_known(autojump_cl
     async with trio.open_nursery() as nursery:
         fakes = FakePortals(nursery, max_cmd_sn_delta=16)
         pool = _pool(nursery, fakes, idle_timeout=10)
-        handle = pool.session("iqn.2026-11.test:a", [Portal("a")])
+        handle = pool.target("iqn.2026-11.test:a", [Portal("a")])
         handle.expect_identity(0, "FAKE0001", "naa.6001405fa4e4c0de")
         handle.scan_done()
         await command(handle, 0, READ, name="READ", expected_in=4096)
@@ -106,8 +106,8 @@ async def test_a_session_logged_in_again_checks_the_identities_known(autojump_cl
         nursery.cancel_scope.cancel()
 
 
-class _SlowSession:
-    """A logged-in session whose commands end when the test says (``done``)."""
+class _SlowTarget:
+    """A logged-in target whose commands end when the test says (``done``)."""
 
     def __init__(self, target: str, done: trio.Event) -> None:
         self.target_name = target
@@ -119,9 +119,6 @@ class _SlowSession:
         await self.done.wait()
         return ScsiResult(0)
 
-    def queue_ok(self) -> None:
-        pass
-
     async def logout(self) -> None:
         pass
 
@@ -132,17 +129,17 @@ async def test_an_opener_waiting_for_room_gets_it_when_the_last_command_of_a_ses
     done = trio.Event()
 
     async def opener(target, identities):
-        return _SlowSession(target, done)
+        return _SlowTarget(target, done)
 
     async with trio.open_nursery() as nursery:
-        pool = SessionPool(nursery, opener, max_sessions=1)
-        a, b = (pool.session(f"iqn.2026-11.test:{n}", [Portal(n)]) for n in "ab")
+        pool = TargetPool(nursery, opener, max_sessions=1)
+        a, b = (pool.target(f"iqn.2026-11.test:{n}", [Portal(n)]) for n in "ab")
         nursery.start_soon(partial(a.execute, 0, READ))
         await trio.sleep(1)
         nursery.start_soon(partial(b.execute, 0, READ))
         await trio.sleep(1)
-        assert a.busy == 1 and b.session is None  # no room: a is busy
+        assert a.busy == 1 and b.multipath is None  # no room: a is busy
         done.set()
         await trio.sleep(1)
-        assert a.session is None and b.session is not None
+        assert a.multipath is None and b.multipath is not None
         nursery.cancel_scope.cancel()

@@ -9,8 +9,8 @@ import pytest
 
 from iscsifs.proto.errors import LocalProtocolError
 from iscsifs.proto.lifecycle import (
-    CONNECTION_TRANSITIONS, PATH_TRANSITIONS, ConnectionInput as CI, ConnectionState as C, PathInput as PI,
-    PathState as P, step,
+    CONNECTION_TRANSITIONS, SESSION_TRANSITIONS, ConnectionInput as CI, ConnectionState as C, SessionInput as PI,
+    SessionState as P, step,
 )
 
 CONNECTION_EXPECTED = {
@@ -51,7 +51,7 @@ PATH_EXPECTED = {
 
 @pytest.mark.parametrize("table, expected, states, inputs", [
     (CONNECTION_TRANSITIONS, CONNECTION_EXPECTED, C, CI),
-    (PATH_TRANSITIONS, PATH_EXPECTED, P, PI),
+    (SESSION_TRANSITIONS, PATH_EXPECTED, P, PI),
 ])
 def test_every_pair_is_decided(table, expected, states, inputs):
     for state, event in itertools.product(states, inputs):

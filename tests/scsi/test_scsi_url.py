@@ -95,7 +95,7 @@ def test_password_never_in_repr_str_or_errors():
 
 
 def test_send_targets_with_several_addresses_per_target():
-    from iscsifs.client import parse_send_targets
+    from iscsifs.block.client import parse_send_targets
     from iscsifs.proto.errors import RemoteProtocolError
 
     pairs = [("TargetName", "iqn.2026-11.a:one"), ("TargetAddress", "10.0.0.1:3260,1"),

@@ -31,11 +31,11 @@ if __name__ == "__main__":  # run as a script: the tests' own imports, as pytest
     sys.path[:0] = [os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
 
 from support.fake_target import FakeTarget, login_and_serve, sense_bytes, stream_pair
-from iscsifs.client import Client, ClientConfig
-from iscsifs.fs import MAP_XATTR_PREFIX, IscsiFs
-from iscsifs.mount import MountOptions, build_tree, shutdown
-from iscsifs.net.path import RecoveryPolicy
-from iscsifs.net.pool import SessionPool
+from iscsifs.block.client import Client, ClientConfig
+from iscsifs.mount.fs import MAP_XATTR_PREFIX, IscsiFs
+from iscsifs.mount.serve import MountOptions, build_tree, shutdown
+from iscsifs.net.policy import RecoveryPolicy
+from iscsifs.net.pool import TargetPool
 from iscsifs.proto import pdu as P
 from iscsifs.proto.errors import IscsiError
 from iscsifs.url import parse_url
@@ -190,14 +190,15 @@ async def scenario(rng: random.Random, hostility: float, rounds: int = 3) -> Non
 
         client = Client(ClientConfig(initiator_name="iqn.2026-11.test:hostile-initiator", recovery=POLICY,
                                      login_timeout=POLICY.login_timeout, connect=connect))
-        pool = SessionPool(nursery, partial(client.login, nursery, URL))
+        pool = TargetPool(nursery, partial(client.login, nursery, URL))
         try:
             with trio.fail_after(OPERATION_BOUND):
-                fs = await build_tree(nursery, client, URL, pool, root_is_file=False, options=MountOptions())
+                tree = await build_tree(nursery, client, URL, pool, root_is_file=False, options=MountOptions())
         except IscsiError:
             TALLY.scans_refused += 1  # the command line's one line and exit code; nothing was mounted
             nursery.cancel_scope.cancel()
             return
+        fs = IscsiFs(tree)
         for _ in range(rounds):
             await _file_operations(fs, rng)
             change = rng.randrange(4)
@@ -208,7 +209,7 @@ async def scenario(rng: random.Random, hostility: float, rounds: int = 3) -> Non
             for target in list(live):
                 target.pending_sense.append(rng.choice(UNIT_ATTENTIONS))
             await trio.sleep(rng.choice((0.5, 2.5, 6.0)))  # idle polls and the watch's work, virtually
-        await shutdown(fs.luns(), pool)
+        await shutdown(tree.files(), pool)
         nursery.cancel_scope.cancel()
 
 

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from iscsifs.tgt import free_port
+from support.tgt import free_port
 
 NODE_BASE = "iqn.2026-11.test.istgt"
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from iscsifs.tgt import TgtDaemon
+from support.tgt import TgtDaemon
 
 ROOT = os.geteuid() == 0
 HAVE_TGT = shutil.which("tgtd") is not None

@@ -1,4 +1,4 @@
-"""Full-feature phase: the sans-I/O SessionCore, and the trio Session against an in-memory fake target."""
+"""Full-feature phase: the sans-I/O ConnectionCore, and the trio Session against an in-memory fake target."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ from support.fake_target import logged_in
 from iscsifs.proto import pdu as P
 from iscsifs.proto.errors import ConnectionLost, DigestError, RejectedError, RemoteProtocolError
 from iscsifs.proto.login import LoginConfig
-from iscsifs.proto.session import (
-    ResponseReceived, ScsiTask, SendPdus, SessionCore, TaskDone, sn_le, sn_lt,
+from iscsifs.proto.connection import (
+    ResponseReceived, ScsiTask, SendPdus, ConnectionCore, TaskDone, sn_le, sn_lt,
 )
 from iscsifs.proto.text import OperationalParams, encode_text, parse_text
 
 
-def core(**params) -> SessionCore:
-    return SessionCore(OperationalParams(**params), cmd_sn=10, exp_cmd_sn=10, max_cmd_sn=20, exp_stat_sn=5)
+def core(**params) -> ConnectionCore:
+    return ConnectionCore(OperationalParams(**params), cmd_sn=10, exp_cmd_sn=10, max_cmd_sn=20, exp_stat_sn=5)
 
 
 def test_serial_number_arithmetic_wraps():

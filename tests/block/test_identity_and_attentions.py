@@ -10,27 +10,39 @@ import pytest
 import trio
 
 from support.fake_target import FakePortals, sense_bytes
-from iscsifs.client import open_lun, scan_luns
-from iscsifs.fs import IscsiFs
-from iscsifs.lun import BufferPool, identify, identity_of
-from iscsifs.net.path import RecoveryPolicy
-from iscsifs.net.session import Session
+from iscsifs.block.client import open_lun, scan_luns
+from iscsifs.mount.fs import IscsiFs
+from iscsifs.mount.tree import ROOT_INODE, Tree
+from iscsifs.net.pool import TargetPool
+from iscsifs.block.buffers import BufferPool
+from iscsifs.block.command import identify, identity_of
+from iscsifs.net.policy import RecoveryPolicy
+from iscsifs.net.multipath import Multipath
 from iscsifs.proto.address import Portal
 from iscsifs.proto import pdu as P
 from iscsifs.proto.login import LoginConfig
 from iscsifs.scsi.response import Designator, parse_device_identification, world_wide_name
-from iscsifs.watch import TargetWatch
+from iscsifs.mount.watch import TargetWatch
 
 CONFIG = LoginConfig(initiator_name="iqn.2026-11.test:init", target_name="iqn.2026-11.test:tgt")
 
 
 async def _session(nursery, **kw):
-    """A Session (what the layers above use) to one fake target, which ``kw`` sets up."""
+    """A Multipath (what the layers above use) to one fake target, which ``kw`` sets up."""
     fakes = FakePortals(nursery, max_cmd_sn_delta=8)
     fakes.setup = lambda portal, target: [setattr(target, k, v) for k, v in kw.items()]
-    session = await Session.open(nursery, [Portal("fake")], CONFIG, RecoveryPolicy(), connect=fakes,
-                                 identify=identity_of)
+    session = await Multipath.open(nursery, [Portal("fake")], CONFIG, RecoveryPolicy(), connect=fakes,
+                                   identify=identity_of)
     return fakes.targets[0][1], session
+
+
+def _pooled(nursery, multipath):
+    """``multipath`` as the mount holds a target: in a pool (files open on it keep it)."""
+
+    async def opener(target, identities):
+        return multipath
+
+    return TargetPool(nursery, opener).target(multipath.target_name, [multipath.portal])
 
 
 async def test_identity_write_protection_and_block_limits():
@@ -68,8 +80,9 @@ async def test_file_reads_use_pooled_buffers_split_and_unaligned():
             target, session = await _session(nursery, max_transfer_blocks=8)
             target.disk[: 1 << 16] = bytes(range(256)) * 256
             (info,) = await scan_luns(session)
-            fs = IscsiFs()
-            inode = fs.add_lun(pyfuse3.ROOT_INODE, "0", info, open_lun(session, info))
+            fs = IscsiFs(Tree())
+            pooled = _pooled(nursery, session)
+            inode = fs.tree.add_lun(ROOT_INODE, "0", info, open_lun(pooled, info), pooled)
             for off, size in ((0, 4096), (100, 9000), (511, 2), (0, 4096), (len(target.disk) - 10, 4096)):
                 got = bytes(await fs.read(inode, off, size))  # pyfuse3 copies it out at once, as here
                 assert got == bytes(target.disk[off : off + size])
@@ -83,8 +96,9 @@ async def test_o_direct_opens_get_direct_io_and_others_the_page_cache():
         async with trio.open_nursery() as nursery:
             target, session = await _session(nursery)
             (info,) = await scan_luns(session)
-            fs = IscsiFs()
-            inode = fs.add_lun(pyfuse3.ROOT_INODE, "0", info, open_lun(session, info))
+            fs = IscsiFs(Tree())
+            pooled = _pooled(nursery, session)
+            inode = fs.tree.add_lun(ROOT_INODE, "0", info, open_lun(pooled, info), pooled)
             for flags, direct in ((os.O_RDONLY, False), (os.O_RDWR, False),
                                   (os.O_RDONLY | os.O_DIRECT, True), (os.O_WRONLY | os.O_DIRECT, True)):
                 fi = await fs.open(inode, flags, None)
@@ -108,11 +122,13 @@ def test_buffer_pool_reuses_by_size_class_within_its_budget():
 async def _watched(nursery):
     """The fake target's LUN 0 as a file in an IscsiFs, with a TargetWatch on the session."""
     target, session = await _session(nursery)
-    fs = IscsiFs()
+    fs = IscsiFs(Tree())
     (info,) = await scan_luns(session)
-    lun = open_lun(session, info)
-    inode = fs.add_lun(pyfuse3.ROOT_INODE, "0", info, lun)
-    TargetWatch(nursery, fs, session, pyfuse3.ROOT_INODE, read_only=False)
+    pooled = _pooled(nursery, session)
+    lun = open_lun(pooled, info)
+    inode = fs.tree.add_lun(ROOT_INODE, "0", info, lun, pooled)
+    TargetWatch(nursery, fs.tree, pooled, ROOT_INODE, read_only=False)
+    await lun.read(0, 512)  # the pool logs in (it hands out the multipath) and hears its unit attentions
     return target, fs, lun, inode
 
 
@@ -142,14 +158,14 @@ async def test_reported_luns_changed_rescans_the_directory():
             event = P.AsyncMessage(lun=0, async_event=P.AsyncEvent.SCSI_ASYNC_EVENT,
                                    data=len(sense).to_bytes(2, "big") + sense, **target.sn())
             await target.send(event)
-            while 1 not in fs.lun_inodes(pyfuse3.ROOT_INODE):
+            while 1 not in fs.tree.lun_inodes(ROOT_INODE):
                 await trio.sleep(0.01)
-            assert (await fs.lookup(pyfuse3.ROOT_INODE, b"1")).st_size == len(target.disk)
-            gone = fs.lun_inodes(pyfuse3.ROOT_INODE)[1]
+            assert (await fs.lookup(ROOT_INODE, b"1")).st_size == len(target.disk)
+            gone = fs.tree.lun_inodes(ROOT_INODE)[1]
             target.luns = [0]
             target.pending_sense.append(sense)  # this time on a command
-            await fs.nodes[fs.lun_inodes(pyfuse3.ROOT_INODE)[0]].lun.read(0, 512)
-            while 1 in fs.lun_inodes(pyfuse3.ROOT_INODE):
+            await fs.nodes[fs.tree.lun_inodes(ROOT_INODE)[0]].lun.read(0, 512)
+            while 1 in fs.tree.lun_inodes(ROOT_INODE):
                 await trio.sleep(0.01)
             with pytest.raises(pyfuse3.FUSEError) as e:
                 await fs.getattr(gone)

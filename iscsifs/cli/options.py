@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from iscsifs import __version__
-from iscsifs.client import DIGEST_OFFERS, ConnectOptions
-from iscsifs.mount import MountOptions
-from iscsifs.net.path import RecoveryPolicy
-from iscsifs.net.session import PathPolicy
+from iscsifs.block.client import DIGEST_OFFERS, ConnectOptions
+from iscsifs.mount.serve import MountOptions
+from iscsifs.net.policy import PathPolicy
+from iscsifs.net.policy import RecoveryPolicy
 from iscsifs.proto.address import Portal
 from iscsifs.proto.chap import parse_algorithms
 from iscsifs.url import UrlError, is_iscsi_name, parse_hostport

@@ -19,20 +19,34 @@ from pathlib import Path
 import setproctitle
 import trio
 
-from iscsifs import logs
-from iscsifs.client import Client, LunInfo, NotFoundError
-from iscsifs.daemon import PidFile, daemonize, detach_stdio, report, sd_notify
-from iscsifs.demo import Demo
-from iscsifs.fs import DISCARD_XATTR, MAP_XATTR_PREFIX, STATS_XATTR
-from iscsifs.mount import serve
-from iscsifs.mountpoint import MountError, check_mountpoint, containing_mount
+from iscsifs.block.client import Client, LunInfo, NotFoundError
+from iscsifs.cli.daemon import PidFile, daemonize, detach_stdio, report, sd_notify
+from iscsifs.cli.demo import Demo
+from iscsifs.cli.options import (
+    Command,
+    DiscardCommand,
+    LsCommand,
+    MapCommand,
+    MountCommand,
+    StatsCommand,
+    UsageError,
+    parse_command,
+)
+from iscsifs.cli.report import (
+    human_bytes,
+    ls_table,
+    lun_record,
+    map_text,
+    merge_extents,
+    stats_text,
+)
+from iscsifs.mount import logs
+from iscsifs.mount.fs import DISCARD_XATTR, MAP_XATTR_PREFIX, STATS_XATTR
+from iscsifs.mount.mountpoint import MountError, check_mountpoint, containing_mount
+from iscsifs.mount.serve import serve
 from iscsifs.net.connection import ConnectError
 from iscsifs.net.nursery import first_error
-from iscsifs.options import (
-    Command, DiscardCommand, LsCommand, MapCommand, MountCommand, StatsCommand, UsageError, parse_command,
-)
 from iscsifs.proto.errors import AuthenticationError, IscsiError, LoginError, TimedOut
-from iscsifs.report import human_bytes, lun_record, ls_table, map_text, merge_extents, stats_text
 from iscsifs.url import IscsiUrl, UrlError, parse_url
 
 log = logging.getLogger("iscsifs")

@@ -1,6 +1,6 @@
 """Full-feature phase of one connection, sans I/O (RFC 7143 §4.2, §11).
 
-``SessionCore`` keeps the sequence numbers (CmdSN window, ExpStatSN), the outstanding tasks keyed
+``ConnectionCore`` keeps the sequence numbers (CmdSN window, ExpStatSN), the outstanding tasks keyed
 by Initiator Task Tag, plans unsolicited and solicited Data-Out, and reassembles Data-In.
 ``receive(pdu)`` returns events for the I/O layer; nothing here blocks or sleeps.
 """
@@ -112,7 +112,7 @@ Event = TaskDone | SendPdus | ResponseReceived | AsyncReceived | RequestRejected
 
 
 @dataclass
-class SessionCore:
+class ConnectionCore:
     params: OperationalParams
     cmd_sn: int
     exp_cmd_sn: int
@@ -372,14 +372,14 @@ class SessionCore:
 
 
 _HANDLERS = {
-    ScsiResponse: SessionCore._on_scsi_response,
-    DataIn: SessionCore._on_data_in,
-    R2T: SessionCore._on_r2t,
-    NopIn: SessionCore._on_nop_in,
-    TextResponse: SessionCore._on_response,
-    TaskMgmtResponse: SessionCore._on_response,
-    LogoutResponse: SessionCore._on_response,
-    AsyncMessage: SessionCore._on_async,
-    Reject: SessionCore._on_reject,
-    LoginResponse: SessionCore._on_login_response,
+    ScsiResponse: ConnectionCore._on_scsi_response,
+    DataIn: ConnectionCore._on_data_in,
+    R2T: ConnectionCore._on_r2t,
+    NopIn: ConnectionCore._on_nop_in,
+    TextResponse: ConnectionCore._on_response,
+    TaskMgmtResponse: ConnectionCore._on_response,
+    LogoutResponse: ConnectionCore._on_response,
+    AsyncMessage: ConnectionCore._on_async,
+    Reject: ConnectionCore._on_reject,
+    LoginResponse: ConnectionCore._on_login_response,
 }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from iscsifs.client import LunInfo
+from iscsifs.block.client import LunInfo
 from iscsifs.scsi.response import DeviceType
 
 

@@ -16,50 +16,26 @@ so the copy is exact byte for byte; the LUN past the file's end is left as it is
 from __future__ import annotations
 
 import errno
-import logging
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from typing import AsyncIterator
 
-import trio
-
-from iscsifs.net.api import ScsiSession
+from iscsifs.block.command import command
+from iscsifs.block.ranges import ByteRanges, RangeLock
+from iscsifs.net.api import Executor
 from iscsifs.proto.errors import IscsiError
-from iscsifs.proto.session import ScsiResult
 from iscsifs.scsi import cdb
 from iscsifs.scsi.response import (
-    Capacity,
-    ScsiParseError,
-    StandardInquiry,
-    Vpd,
-    mode_sense_write_protected,
     BlockLimits,
+    Capacity,
     LbaStatus,
     Provisioning,
-    parse_block_limits,
+    ScsiParseError,
     parse_get_lba_status,
-    parse_logical_block_provisioning,
-    parse_device_identification,
-    parse_inquiry,
-    parse_read_capacity_10,
-    parse_read_capacity_16,
-    parse_supported_vpd_pages,
-    parse_unit_serial_number,
-    world_wide_name,
 )
 from iscsifs.scsi.sense import (
-    Sense,
     ScsiError,
     SenseKey,
     Status,
-    is_unit_attention,
-    parse_sense,
 )
-from iscsifs.stats import STATS
 
-log = logging.getLogger("iscsifs.lun")
-
-UNIT_ATTENTION_RETRIES = 8  # every target reports at least one (29/00) after login
 DEFAULT_MAX_TRANSFER = 1 << 20
 ZEROS = bytes(DEFAULT_MAX_TRANSFER)
 UNMAP_BLOCKS = 1 << 22  # blocks per UNMAP descriptor when the LUN gives no limit (2 GiB of 512)
@@ -71,222 +47,6 @@ class LunRangeError(IscsiError):
     """I/O outside the LUN. ``errno`` is what writing past the end of a disk gives."""
 
     errno = errno.ENOSPC
-
-
-# SAM-5 statuses and sense that say "not now", not "no": retried with backoff, within a time bound,
-# without using up the UNIT ATTENTION retries.
-BUSY_STATUSES = (Status.BUSY, Status.TASK_SET_FULL)
-RETRY_TIME_LIMIT = 60.0  # seconds of BUSY / NOT READY (becoming ready) / ABORTED COMMAND, then the error
-
-
-def _transient(status: int, sense: Sense | None) -> bool:
-    if status in BUSY_STATUSES:
-        return True
-    if status != Status.CHECK_CONDITION or sense is None:
-        return False
-    if sense.key == SenseKey.ABORTED_COMMAND:
-        return True
-    # NOT READY, LOGICAL UNIT IS IN PROCESS OF BECOMING READY (04/01) or in transition (04/0A).
-    return sense.key == SenseKey.NOT_READY and sense.asc_ascq in ((0x04, 0x01), (0x04, 0x0A))
-
-
-async def command(session: ScsiSession, lun: int, cdb_bytes: bytes, *, name: str,
-                  data_out: bytes | bytearray | memoryview | None = None, expected_in: int = 0,
-                  into: bytearray | memoryview | None = None) -> ScsiResult:
-    """Run a SCSI command; return on GOOD. UNIT ATTENTION is retried (and reported), BUSY, TASK SET
-    FULL, ABORTED COMMAND and NOT READY (becoming ready) are retried with backoff, everything
-    else (RESERVATION CONFLICT included: someone else holds the LUN) raises ScsiError at once."""
-    attentions = 0
-    backoff = 0.005
-    first_refusal: float | None = None
-    while True:
-        started = trio.current_time()
-        try:
-            result = await session.execute(lun, cdb_bytes, data_out=data_out, expected_in=expected_in, into=into)
-        except IscsiError:
-            STATS.record(name, trio.current_time() - started, ok=False)
-            raise
-        STATS.record(name, trio.current_time() - started, read=len(result.data),
-                     written=len(data_out) if data_out is not None and result.status == Status.GOOD else 0,
-                     ok=result.status in (Status.GOOD, Status.CONDITION_MET) and result.response == 0)
-        if result.response != 0:
-            raise ScsiError(Status.TASK_ABORTED, None, f"{name} (iSCSI response 0x{result.response:02x}, target failure)")
-        if result.status in (Status.GOOD, Status.CONDITION_MET):
-            if result.status == Status.GOOD:
-                session.queue_ok()
-            return result
-        sense = parse_sense(result.sense)
-        if is_unit_attention(result.status, sense) and attentions < UNIT_ATTENTION_RETRIES:
-            # A UNIT ATTENTION reports an event (reset, parameters changed) and fails this
-            # command only; the same command is valid again (SAM-5 §5.14).
-            attentions += 1
-            log.debug("LUN %d: %s reported unit attention %s; retrying", lun, name, sense)
-            assert sense is not None
-            if session.on_unit_attention is not None:
-                session.on_unit_attention(lun, sense)
-            continue
-        if result.status == Status.CHECK_CONDITION and sense is not None and sense.key == SenseKey.RECOVERED_ERROR:
-            return result
-        now = trio.current_time()
-        first_refusal = now if first_refusal is None else first_refusal
-        if _transient(result.status, sense) and now - first_refusal < RETRY_TIME_LIMIT:
-            if result.status == Status.TASK_SET_FULL:
-                session.queue_full()  # fewer commands in flight until the target keeps up
-            log.debug("LUN %d: %s answered %s; retrying in %.3f s", lun, name,
-                      Status.NAMES.get(result.status, result.status) if sense is None else sense, backoff)
-            await trio.sleep(backoff)
-            backoff = min(backoff * 2, 1.0)
-            continue
-        raise ScsiError(result.status, sense, f"{name} on LUN {lun}")
-
-
-async def inquiry(session: ScsiSession, lun: int) -> StandardInquiry:
-    result = await command(session, lun, cdb.inquiry(255), name="INQUIRY", expected_in=255)
-    return parse_inquiry(result.data)
-
-
-async def read_capacity(session: ScsiSession, lun: int) -> Capacity:
-    """READ CAPACITY(16), falling back to (10) for devices that do not know it (SBC-3 §5.16)."""
-    try:
-        result = await command(session, lun, cdb.read_capacity_16(32), name="READ CAPACITY(16)", expected_in=32)
-        return parse_read_capacity_16(result.data)
-    except ScsiError as exc:
-        if exc.sense is None or exc.sense.key != SenseKey.ILLEGAL_REQUEST:
-            raise
-    result = await command(session, lun, cdb.read_capacity_10(), name="READ CAPACITY(10)", expected_in=8)
-    cap = parse_read_capacity_10(result.data)
-    if cap.blocks - 1 == 0xFFFFFFFF:
-        raise ScsiError(Status.CHECK_CONDITION, None, "READ CAPACITY(10) says the LUN is too large for it, "
-                        "and READ CAPACITY(16) is not supported")
-    return cap
-
-
-@dataclass(frozen=True, slots=True)
-class Identity:
-    """What a disk LUN says about itself beyond INQUIRY; empty where it says nothing."""
-
-    serial: str = ""  # VPD 0x80
-    wwn: str = ""  # VPD 0x83, the best logical-unit designator
-    write_protected: bool = False  # MODE SENSE, WP bit
-    limits: BlockLimits = BlockLimits(0, 0)  # VPD 0xB0; zeros: no limit reported
-    provisioning: Provisioning = Provisioning()  # VPD 0xB2; a LUN without the page is fully provisioned
-
-    @property
-    def maximum_transfer_blocks(self) -> int:
-        return self.limits.maximum_transfer_length
-
-
-async def _vpd(session: ScsiSession, lun: int, page: int) -> bytes | bytearray | memoryview:
-    result = await command(session, lun, cdb.inquiry(4096, page), name=f"INQUIRY VPD 0x{page:02x}",
-                           expected_in=4096)
-    return result.data
-
-
-async def write_protected(session: ScsiSession, lun: int) -> bool:
-    """MODE SENSE(6), or (10) for devices without it; a device that answers neither is not WP."""
-    for ten in (False, True):
-        built = cdb.mode_sense_10() if ten else cdb.mode_sense_6()
-        try:
-            result = await command(session, lun, built, name="MODE SENSE", expected_in=512 if ten else 255)
-            return mode_sense_write_protected(result.data, ten)
-        except ScsiError as exc:
-            if exc.sense is None or exc.sense.key != SenseKey.ILLEGAL_REQUEST:
-                raise
-        except ScsiParseError:
-            pass
-    return False
-
-
-def _unsupported(exc: ScsiError) -> bool:
-    """ILLEGAL REQUEST: the LUN does not know the command or page (as opposed to a failure)."""
-    return exc.sense is not None and exc.sense.key == SenseKey.ILLEGAL_REQUEST
-
-
-async def _supported_pages(session: ScsiSession, lun: int) -> frozenset[int]:
-    try:
-        return parse_supported_vpd_pages(await _vpd(session, lun, Vpd.SUPPORTED_PAGES))
-    except ScsiError as exc:
-        if not _unsupported(exc):
-            raise
-        log.debug("LUN %d: no VPD pages (%s)", lun, exc)
-        return frozenset()
-
-
-async def _identity(session: ScsiSession, lun: int, pages: frozenset[int]) -> tuple[str, str]:
-    serial = wwn = ""
-    if Vpd.UNIT_SERIAL_NUMBER in pages:
-        serial = parse_unit_serial_number(await _vpd(session, lun, Vpd.UNIT_SERIAL_NUMBER))
-    if Vpd.DEVICE_IDENTIFICATION in pages:
-        wwn = world_wide_name(parse_device_identification(await _vpd(session, lun, Vpd.DEVICE_IDENTIFICATION)))
-    return serial, wwn
-
-
-async def identify(session: ScsiSession, lun: int) -> Identity:
-    """Serial, WWN, block limits, provisioning and write protection. The identity pages (0x80,
-    0x83) that the LUN lists must be read, or this raises (the scan then skips the LUN): a
-    garbled answer must not become an identity that a later login compares against. A page a
-    LUN lacks (ILLEGAL REQUEST) is left out; the others, garbled, are too, with a log line."""
-    pages = await _supported_pages(session, lun)
-    serial, wwn = await _identity(session, lun, pages)
-    limits, provisioning = BlockLimits(0, 0), Provisioning()
-    try:
-        if Vpd.BLOCK_LIMITS in pages:
-            limits = parse_block_limits(await _vpd(session, lun, Vpd.BLOCK_LIMITS))
-        if Vpd.LOGICAL_BLOCK_PROVISIONING in pages:
-            provisioning = parse_logical_block_provisioning(await _vpd(session, lun, Vpd.LOGICAL_BLOCK_PROVISIONING))
-    except (ScsiError, ScsiParseError) as exc:
-        log.warning("LUN %d of %s: a VPD page is unreadable (%s); using no limits and full provisioning", lun,
-                    session.target_name, exc)
-    return Identity(serial, wwn, await write_protected(session, lun), limits, provisioning)
-
-
-async def identity_of(session: ScsiSession, lun: int) -> tuple[str, str]:
-    """(serial, wwn): what a session checks after every login (``net.api.Identify``). An answer
-    that cannot be read raises, so the login is tried again rather than the LUN being taken for
-    another device."""
-    return await _identity(session, lun, await _supported_pages(session, lun))
-
-
-class ByteRanges:
-    """Disjoint half-open byte ranges, kept sorted and merged."""
-
-    def __init__(self) -> None:
-        self._ranges: list[tuple[int, int]] = []
-
-    def __bool__(self) -> bool:
-        return bool(self._ranges)
-
-    def __iter__(self):
-        return iter(list(self._ranges))
-
-    def add(self, start: int, end: int) -> None:
-        if start >= end:
-            return
-        kept = []
-        for a, b in self._ranges:
-            if b < start or a > end:
-                kept.append((a, b))
-            else:
-                start, end = min(a, start), max(b, end)
-        kept.append((start, end))
-        self._ranges = sorted(kept)
-
-    def remove(self, start: int, end: int) -> None:
-        if start >= end:
-            return
-        kept = []
-        for a, b in self._ranges:
-            if b <= start or a >= end:
-                kept.append((a, b))
-                continue
-            if a < start:
-                kept.append((a, start))
-            if b > end:
-                kept.append((end, b))
-        self._ranges = kept
-
-    def overlapping(self, start: int, end: int) -> list[tuple[int, int]]:
-        return [(max(a, start), min(b, end)) for a, b in self._ranges if a < end and b > start]
 
 
 class LunCannotUnmap(IscsiError):
@@ -311,55 +71,10 @@ class LunGrowError(IscsiError):
     errno = errno.EFBIG
 
 
-class RangeLock:
-    """Exclusive locks on inclusive block ranges; non-overlapping ranges never wait for each other."""
-
-    def __init__(self) -> None:
-        self._held: list[tuple[int, int]] = []
-        self._released = trio.Event()
-
-    @asynccontextmanager
-    async def hold(self, first: int, last: int) -> AsyncIterator[None]:
-        while any(a <= last and first <= b for a, b in self._held):
-            await self._released.wait()
-        entry = (first, last)
-        self._held.append(entry)
-        try:
-            yield
-        finally:
-            self._held.remove(entry)
-            self._released.set()
-            self._released = trio.Event()
-
-
-class BufferPool:
-    """Read buffers to reuse. A fresh 1 MiB bytearray is 256 page faults to fill and an munmap
-    to free: on sequential reads that cost more than parsing the PDUs that fill it."""
-
-    def __init__(self, keep_bytes: int = 32 << 20) -> None:
-        self._free: dict[int, list[bytearray]] = {}
-        self._kept = 0
-        self._keep_bytes = keep_bytes
-
-    def take(self, size: int) -> bytearray:
-        """A buffer of at least ``size`` bytes (contents undefined)."""
-        size = max(4096, 1 << (size - 1).bit_length())  # power-of-two classes
-        free = self._free.get(size)
-        if free:
-            self._kept -= size
-            return free.pop()
-        return bytearray(size)
-
-    def give(self, buf: bytearray) -> None:
-        if self._kept + len(buf) <= self._keep_bytes:
-            self._free.setdefault(len(buf), []).append(buf)
-            self._kept += len(buf)
-
-
 class Lun:
     """A disk LUN addressed in bytes. ``size`` is exact: blocks × block size."""
 
-    def __init__(self, session: ScsiSession, lun: int, capacity: Capacity, *, read_only: bool = False,
+    def __init__(self, session: Executor, lun: int, capacity: Capacity, *, read_only: bool = False,
                  max_transfer: int = DEFAULT_MAX_TRANSFER, maximum_transfer_blocks: int = 0,
                  limits: BlockLimits = BlockLimits(0, 0), provisioning: Provisioning = Provisioning(),
                  detect_zeroes: str = "off") -> None:

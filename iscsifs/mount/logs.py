@@ -65,7 +65,7 @@ def setup(debug: bool) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(_level(debug))
-    logging.getLogger("iscsifs.lun").setLevel(_level(debug))
+    logging.getLogger("iscsifs.block").setLevel(_level(debug))
 
 
 def _file_handler(path: str) -> ReopeningFileHandler:

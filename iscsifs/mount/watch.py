@@ -20,10 +20,11 @@ from collections.abc import Callable
 import pyfuse3
 import trio
 
-from iscsifs.client import LunScan, open_lun, report_luns, scan
-from iscsifs.fs import IscsiFs
-from iscsifs.lun import Lun, read_capacity
-from iscsifs.net.api import ScsiSession
+from iscsifs.block.client import LunScan, open_lun, report_luns, scan
+from iscsifs.block.command import read_capacity
+from iscsifs.block.lun import Lun
+from iscsifs.mount.tree import ROOT_INODE, Tree
+from iscsifs.net.api import MountedTarget, Target
 from iscsifs.net.nursery import fail_after
 from iscsifs.proto.errors import IscsiError
 from iscsifs.scsi.response import Capacity
@@ -39,21 +40,21 @@ RESCAN_TIMEOUT = 60.0
 class TargetWatch:
     """One target's LUN files under ``directory`` (or the one LUN mounted at the root)."""
 
-    def __init__(self, nursery: trio.Nursery, fs: IscsiFs, session: ScsiSession, directory: int, *, read_only: bool,
+    def __init__(self, nursery: trio.Nursery, tree: Tree, target: MountedTarget, directory: int, *, read_only: bool,
                  only_lun: int | None = None, detect_zeroes: str = "off") -> None:
         self.detect_zeroes = detect_zeroes
         self.nursery = nursery
-        self.fs = fs
-        self.session = session
+        self.tree = tree
+        self.target = target
         self.directory = directory
         self.read_only = read_only
         self.only_lun = only_lun  # a LUN URL: follow its capacity, never add or remove files
         self._rescanning = False
         self._again = False
         self._incomplete = False  # the last rescan failed or skipped a LUN: the next poll tries again
-        session.on_unit_attention = self.on_unit_attention
+        target.on_unit_attention = self.on_unit_attention
 
-    def poll(self, interval: float, logged_in: Callable[[], ScsiSession | None] | None = None,
+    def poll(self, interval: float, logged_in: Callable[[], Target | None] | None = None,
              known: LunScan | None = None) -> None:
         """Poll the target's LUN list every ``interval`` seconds while its session lives, on the
         session ``logged_in()`` gives: a pooled session that is logged out for idleness is not
@@ -63,11 +64,11 @@ class TargetWatch:
         if known is not None:
             previous = {info.lun for info in known.luns} | known.skipped
             self._incomplete = bool(known.skipped)  # a LUN the scan skipped is tried again
-        self.nursery.start_soon(self._poll, interval, logged_in or (lambda: self.session), previous)
+        self.nursery.start_soon(self._poll, interval, logged_in or (lambda: self.target), previous)
 
-    async def _poll(self, interval: float, logged_in: Callable[[], ScsiSession | None],
+    async def _poll(self, interval: float, logged_in: Callable[[], Target | None],
                     previous: set[int] | None) -> None:
-        while self.session.alive:
+        while self.target.alive:
             await trio.sleep(interval)
             session = logged_in()
             if session is None:
@@ -78,13 +79,13 @@ class TargetWatch:
                     reported = set(await report_luns(session))
             except IscsiError as exc:
                 # The target's answer failed this poll (a malformed one included): the tree stays.
-                log.debug("polling the LUNs of %s: %s", self.session.target_name, exc)
+                log.debug("polling the LUNs of %s: %s", self.target.target_name, exc)
                 continue
             except Exception:  # noqa: BLE001 - a bug of ours must not end the mount: logged, next poll
-                log.exception("polling the LUNs of %s failed", self.session.target_name)
+                log.exception("polling the LUNs of %s failed", self.target.target_name)
                 continue
             if previous is not None and reported != previous and self.only_lun is None:
-                log.info("target %s reports other LUNs than before: rescanning", self.session.target_name)
+                log.info("target %s reports other LUNs than before: rescanning", self.target.target_name)
                 self.rescan_soon()
             elif self._incomplete and self.only_lun is None:
                 self.rescan_soon()
@@ -92,17 +93,14 @@ class TargetWatch:
 
     def on_unit_attention(self, lun: int, sense: Sense) -> None:
         if sense.asc_ascq == CAPACITY_DATA_HAS_CHANGED:
-            log.info("target %s reports that LUN %d changed capacity", self.session.target_name, lun)
+            log.info("target %s reports that LUN %d changed capacity", self.target.target_name, lun)
             self.nursery.start_soon(self._refresh_capacity, lun)
         elif sense.asc_ascq == REPORTED_LUNS_DATA_HAS_CHANGED and self.only_lun is None:
-            log.info("target %s reports that its LUNs changed: rescanning", self.session.target_name)
+            log.info("target %s reports that its LUNs changed: rescanning", self.target.target_name)
             self.rescan_soon()
 
     def _luns(self) -> dict[int, int]:
-        root = self.fs.nodes[pyfuse3.ROOT_INODE]
-        if root.lun is not None:
-            return {root.lun.lun: pyfuse3.ROOT_INODE}
-        return self.fs.lun_inodes(self.directory)
+        return self.tree.lun_inodes(self.directory)
 
     # -- capacity ----------------------------------------------------------------------------------
 
@@ -112,21 +110,21 @@ class TargetWatch:
             return
         try:
             with fail_after(RESCAN_TIMEOUT, "READ CAPACITY"):
-                capacity = await read_capacity(self.session, lun)
+                capacity = await read_capacity(self.target, lun)
         except IscsiError as exc:
-            log.warning("reading the new capacity of LUN %d of %s failed: %s", lun, self.session.target_name, exc)
+            log.warning("reading the new capacity of LUN %d of %s failed: %s", lun, self.target.target_name, exc)
             return
         except Exception:  # noqa: BLE001 - a bug of ours must not end the mount: logged, size kept
-            log.exception("reading the new capacity of LUN %d of %s failed", lun, self.session.target_name)
+            log.exception("reading the new capacity of LUN %d of %s failed", lun, self.target.target_name)
             return
-        node = self.fs.nodes.get(inode)
+        node = self.tree.nodes.get(inode)
         if node is not None and node.lun is not None:
             await self._set_capacity(inode, node.lun, capacity)
 
     async def _set_capacity(self, inode: int, lun: Lun, capacity: Capacity) -> None:
         if capacity == lun.capacity:
             return
-        log.info("LUN %d of %s is now %d bytes (was %d)", lun.lun, self.session.target_name, capacity.size, lun.size)
+        log.info("LUN %d of %s is now %d bytes (was %d)", lun.lun, self.target.target_name, capacity.size, lun.size)
         lun.set_capacity(capacity)
         await _invalidate_inode(inode)
 
@@ -150,29 +148,29 @@ class TargetWatch:
                         await self.rescan()
                 except IscsiError as exc:
                     # The last good view stays: no file goes because an answer was garbled.
-                    log.warning("rescanning %s failed: %s; keeping the LUNs shown", self.session.target_name, exc)
+                    log.warning("rescanning %s failed: %s; keeping the LUNs shown", self.target.target_name, exc)
                 except Exception:  # noqa: BLE001 - a bug of ours must not end the mount: logged, view kept
-                    log.exception("rescanning %s failed; keeping the LUNs shown", self.session.target_name)
+                    log.exception("rescanning %s failed; keeping the LUNs shown", self.target.target_name)
                 if not self._again:
                     return
         finally:
             self._rescanning = False
 
     async def rescan(self) -> None:
-        result = await scan(self.session)
+        result = await scan(self.target)
         self._incomplete = bool(result.skipped)
         found = {info.lun: info for info in result.luns if info.is_disk}
         shown = self._luns()
         for number, inode in shown.items():
-            node = self.fs.nodes[inode]
+            node = self.tree.nodes[inode]
             info = found.get(number)
             if info is None and number in result.skipped:
                 continue  # reported, but its answers were unusable: it stays as it was
             if info is None:
-                if inode == pyfuse3.ROOT_INODE:
+                if inode == ROOT_INODE:
                     continue  # the mounted LUN itself: its I/O will fail, the mount stays
-                log.info("LUN %d of %s is gone", number, self.session.target_name)
-                for parent, name in self.fs.remove(inode):
+                log.info("LUN %d of %s is gone", number, self.target.target_name)
+                for parent, name in self.tree.remove(inode):
                     _invalidate_entry(parent, name)
             elif node.lun is not None and info.capacity is not None:
                 await self._set_capacity(inode, node.lun, info.capacity)
@@ -180,12 +178,12 @@ class TargetWatch:
             return
         for number, info in sorted(found.items()):
             if number not in shown:
-                lun = open_lun(self.session, info, self.read_only, self.detect_zeroes)
-                self.fs.add_lun(self.directory, str(number), info, lun)
-                log.info("LUN %d of %s appeared (%d bytes)", number, self.session.target_name, lun.size)
+                lun = open_lun(self.target, info, self.read_only, self.detect_zeroes)
+                self.tree.add_lun(self.directory, str(number), info, lun, self.target)
+                log.info("LUN %d of %s appeared (%d bytes)", number, self.target.target_name, lun.size)
         await _invalidate_inode(self.directory)
-        if self.fs.by_id is not None:
-            await _invalidate_inode(self.fs.by_id)
+        if self.tree.by_id is not None:
+            await _invalidate_inode(self.tree.by_id)
 
 
 def _invalidate_entry(parent: int, name: bytes) -> None:

@@ -1,8 +1,9 @@
-"""A private tgtd (Linux SCSI target framework) for the demo and the tests.
+"""The demo: with no URL, a throwaway private tgtd with one 64 MiB LUN, mounted on a temp dir.
+Unmounting stops the target and removes the directory.
 
-Each instance runs ``tgtd -f -C N --iscsi portal=HOST:PORT`` with its own control port N, so
-several can run side by side, and is configured with ``tgtadm -C N``. LUNs are files.
-"""
+``PrivateTgtd`` runs ``tgtd -f -C N --iscsi portal=HOST:PORT`` with its own control port N, so
+several can run side by side, configured with ``tgtadm -C N``; LUNs are files. The tests' helper
+(``tests/support/tgt.py``) builds on it."""
 
 from __future__ import annotations
 
@@ -12,28 +13,37 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from iscsifs.cli.options import UsageError
 from iscsifs.proto.address import hostport
 
-TGT_SOCKET_DIR = Path("/var/run/tgtd")
+DEMO_TARGET = "iqn.2026-11.org.iscsifs:demo"
+DEMO_SIZE = 64 << 20
+DEMO_GREETING = (b"Hello from iscsifs!\nThis 64 MiB file is LUN 1 of a throwaway tgtd target, "
+                 b"read and written over iSCSI.\n")
 
 
 class TgtError(RuntimeError):
-    pass
+    """tgtd could not be started or configured."""
 
 
 def free_port(host: str = "127.0.0.1") -> int:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
+
+
+TGT_SOCKET_DIR = Path("/var/run/tgtd")
 
 
 @dataclass
-class TgtDaemon:
+class PrivateTgtd:
     workdir: Path
     host: str = "127.0.0.1"
     port: int = 0
@@ -50,7 +60,7 @@ class TgtDaemon:
     def url(self) -> str:
         return f"iscsi://{self.portal}"
 
-    def start(self, timeout: float = 10.0) -> TgtDaemon:
+    def start(self, timeout: float = 10.0) -> PrivateTgtd:
         if shutil.which("tgtd") is None or shutil.which("tgtadm") is None:
             raise TgtError("tgtd is not installed (Debian package 'tgt')")
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -105,21 +115,10 @@ class TgtDaemon:
         self.targets[iqn] = tid
         return tid
 
-    def add_lun(self, iqn: str, lun: int, backing: Path, *, size: int | None = None,
-                block_size: int | None = None, params: str | None = None) -> Path:
-        """Add a file-backed LUN; ``size`` creates (sparse) or resizes the backing file first."""
-        if size is not None:
-            with open(backing, "ab") as f:
-                f.truncate(size)
-        args = ["--op", "new", "--mode", "logicalunit", "--tid", str(self.targets[iqn]), "--lun", str(lun),
-                "-b", str(backing)]
-        if block_size:
-            args += ["--blocksize", str(block_size)]
-        self.tgtadm(*args)
-        if params:
-            self.tgtadm("--op", "update", "--mode", "logicalunit", "--tid", str(self.targets[iqn]),
-                        "--lun", str(lun), "--params", params)
-        return backing
+    def add_lun(self, iqn: str, lun: int, backing: Path) -> None:
+        """A LUN backed by the file ``backing``."""
+        self.tgtadm("--op", "new", "--mode", "logicalunit", "--tid", str(self.targets[iqn]), "--lun", str(lun),
+                    "-b", str(backing))
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
@@ -137,8 +136,40 @@ class TgtDaemon:
                 except OSError:
                     pass
 
-    def __enter__(self) -> TgtDaemon:
-        return self.start() if self.proc is None else self
 
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+class Demo:
+    def __init__(self) -> None:
+        """Checks that the demo can run here and makes its directory (mount point inside)."""
+        if os.geteuid() != 0:
+            raise UsageError("the demo starts a local tgtd target, which needs root (or give a URL)")
+        if shutil.which("tgtd") is None:
+            raise UsageError("the demo needs tgtd: install the Debian package 'tgt' (or give a URL)")
+        self.directory = Path(tempfile.mkdtemp(prefix="iscsifs-demo-"))
+        self.mountpoint = self.directory / "mnt"
+        self.mountpoint.mkdir()
+        self._tgt: PrivateTgtd | None = None
+
+    def start(self) -> str:
+        """Start the target (blocking: run it in a thread); returns its portal URL."""
+        tgt = self._tgt = PrivateTgtd(self.directory / "target")
+        tgt.start()
+        backing = self.directory / "target" / "demo.img"
+        with open(backing, "wb") as f:
+            f.write(DEMO_GREETING)
+            f.truncate(DEMO_SIZE)
+        tgt.add_target(DEMO_TARGET)
+        tgt.add_lun(DEMO_TARGET, 1, backing)
+        return tgt.url
+
+    def message(self, foreground: bool) -> str:
+        assert self._tgt is not None
+        m = self.mountpoint
+        text = (f"iscsifs: demo target {DEMO_TARGET} on {self._tgt.portal} (a private tgtd), mounted at {m}\n"
+                f"  try:      ls -l {m}/{DEMO_TARGET}/ && head -c 120 {m}/{DEMO_TARGET}/1\n"
+                f"  unmount:  fusermount3 -u {m}   (also stops the demo target)")
+        return text + ("\n  (running in the foreground: Ctrl-C also unmounts)" if foreground else "")
+
+    def stop(self) -> None:
+        if self._tgt is not None:
+            self._tgt.stop()
+        shutil.rmtree(self.directory, ignore_errors=True)

@@ -15,19 +15,19 @@ import logging
 import os
 import stat
 import time
-from dataclasses import dataclass, field
 from typing import Callable
 
 import pyfuse3
 
-from iscsifs.client import LunInfo
-from iscsifs.lun import BufferPool, Lun
-from iscsifs.net.api import PathInfo, ScsiSession
+from iscsifs.block.buffers import BufferPool
+from iscsifs.block.lun import Lun
+from iscsifs.block.stats import STATS
+from iscsifs.mount.tree import Node, Tree
+from iscsifs.net.api import MountedTarget, PathInfo
 from iscsifs.net.arena import ArenaBuffers
 from iscsifs.proto.errors import IscsiError
-from iscsifs.stats import STATS
 
-log = logging.getLogger("iscsifs.fs")
+log = logging.getLogger("iscsifs.mount.fs")
 
 ATTR_TIMEOUT = 1.0
 XATTR_PREFIX = b"user.iscsi."
@@ -44,40 +44,6 @@ _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR
 def format_paths(paths: list[PathInfo]) -> str:
     """``user.iscsi.paths``: one line per path, "PORTAL STATE", with " active" on those in use."""
     return "\n".join(f"{p.portal} {p.state}{' active' if p.active else ''}" for p in paths)
-
-
-BY_ID = "by-id"
-
-
-def by_id_name(wwn: str) -> str | None:
-    """udev's /dev/disk/by-id name for a LUN's designator: ``wwn-0x<hex>`` for NAA and EUI-64. The
-    others (SCSI name strings, T10 vendor ids) hold colons or spaces, and get no link."""
-    kind, _, digits = wwn.partition(".")
-    if kind in ("naa", "eui") and digits and all(c in "0123456789abcdef" for c in digits):
-        return f"wwn-0x{digits}"
-    return None
-
-
-@dataclass(slots=True, eq=False)
-class Node:
-    inode: int
-    name: bytes
-    parent: int
-    lun: Lun | None = None
-    info: LunInfo | None = None
-    children: dict[bytes, int] = field(default_factory=dict)
-    mtime_ns: int = field(default_factory=time.time_ns)
-    target: str = ""  # for a target's directory: its name and its session
-    session: ScsiSession | None = None
-    link: bytes = b""  # for a symbolic link (by-id/): where it points
-
-    @property
-    def is_file(self) -> bool:
-        return self.lun is not None
-
-    @property
-    def is_dir(self) -> bool:
-        return self.lun is None and not self.link
 
 
 def _failure(op: str, lun: Lun, exc: Exception) -> pyfuse3.FUSEError:
@@ -98,22 +64,18 @@ class IscsiFs(pyfuse3.Operations):
     supports_dot_lookup = True
     enable_writeback_cache = False  # write-through: an acknowledged write() is on the target
 
-    def __init__(self, *, read_only: bool = False, uid: int | None = None, gid: int | None = None,
+    def __init__(self, tree: Tree, *, read_only: bool = False, uid: int | None = None, gid: int | None = None,
                  umask: int = 0o022, buffers: BufferPool | ArenaBuffers | None = None) -> None:
         super().__init__()
+        self.tree = tree
+        self.nodes = tree.nodes  # the same dict: looked up on every request
         self.read_only = read_only
         self.uid = os.getuid() if uid is None else uid
         self.gid = os.getgid() if gid is None else gid
         self.umask = umask
-        root = Node(pyfuse3.ROOT_INODE, b"", pyfuse3.ROOT_INODE)
-        self.nodes: dict[int, Node] = {root.inode: root}
-        self._next_inode = pyfuse3.ROOT_INODE + 1
-        self._gone: set[int] = set()  # inodes of removed LUNs, for ENXIO instead of ENOENT
-        self.by_id: int | None = None  # the by-id/ directory, once a LUN has a name for it
-        self._links: dict[int, int] = {}  # LUN file inode -> its by-id link's inode
         self._buffers = buffers or BufferPool()  # with session workers, in the arena they receive into
-        # inode -> (its LUN, open files): what release() gives back, even once the LUN is gone
-        self._held: dict[int, tuple[Lun, int]] = {}
+        # inode -> (its LUN, its target, open files): what release() gives back, even once the LUN is gone
+        self._held: dict[int, tuple[Lun, MountedTarget, int]] = {}
         self.after_init: Callable[[], None] | None = None  # called once the kernel's INIT is answered
 
     def init(self) -> None:
@@ -123,77 +85,12 @@ class IscsiFs(pyfuse3.Operations):
         if self.after_init is not None:
             self.after_init()
 
-    # -- building the tree -------------------------------------------------------------------------
-
-    def add_dir(self, parent: int, name: str, *, target: str = "", session: ScsiSession | None = None) -> int:
-        inode = self._add(parent, name, None, None)
-        self.nodes[inode].target, self.nodes[inode].session = target, session
-        return inode
-
-    def set_root_lun(self, info: LunInfo, lun: Lun) -> None:
-        """A LUN mounted on a regular file: the root itself is the LUN."""
-        root = self.nodes[pyfuse3.ROOT_INODE]
-        root.info, root.lun = info, lun
-
-    def add_lun(self, parent: int, name: str, info: LunInfo, lun: Lun) -> int:
-        inode = self._add(parent, name, info, lun)
-        link = by_id_name(info.identity.wwn)
-        if link is not None:
-            self._link(link, inode)
-        return inode
-
-    def _link(self, name: str, lun_inode: int) -> None:
-        """by-id/NAME -> the LUN file, relative (so it holds wherever the mount is)."""
-        if self.by_id is None:
-            self.by_id = self.add_dir(pyfuse3.ROOT_INODE, BY_ID)
-        if os.fsencode(name) in self.nodes[self.by_id].children:
-            return  # the same device seen twice (through another target): the first keeps the name
-        parts, inode = [], lun_inode
-        while inode != pyfuse3.ROOT_INODE:
-            parts.append(self.nodes[inode].name)
-            inode = self.nodes[inode].parent
-        link = self._add(self.by_id, name, None, None)
-        self.nodes[link].link = b"../" + b"/".join(reversed(parts))
-        self._links[lun_inode] = link
-
-    def remove(self, inode: int) -> list[tuple[int, bytes]]:
-        """A LUN the target no longer has: gone from the tree, with its by-id link; open handles
-        get ENXIO. Returns the (directory, name) entries that went, for the kernel to forget."""
-        gone = [inode, *([self._links.pop(inode)] if inode in self._links else [])]
-        entries = []
-        for number in gone:
-            node = self.nodes.pop(number)
-            self.nodes[node.parent].children.pop(node.name, None)
-            self.nodes[node.parent].mtime_ns = time.time_ns()
-            entries.append((node.parent, node.name))
-        self._gone.add(inode)
-        return entries
-
-    def lun_inodes(self, parent: int) -> dict[int, int]:
-        """{LUN number: inode} of the files directly under ``parent``."""
-        return {self.nodes[i].lun.lun: i for i in self.nodes[parent].children.values()  # type: ignore[union-attr]
-                if self.nodes[i].lun is not None}
-
-    def _add(self, parent: int, name: str, info: LunInfo | None, lun: Lun | None) -> int:
-        raw = os.fsencode(name)
-        if b"/" in raw or raw in (b"", b".", b".."):
-            raise ValueError(f"cannot use {name!r} as a file name")
-        node = Node(self._next_inode, raw, parent, lun, info)
-        self._next_inode += 1
-        self.nodes[node.inode] = node
-        self.nodes[parent].children[raw] = node.inode
-        self.nodes[parent].mtime_ns = node.mtime_ns
-        return node.inode
-
-    def luns(self) -> list[Lun]:
-        return [n.lun for n in self.nodes.values() if n.lun is not None]
-
     # -- attributes --------------------------------------------------------------------------------
 
     def _node(self, inode: int) -> Node:
         node = self.nodes.get(inode)
         if node is None:
-            raise pyfuse3.FUSEError(errno.ENXIO if inode in self._gone else errno.ENOENT)
+            raise pyfuse3.FUSEError(errno.ENXIO if inode in self.tree.gone else errno.ENOENT)
         return node
 
     def _writable(self, node: Node) -> bool:
@@ -246,7 +143,7 @@ class IscsiFs(pyfuse3.Operations):
         node = self._node(inode)
         if fields.update_size:
             # A LUN keeps the size the target gives it; truncating sets where the file being
-            # written on it ends (iscsifs.lun: cp and qemu-img convert rely on it), growing fails.
+            # written on it ends (iscsifs.block.lun: cp and qemu-img convert rely on it), growing fails.
             if node.lun is None:
                 raise pyfuse3.FUSEError(errno.EISDIR)
             if attr.st_size != node.lun.size and not self._writable(node):
@@ -263,7 +160,7 @@ class IscsiFs(pyfuse3.Operations):
 
     async def statfs(self, ctx):
         s = pyfuse3.StatvfsData()
-        total = sum(lun.size for lun in self.luns())
+        total = sum(lun.size for lun in self.tree.luns())
         s.f_bsize = s.f_frsize = 512
         s.f_blocks = total // 512
         s.f_bfree = s.f_bavail = 0
@@ -275,9 +172,9 @@ class IscsiFs(pyfuse3.Operations):
     # -- extended attributes: who a LUN is ----------------------------------------------------------
 
     def _xattrs(self, node: Node) -> dict[bytes, bytes]:
-        session = node.lun.session if node.lun is not None else node.session
+        target = node.target
         # The active path now, and every path with its state: they change as paths fail and return.
-        paths = {"portal": str(session.portal), "paths": format_paths(session.paths())} if session is not None else {}
+        paths = {"portal": str(target.portal), "paths": format_paths(target.paths())} if target is not None else {}
         if node.lun is not None and node.info is not None:
             info, lun = node.info, node.lun
             values = {"vendor": info.inquiry.vendor, "product": info.inquiry.product,
@@ -285,7 +182,7 @@ class IscsiFs(pyfuse3.Operations):
                       "block_size": str(lun.block_size), "target": info.target, **paths, "lun": str(info.lun),
                       "provisioning": "thin" if info.identity.provisioning.thin else "full"}
         else:
-            values = {"target": node.target, **paths}
+            values = {"target": target.target_name if target is not None else "", **paths}
         attrs = {XATTR_PREFIX + k.encode(): v.encode() for k, v in values.items() if v}
         if node.inode == pyfuse3.ROOT_INODE:
             attrs[STATS_XATTR] = STATS.to_json()
@@ -365,15 +262,17 @@ class IscsiFs(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EROFS)
         if flags & os.O_TRUNC:
             # The LUN stays as it is, as a disk does; the file written on it starts empty, so
-            # what the writer skips (cp's holes) reads and is written as zeros (iscsifs.lun).
+            # what the writer skips (cp's holes) reads and is written as zeros (iscsifs.block.lun).
             node.lun.truncate(0)
         # keep_cache=False: another initiator may have written since the last open.
         # direct_io for an O_DIRECT open, which bypasses the page cache either way: the kernel then
         # sends its writes straight on, without first asking getxattr("security.capability") under
         # the inode lock once per write (file_remove_privs), which serialised a queue of writes
         # behind one FUSE round trip each. It still drops cached pages of the range it writes.
-        node.lun.session.hold()  # an open file keeps its session logged in (net.pool)
-        self._held[inode] = (node.lun, self._held.get(inode, (node.lun, 0))[1] + 1)
+        target = node.target
+        assert target is not None  # every LUN file has one (Tree.add_lun)
+        target.hold()  # an open file keeps its target logged in (net.pool)
+        self._held[inode] = (node.lun, target, self._held[inode][2] + 1 if inode in self._held else 1)
         return pyfuse3.FileInfo(fh=inode, keep_cache=False, direct_io=bool(flags & os.O_DIRECT))
 
     async def read(self, fh, off, size):
@@ -386,7 +285,7 @@ class IscsiFs(pyfuse3.Operations):
         finally:
             # Back in the pool before pyfuse3 has copied our answer out of it, which is safe:
             # pyfuse3 replies in the same step our coroutine returns in (fuse_read_async), before
-            # any other task can take the buffer; and no late Data-In reaches it (Session.execute;
+            # any other task can take the buffer; and no late Data-In reaches it (Multipath.execute;
             # with session workers, a command into the arena cannot be cancelled before its answer).
             self._buffers.give(buf)
 
@@ -410,10 +309,10 @@ class IscsiFs(pyfuse3.Operations):
         await self._sync(fh)
 
     async def release(self, fh):
-        lun, count = self._held.pop(fh)
-        lun.session.release()
+        lun, target, count = self._held.pop(fh)
+        target.release()
         if count > 1:
-            self._held[fh] = (lun, count - 1)
+            self._held[fh] = (lun, target, count - 1)
         else:
             lun.closed()
 

@@ -19,24 +19,38 @@ from dataclasses import dataclass, field, replace
 
 import trio
 
-from iscsifs.lun import Identity, Lun, command, identify, identity_of, inquiry, read_capacity
-from iscsifs.net.api import ScsiSession
+from iscsifs.block.command import (
+    Identity,
+    command,
+    identify,
+    identity_of,
+    inquiry,
+    read_capacity,
+)
+from iscsifs.block.lun import Lun
+from iscsifs.net.api import Target
 from iscsifs.net.connection import Connect, ConnectError, Connection, tcp_connect
+from iscsifs.net.multipath import Multipath
+from iscsifs.net.policy import PathPolicy
 from iscsifs.net.nursery import fail_after, single_error
-from iscsifs.net.path import RecoveryPolicy
-from iscsifs.net.remote import RemoteSession, Workers
-from iscsifs.net.session import PathPolicy, Session
+from iscsifs.net.policy import RecoveryPolicy
+from iscsifs.net.remote import RemoteMultipath, Workers
 from iscsifs.proto.address import Portal, parse_target_address
 from iscsifs.proto.chap import ChapCredentials
 from iscsifs.proto.errors import IscsiError, RemoteProtocolError
 from iscsifs.proto.login import LoginConfig
 from iscsifs.proto.text import Offer
 from iscsifs.scsi import cdb
-from iscsifs.scsi.response import Capacity, ScsiParseError, StandardInquiry, parse_report_luns
+from iscsifs.scsi.response import (
+    Capacity,
+    ScsiParseError,
+    StandardInquiry,
+    parse_report_luns,
+)
 from iscsifs.scsi.sense import ScsiError
 from iscsifs.url import IscsiUrl, chap_credentials
 
-log = logging.getLogger("iscsifs.client")
+log = logging.getLogger("iscsifs.block.client")
 
 INITIATOR_NAME_FILE = "/etc/iscsi/initiatorname.iscsi"
 SCAN_TIMEOUT = 60.0  # seconds for every command of one target's LUN scan (iscsifs ls)
@@ -199,22 +213,22 @@ class Client:
         return replace(self.config.recovery, login_timeout=self.config.login_timeout)
 
     async def login(self, nursery: trio.Nursery, url: IscsiUrl, target: str,
-                    identities: dict[int, tuple[str, str]] | None = None) -> Session:
+                    identities: dict[int, tuple[str, str]] | None = None) -> Multipath:
         """A session over every portal of the target, reconnecting by itself (``iscsifs.net``).
         Without ``identities`` the paths beyond the first wait for ``start_paths``."""
-        return await Session.open(nursery, self.portals(url, target), self._login_config(target), self._policy(),
+        return await Multipath.open(nursery, self.portals(url, target), self._login_config(target), self._policy(),
                                   path_policy=self.config.path_policy, connect=self.config.connect,
                                   identify=identity_of, identities=identities)
 
     async def login_remote(self, workers: Workers, url: IscsiUrl, target: str,
-                           identities: dict[int, tuple[str, str]] | None = None) -> RemoteSession:
+                           identities: dict[int, tuple[str, str]] | None = None) -> RemoteMultipath:
         """``login``, in each session worker (``net.remote``). The workers make their own TCP
         connections: a test's ``connect`` stays in this process, so they need a real portal."""
-        return await workers.open(target, self.portals(url, target), self._login_config(target), self._policy(),
+        return await workers.open(self.portals(url, target), self._login_config(target), self._policy(),
                                   path_policy=self.config.path_policy, identify=identity_of, identities=identities)
 
     async def open_target(self, nursery: trio.Nursery, url: IscsiUrl, target: str, *,
-                          read_only: bool = False) -> tuple[Session, list[tuple[LunInfo, Lun]]]:
+                          read_only: bool = False) -> tuple[Multipath, list[tuple[LunInfo, Lun]]]:
         """Log in, find the disk LUNs, register their identity, then bring up the other paths
         (which are checked against it)."""
         session = await self.login(nursery, url, target)
@@ -241,7 +255,7 @@ class Client:
                     nursery.cancel_scope.cancel()
 
 
-async def report_luns(session: ScsiSession) -> list[int]:
+async def report_luns(session: Target) -> list[int]:
     """REPORT LUNS (SPC-4 §6.33) through LUN 0, asking again if the list did not fit."""
     alloc = 4096
     while True:
@@ -261,7 +275,7 @@ class LunScan:
     skipped: frozenset[int] = frozenset()
 
 
-async def scan(session: ScsiSession) -> LunScan:
+async def scan(session: Target) -> LunScan:
     """Every LUN of the target with its INQUIRY data, and capacity and identity for disks. A LUN
     whose answers fail or are malformed is skipped with a log line; the others are still shown.
     Errors of the session itself (lost, timed out) end the scan."""
@@ -279,7 +293,7 @@ async def scan(session: ScsiSession) -> LunScan:
     return LunScan(infos, frozenset(skipped))
 
 
-async def _scan_lun(session: ScsiSession, lun: int) -> LunInfo | None:
+async def _scan_lun(session: Target, lun: int) -> LunInfo | None:
     inq = await inquiry(session, lun)
     if not inq.connected:
         return None
@@ -294,12 +308,12 @@ async def _scan_lun(session: ScsiSession, lun: int) -> LunInfo | None:
     return LunInfo(session.target_name, lun, inq, capacity, identity, str(session.portal))
 
 
-async def scan_luns(session: ScsiSession) -> list[LunInfo]:
+async def scan_luns(session: Target) -> list[LunInfo]:
     """``scan``'s LUNs."""
     return (await scan(session)).luns
 
 
-def open_lun(session: ScsiSession, info: LunInfo, read_only: bool = False, detect_zeroes: str = "off") -> Lun:
+def open_lun(session: Target, info: LunInfo, read_only: bool = False, detect_zeroes: str = "off") -> Lun:
     assert info.capacity is not None
     # After any later login (a reconnect, another path), the LUN must still be this device.
     session.expect_identity(info.lun, info.identity.serial, info.identity.wwn)
@@ -308,5 +322,5 @@ def open_lun(session: ScsiSession, info: LunInfo, read_only: bool = False, detec
                provisioning=info.identity.provisioning, detect_zeroes=detect_zeroes)
 
 
-async def open_luns(session: ScsiSession, read_only: bool = False) -> list[tuple[LunInfo, Lun]]:
+async def open_luns(session: Target, read_only: bool = False) -> list[tuple[LunInfo, Lun]]:
     return [(info, open_lun(session, info, read_only)) for info in await scan_luns(session) if info.is_disk]

@@ -12,10 +12,12 @@ import pytest
 import trio
 from hypothesis import given, settings, strategies as st
 
-from iscsifs.lun import command, identity_of
+from iscsifs.block.command import command, identity_of
 from iscsifs.net.connection import CommandTimeout
-from iscsifs.net.path import PROBE_INTERVAL, RecoveryPolicy
-from iscsifs.net.session import PathPolicy, Session
+from iscsifs.net.policy import RecoveryPolicy
+from iscsifs.net.session import PROBE_INTERVAL
+from iscsifs.net.multipath import Multipath
+from iscsifs.net.policy import PathPolicy
 from iscsifs.proto import chap
 from iscsifs.proto import pdu as P
 from iscsifs.proto.address import Portal
@@ -33,7 +35,7 @@ A, B = Portal("a.example", 3260), Portal("b.example", 3260)
 
 async def _managed(nursery, *, serve=login_and_serve, portals=(A,), identities=None, policy=FAST,
                    path_policy=PathPolicy.FAILOVER, **target_kw):
-    """A Session through ``portals`` of fake targets; ``target_kw`` applies to the first target."""
+    """A Multipath through ``portals`` of fake targets; ``target_kw`` applies to the first target."""
     fakes = FakePortals(nursery, serve, max_cmd_sn_delta=16)
 
     def setup(portal, target):
@@ -42,7 +44,7 @@ async def _managed(nursery, *, serve=login_and_serve, portals=(A,), identities=N
                 setattr(target, k, v)
 
     fakes.setup = setup
-    session = await Session.open(nursery, list(portals), CONFIG, policy, connect=fakes, identify=identity_of,
+    session = await Multipath.open(nursery, list(portals), CONFIG, policy, connect=fakes, identify=identity_of,
                                  identities=identities, path_policy=path_policy)
     return fakes, session
 
@@ -272,7 +274,7 @@ async def test_a_preferred_portal_down_at_login_takes_over_when_it_comes_up(auto
         async with trio.open_nursery() as nursery:
             fakes = FakePortals(nursery, max_cmd_sn_delta=16)
             fakes.down.add(A)
-            ms = await Session.open(nursery, [A, B], CONFIG, FAST, connect=fakes, identify=identity_of,
+            ms = await Multipath.open(nursery, [A, B], CONFIG, FAST, connect=fakes, identify=identity_of,
                                     identities={})
             await trio.sleep(0.1)
             assert [(p.portal, p.state, p.active) for p in ms.paths()] == [(A, "recovering", False),

@@ -1,6 +1,6 @@
 """A plain synchronous API over the async one (libiscsi has both).
 
-    from iscsifs.sync import LunFile, discover
+    from iscsifs.block.sync import LunFile, discover
     print(discover("iscsi://127.0.0.1"))
     with LunFile("iscsi://127.0.0.1/iqn.2026-11.example:disk1/1") as lun:
         header = lun.read(0, 512)
@@ -18,14 +18,14 @@ from typing import Any, Awaitable, Callable
 
 import trio
 
-from iscsifs.client import (
+from iscsifs.block.client import (
     Client,
     ConnectOptions,
     DiscoveredTarget,
     LunInfo,
     NotFoundError,
 )
-from iscsifs.lun import Lun
+from iscsifs.block.lun import Lun
 from iscsifs.url import IscsiUrl, UrlError, parse_url
 
 

@@ -1,0 +1,323 @@
+"""A target over its paths (multipath): what the layers above use (``net.api.Target``).
+
+Every portal a target is known at is a path: a ``Session`` of its own (own ISID) through that
+portal, which reconnects by itself. ``failover`` (the default) sends every command to the
+first healthy path in the configured order, so a path that comes back is used again; the others
+stay logged in and kept alive as standby. ``round-robin`` spreads commands over healthy paths.
+
+A command whose path fails under it (``SessionDown``) is issued again at once on another healthy
+path, with no wait for the failed path's relogin. With no healthy path, commands wait for one;
+past ``recovery_timeout`` (counted from when the last path went down) they fail with EIO at once
+while the paths keep reconnecting, so the mount serves again when the target returns.
+
+After every login, each LUN the layers above registered (``expect_identity``) must answer with
+the same serial and WWN (VPD 0x80/0x83): a path that leads to other devices than the healthy
+paths do is refused; a LUN that is another device after every path was down fails its I/O.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+import trio
+
+from iscsifs.net.api import DataOut, Identify, Into, PathInfo, UnitAttention
+from iscsifs.net.connection import Connect, tcp_connect
+from iscsifs.net.nursery import fail_after
+from iscsifs.net.policy import PathPolicy, RecoveryPolicy
+from iscsifs.net.session import (
+    ConnectionExecutor,
+    Session,
+    SessionDown,
+    SessionHooks,
+    SessionRefused,
+)
+from iscsifs.proto.address import Portal
+from iscsifs.proto.connection import ScsiResult
+from iscsifs.proto.errors import ConnectionLost, IscsiError
+from iscsifs.proto.lifecycle import SessionState
+from iscsifs.proto.login import LoginConfig, new_isid
+from iscsifs.proto.text import OperationalParams
+from iscsifs.scsi.sense import Sense, SenseKey, Status, parse_sense
+
+log = logging.getLogger("iscsifs")
+
+MAX_QUEUE_DEPTH = 64
+
+
+class RecoveryTimeout(IscsiError):
+    """No path to the target has worked for longer than recovery_timeout."""
+
+
+class LunChanged(IscsiError):
+    """After a login, a LUN answers with another device's identity: its I/O is refused."""
+
+
+class Multipath:
+    """Create with ``await Multipath.open(...)``."""
+
+    def __init__(self, nursery: trio.Nursery, config: LoginConfig, policy: RecoveryPolicy, *,
+                 path_policy: PathPolicy = PathPolicy.FAILOVER, connect: Connect = tcp_connect,
+                 identify: Identify | None = None, identities: dict[int, tuple[str, str]] | None = None) -> None:
+        assert config.target_name is not None
+        self._nursery = nursery
+        self._config = config
+        self.policy = policy
+        self.path_policy = path_policy
+        self._hooks = SessionHooks(connect, self._path_changed, self._unit_attention, self._check_login)
+        self._identify = identify
+        self._paths: list[Session] = []
+        self._usable: list[Session] = []  # healthy paths, in configured order: the command path reads only this
+        self._held_back: list[Portal] = []  # portals that join once identities are known (start_paths)
+        self._order: list[Portal] = []  # every portal, in the order of preference
+        self._next = 0  # round-robin position
+        self._closed = False
+        self._changed = trio.Event()  # set (and replaced) whenever a path changes state
+        self._down_since: float | None = None
+        self.on_unit_attention: UnitAttention | None = None
+        self.identities: dict[int, tuple[str, str]] = dict(identities or {})  # LUN -> (serial, wwn)
+        self._lun_changed: dict[int, str] = {}
+        # Commands in flight, at most queue_depth. TASK SET FULL shrinks it (_queue_full); it grows
+        # back slowly (_queue_ok). A counter and a ParkingLot, not a CapacityLimiter: this is on
+        # every command's path, and a free slot must cost no await.
+        self._depth = MAX_QUEUE_DEPTH
+        self._in_flight = 0
+        self._slot_waiters = trio.lowlevel.ParkingLot()
+        self._good_since_shrink = 0
+
+    @classmethod
+    async def open(cls, nursery: trio.Nursery, portals: list[Portal], config: LoginConfig, policy: RecoveryPolicy,
+                   *, path_policy: PathPolicy = PathPolicy.FAILOVER, connect: Connect = tcp_connect,
+                   identify: Identify | None = None,
+                   identities: dict[int, tuple[str, str]] | None = None) -> Multipath:
+        """Log in through the first of ``portals`` that takes us (or raise the first portal's
+        error). The other portals become paths at once when ``identities`` are given, else once
+        ``start_paths`` is called (after the caller has registered them)."""
+        multipath = cls(nursery, config, policy, path_policy=path_policy, connect=connect, identify=identify,
+                        identities=identities)
+        portals = multipath._order = list(dict.fromkeys(portals))  # the same portal twice is one path
+        errors: list[BaseException] = []
+        for i, portal in enumerate(portals):
+            try:
+                path = await Session.open(nursery, portal, config, policy, multipath._hooks)
+            except IscsiError as exc:
+                if len(portals) > 1:
+                    log.info("logging in to %s through %s failed: %s", config.target_name, portal, exc)
+                errors.append(exc)
+                continue
+            multipath._paths.append(path)
+            multipath._held_back = portals[:i] + portals[i + 1 :]
+            multipath._refresh()
+            if identities is not None:
+                multipath.start_paths()
+            return multipath
+        raise errors[0]
+
+    def start_paths(self) -> None:
+        """The portals held back at open become paths (logging in in the background)."""
+        held, self._held_back = self._held_back, []
+        for portal in held:
+            self.add_path(portal)
+
+    def add_path(self, portal: Portal) -> None:
+        if self._closed or any(p.portal == portal for p in self._paths):
+            return
+        config = replace(self._config, isid=new_isid(), tsih=0)  # a session of its own
+        self._paths.append(Session.start(self._nursery, portal, config, self.policy, self._hooks))
+        if portal not in self._order:
+            self._order.append(portal)
+        self._paths.sort(key=lambda p: self._order.index(p.portal))  # failover prefers the earlier ones
+        log.info("target %s: path through %s added", self.target_name, portal)
+
+    def __repr__(self) -> str:
+        return f"<Multipath {self.target_name} {self.path_policy.value} paths={self._paths}>"
+
+    # -- what the layers above see --------------------------------------------------------------------
+
+    @property
+    def target_name(self) -> str:
+        return self._config.target_name or ""
+
+    @property
+    def portal(self) -> Portal:
+        return (self._usable or self._paths)[0].portal
+
+    @property
+    def params(self) -> OperationalParams | None:
+        """What the active path's connection negotiated."""
+        return (self._usable or self._paths)[0].params
+
+    @property
+    def alive(self) -> bool:
+        return not self._closed and any(p.state is not SessionState.FAILED for p in self._paths)
+
+    @property
+    def recovering(self) -> bool:
+        return not self._closed and not self._usable
+
+    @property
+    def reconnects(self) -> int:
+        """Logins beyond each path's first: how often a path came back."""
+        return sum(max(0, p.logins - 1) for p in self._paths)
+
+    async def wait_changed(self) -> None:
+        """Until a path changes state (a session worker reports it to the FUSE process)."""
+        await self._changed.wait()
+
+    def paths(self) -> list[PathInfo]:
+        active = self._usable if self.path_policy is PathPolicy.ROUND_ROBIN else self._usable[:1]
+        return [p.info(p in active) for p in self._paths]
+
+    def expect_identity(self, lun: int, serial: str, wwn: str) -> None:
+        if serial or wwn:
+            self.identities[lun] = (serial, wwn)
+
+    async def execute(self, lun: int, cdb: bytes, *, data_out: DataOut | None = None, expected_in: int = 0,
+                      into: Into | None = None) -> ScsiResult:
+        """Run a command to completion across path failures (see the module docstring)."""
+        while True:
+            if lun in self._lun_changed:
+                raise LunChanged(self._lun_changed[lun])
+            usable = self._usable
+            if not usable:
+                await self._wait_for_path()
+                continue
+            if self.path_policy is PathPolicy.FAILOVER or len(usable) == 1:
+                path = usable[0]
+            else:
+                self._next = (self._next + 1) % len(usable)
+                path = usable[self._next]
+            await self._take_slot()
+            try:
+                result = await path.execute(lun, cdb, data_out=data_out, expected_in=expected_in, into=into)
+            except SessionDown:
+                continue  # on another path, or on this one once it is back
+            finally:
+                self._give_slot()
+            if result.status == Status.GOOD:
+                if self._depth < MAX_QUEUE_DEPTH:
+                    self._queue_ok()
+            else:
+                self._feedback(lun, result)
+            return result
+
+    def _feedback(self, lun: int, result: ScsiResult) -> None:
+        """What a result other than GOOD says of the target beyond this command: TASK SET FULL
+        shrinks the queue; a UNIT ATTENTION reports an event (SAM-5 §5.14) to whoever follows the
+        target, before the caller retries the command."""
+        if result.status == Status.TASK_SET_FULL:
+            self._queue_full()
+        elif result.status == Status.CHECK_CONDITION and self.on_unit_attention is not None:
+            sense = parse_sense(result.sense)
+            if sense is not None and sense.key == SenseKey.UNIT_ATTENTION:
+                self.on_unit_attention(lun, sense)
+
+    # -- paths ---------------------------------------------------------------------------------------
+
+    def _refresh(self) -> None:
+        self._usable = [p for p in self._paths if p.usable]
+        if self._usable:
+            self._down_since = None
+        elif self._down_since is None:
+            self._down_since = trio.current_time()
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def _path_changed(self, path: Session) -> None:
+        was_active = bool(self._usable) and self._usable[0] is path
+        self._refresh()
+        if path.state is SessionState.RECOVERING and self._usable and (was_active or self.path_policy is PathPolicy.ROUND_ROBIN):
+            log.warning("target %s: path %s is down; commands go through %s", self.target_name, path.portal,
+                        self._usable[0].portal)
+
+    def _unit_attention(self, lun: int, sense: Sense) -> None:
+        if self.on_unit_attention is not None:
+            self.on_unit_attention(lun, sense)
+
+    async def _wait_for_path(self) -> None:
+        if self._closed:
+            raise ConnectionLost(f"session to {self.target_name} is logged out")
+        if self._paths and all(p.state is SessionState.FAILED for p in self._paths):
+            raise self._paths[0].error or ConnectionLost(f"every path to {self.target_name} was refused")
+        if self._down_since is None:
+            self._down_since = trio.current_time()
+        changed = self._changed
+        with trio.move_on_at(self._down_since + self.policy.recovery_timeout):
+            await changed.wait()
+        if not changed.is_set():
+            raise RecoveryTimeout(f"target {self.target_name} unreachable for more than "
+                                  f"{self.policy.recovery_timeout:.0f} s (recovery_timeout); still reconnecting")
+
+    async def _check_login(self, path: Session, probe: ConnectionExecutor) -> None:
+        """Every registered LUN must be the same device through ``path`` as before."""
+        if self._identify is None:
+            return
+        for lun, expected in list(self.identities.items()):
+            with fail_after(self.policy.command_timeout, f"the identity check of LUN {lun} through {path.portal}"):
+                now = await self._identify(probe, lun)
+            if now == expected:
+                continue
+            change = f"(serial {expected[0]!r} -> {now[0]!r}, wwn {expected[1]!r} -> {now[1]!r})"
+            if any(p is not path for p in self._usable):
+                raise SessionRefused(f"LUN {lun} of {self.target_name} is another device through {path.portal} "
+                                  f"than through the other paths {change}: path refused")
+            message = (f"LUN {lun} of {self.target_name} is another device since reconnecting through "
+                       f"{path.portal} {change}: refusing its I/O")
+            log.error("%s", message)
+            self._lun_changed[lun] = message
+
+    # -- queue depth ------------------------------------------------------------------------------------
+
+    @property
+    def queue_depth(self) -> int:
+        return self._depth
+
+    async def _take_slot(self) -> None:
+        if self._in_flight < self._depth and not self._slot_waiters:
+            self._in_flight += 1
+            return
+        await self._slot_waiters.park()  # woken holding the slot its waker handed over (FIFO)
+
+    def _give_slot(self) -> None:
+        if self._slot_waiters and self._in_flight <= self._depth:
+            self._slot_waiters.unpark()  # the slot passes on; _in_flight is unchanged
+        else:
+            self._in_flight -= 1
+
+    def _queue_full(self) -> None:
+        """The target said TASK SET FULL: allow fewer commands in flight than there are now."""
+        depth = max(1, min(self._depth, self._in_flight) - 1)
+        if depth < self._depth:
+            log.info("target %s is full: queue depth %d -> %d", self.target_name, self._depth, depth)
+            self._depth = depth
+        self._good_since_shrink = 0
+
+    def _queue_ok(self) -> None:
+        """A command completed: after enough of them, allow one more in flight again."""
+        if self._depth < MAX_QUEUE_DEPTH:
+            self._good_since_shrink += 1
+            if self._good_since_shrink >= 64:
+                self._good_since_shrink = 0
+                self._depth += 1
+                if self._slot_waiters and self._in_flight < self._depth:
+                    self._in_flight += 1
+                    self._slot_waiters.unpark()
+
+    # -- closing ----------------------------------------------------------------------------------------
+
+    def close_now(self) -> None:
+        """Give up at once (unmounting during an outage): waiting commands fail, nothing is sent."""
+        self._closed = True
+        for path in self._paths:
+            path.close_now()
+        self._refresh()
+
+    async def logout(self) -> None:
+        """Log out of every path (or just close those that are down); waiting commands fail at once."""
+        if self._closed:
+            return
+        self._closed = True
+        self._refresh()
+        for path in self._paths:
+            await path.logout()
