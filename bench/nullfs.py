@@ -27,7 +27,7 @@ import pyfuse3
 import trio
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from iscsifs.mount.serve import DEFAULT_READAHEAD_KIB, FUSE_TASKS, set_readahead  # noqa: E402
+from iscsifs.mount.serve import DEFAULT_READAHEAD_KIB, FUSE_TASKS, set_readahead
 
 FILE_INODE = pyfuse3.ROOT_INODE + 1
 NAME = b"null"

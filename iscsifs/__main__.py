@@ -1,3 +1,3 @@
-from iscsifs.cli.main import main
+from iscsifs.cli.commands import main
 
 raise SystemExit(main())

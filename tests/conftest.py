@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from support.tgt import TgtDaemon
 from support.targets import HAVE_TGT, ROOT, TargetFactory
+from support.tgt import TgtDaemon
 
 
 @pytest.fixture(scope="session")

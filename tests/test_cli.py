@@ -15,8 +15,18 @@ import threading
 
 import pytest
 
+from support.targets import (
+    ISCSIFS,
+    is_mounted,
+    mounted,
+    needs_fuse,
+    needs_tgt,
+    pattern,
+    run,
+    unmount,
+    wait_for,
+)
 from support.tgt import TgtDaemon, free_port
-from support.targets import ISCSIFS, is_mounted, mounted, needs_fuse, needs_tgt, pattern, run, unmount, wait_for
 
 
 def _one_line(r: subprocess.CompletedProcess) -> str:

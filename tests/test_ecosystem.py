@@ -14,7 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from support.targets import ISCSIFS, ROOT, is_mounted, mounted, needs_fuse, run, unmount, wait_for
+from support.targets import (
+    ISCSIFS,
+    ROOT,
+    is_mounted,
+    mounted,
+    needs_fuse,
+    run,
+    unmount,
+    wait_for,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = Path(sys.executable).parent / "iscsifs"

@@ -8,7 +8,8 @@ import mmap
 import os
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from support.hostile import TALLY, run
 from support.pduproxy import PduProxy

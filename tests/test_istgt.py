@@ -9,8 +9,8 @@ import shutil
 
 import pytest
 
-from support.targets import HAVE_FUSE, ISCSIFS, ROOT, mounted, pattern, run
 from support.istgt import IstgtDaemon
+from support.targets import HAVE_FUSE, ISCSIFS, ROOT, mounted, pattern, run
 
 pytestmark = pytest.mark.skipif(not (ROOT and HAVE_FUSE and shutil.which("istgt")),
                                 reason="needs root, FUSE and istgt (Debian package istgt)")

@@ -122,7 +122,7 @@ def test_ipv6_portal_and_host_names(tmp_path, host):
 
 
 def test_by_id_links_name_every_disk_lun_without_colons_and_follow_the_tree(private_tgt, tmp_path):
-    from iscsifs.mount.fs import by_id_name
+    from iscsifs.mount.tree import by_id_name
 
     assert by_id_name("naa.60000000000000000e00000000010001") == "wwn-0x60000000000000000e00000000010001"
     assert by_id_name("eui.0011223344556677") == "wwn-0x0011223344556677"

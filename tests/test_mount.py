@@ -13,7 +13,15 @@ import threading
 
 import pytest
 
-from support.targets import ISCSIFS, is_mounted, mounted, needs_fuse, pattern, run, unmount
+from support.targets import (
+    ISCSIFS,
+    is_mounted,
+    mounted,
+    needs_fuse,
+    pattern,
+    run,
+    unmount,
+)
 
 pytestmark = needs_fuse
 

@@ -16,8 +16,16 @@ import time
 
 import pytest
 
-from support.targets import ISCSIFS, is_mounted, mounted, needs_fuse, pattern, run, wait_for
 from support.faultproxy import FaultProxy
+from support.targets import (
+    ISCSIFS,
+    is_mounted,
+    mounted,
+    needs_fuse,
+    pattern,
+    run,
+    wait_for,
+)
 from support.tgt import TgtDaemon
 
 pytestmark = needs_fuse

@@ -9,15 +9,15 @@ import shutil
 
 import pytest
 import trio
-
-from support.targets import ISCSIFS, needs_tgt, pattern, run
 from iscsifs.block.client import Client, ClientConfig, scan_luns
 from iscsifs.block.command import read_capacity
 from iscsifs.block.lun import Lun
+from iscsifs.block.sync import LunFile, discover, list_luns
 from iscsifs.proto.errors import LoginError
 from iscsifs.proto.text import Offer
-from iscsifs.block.sync import LunFile, discover, list_luns
 from iscsifs.url import parse_url
+
+from support.targets import ISCSIFS, needs_tgt, pattern, run
 
 pytestmark = needs_tgt
 HAVE_LIBISCSI = shutil.which("iscsi-ls") is not None

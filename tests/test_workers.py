@@ -14,11 +14,11 @@ import time
 
 import pytest
 import trio
-
 from iscsifs.block.client import Client, ClientConfig
-from iscsifs.net.remote import Workers
 from iscsifs.cli.options import parse_mount_options
+from iscsifs.net.remote import Workers
 from iscsifs.url import parse_url
+
 from support.faultproxy import FaultProxy
 from support.targets import ISCSIFS, mounted, needs_fuse, run, wait_for
 

@@ -29,11 +29,11 @@ from iscsifs.block.command import (
 )
 from iscsifs.block.lun import Lun
 from iscsifs.net.api import Target
-from iscsifs.net.connection import Connect, ConnectError, Connection, tcp_connect
+from iscsifs.net.connection import Connection
+from iscsifs.net.dial import Connect, ConnectError, tcp_connect
 from iscsifs.net.multipath import Multipath
-from iscsifs.net.policy import PathPolicy
 from iscsifs.net.nursery import fail_after, single_error
-from iscsifs.net.policy import RecoveryPolicy
+from iscsifs.net.policy import PathPolicy, RecoveryPolicy
 from iscsifs.net.remote import RemoteMultipath, Workers
 from iscsifs.proto.address import Portal, parse_target_address
 from iscsifs.proto.chap import ChapCredentials

@@ -39,6 +39,7 @@ from iscsifs.scsi.sense import (
     Status,
     is_unit_attention,
     parse_sense,
+    status_text,
 )
 
 log = logging.getLogger("iscsifs.block")
@@ -99,7 +100,7 @@ async def command(session: Executor, lun: int, cdb_bytes: bytes, *, name: str,
         first_refusal = now if first_refusal is None else first_refusal
         if _transient(result.status, sense) and now - first_refusal < RETRY_TIME_LIMIT:
             log.debug("LUN %d: %s answered %s; retrying in %.3f s", lun, name,
-                      Status.NAMES.get(result.status, result.status) if sense is None else sense, backoff)
+                      status_text(result.status) if sense is None else sense, backoff)
             await trio.sleep(backoff)
             backoff = min(backoff * 2, 1.0)
             continue

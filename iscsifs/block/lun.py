@@ -25,9 +25,9 @@ from iscsifs.scsi import cdb
 from iscsifs.scsi.response import (
     BlockLimits,
     Capacity,
-    LbaStatus,
     Provisioning,
     ScsiParseError,
+    lba_status_word,
     parse_get_lba_status,
 )
 from iscsifs.scsi.sense import (
@@ -196,7 +196,7 @@ class Lun:
         for e in parse_get_lba_status(result.data):
             start, stop = max(e.lba, reached), min(e.lba + e.blocks, self.capacity.blocks)
             if stop > start:
-                extents.append((start * bs, (stop - start) * bs, LbaStatus.NAMES.get(e.status, "mapped")))
+                extents.append((start * bs, (stop - start) * bs, lba_status_word(e.status)))
                 reached = stop
         if reached <= lba:
             raise ScsiParseError(f"GET LBA STATUS at LBA {lba} described no block")

@@ -13,8 +13,9 @@ Each object runs its own trio event loop in a background thread; calls block unt
 from __future__ import annotations
 
 import threading
+from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import trio
 

@@ -14,8 +14,7 @@ from typing import Any
 from iscsifs import __version__
 from iscsifs.block.client import DIGEST_OFFERS, ConnectOptions
 from iscsifs.mount.serve import MountOptions
-from iscsifs.net.policy import PathPolicy
-from iscsifs.net.policy import RecoveryPolicy
+from iscsifs.net.policy import PathPolicy, RecoveryPolicy
 from iscsifs.proto.address import Portal
 from iscsifs.proto.chap import parse_algorithms
 from iscsifs.url import UrlError, is_iscsi_name, parse_hostport

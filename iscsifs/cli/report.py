@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from iscsifs.block.client import LunInfo
-from iscsifs.scsi.response import DeviceType
+from iscsifs.scsi.response import device_type_word
 
 
 def lun_record(info: LunInfo, paths: list[str] | None = None) -> dict[str, object]:
     """One LUN for ``ls --json``: sizes in bytes, null where a LUN is not a disk; ``paths``: every
     portal its target is known at (the URL's, ``-o portal=``, SendTargets), ``portal`` the one used."""
     return {
-        "target": info.target, "lun": info.lun, "type": DeviceType.name(info.inquiry.device_type),
+        "target": info.target, "lun": info.lun, "type": device_type_word(info.inquiry.device_type),
         "size": info.capacity.size if info.capacity else None,
         "block_size": info.capacity.block_size if info.capacity else None,
         "vendor": info.inquiry.vendor, "product": info.inquiry.product, "revision": info.inquiry.revision,
@@ -23,7 +23,7 @@ def lun_record(info: LunInfo, paths: list[str] | None = None) -> dict[str, objec
 
 def ls_table(rows: list[LunInfo]) -> str:
     header = ("TARGET", "LUN", "TYPE", "SIZE", "VENDOR", "PRODUCT")
-    table = [header] + [(i.target, str(i.lun), DeviceType.name(i.inquiry.device_type),
+    table = [header] + [(i.target, str(i.lun), device_type_word(i.inquiry.device_type),
                          str(i.capacity.size) if i.capacity else "-", i.inquiry.vendor, i.inquiry.product)
                         for i in rows]
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]

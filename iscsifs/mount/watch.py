@@ -81,7 +81,7 @@ class TargetWatch:
                 # The target's answer failed this poll (a malformed one included): the tree stays.
                 log.debug("polling the LUNs of %s: %s", self.target.target_name, exc)
                 continue
-            except Exception:  # noqa: BLE001 - a bug of ours must not end the mount: logged, next poll
+            except Exception:
                 log.exception("polling the LUNs of %s failed", self.target.target_name)
                 continue
             if previous is not None and reported != previous and self.only_lun is None:
@@ -114,7 +114,7 @@ class TargetWatch:
         except IscsiError as exc:
             log.warning("reading the new capacity of LUN %d of %s failed: %s", lun, self.target.target_name, exc)
             return
-        except Exception:  # noqa: BLE001 - a bug of ours must not end the mount: logged, size kept
+        except Exception:
             log.exception("reading the new capacity of LUN %d of %s failed", lun, self.target.target_name)
             return
         node = self.tree.nodes.get(inode)
@@ -149,7 +149,7 @@ class TargetWatch:
                 except IscsiError as exc:
                     # The last good view stays: no file goes because an answer was garbled.
                     log.warning("rescanning %s failed: %s; keeping the LUNs shown", self.target.target_name, exc)
-                except Exception:  # noqa: BLE001 - a bug of ours must not end the mount: logged, view kept
+                except Exception:
                     log.exception("rescanning %s failed; keeping the LUNs shown", self.target.target_name)
                 if not self._again:
                     return

@@ -1,4 +1,6 @@
-"""One TCP connection of an iSCSI session, on trio: login, then the full feature phase.
+"""One TCP connection of an iSCSI session in its full feature phase, on trio (logging in is
+``net.login``, the TCP connection ``net.dial``, what the target's Async Messages make it do
+``net.async_events``).
 
 A reader task parses PDUs and hands them to the sans-I/O ``ConnectionCore``; completions wake the
 waiter keyed by Initiator Task Tag. PDUs are encoded when they are built (so CmdSN order is wire
@@ -16,19 +18,18 @@ pair to an in-memory target in tests. The lifecycle is ``iscsifs.proto.lifecycle
 from __future__ import annotations
 
 import collections
-import errno
 import logging
 import math
 import os
-import socket
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 
 import trio
 
-from iscsifs.net.nursery import fail_after
+from iscsifs.net.async_events import on_async_event
+from iscsifs.net.dial import Connect, tcp_connect
+from iscsifs.net.login import log_in
 from iscsifs.net.outbox import drain
-from iscsifs.proto.address import Portal, parse_target_address
+from iscsifs.proto.address import Portal
 from iscsifs.proto.connection import (
     AsyncReceived,
     ConnectionCore,
@@ -43,8 +44,6 @@ from iscsifs.proto.connection import (
 from iscsifs.proto.errors import (
     ConnectionLost,
     IscsiError,
-    LoginError,
-    LoginRedirect,
     RemoteProtocolError,
 )
 from iscsifs.proto.lifecycle import (
@@ -53,13 +52,11 @@ from iscsifs.proto.lifecycle import (
     ConnectionState,
     step,
 )
-from iscsifs.proto.login import LoginComplete, LoginConfig, LoginMachine
+from iscsifs.proto.login import LoginComplete, LoginConfig
 from iscsifs.proto.pdu import (
     RESERVED_TAG,
-    AsyncEvent,
     DataIn,
     DataOutBurst,
-    LoginResponse,
     LogoutReason,
     LogoutRequest,
     LogoutResponse,
@@ -69,29 +66,19 @@ from iscsifs.proto.pdu import (
     TaskMgmtResponse,
     TextRequest,
     TextResponse,
+    describe,
     encode_burst,
     encode_pdu,
 )
 from iscsifs.proto.reader import PduReader, Placement
-from iscsifs.proto.text import Negotiation, encode_text, parse_text
-from iscsifs.scsi.response import decode_lun, encode_lun
-from iscsifs.scsi.sense import Sense, parse_sense
+from iscsifs.proto.text import OperationalParams, encode_text, parse_text
+from iscsifs.scsi.response import encode_lun
+from iscsifs.scsi.sense import Sense
 
 log = logging.getLogger("iscsifs.connection")
 
 RECEIVE_SIZE = 1 << 18
 PLACED_NEXT_RECEIVE = 4096
-SHA256 = 7  # CHAP_A
-MAX_REDIRECTS = 5
-RENEGOTIATION_TIMEOUT = 30.0  # seconds for each Text Request of a renegotiation the target asked for
-
-
-class ConnectError(IscsiError):
-    """The portal could not be reached over TCP, or did not answer a login in time."""
-
-
-class NotIscsiError(ConnectError):
-    """Something answered at the portal, but not an iSCSI target (a web server, ssh...)."""
 
 
 class CommandTimeout(IscsiError):
@@ -101,18 +88,6 @@ class CommandTimeout(IscsiError):
     def __init__(self, task: ScsiTask, seconds: float) -> None:
         self.task = task
         super().__init__(f"command timed out after {seconds:.0f} s")
-
-
-_DESCRIBED = ("initiator_task_tag", "target_transfer_tag", "cmd_sn", "exp_stat_sn", "stat_sn", "exp_cmd_sn",
-              "max_cmd_sn", "data_sn", "r2t_sn", "buffer_offset", "desired_data_transfer_length",
-              "expected_data_transfer_length", "status", "response", "reason", "async_event")
-
-
-def describe(pdu: Pdu) -> str:
-    """One line per PDU for -d: its kind, the sequence fields it carries, the data length."""
-    fields = " ".join(f"{name}={getattr(pdu, name)}" for name in _DESCRIBED if hasattr(pdu, name))
-    cdb = f" cdb={pdu.cdb[:16].hex()}" if hasattr(pdu, "cdb") else ""
-    return f"{type(pdu).__name__} {fields}{cdb} data={len(pdu.data)}"
 
 
 class _Pending:
@@ -127,45 +102,12 @@ class _Pending:
 
 
 class _Waiter:
-    __slots__ = ("event", "pdu", "error")
+    __slots__ = ("error", "event", "pdu")
 
     def __init__(self) -> None:
         self.event = trio.Event()
         self.pdu: Pdu | None = None
         self.error: BaseException | None = None
-
-
-Connect = Callable[[Portal], Awaitable[trio.SocketStream]]
-
-
-async def tcp_connect(portal: Portal) -> trio.SocketStream:
-    try:
-        return await trio.open_tcp_stream(portal.host, portal.port)
-    except OSError as exc:
-        raise ConnectError(f"cannot connect to portal {portal}: {why_not_connected(exc)}") from None
-
-
-_CONNECT_ERRNO = {
-    errno.ECONNREFUSED: "connection refused (no iSCSI target listens there?)",
-    errno.EHOSTUNREACH: "no route to host",
-    errno.ENETUNREACH: "network unreachable",
-    errno.ETIMEDOUT: "timed out",
-    errno.EADDRNOTAVAIL: "address not available",
-}
-
-
-def why_not_connected(exc: OSError) -> str:
-    """The cause of a failed TCP connect, in words: trio's "all attempts to connect failed"
-    carries each attempt's error in its cause (the first one says it)."""
-    if isinstance(exc, socket.gaierror):
-        return f"host name not found ({exc.strerror})"
-    attempts = exc.__cause__.exceptions if isinstance(exc.__cause__, BaseExceptionGroup) else (exc,)
-    first = attempts[0]
-    if isinstance(first, OSError) and first.errno in _CONNECT_ERRNO:
-        return _CONNECT_ERRNO[first.errno]
-    if isinstance(first, OSError) and first.strerror:
-        return first.strerror.lower()
-    return str(first) or type(first).__name__
 
 
 class Connection:
@@ -227,45 +169,42 @@ class Connection:
     @classmethod
     async def open(cls, nursery: trio.Nursery, portal: Portal, config: LoginConfig,
                    connect: Connect = tcp_connect) -> Connection:
-        for _ in range(MAX_REDIRECTS + 1):
-            stream = await connect(portal)
-            try:
-                reader = PduReader()
-                login = await _login(stream, reader, config, portal)
-            except LoginRedirect as redirect:
-                await stream.aclose()
-                portal, _ = parse_target_address(redirect.target_address, portal.port)
-                log.info("target %s redirected us to %s", config.target_name or "portal", portal)
-                continue
-            except LoginError as exc:
-                await stream.aclose()
-                fallback = tuple(a for a in config.chap_algorithms if a != SHA256)
-                if not (exc.is_chap_refusal and exc.chap_algorithm == SHA256 and config.chap_fallback and fallback):
-                    raise
-                # tgt (1.0.x) takes CHAP_A=7 for SHA-1, so our SHA-256 answer fails (it says 0x0200).
-                # Once, on a fresh connection, offer the list without 7; a second refusal is final.
-                log.debug("target %s refused our CHAP_A=7 (SHA-256) response; trying %s once (tgt reads 7 as SHA-1)",
-                          config.target_name or "portal", ",".join(map(str, fallback)))
-                config = replace(config, chap_algorithms=fallback, chap_fallback=False, fell_back=True)
-                continue
-            except BaseException:
-                with trio.CancelScope(shield=True):
-                    await stream.aclose()
-                raise
-            if config.fell_back:
-                log.info("target %s uses CHAP_A=%s: it refused SHA-256 (tgt reads CHAP_A=7 as SHA-1); "
-                         "pin chap_algs= to forbid this", config.target_name or "portal", login.chap_algorithm)
-            reader.header_digest = login.params.header_digest
-            reader.data_digest = login.params.data_digest
-            reader.max_recv_data_segment_length = login.params.our_max_recv_data_segment_length
-            connection = cls(stream, reader, login, config, portal)
-            connection._nursery = nursery
-            nursery.start_soon(connection._read_loop)
-            nursery.start_soon(connection._write_loop)
-            nursery.start_soon(connection._watchdog)
-            log.debug("logged in: %r params=%s", connection, login.params)
-            return connection
-        raise ConnectError(f"more than {MAX_REDIRECTS} login redirections")
+        """Log in (``net.login``), then run the reader, writer and watchdog tasks in ``nursery``."""
+        done = await log_in(portal, config, connect)
+        connection = cls(done.stream, done.reader, done.login, done.config, done.portal)
+        connection._nursery = nursery
+        nursery.start_soon(connection._read_loop)
+        nursery.start_soon(connection._write_loop)
+        nursery.start_soon(connection._watchdog)
+        log.debug("logged in: %r params=%s", connection, done.login.params)
+        return connection
+
+    # -- what the Async Message policy (net.async_events) does through us --------------------------
+
+    @property
+    def outstanding(self) -> int:
+        return self._core.outstanding
+
+    def start_soon(self, fn: Callable[..., Awaitable[object]], *args: object) -> None:
+        assert self._nursery is not None
+        self._nursery.start_soon(fn, *args)
+
+    def report_unit_attention(self, lun: int, sense: Sense) -> None:
+        if self.on_unit_attention is not None:
+            self.on_unit_attention(lun, sense)
+
+    def begin_draining(self) -> None:
+        """Take no new commands (the target asked us to log out)."""
+        self._step(ConnectionInput.LOGOUT_REQUESTED)
+
+    async def wait_idle(self) -> None:
+        """Until no command is outstanding, or the connection is gone."""
+        while self.alive and self._core.outstanding:
+            await self._window_wait()
+
+    def renegotiated(self, params: OperationalParams) -> None:
+        """New operational parameters: they apply from the next PDU."""
+        self.params = self._core.params = params
 
     # -- the reader --------------------------------------------------------------------------------
 
@@ -290,9 +229,9 @@ class Connection:
                     log.debug("%s <- %s", self.target_name or "discovery", describe(item))
                 self._dispatch(self._core.receive(item))
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            self._fail(ConnectionLost(f"connection to {self.portal} lost: {exc or type(exc).__name__}"))
+            self.fail(ConnectionLost(f"connection to {self.portal} lost: {exc or type(exc).__name__}"))
         except IscsiError as exc:
-            self._fail(exc)
+            self.fail(exc)
         finally:
             if self._dead is not None:
                 self._fd = None
@@ -363,70 +302,12 @@ class Connection:
                     waiter.error = ev.error
                     waiter.event.set()
             elif isinstance(ev, AsyncReceived):
-                self._on_async(ev)
+                on_async_event(self, ev)
         if self._window_waiters:
             self._window_changed.set()
             self._window_changed = trio.Event()
 
-    def _on_async(self, ev: AsyncReceived) -> None:
-        m = ev.message
-        if m.async_event == AsyncEvent.SCSI_ASYNC_EVENT:
-            # §11.9.4: the data segment is SenseLength (2 bytes), then sense data.
-            data = bytes(m.data)
-            sense = parse_sense(data[2 : 2 + int.from_bytes(data[:2], "big")]) if len(data) >= 2 else None
-            log.info("target %s reports a SCSI asynchronous event: %s", self.target_name, sense or "no sense data")
-            if sense is not None and self.on_unit_attention is not None:
-                self.on_unit_attention(decode_lun(m.lun.to_bytes(8, "big")), sense)
-        elif m.async_event == AsyncEvent.LOGOUT_REQUESTED:
-            # §11.9.1 event 1: finish what is outstanding, then log out within Parameter3 seconds.
-            log.warning("target %s asks us to log out within %d s: finishing %d outstanding command(s) first",
-                        self.target_name, m.parameter3, self._core.outstanding)
-            assert self._nursery is not None
-            self._nursery.start_soon(self._logout_requested, max(1, m.parameter3))
-        elif m.async_event in (AsyncEvent.CONNECTION_DROP, AsyncEvent.SESSION_DROP):
-            # Events 2 and 3: at ErrorRecoveryLevel 0 the tasks on the connection are lost now.
-            what = "connection" if m.async_event == AsyncEvent.CONNECTION_DROP else "session"
-            self._fail(ConnectionLost(f"target {self.target_name} dropped the {what} (Async Message, "
-                                      f"Time2Wait {m.parameter2} s)"))
-        elif m.async_event == AsyncEvent.NEGOTIATION_REQUESTED:
-            # Event 4: we MUST start a Text Request on this connection as soon as we can.
-            assert self._nursery is not None
-            self._nursery.start_soon(self._renegotiate)
-        else:
-            log.info("target %s sent async event %d", self.target_name, m.async_event)
-
-    async def _logout_requested(self, within: int) -> None:
-        self._step(ConnectionInput.LOGOUT_REQUESTED)
-        with trio.move_on_after(max(1, within - 1)):
-            while self.alive and self._core.outstanding:
-                await self._window_wait()
-        with trio.move_on_after(5):
-            await self.logout()
-        if not self._closed:
-            await self.aclose()
-
-    async def _renegotiate(self) -> None:
-        """Answer the target's offers (§6.2, §11.10) until it has nothing more to ask; only the
-        declarations that matter in full feature phase (MaxRecvDataSegmentLength) change anything."""
-        negotiation = Negotiation(self.config.offer, offered={}, start=self.params)
-        replies: list[tuple[str, str]] = []
-        try:
-            for _ in range(4):
-                with fail_after(RENEGOTIATION_TIMEOUT, "a Text Request"):
-                    pairs = await self.text_request(replies)
-                replies = negotiation.receive(pairs)
-                if not replies:
-                    break
-            params = negotiation.finish()
-        except IscsiError as exc:
-            self._fail(RemoteProtocolError(f"renegotiation asked by target {self.target_name} failed: {exc}"))
-            return
-        if params != self.params:
-            log.info("target %s renegotiated: MaxRecvDataSegmentLength %d -> %d", self.target_name,
-                     self.params.max_recv_data_segment_length, params.max_recv_data_segment_length)
-            self.params = self._core.params = params
-
-    def _fail(self, error: BaseException) -> None:
+    def fail(self, error: BaseException) -> None:
         before = self._step(ConnectionInput.FAIL)
         if before in (ConnectionState.FAILED, ConnectionState.CLOSED):
             return
@@ -453,7 +334,7 @@ class Connection:
 
     def abort(self, error: IscsiError) -> None:
         """Declare the connection dead (keepalive or task management gave up) and close it."""
-        self._fail(error)
+        self.fail(error)
         if self._nursery is not None:
             self._nursery.start_soon(self._close_stream)
 
@@ -498,7 +379,7 @@ class Connection:
             drain(self._outgoing, lambda batch: os.writev(self._fd, batch))  # type: ignore[arg-type]
         except OSError as exc:
             self._outgoing.clear()
-            self._fail(ConnectionLost(f"connection to {self.portal} lost while sending: {exc}"))
+            self.fail(ConnectionLost(f"connection to {self.portal} lost while sending: {exc}"))
 
     async def _write_loop(self) -> None:
         """Sends what the socket did not take at once. Shielded: a half-sent PDU would corrupt the stream."""
@@ -515,7 +396,7 @@ class Connection:
                             return
                         self._flush()
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            self._fail(ConnectionLost(f"connection to {self.portal} lost while sending: {exc or type(exc).__name__}"))
+            self.fail(ConnectionLost(f"connection to {self.portal} lost while sending: {exc or type(exc).__name__}"))
 
     async def _watchdog(self) -> None:
         """Ends the wait of every command past its deadline (see ``execute``); sleeps until the
@@ -674,45 +555,3 @@ class Connection:
         for waiter in self._waiters.values():
             waiter.error = ConnectionLost("connection closed")
             waiter.event.set()
-
-
-async def _login(stream: trio.SocketStream, reader: PduReader, config: LoginConfig, portal: Portal) -> LoginComplete:
-    machine = LoginMachine(config)
-    request = machine.start()
-    first = True
-    while True:
-        log.debug("%s -> %s", config.target_name or "discovery", describe(request))
-        await stream.send_all(b"".join(encode_pdu(request)))
-        try:
-            response = await _read_one(stream, reader)
-        except (RemoteProtocolError, ConnectionLost) as exc:
-            # The first answer is not an iSCSI PDU (or bytes that end before one): what listens
-            # there is something else, and saying so is more use than "unexpected opcode 0x08".
-            if first and (isinstance(exc, RemoteProtocolError) or reader.buffered):
-                raise NotIscsiError(f"{portal} answered, but is not an iSCSI target ({exc})") from None
-            raise
-        log.debug("%s <- %s", config.target_name or "discovery", describe(response))
-        if not isinstance(response, LoginResponse):
-            if first:
-                raise NotIscsiError(f"{portal} answered, but is not an iSCSI target "
-                                    f"(a {type(response).__name__} instead of a Login Response)")
-            raise RemoteProtocolError(f"expected a Login Response, got {type(response).__name__}")
-        first = False
-        result = machine.receive(response)
-        if isinstance(result, LoginComplete):
-            return result
-        request = result
-
-
-async def _read_one(stream: trio.SocketStream, reader: PduReader) -> Pdu:
-    while True:
-        pdu = reader.next_pdu()
-        if pdu is not None:
-            return pdu
-        try:
-            data = await stream.receive_some(RECEIVE_SIZE)
-        except (trio.BrokenResourceError, OSError) as exc:
-            raise ConnectionLost(f"connection lost during login: {exc}") from None
-        if not data:
-            raise ConnectionLost("target closed the connection during login")
-        reader.feed(data)

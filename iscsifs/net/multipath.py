@@ -23,7 +23,7 @@ from dataclasses import replace
 import trio
 
 from iscsifs.net.api import DataOut, Identify, Into, PathInfo, UnitAttention
-from iscsifs.net.connection import Connect, tcp_connect
+from iscsifs.net.dial import Connect, tcp_connect
 from iscsifs.net.nursery import fail_after
 from iscsifs.net.policy import PathPolicy, RecoveryPolicy
 from iscsifs.net.session import (

@@ -23,13 +23,8 @@ from dataclasses import dataclass, replace
 import trio
 
 from iscsifs.net.api import DataOut, Into, PathInfo, UnitAttention
-from iscsifs.net.connection import (
-    CommandTimeout,
-    Connect,
-    ConnectError,
-    Connection,
-    tcp_connect,
-)
+from iscsifs.net.connection import CommandTimeout, Connection
+from iscsifs.net.dial import Connect, ConnectError, tcp_connect
 from iscsifs.net.nursery import fail_after
 from iscsifs.net.policy import RecoveryPolicy
 from iscsifs.proto.address import Portal

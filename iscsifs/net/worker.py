@@ -17,8 +17,8 @@ import logging
 import signal
 import socket
 import sys
-from dataclasses import replace
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from functools import partial
 
 import trio

@@ -13,6 +13,7 @@ from iscsifs.proto.errors import LocalProtocolError, RejectedError, RemoteProtoc
 from iscsifs.proto.pdu import (
     R2T,
     RESERVED_TAG,
+    AsyncEvent,
     AsyncMessage,
     DataIn,
     DataOutBurst,
@@ -95,9 +96,47 @@ class ResponseReceived:
     pdu: Pdu
 
 
+# What an Asynchronous Message (RFC 7143 §11.9) asks of the initiator, by AsyncEvent code. The
+# policy (what the connection then does) is the I/O layer's: ``iscsifs.net.async_events``.
+
+
 @dataclass(frozen=True, slots=True)
-class AsyncReceived:
-    message: AsyncMessage
+class ScsiEventReported:
+    """AsyncEvent 0: a SCSI asynchronous event; ``sense`` is the sense data (its SenseLength
+    prefix taken off, §11.9.4), for the LUN field's LUN."""
+
+    lun: int  # the 64-bit LUN field, as sent
+    sense: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class LogoutRequested:
+    """AsyncEvent 1: finish what is outstanding, then log out within ``within`` seconds (Parameter3)."""
+
+    within: int
+
+
+@dataclass(frozen=True, slots=True)
+class DropAnnounced:
+    """AsyncEvent 2 or 3: the target drops the connection, or the whole session."""
+
+    session: bool  # the session (3), not only the connection (2)
+    time2wait: int  # Parameter2
+
+
+@dataclass(frozen=True, slots=True)
+class NegotiationRequested:
+    """AsyncEvent 4: the initiator MUST start a Text Request negotiation on this connection."""
+
+
+@dataclass(frozen=True, slots=True)
+class OtherAsyncEvent:
+    """An AsyncEvent with nothing for us to do (task termination, vendor specific, unknown)."""
+
+    code: int
+
+
+AsyncReceived = ScsiEventReported | LogoutRequested | DropAnnounced | NegotiationRequested | OtherAsyncEvent
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +148,21 @@ class RequestRejected:
 
 
 Event = TaskDone | SendPdus | ResponseReceived | AsyncReceived | RequestRejected
+
+
+def _async_event(pdu: AsyncMessage) -> AsyncReceived:
+    code = pdu.async_event
+    if code == AsyncEvent.SCSI_ASYNC_EVENT:
+        data = bytes(pdu.data)
+        length = int.from_bytes(data[:2], "big") if len(data) >= 2 else 0
+        return ScsiEventReported(pdu.lun, data[2 : 2 + length])
+    if code == AsyncEvent.LOGOUT_REQUESTED:
+        return LogoutRequested(pdu.parameter3)
+    if code in (AsyncEvent.CONNECTION_DROP, AsyncEvent.SESSION_DROP):
+        return DropAnnounced(code == AsyncEvent.SESSION_DROP, pdu.parameter2)
+    if code == AsyncEvent.NEGOTIATION_REQUESTED:
+        return NegotiationRequested()
+    return OtherAsyncEvent(code)
 
 
 @dataclass
@@ -349,7 +403,7 @@ class ConnectionCore:
     def _on_async(self, pdu: AsyncMessage) -> list[Event]:
         self._update_window(pdu.exp_cmd_sn, pdu.max_cmd_sn)
         self._update_stat_sn(pdu.stat_sn)
-        return [AsyncReceived(pdu)]
+        return [_async_event(pdu)]
 
     def _on_reject(self, pdu: Reject) -> list[Event]:
         self._update_window(pdu.exp_cmd_sn, pdu.max_cmd_sn)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import struct
 from dataclasses import dataclass
 
@@ -18,7 +19,7 @@ class ScsiParseError(IscsiError):
     the connection and the mount carry on."""
 
 
-class DeviceType:
+class DeviceType(enum.IntEnum):
     """SPC-4 Table 49: peripheral device types."""
 
     DIRECT_ACCESS = 0x00
@@ -32,14 +33,19 @@ class DeviceType:
     WELL_KNOWN_LUN = 0x1E
     UNKNOWN = 0x1F
 
-    NAMES = {
-        0x00: "disk", 0x01: "tape", 0x05: "cdrom", 0x07: "optical", 0x08: "changer",
-        0x0C: "controller", 0x0D: "enclosure", 0x0E: "rbc-disk", 0x1E: "well-known", 0x1F: "unknown",
-    }
 
-    @classmethod
-    def name(cls, code: int) -> str:
-        return cls.NAMES.get(code, f"type-0x{code:02x}")
+# What ``iscsifs ls`` calls each (lsscsi's words).
+_DEVICE_TYPE_WORDS = {
+    DeviceType.DIRECT_ACCESS: "disk", DeviceType.SEQUENTIAL_ACCESS: "tape", DeviceType.CD_DVD: "cdrom",
+    DeviceType.OPTICAL_MEMORY: "optical", DeviceType.MEDIUM_CHANGER: "changer",
+    DeviceType.STORAGE_ARRAY_CONTROLLER: "controller", DeviceType.ENCLOSURE_SERVICES: "enclosure",
+    DeviceType.SIMPLIFIED_DIRECT_ACCESS: "rbc-disk", DeviceType.WELL_KNOWN_LUN: "well-known",
+    DeviceType.UNKNOWN: "unknown",
+}
+
+
+def device_type_word(code: int) -> str:
+    return _DEVICE_TYPE_WORDS.get(code, f"type-0x{code:02x}")  # type: ignore[call-overload]  # int keys of an IntEnum
 
 
 def _text(raw: bytes) -> str:
@@ -155,7 +161,9 @@ def mode_sense_write_protected(data: bytes | memoryview, ten: bool) -> bool:
     return bool(data[offset] & 0x80)
 
 
-class Vpd:
+class Vpd(enum.IntEnum):
+    """SPC-4 §7.8 / SBC-3 §6.5 VPD page codes."""
+
     SUPPORTED_PAGES = 0x00
     UNIT_SERIAL_NUMBER = 0x80
     DEVICE_IDENTIFICATION = 0x83
@@ -265,13 +273,20 @@ def parse_logical_block_provisioning(data: bytes | memoryview) -> Provisioning:
     return Provisioning(bool(flags & 0x80), bool(flags & 0x40), bool(flags & 0x1C), body[2] & 0x07 == 2)
 
 
-class LbaStatus:
+class LbaStatus(enum.IntEnum):
     """GET LBA STATUS provisioning status (SBC-3 §5.4.2)."""
 
     MAPPED = 0
     DEALLOCATED = 1
     ANCHORED = 2
-    NAMES = {MAPPED: "mapped", DEALLOCATED: "deallocated", ANCHORED: "anchored"}
+
+
+def lba_status_word(status: int) -> str:
+    """"mapped", "deallocated" or "anchored"; a status SBC-3 does not name reads as mapped."""
+    try:
+        return LbaStatus(status).name.lower()
+    except ValueError:
+        return "mapped"
 
 
 @dataclass(frozen=True, slots=True)

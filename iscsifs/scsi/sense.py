@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import enum
 import errno
 from dataclasses import dataclass
 
 from iscsifs.proto.errors import IscsiError
 
 
-class Status:
-    """SAM-5 status codes."""
+class Status(enum.IntEnum):
+    """SAM-5 §5.3 status codes."""
 
     GOOD = 0x00
     CHECK_CONDITION = 0x02
@@ -20,11 +21,10 @@ class Status:
     ACA_ACTIVE = 0x30
     TASK_ABORTED = 0x40
 
-    NAMES = {0x00: "GOOD", 0x02: "CHECK CONDITION", 0x04: "CONDITION MET", 0x08: "BUSY",
-             0x18: "RESERVATION CONFLICT", 0x28: "TASK SET FULL", 0x30: "ACA ACTIVE", 0x40: "TASK ABORTED"}
 
+class SenseKey(enum.IntEnum):
+    """SPC-4 §4.5.6 sense keys."""
 
-class SenseKey:
     NO_SENSE = 0x0
     RECOVERED_ERROR = 0x1
     NOT_READY = 0x2
@@ -40,10 +40,20 @@ class SenseKey:
     VOLUME_OVERFLOW = 0xD
     MISCOMPARE = 0xE
 
-    NAMES = {0x0: "NO SENSE", 0x1: "RECOVERED ERROR", 0x2: "NOT READY", 0x3: "MEDIUM ERROR",
-             0x4: "HARDWARE ERROR", 0x5: "ILLEGAL REQUEST", 0x6: "UNIT ATTENTION", 0x7: "DATA PROTECT",
-             0x8: "BLANK CHECK", 0x9: "VENDOR SPECIFIC", 0xA: "COPY ABORTED", 0xB: "ABORTED COMMAND",
-             0xD: "VOLUME OVERFLOW", 0xE: "MISCOMPARE"}
+
+def status_text(status: int) -> str:
+    """"CHECK CONDITION", as SAM-5 writes it; a code it does not name, in hex."""
+    try:
+        return Status(status).name.replace("_", " ")
+    except ValueError:
+        return f"status 0x{status:02x}"
+
+
+def sense_key_text(key: int) -> str:
+    try:
+        return SenseKey(key).name.replace("_", " ")
+    except ValueError:
+        return hex(key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +68,7 @@ class Sense:
         return self.asc, self.ascq
 
     def __str__(self) -> str:
-        return f"{SenseKey.NAMES.get(self.key, hex(self.key))} {self.asc:02x}/{self.ascq:02x}"
+        return f"{sense_key_text(self.key)} {self.asc:02x}/{self.ascq:02x}"
 
 
 def parse_sense(raw: bytes) -> Sense | None:
@@ -108,7 +118,7 @@ class ScsiError(IscsiError):
         self.sense = sense
         self.command = command
         self.errno = errno_for(status, sense)
-        what = Status.NAMES.get(status, f"status 0x{status:02x}")
+        what = status_text(status)
         if sense is not None:
             detail = ASC_TEXT.get(sense.asc_ascq, "")
             what = f"{what}: {sense}" + (f" ({detail})" if detail else "")

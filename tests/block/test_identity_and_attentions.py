@@ -8,21 +8,25 @@ import os
 import pyfuse3
 import pytest
 import trio
-
-from support.fake_target import FakePortals, sense_bytes
+from iscsifs.block.buffers import BufferPool
 from iscsifs.block.client import open_lun, scan_luns
+from iscsifs.block.command import identify, identity_of
 from iscsifs.mount.fs import IscsiFs
 from iscsifs.mount.tree import ROOT_INODE, Tree
-from iscsifs.net.pool import TargetPool
-from iscsifs.block.buffers import BufferPool
-from iscsifs.block.command import identify, identity_of
-from iscsifs.net.policy import RecoveryPolicy
-from iscsifs.net.multipath import Multipath
-from iscsifs.proto.address import Portal
-from iscsifs.proto import pdu as P
-from iscsifs.proto.login import LoginConfig
-from iscsifs.scsi.response import Designator, parse_device_identification, world_wide_name
 from iscsifs.mount.watch import TargetWatch
+from iscsifs.net.multipath import Multipath
+from iscsifs.net.policy import RecoveryPolicy
+from iscsifs.net.pool import TargetPool
+from iscsifs.proto import pdu as P
+from iscsifs.proto.address import Portal
+from iscsifs.proto.login import LoginConfig
+from iscsifs.scsi.response import (
+    Designator,
+    parse_device_identification,
+    world_wide_name,
+)
+
+from support.fake_target import FakePortals, sense_bytes
 
 CONFIG = LoginConfig(initiator_name="iqn.2026-11.test:init", target_name="iqn.2026-11.test:tgt")
 

@@ -6,14 +6,14 @@ from __future__ import annotations
 import pytest
 import trio
 import trio.testing
-
-from support.fake_target import FakeTarget, logged_in, stream_pair
 from iscsifs.net.connection import Connection
-from iscsifs.proto.address import Portal
 from iscsifs.proto import pdu as P
+from iscsifs.proto.address import Portal
 from iscsifs.proto.errors import ConnectionLost, DigestError
 from iscsifs.proto.login import LoginConfig
 from iscsifs.proto.text import Offer, encode_text, parse_text
+
+from support.fake_target import FakeTarget, logged_in, stream_pair
 
 CONFIG = LoginConfig(initiator_name="iqn.2026-11.test:init", target_name="iqn.2026-11.test:tgt")
 READ_8 = bytes.fromhex("28000000000000000800")  # READ(10) LBA 0, 8 blocks

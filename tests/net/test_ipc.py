@@ -7,9 +7,19 @@ import errno
 import pickle
 
 import pytest
-
 from iscsifs.net.arena import Arena, ArenaBuffers
-from iscsifs.net.ipc import EXEC, HEADER, INLINE, RESULT, FrameBuffer, Kind, error_frame, exec_frame, frame, rebuild_error
+from iscsifs.net.ipc import (
+    EXEC,
+    HEADER,
+    INLINE,
+    RESULT,
+    FrameBuffer,
+    Kind,
+    error_frame,
+    exec_frame,
+    frame,
+    rebuild_error,
+)
 from iscsifs.proto.errors import IscsiError, LoginError
 from iscsifs.scsi.sense import ScsiError, Sense, Status
 

@@ -8,16 +8,16 @@ from functools import partial
 
 import pytest
 import trio
-
 from iscsifs.block.command import command, identity_of
+from iscsifs.net.multipath import Multipath
 from iscsifs.net.policy import RecoveryPolicy
 from iscsifs.net.pool import TargetPool
-from iscsifs.net.multipath import Multipath
 from iscsifs.proto import pdu as P
 from iscsifs.proto.address import Portal
-from iscsifs.proto.login import LoginConfig
 from iscsifs.proto.connection import ScsiResult
+from iscsifs.proto.login import LoginConfig
 from iscsifs.scsi import cdb
+
 from support.fake_target import FakePortals
 
 READ = cdb.read(0, 8)

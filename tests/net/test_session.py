@@ -10,14 +10,13 @@ from functools import partial
 
 import pytest
 import trio
-from hypothesis import given, settings, strategies as st
-
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from iscsifs.block.command import command, identity_of
 from iscsifs.net.connection import CommandTimeout
-from iscsifs.net.policy import RecoveryPolicy
-from iscsifs.net.session import PROBE_INTERVAL
 from iscsifs.net.multipath import Multipath
-from iscsifs.net.policy import PathPolicy
+from iscsifs.net.policy import PathPolicy, RecoveryPolicy
+from iscsifs.net.session import PROBE_INTERVAL
 from iscsifs.proto import chap
 from iscsifs.proto import pdu as P
 from iscsifs.proto.address import Portal
@@ -25,6 +24,7 @@ from iscsifs.proto.errors import IscsiError, LoginError, RemoteProtocolError
 from iscsifs.proto.login import LoginConfig
 from iscsifs.scsi import cdb
 from iscsifs.scsi.sense import ScsiError, Status
+
 from support.fake_target import FakePortals, logged_in, login_and_serve, sense_bytes
 
 CONFIG = LoginConfig(initiator_name="iqn.2026-11.test:init", target_name="iqn.2026-11.test:tgt")

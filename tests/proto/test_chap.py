@@ -7,14 +7,20 @@ import hashlib
 import pytest
 import trio
 import trio.testing
-
-from support.fake_target import ChapScript, FakeTarget, chap_login, open_over, stream_pair
 from iscsifs.net.nursery import first_error
 from iscsifs.proto import chap
 from iscsifs.proto.errors import AuthenticationError, LoginError, RemoteProtocolError
 from iscsifs.proto.login import LoginConfig, LoginMachine, LoginState
 from iscsifs.proto.pdu import LoginResponse
 from iscsifs.proto.text import encode_text, parse_text
+
+from support.fake_target import (
+    ChapScript,
+    FakeTarget,
+    chap_login,
+    open_over,
+    stream_pair,
+)
 
 SCRIPT = ChapScript()
 MUTUAL = chap.ChapCredentials(SCRIPT.user, SCRIPT.secret, SCRIPT.target_user, SCRIPT.target_secret)

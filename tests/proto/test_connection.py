@@ -5,15 +5,26 @@ from __future__ import annotations
 import pytest
 import trio
 import trio.testing
+from iscsifs.proto import pdu as P
+from iscsifs.proto.connection import (
+    ConnectionCore,
+    ResponseReceived,
+    ScsiTask,
+    SendPdus,
+    TaskDone,
+    sn_le,
+    sn_lt,
+)
+from iscsifs.proto.errors import (
+    ConnectionLost,
+    DigestError,
+    RejectedError,
+    RemoteProtocolError,
+)
+from iscsifs.proto.login import LoginConfig
+from iscsifs.proto.text import OperationalParams, encode_text, parse_text
 
 from support.fake_target import logged_in
-from iscsifs.proto import pdu as P
-from iscsifs.proto.errors import ConnectionLost, DigestError, RejectedError, RemoteProtocolError
-from iscsifs.proto.login import LoginConfig
-from iscsifs.proto.connection import (
-    ResponseReceived, ScsiTask, SendPdus, ConnectionCore, TaskDone, sn_le, sn_lt,
-)
-from iscsifs.proto.text import OperationalParams, encode_text, parse_text
 
 
 def core(**params) -> ConnectionCore:

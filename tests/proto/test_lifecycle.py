@@ -6,11 +6,23 @@ from __future__ import annotations
 import itertools
 
 import pytest
-
 from iscsifs.proto.errors import LocalProtocolError
 from iscsifs.proto.lifecycle import (
-    CONNECTION_TRANSITIONS, SESSION_TRANSITIONS, ConnectionInput as CI, ConnectionState as C, SessionInput as PI,
-    SessionState as P, step,
+    CONNECTION_TRANSITIONS,
+    SESSION_TRANSITIONS,
+    step,
+)
+from iscsifs.proto.lifecycle import (
+    ConnectionInput as CI,
+)
+from iscsifs.proto.lifecycle import (
+    ConnectionState as C,
+)
+from iscsifs.proto.lifecycle import (
+    SessionInput as PI,
+)
+from iscsifs.proto.lifecycle import (
+    SessionState as P,
 )
 
 CONNECTION_EXPECTED = {

@@ -7,11 +7,11 @@ import os
 
 import crcmod.predefined
 import pytest
-from hypothesis import given, settings, strategies as st
-
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from iscsifs.proto import pdu as P
-from iscsifs.proto.reader import PduReader, Placement
 from iscsifs.proto.errors import DigestError, RemoteProtocolError
+from iscsifs.proto.reader import PduReader, Placement
 
 _crc32c_ref = crcmod.predefined.mkCrcFun("crc-32c")
 

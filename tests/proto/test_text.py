@@ -5,13 +5,24 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from hypothesis import given, strategies as st
-
+from hypothesis import given
+from hypothesis import strategies as st
 from iscsifs.proto import chap
 from iscsifs.proto.errors import (
-    AuthenticationError, LoginError, LoginRedirect, NegotiationError, RemoteProtocolError,
+    AuthenticationError,
+    LoginError,
+    LoginRedirect,
+    NegotiationError,
+    RemoteProtocolError,
 )
-from iscsifs.proto.login import TRANSITIONS, Answer, LoginConfig, LoginComplete, LoginMachine, LoginState
+from iscsifs.proto.login import (
+    TRANSITIONS,
+    Answer,
+    LoginComplete,
+    LoginConfig,
+    LoginMachine,
+    LoginState,
+)
 from iscsifs.proto.pdu import LoginRequest, LoginResponse, Stage
 from iscsifs.proto.text import Negotiation, Offer, encode_text, parse_text
 

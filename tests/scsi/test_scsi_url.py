@@ -5,10 +5,14 @@ from __future__ import annotations
 import errno
 
 import pytest
-
 from iscsifs.scsi import cdb
 from iscsifs.scsi.response import (
-    decode_lun, encode_lun, parse_inquiry, parse_read_capacity_10, parse_read_capacity_16, parse_report_luns,
+    decode_lun,
+    encode_lun,
+    parse_inquiry,
+    parse_read_capacity_10,
+    parse_read_capacity_16,
+    parse_report_luns,
 )
 from iscsifs.scsi.sense import ScsiError, errno_for, parse_sense
 from iscsifs.url import UrlError, parse_url

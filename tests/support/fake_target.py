@@ -12,11 +12,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import trio
-
 from iscsifs.net.connection import Connection
-from iscsifs.proto.address import Portal
 from iscsifs.proto import chap
 from iscsifs.proto import pdu as P
+from iscsifs.proto.address import Portal
 from iscsifs.proto.reader import PduReader
 from iscsifs.proto.text import encode_text, parse_text
 from iscsifs.scsi.response import encode_lun
@@ -225,7 +224,7 @@ async def login_and_serve(target: FakeTarget) -> None:
 
 
 class FakePortals:
-    """A ``net.connection.Connect``: every connection, to any portal, reaches a new FakeTarget
+    """A ``net.dial.Connect``: every connection, to any portal, reaches a new FakeTarget
     that ``serve`` runs (log in, then answer commands). ``down`` portals refuse connections."""
 
     def __init__(self, nursery: trio.Nursery, serve: Callable[[FakeTarget], Awaitable[None]] = login_and_serve,
@@ -238,7 +237,7 @@ class FakePortals:
         self.setup: Callable[[Portal, FakeTarget], None] = lambda portal, target: None
 
     async def __call__(self, portal: Portal) -> trio.SocketStream:
-        from iscsifs.net.connection import ConnectError
+        from iscsifs.net.dial import ConnectError
 
         if portal in self.down:
             raise ConnectError(f"cannot connect to portal {portal}: Connection refused")

@@ -30,7 +30,6 @@ import trio.testing
 if __name__ == "__main__":  # run as a script: the tests' own imports, as pytest sets them up
     sys.path[:0] = [os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
 
-from support.fake_target import FakeTarget, login_and_serve, sense_bytes, stream_pair
 from iscsifs.block.client import Client, ClientConfig
 from iscsifs.mount.fs import MAP_XATTR_PREFIX, IscsiFs
 from iscsifs.mount.serve import MountOptions, build_tree, shutdown
@@ -39,6 +38,8 @@ from iscsifs.net.pool import TargetPool
 from iscsifs.proto import pdu as P
 from iscsifs.proto.errors import IscsiError
 from iscsifs.url import parse_url
+
+from support.fake_target import FakeTarget, login_and_serve, sense_bytes, stream_pair
 
 TARGET = "iqn.2026-11.test:hostile"
 URL = parse_url(f"iscsi://127.0.0.1/{TARGET}")

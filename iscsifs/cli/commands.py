@@ -44,7 +44,7 @@ from iscsifs.mount import logs
 from iscsifs.mount.fs import DISCARD_XATTR, MAP_XATTR_PREFIX, STATS_XATTR
 from iscsifs.mount.mountpoint import MountError, check_mountpoint, containing_mount
 from iscsifs.mount.serve import serve
-from iscsifs.net.connection import ConnectError
+from iscsifs.net.dial import ConnectError
 from iscsifs.net.nursery import first_error
 from iscsifs.proto.errors import AuthenticationError, IscsiError, LoginError, TimedOut
 from iscsifs.url import IscsiUrl, UrlError, parse_url
@@ -127,7 +127,7 @@ def run_mount(cmd: MountCommand) -> int:
     try:
         try:
             trio.run(_mount_main, cmd, url, str(mountpoint), demo, pid_file, destination, report_fd)
-        except BaseException as exc:  # noqa: BLE001 - one line, one exit code, always
+        except BaseException as exc:
             exc = first_error(exc)
             if isinstance(exc, KeyboardInterrupt):
                 code, message = 130, "interrupted"
@@ -349,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
         debug = cmd.debug
         logs.setup(debug)
         return run(cmd)
-    except BaseException as exc:  # noqa: BLE001
+    except BaseException as exc:
         exc = first_error(exc)
         if isinstance(exc, SystemExit):  # argparse: --help, --version, or its own usage error
             return exc.code if isinstance(exc.code, int) else EXIT_USAGE
