@@ -17,7 +17,8 @@ after tgtd listens again (killed, down 30 s, restarted) a read that waited throu
 completes; the MiB/s of writing zeros with dd, with detect_zeroes off and on, against the peer
 stack; and the peak RSS of the iscsifs processes under load. iscsifs runs once per
 ``--workers`` value (-o workers=N), and every stack's processes are charged their CPU time per
-request, so the table shows which process is the bottleneck. Prints a Markdown table with the ratios the performance issue asks for.
+request, so the table shows which process is the bottleneck. Prints a Markdown table with the
+ratios the performance issue asks for.
 """
 
 from __future__ import annotations
@@ -314,7 +315,7 @@ def main() -> int:
                                       stderr=subprocess.DEVNULL)
                 procs.append(fs)
                 mounts.append(mnt)
-                wait_for(lambda: is_mounted(mnt), 30, "the iscsifs mount")
+                wait_for(lambda mnt=mnt: is_mounted(mnt), 30, "the iscsifs mount")
                 worker_pids = children(fs.pid)
                 watch = {"FUSE process": fs.pid, **{f"worker {i + 1}": p for i, p in enumerate(worker_pids)},
                          "tgtd": tgt.proc.pid}
@@ -329,7 +330,7 @@ def main() -> int:
                                            str(args.size_mib << 20)], stderr=subprocess.DEVNULL)
                 procs.append(nullfs)
                 mounts.append(null)
-                wait_for(lambda: is_mounted(null), 30, "the nullfs mount")
+                wait_for(lambda null=null: is_mounted(null), 30, "the nullfs mount")
                 fio_jobs(results, key, null / "null", args.runtime)
                 nullfs.terminate()
                 nullfs.wait(timeout=30)
@@ -359,7 +360,7 @@ def main() -> int:
                                       str(zmnt)], stderr=subprocess.DEVNULL)
                 procs.append(z)
                 mounts.append(zmnt)
-                wait_for(lambda: is_mounted(zmnt), 30, "the iscsifs mount")
+                wait_for(lambda zmnt=zmnt: is_mounted(zmnt), 30, "the iscsifs mount")
                 zeros[mode] = dd_zeros(zmnt / "1", zero_mib)
                 print(f"bench: zeros detect_zeroes={mode}: {zeros[mode]:.0f} MiB/s", file=sys.stderr)
                 subprocess.run(["fusermount3", "-u", str(zmnt)], timeout=60)
@@ -415,7 +416,8 @@ def main() -> int:
               f"{ratio(r.get('iscsifs'), r.get('raw'))} | {ratio(r.get('iscsifs'), r.get('ceiling1w'))} | "
               f"{job.goals} | {num(needed)}{above(needed, r)} |")
     for mode in ("off", "on"):
-        print(f"| write {zero_mib} MiB of zeros (dd 1M direct), detect_zeroes={mode} | MiB/s | {num(zeros.get(mode))} | "
+        print(f"| write {zero_mib} MiB of zeros (dd 1M direct), detect_zeroes={mode} | MiB/s | "
+              f"{num(zeros.get(mode))} | "
               f"{num(zeros.get('peer'))} | | | | {ratio(zeros.get(mode), zeros.get('peer'))} | | | | |")
     for key, mib in rss.items():
         print(f"| {key} peak RSS under load, all its processes | MiB | {mib:.0f} | | | | | | | | < 200 | |")
@@ -432,7 +434,8 @@ def main() -> int:
         print("\nWith the sessions in worker processes (-o workers=N), same run:\n")
         print("| job | iscsifs (workers=0) | " + " | ".join(others) + " | qemu-nbd+nbdfuse | "
               + " | ".join(f"{k} vs peer" for k in others) + " |")
-        print("| --- | ---: | " + " | ".join("---:" for _ in others) + " | ---: | " + " | ".join("---:" for _ in others) + " |")
+        columns = " | ".join("---:" for _ in others)
+        print(f"| --- | ---: | {columns} | ---: | {columns} |")
         for job in JOBS:
             r = results[job.name]
             print(f"| {job.name} | {num(r.get('iscsifs'))} | " + " | ".join(num(r.get(k)) for k in others)
@@ -445,7 +448,8 @@ def main() -> int:
             spent = ", ".join(f"{name} {us:.0f}" for name, us in cost.items())
             print(f"| {job.name} | {key} | {spent}, total {sum(cost.values()):.0f} |")
     if args.json:
-        args.json.write_text(json.dumps({"jobs": results, "cpu_us_per_request": costs, "rss_mib": rss, "portal_mount_s": mounted,
+        args.json.write_text(json.dumps({"jobs": results, "cpu_us_per_request": costs, "rss_mib": rss,
+                                         "portal_mount_s": mounted,
                                          "portal_ls_s": listed, "portal500": p500, "recovery_s": recovered,
                                          "zeros_mib_s": zeros},
                                         indent=2))

@@ -65,7 +65,8 @@ class IscsiUrl:
             query.append("target_user=" + urllib.parse.quote(self.target_user, safe=""))
         if self.target_password is not None:
             query.append("target_password=***")
-        query += [f"{k}={v}" for k, v in (("header_digest", self.header_digest), ("data_digest", self.data_digest)) if v]
+        digests = (("header_digest", self.header_digest), ("data_digest", self.data_digest))
+        query += [f"{k}={v}" for k, v in digests if v]
         return f"iscsi://{auth}{hostport(self.host, self.port)}{path}" + ("?" + "&".join(query) if query else "")
 
     def without_query(self) -> str:
@@ -183,7 +184,7 @@ class Secrets:
 
     def over(self, other: Secrets) -> Secrets:
         """Each field from self if set, else from ``other``."""
-        return Secrets(*(a if a is not None else b for a, b in zip(self._values(), other._values())))
+        return Secrets(*(a if a is not None else b for a, b in zip(self._values(), other._values(), strict=True)))
 
     def _values(self) -> tuple[str | None, ...]:
         return self.username, self.password, self.target_username, self.target_password
@@ -212,7 +213,8 @@ def read_credentials_file(path: str | os.PathLike[str]) -> Secrets:
         if not stat.S_ISREG(st.st_mode):
             raise CredentialsError(f"credentials file {name} is not a regular file")
         if st.st_mode & 0o077:
-            raise CredentialsError(f"credentials file {name} can be read by others (mode {stat.S_IMODE(st.st_mode):04o});"
+            mode = stat.S_IMODE(st.st_mode)
+            raise CredentialsError(f"credentials file {name} can be read by others (mode {mode:04o});"
                                    f" chmod 600 {name}")
         if st.st_uid != os.geteuid():
             raise CredentialsError(f"credentials file {name} belongs to uid {st.st_uid}, not to us ({os.geteuid()})")

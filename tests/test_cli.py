@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -282,4 +283,4 @@ def test_without_journal_or_syslog_a_background_mount_logs_to_a_file_it_names(ma
         assert f"no syslog on this machine (/dev/log): the mount logs to {default}" in _one_line(r)
     finally:
         unmount(mnt)
-    wait_for(lambda: b"unmounted" in open(default, "rb").read()[before:], 30)
+    wait_for(lambda: b"unmounted" in Path(default).read_bytes()[before:], 30)

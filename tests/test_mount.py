@@ -221,7 +221,7 @@ def test_lun_operations_that_cannot_be_done_fail_clearly(make_target, tmp_path):
     with mounted(t.url, mnt):
         f = mnt / "1"
         for action in (lambda: os.unlink(f), lambda: os.mkdir(mnt / "x"),
-                       lambda: os.rename(f, mnt / "2"), lambda: open(mnt / "new", "wb")):
+                       lambda: os.rename(f, mnt / "2"), lambda: (mnt / "new").write_bytes(b"")):
             with pytest.raises(OSError) as e:
                 action()
             assert e.value.errno == errno.EPERM

@@ -35,7 +35,7 @@ def test_mutual_chap_mount_with_tgt_reads_and_writes(make_target, tmp_path):
     """Default algorithms: tgt takes CHAP_A=7 for SHA-1, so we fall back to MD5 once, and verify
     tgt's own answer to our challenge (its --outgoing account)."""
     t = make_target({1: 1 << 20})
-    url, user, pw, tuser, tpw = _accounts(t, 1)
+    url, _user, pw, _tuser, tpw = _accounts(t, 1)
     t.tgt.tgtadm("--op", "update", "--mode", "target", "--tid", t.tid, "-n", "HeaderDigest", "-v", "CRC32C")
     mnt = tmp_path / "mnt"
     mnt.mkdir()

@@ -89,7 +89,7 @@ def test_a_killed_worker_is_restarted_under_fio_verify(make_target, tmp_path):
                 assert len(victims) == 1
                 os.kill(victims[0], signal.SIGKILL)
                 killed += 1
-                wait_for(lambda: _workers(m.proc.pid) and _workers(m.proc.pid) != victims, 20)
+                wait_for(lambda gone=victims: _workers(m.proc.pid) and _workers(m.proc.pid) != gone, 20)
             out, err = fio.communicate(timeout=240)
         finally:
             if fio.poll() is None:

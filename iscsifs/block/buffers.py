@@ -21,7 +21,9 @@ class BufferPool:
             return free.pop()
         return bytearray(size)
 
-    def give(self, buf: bytearray) -> None:
+    def give(self, buf: bytearray | memoryview) -> None:
+        if not isinstance(buf, bytearray):
+            return  # not one of ours
         if self._kept + len(buf) <= self._keep_bytes:
             self._free.setdefault(len(buf), []).append(buf)
             self._kept += len(buf)

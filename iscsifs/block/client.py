@@ -27,7 +27,7 @@ from iscsifs.block.command import (
     inquiry,
     read_capacity,
 )
-from iscsifs.block.lun import Lun
+from iscsifs.block.lun import DetectZeroes, Lun
 from iscsifs.net.api import Target
 from iscsifs.net.connection import Connection
 from iscsifs.net.dial import Connect, ConnectError, tcp_connect
@@ -170,16 +170,17 @@ class Client:
             offer = replace(offer, header_digest=DIGEST_OFFERS[header])
         if data:
             offer = replace(offer, data_digest=DIGEST_OFFERS[data])
-        kwargs = {"initiator_name": options.initiator_name} if options.initiator_name else {}
-        return cls(ClientConfig(credentials=credentials, offer=offer, chap_algorithms=options.chap_algorithms,
+        return cls(ClientConfig(initiator_name=options.initiator_name or default_initiator_name(),
+                                credentials=credentials, offer=offer, chap_algorithms=options.chap_algorithms,
                                 recovery=options.recovery, login_timeout=options.recovery.login_timeout,
-                                portals=options.portals, path_policy=options.path_policy, **kwargs))
+                                portals=options.portals, path_policy=options.path_policy))
 
     def _login_config(self, target: str | None) -> LoginConfig:
+        config = LoginConfig(initiator_name=self.config.initiator_name, target_name=target, offer=self.config.offer,
+                             credentials=self.config.credentials)
         algs = self.config.chap_algorithms
-        pinned = {"chap_algorithms": algs, "chap_fallback": False} if algs else {}
-        return LoginConfig(initiator_name=self.config.initiator_name, target_name=target,
-                           offer=self.config.offer, credentials=self.config.credentials, **pinned)
+        # Pinned algorithms (chap_algs=) are offered as they are: no fallback for tgt.
+        return replace(config, chap_algorithms=algs, chap_fallback=False) if algs else config
 
     async def discover(self, url: IscsiUrl) -> list[DiscoveredTarget]:
         """A Discovery session with SendTargets=All, then logout."""
@@ -313,12 +314,13 @@ async def scan_luns(session: Target) -> list[LunInfo]:
     return (await scan(session)).luns
 
 
-def open_lun(session: Target, info: LunInfo, read_only: bool = False, detect_zeroes: str = "off") -> Lun:
+def open_lun(session: Target, info: LunInfo, read_only: bool = False,
+             detect_zeroes: DetectZeroes = DetectZeroes.OFF) -> Lun:
     assert info.capacity is not None
     # After any later login (a reconnect, another path), the LUN must still be this device.
     session.expect_identity(info.lun, info.identity.serial, info.identity.wwn)
     return Lun(session, info.lun, info.capacity, read_only=read_only or info.identity.write_protected,
-               maximum_transfer_blocks=info.identity.maximum_transfer_blocks, limits=info.identity.limits,
+               limits=info.identity.limits,
                provisioning=info.identity.provisioning, detect_zeroes=detect_zeroes)
 
 

@@ -15,6 +15,8 @@ from iscsifs.proto.connection import ScsiResult
 from iscsifs.proto.errors import IscsiError
 from iscsifs.scsi import cdb
 from iscsifs.scsi.response import (
+    FULL_PROVISIONING,
+    NO_BLOCK_LIMITS,
     BlockLimits,
     Capacity,
     Provisioning,
@@ -83,7 +85,8 @@ async def command(session: Executor, lun: int, cdb_bytes: bytes, *, name: str,
                      written=len(data_out) if data_out is not None and result.status == Status.GOOD else 0,
                      ok=result.status in (Status.GOOD, Status.CONDITION_MET) and result.response == 0)
         if result.response != 0:
-            raise ScsiError(Status.TASK_ABORTED, None, f"{name} (iSCSI response 0x{result.response:02x}, target failure)")
+            raise ScsiError(Status.TASK_ABORTED, None,
+                            f"{name} (iSCSI response 0x{result.response:02x}, target failure)")
         if result.status in (Status.GOOD, Status.CONDITION_MET):
             return result
         sense = parse_sense(result.sense)
@@ -135,8 +138,8 @@ class Identity:
     serial: str = ""  # VPD 0x80
     wwn: str = ""  # VPD 0x83, the best logical-unit designator
     write_protected: bool = False  # MODE SENSE, WP bit
-    limits: BlockLimits = BlockLimits(0, 0)  # VPD 0xB0; zeros: no limit reported
-    provisioning: Provisioning = Provisioning()  # VPD 0xB2; a LUN without the page is fully provisioned
+    limits: BlockLimits = NO_BLOCK_LIMITS  # VPD 0xB0; zeros: no limit reported
+    provisioning: Provisioning = FULL_PROVISIONING  # VPD 0xB2
 
     @property
     def maximum_transfer_blocks(self) -> int:
@@ -195,7 +198,7 @@ async def identify(session: Executor, lun: int) -> Identity:
     LUN lacks (ILLEGAL REQUEST) is left out; the others, garbled, are too, with a log line."""
     pages = await _supported_pages(session, lun)
     serial, wwn = await _identity(session, lun, pages)
-    limits, provisioning = BlockLimits(0, 0), Provisioning()
+    limits, provisioning = NO_BLOCK_LIMITS, FULL_PROVISIONING
     try:
         if Vpd.BLOCK_LIMITS in pages:
             limits = parse_block_limits(await _vpd(session, lun, Vpd.BLOCK_LIMITS))

@@ -15,6 +15,7 @@ so the copy is exact byte for byte; the LUN past the file's end is left as it is
 
 from __future__ import annotations
 
+import enum
 import errno
 
 from iscsifs.block.command import command
@@ -23,6 +24,8 @@ from iscsifs.net.api import Executor
 from iscsifs.proto.errors import IscsiError
 from iscsifs.scsi import cdb
 from iscsifs.scsi.response import (
+    FULL_PROVISIONING,
+    NO_BLOCK_LIMITS,
     BlockLimits,
     Capacity,
     Provisioning,
@@ -71,25 +74,33 @@ class LunGrowError(IscsiError):
     errno = errno.EFBIG
 
 
+class DetectZeroes(enum.Enum):
+    """What a write of all zeros becomes (QEMU's option of the same name and values)."""
+
+    OFF = "off"  # a WRITE like any other
+    ON = "on"  # WRITE SAME(16) of one zero block
+    UNMAP = "unmap"  # WRITE SAME(16) with UNMAP, where deallocated blocks read as zeros
+
+
 class Lun:
-    """A disk LUN addressed in bytes. ``size`` is exact: blocks × block size."""
+    """A disk LUN addressed in bytes. ``size`` is exact: blocks * block size."""
 
     def __init__(self, session: Executor, lun: int, capacity: Capacity, *, read_only: bool = False,
-                 max_transfer: int = DEFAULT_MAX_TRANSFER, maximum_transfer_blocks: int = 0,
-                 limits: BlockLimits = BlockLimits(0, 0), provisioning: Provisioning = Provisioning(),
-                 detect_zeroes: str = "off") -> None:
+                 max_transfer: int = DEFAULT_MAX_TRANSFER, limits: BlockLimits = NO_BLOCK_LIMITS,
+                 provisioning: Provisioning = FULL_PROVISIONING,
+                 detect_zeroes: DetectZeroes = DetectZeroes.OFF) -> None:
         self.session = session
         self.limits = limits
         self.provisioning = provisioning
-        self.detect_zeroes = detect_zeroes  # "off", "on" or "unmap" (see write_blocks)
+        self.detect_zeroes = detect_zeroes
         self.lun = lun
         self.capacity = capacity
         self.read_only = read_only
         self.block_size = capacity.block_size
         # Whole blocks per command, at least one, and never more than the device's VPD 0xB0 limit.
         self.max_blocks = max(1, max_transfer // self.block_size)
-        if maximum_transfer_blocks:
-            self.max_blocks = min(self.max_blocks, maximum_transfer_blocks)
+        if limits.maximum_transfer_length:
+            self.max_blocks = min(self.max_blocks, limits.maximum_transfer_length)
         self.dirty = False
         self._locks = RangeLock()
         self.end: int | None = None  # where the file being written ends (see the module docstring)
@@ -110,7 +121,8 @@ class Lun:
             self.block_size = capacity.block_size
         self.capacity = capacity
 
-    async def read_blocks(self, lba: int, blocks: int, into: bytearray | memoryview | None = None) -> bytes | bytearray | memoryview:
+    async def read_blocks(self, lba: int, blocks: int,
+                          into: bytearray | memoryview | None = None) -> bytes | bytearray | memoryview:
         """``blocks`` blocks at ``lba``, in as many READ commands as the transfer limit needs;
         into ``into`` (at least that long) if given."""
         if into is None and blocks <= self.max_blocks:
@@ -128,7 +140,8 @@ class Lun:
         result = await command(self.session, self.lun, cdb.read(lba, blocks), name="READ", expected_in=length,
                                into=into)
         if len(result.data) != length:
-            raise ScsiError(Status.CHECK_CONDITION, None, f"READ at LBA {lba} returned {len(result.data)} of {length} bytes")
+            raise ScsiError(Status.CHECK_CONDITION, None,
+                            f"READ at LBA {lba} returned {len(result.data)} of {length} bytes")
         return result.data
 
     @property
@@ -147,10 +160,11 @@ class Lun:
             blocks = len(chunk) // self.block_size
             self.dirty = True
             # ZEROS.startswith is one memcmp that stops at the first non-zero byte.
-            if self.detect_zeroes != "off" and self.write_same and ZEROS.startswith(chunk):
-                if await self._write_same(lba, blocks, unmap=self.detect_zeroes == "unmap" and self.unmaps_to_zeros):
-                    lba += blocks
-                    continue
+            unmap = self.detect_zeroes is DetectZeroes.UNMAP and self.unmaps_to_zeros
+            if (self.detect_zeroes is not DetectZeroes.OFF and self.write_same and ZEROS.startswith(chunk)
+                    and await self._write_same(lba, blocks, unmap=unmap)):
+                lba += blocks
+                continue
             await command(self.session, self.lun, cdb.write(lba, blocks), name="WRITE", data_out=chunk)
             lba += blocks
 
@@ -250,7 +264,8 @@ class Lun:
         if n == 0:
             return 0
         if offset < 0 or offset + n > self.size:
-            raise LunRangeError(f"write of {n} bytes at offset {offset} goes past the end of the LUN ({self.size} bytes)")
+            raise LunRangeError(f"write of {n} bytes at offset {offset} goes past the end of the LUN "
+                                f"({self.size} bytes)")
         if self.end is not None:
             self.zeros.add(self.end, offset)  # written past the file's end: the gap is a hole
             self.end = max(self.end, offset + n)

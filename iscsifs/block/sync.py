@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Any
+from typing import TypeVar, TypeVarTuple, Unpack
 
 import trio
 
@@ -28,6 +28,9 @@ from iscsifs.block.client import (
 )
 from iscsifs.block.lun import Lun
 from iscsifs.url import IscsiUrl, UrlError, parse_url
+
+_T = TypeVar("_T")
+_Args = TypeVarTuple("_Args")
 
 
 class _LoopThread:
@@ -58,7 +61,7 @@ class _LoopThread:
             await self._stop.wait()
             nursery.cancel_scope.cancel()
 
-    def run(self, afn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+    def run(self, afn: Callable[[Unpack[_Args]], Awaitable[_T]], *args: *_Args) -> _T:
         return trio.from_thread.run(afn, *args, trio_token=self.token)
 
     def stop(self) -> None:

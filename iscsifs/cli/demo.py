@@ -48,7 +48,7 @@ class PrivateTgtd:
     host: str = "127.0.0.1"
     port: int = 0
     control_port: int = 0
-    proc: subprocess.Popen | None = None
+    proc: subprocess.Popen[bytes] | None = None
     next_tid: int = 1
     targets: dict[str, int] = field(default_factory=dict)
 
@@ -68,11 +68,10 @@ class PrivateTgtd:
         for _ in range(5):
             self.port = self.port or free_port(self.host)
             self.control_port = self.control_port or self._free_control_port()
-            log = open(self.workdir / "tgtd.log", "ab")
-            self.proc = subprocess.Popen(
-                ["tgtd", "-f", "-C", str(self.control_port), "--iscsi", f"portal={self.portal}"],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
-            log.close()
+            with open(self.workdir / "tgtd.log", "ab") as log:  # tgtd keeps its own copy of the descriptor
+                self.proc = subprocess.Popen(
+                    ["tgtd", "-f", "-C", str(self.control_port), "--iscsi", f"portal={self.portal}"],
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline and self.proc.poll() is None:
                 if self._ready():

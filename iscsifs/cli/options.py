@@ -7,14 +7,14 @@ from __future__ import annotations
 import argparse
 import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 
 from iscsifs import __version__
 from iscsifs.block.client import DIGEST_OFFERS, ConnectOptions
+from iscsifs.block.lun import DetectZeroes
 from iscsifs.mount.serve import MountOptions
-from iscsifs.net.policy import PathPolicy, RecoveryPolicy
+from iscsifs.net.policy import PathPolicy
 from iscsifs.proto.address import Portal
 from iscsifs.proto.chap import parse_algorithms
 from iscsifs.url import UrlError, is_iscsi_name, parse_hostport
@@ -55,11 +55,13 @@ OPTIONS_HELP = """options (-o, comma-separated, repeatable):
   initiator_name=IQN     our iSCSI name (default: /etc/iscsi/initiatorname.iscsi or one derived from the machine)
   credentials=FILE       CHAP secrets file, mode 600: username, password, target_username, target_password
   chap_algs=LIST         CHAP algorithms to offer, in order (sha256,sha3-256,sha1,md5; default all, strongest first)
-  header_digest=D        none, crc32c, crc32c-none (default) or none-crc32c; data_digest=D likewise (default none-crc32c)
+  header_digest=D        none, crc32c, crc32c-none (default) or none-crc32c
+  data_digest=D          likewise (default none-crc32c)
   readahead=KIB          the kernel's readahead for buffered reads (default 1024; set only when run as root)
   portal=HOST[:PORT]     another path to every target (repeatable; IPv6 in [brackets]); SendTargets adds its own
   path_policy=P          failover (default: one active path, the others standby) or round-robin
-  detect_zeroes=M        off (default), on (zero blocks go out as WRITE SAME) or unmap (deallocated where it reads as zeros)
+  detect_zeroes=M        off (default), on (zero blocks go out as WRITE SAME) or unmap (deallocated where it
+                         reads as zeros)
   log_file=PATH          where a background mount logs (default: the journal or syslog; without either, a file)
   idle_timeout=S         log out a target's session after S seconds without open files or I/O (default 0: never)
   max_sessions=N         at most N targets logged in at once (default 64; the least recently used idle one goes)
@@ -99,103 +101,153 @@ def _ignored(key: str) -> bool:
     return key in IGNORED_OPTIONS or key.startswith(("x-", "comment="))
 
 
+def _seconds(key: str, val: str, high: float, what: str, *, zero: bool = False) -> float:
+    """A number of seconds up to ``high``; above 0, or 0 too where ``zero`` (it means "never")."""
+    try:
+        seconds = float(val)
+    except ValueError:
+        seconds = -1.0
+    if not (0 <= seconds <= high if zero else 0 < seconds <= high):
+        raise UsageError(f"{key}={val[:20]} is not {what}")
+    return seconds
+
+
+def _number(key: str, val: str, low: int, high: int, what: str = "") -> int:
+    if not val.isdecimal() or not low <= int(val) <= high:
+        raise UsageError(f"{key}={val[:20]} is not {what or f'a number from {low} to {high}'}")
+    return int(val)
+
+
+def _workers(key: str, val: str) -> int:
+    return _number(key, val, 0, MAX_WORKERS)
+
+
+# -- the option table: name -> what it sets, from its value ("" for a flag) -------------------------
+# Each entry is checked and typed where it is: a bad value is one line (exit 2) naming the option.
+
+Apply = Callable[["Options", str, str], "Options"]
+
+
+def _umask(o: Options, key: str, val: str) -> Options:
+    if not re.fullmatch(r"[0-7]{1,4}", val):
+        raise UsageError(f"umask={val[:20]} is not an octal mask such as 022")
+    return replace(o, mount=replace(o.mount, umask=int(val, 8) & 0o777))
+
+
+def _initiator_name(o: Options, key: str, val: str) -> Options:
+    if not is_iscsi_name(val):
+        raise UsageError(f"initiator_name={val[:80]} is not an iSCSI name (iqn.YYYY-MM.domain:name)")
+    return replace(o, connect=replace(o.connect, initiator_name=val))
+
+
+def _chap_algs(o: Options, key: str, val: str) -> Options:
+    try:
+        return replace(o, connect=replace(o.connect, chap_algorithms=parse_algorithms(val)))
+    except ValueError as exc:
+        raise UsageError(f"chap_algs: {exc}") from None
+
+
+def _recovery(o: Options, key: str, val: str) -> Options:
+    seconds = _seconds(key, val, 86400, "a number of seconds (0 < s <= 86400)")
+    return replace(o, connect=replace(o.connect, recovery=replace(o.connect.recovery, **{key: seconds})))
+
+
+def _portal(o: Options, key: str, val: str) -> Options:
+    try:
+        portal = Portal(*parse_hostport(val))
+    except UrlError as exc:
+        raise UsageError(f"portal={val[:80]}: {exc}") from None
+    return replace(o, connect=replace(o.connect, portals=(*o.connect.portals, portal)))
+
+
+def _detect_zeroes(o: Options, key: str, val: str) -> Options:
+    try:
+        mode = DetectZeroes(val)
+    except ValueError:
+        raise UsageError(f"detect_zeroes={val[:20]} is not off, on or unmap") from None
+    return replace(o, mount=replace(o.mount, detect_zeroes=mode))
+
+
+def _log_file(o: Options, key: str, val: str) -> Options:
+    if not val:
+        raise UsageError("log_file= needs a path")
+    return replace(o, log_file=val)
+
+
+def _path_policy(o: Options, key: str, val: str) -> Options:
+    try:
+        return replace(o, connect=replace(o.connect, path_policy=PathPolicy(val)))
+    except ValueError:
+        raise UsageError(f"path_policy={val[:20]} is not failover or round-robin") from None
+
+
+def _digest(o: Options, key: str, val: str) -> Options:
+    if val.lower() not in DIGEST_OFFERS:
+        raise UsageError(f"{key}={val[:20]} is not one of {', '.join(DIGEST_OFFERS)}")
+    if key == "header_digest":
+        return replace(o, connect=replace(o.connect, header_digest=val.lower()))
+    return replace(o, connect=replace(o.connect, data_digest=val.lower()))
+
+
+def _id(o: Options, key: str, val: str) -> Options:
+    number = _id_option(key, val)
+    return replace(o, mount=replace(o.mount, uid=number) if key == "uid" else replace(o.mount, gid=number))
+
+
+def _kernel_flag(o: Options, key: str, val: str) -> Options:
+    return replace(o, mount=replace(o.mount, kernel=o.mount.kernel | {key}))
+
+
+# Options that take a value (NAME=VALUE).
+VALUED: dict[str, Apply] = {
+    "uid": _id,
+    "gid": _id,
+    "umask": _umask,
+    "initiator_name": _initiator_name,
+    # empty: a systemd EnvironmentFile that names no file
+    "credentials": lambda o, k, v: replace(o, connect=replace(o.connect, credentials_file=v or None)),
+    "chap_algs": _chap_algs,
+    **{key: _recovery for key in RECOVERY_OPTIONS},
+    "readahead": lambda o, k, v: replace(o, mount=replace(o.mount, readahead_kib=_number(
+        k, v, 0, MAX_READAHEAD_KIB, f"a number of KiB (0 to {MAX_READAHEAD_KIB})"))),
+    "portal": _portal,
+    "detect_zeroes": _detect_zeroes,
+    "log_file": _log_file,
+    "idle_timeout": lambda o, k, v: replace(o, mount=replace(o.mount, idle_timeout=_seconds(
+        k, v, 86400 * 365, "a number of seconds (0: never)", zero=True))),
+    "max_sessions": lambda o, k, v: replace(o, mount=replace(o.mount, max_sessions=_number(k, v, 1, 100000))),
+    "workers": lambda o, k, v: replace(o, mount=replace(o.mount, workers=_workers(k, v))),
+    "path_policy": _path_policy,
+    "header_digest": _digest,
+    "data_digest": _digest,
+}
+# Options that are flags (NAME alone).
+FLAGS: dict[str, Apply] = {
+    "ro": lambda o, k, v: replace(o, mount=replace(o.mount, read_only=True)),
+    "rw": lambda o, k, v: replace(o, mount=replace(o.mount, read_only=False)),
+    "allow_other": lambda o, k, v: replace(o, mount=replace(o.mount, allow_other=True)),
+    **dict.fromkeys(KERNEL_FLAGS, _kernel_flag),
+}
+
+
 def parse_mount_options(values: list[str], environ: Mapping[str, str] = os.environ) -> Options:
-    """-o opt[,opt...] (repeatable); ``workers`` defaults to $ISCSIFS_WORKERS."""
-    log_file: str | None = None
-    fuse: dict[str, Any] = {}
-    conn: dict[str, Any] = {}
-    kernel: set[str] = set()
-    recovery: dict[str, float] = {}
-    portals: list[Portal] = []
+    """-o opt[,opt...] (repeatable), by the tables above; ``workers`` defaults to $ISCSIFS_WORKERS."""
+    options = Options(MountOptions(), ConnectOptions())
+    given: set[str] = set()
     for value in values:
         for opt in filter(None, value.split(",")):
             key, eq, val = opt.partition("=")
             if _ignored(opt) or (key == "comment" and eq):
                 continue
-            if key in KERNEL_FLAGS and not eq:
-                kernel.add(key)
-            elif key in ("ro", "rw") and not eq:
-                fuse["read_only"] = key == "ro"
-            elif key == "allow_other" and not eq:
-                fuse["allow_other"] = True
-            elif key in ("uid", "gid") and eq:
-                fuse[key] = _id_option(key, val)
-            elif key == "umask" and eq:
-                if not re.fullmatch(r"[0-7]{1,4}", val):
-                    raise UsageError(f"umask={val[:20]} is not an octal mask such as 022")
-                fuse["umask"] = int(val, 8) & 0o777
-            elif key == "initiator_name" and eq:
-                if not is_iscsi_name(val):
-                    raise UsageError(f"initiator_name={val[:80]} is not an iSCSI name (iqn.YYYY-MM.domain:name)")
-                conn[key] = val
-            elif key == "credentials" and eq:
-                if val:  # empty: a systemd EnvironmentFile that names no file
-                    conn["credentials_file"] = val
-            elif key == "chap_algs" and eq:
-                try:
-                    conn["chap_algorithms"] = parse_algorithms(val)
-                except ValueError as exc:
-                    raise UsageError(f"chap_algs: {exc}") from None
-            elif key in RECOVERY_OPTIONS and eq:
-                try:
-                    seconds = float(val)
-                except ValueError:
-                    seconds = -1.0
-                if not 0 < seconds <= 86400:
-                    raise UsageError(f"{key}={val[:20]} is not a number of seconds (0 < s <= 86400)")
-                recovery[key] = seconds
-            elif key == "readahead" and eq:
-                if not val.isdecimal() or int(val) > MAX_READAHEAD_KIB:
-                    raise UsageError(f"readahead={val[:20]} is not a number of KiB (0 to {MAX_READAHEAD_KIB})")
-                fuse["readahead_kib"] = int(val)
-            elif key == "portal" and eq:
-                try:
-                    portals.append(Portal(*parse_hostport(val)))
-                except UrlError as exc:
-                    raise UsageError(f"portal={val[:80]}: {exc}") from None
-            elif key == "detect_zeroes" and eq:
-                if val not in ("off", "on", "unmap"):
-                    raise UsageError(f"detect_zeroes={val[:20]} is not off, on or unmap")
-                fuse["detect_zeroes"] = val
-            elif key == "log_file" and eq:
-                if not val:
-                    raise UsageError("log_file= needs a path")
-                log_file = val
-            elif key == "idle_timeout" and eq:
-                try:
-                    seconds = float(val)
-                except ValueError:
-                    seconds = -1.0
-                if not 0 <= seconds <= 86400 * 365:
-                    raise UsageError(f"idle_timeout={val[:20]} is not a number of seconds (0: never)")
-                fuse["idle_timeout"] = seconds
-            elif key == "max_sessions" and eq:
-                if not val.isdecimal() or not 1 <= int(val) <= 100000:
-                    raise UsageError(f"max_sessions={val[:20]} is not a number from 1 to 100000")
-                fuse["max_sessions"] = int(val)
-            elif key == "workers" and eq:
-                if not val.isdecimal() or not 0 <= int(val) <= MAX_WORKERS:
-                    raise UsageError(f"workers={val[:20]} is not a number from 0 to {MAX_WORKERS}")
-                fuse["workers"] = int(val)
-            elif key == "path_policy" and eq:
-                try:
-                    conn["path_policy"] = PathPolicy(val)
-                except ValueError:
-                    raise UsageError(f"path_policy={val[:20]} is not failover or round-robin") from None
-            elif key in ("header_digest", "data_digest") and eq:
-                if val.lower() not in DIGEST_OFFERS:
-                    raise UsageError(f"{key}={val[:20]} is not one of {', '.join(DIGEST_OFFERS)}")
-                conn[key] = val.lower()
-            else:
-                raise UsageError(f"unknown mount option '{opt.partition('=')[0][:40]}' (see iscsifs --help)")
-    if "workers" not in fuse and environ.get(WORKERS_VARIABLE):
-        value = environ[WORKERS_VARIABLE]
-        if not value.isdecimal() or not 0 <= int(value) <= MAX_WORKERS:
-            raise UsageError(f"{WORKERS_VARIABLE}={value[:20]} is not a number from 0 to {MAX_WORKERS}")
-        fuse["workers"] = int(value)
-    conn["recovery"] = RecoveryPolicy(**recovery)
-    conn["portals"] = tuple(portals)
-    return Options(MountOptions(kernel=frozenset(kernel), **fuse), ConnectOptions(**conn), log_file)
+            apply = VALUED.get(key) if eq else FLAGS.get(key)
+            if apply is None:
+                raise UsageError(f"unknown mount option '{key[:40]}' (see iscsifs --help)")
+            options = apply(options, key, val)
+            given.add(key)
+    if "workers" not in given and environ.get(WORKERS_VARIABLE):
+        options = replace(options, mount=replace(options.mount, workers=_workers(WORKERS_VARIABLE,
+                                                                                 environ[WORKERS_VARIABLE])))
+    return options
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,7 +333,8 @@ def _mount_parser() -> argparse.ArgumentParser:
 
 def _ls_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="iscsifs ls", description="List every target and LUN on a portal.",
-                                epilog="options (-o): initiator_name, credentials, chap_algs, header_digest, data_digest"
+                                epilog="options (-o): initiator_name, credentials, chap_algs, header_digest, "
+                                       "data_digest"
                                        " (as for a mount)\n\n" + EXIT_CODES_HELP,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("url", metavar="URL")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from iscsifs.block.client import LunInfo
 from iscsifs.scsi.response import device_type_word
 
@@ -27,8 +29,11 @@ def ls_table(rows: list[LunInfo]) -> str:
                          str(i.capacity.size) if i.capacity else "-", i.inquiry.vendor, i.inquiry.product)
                         for i in rows]
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
-    return "\n".join("  ".join(c.rjust(w) if i in (1, 3) else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
-                     .rstrip() for r in table)
+    def line(row: tuple[str, ...]) -> str:
+        cells = zip(row, widths, strict=True)
+        return "  ".join(c.rjust(w) if i in (1, 3) else c.ljust(w) for i, (c, w) in enumerate(cells)).rstrip()
+
+    return "\n".join(line(r) for r in table)
 
 
 def merge_extents(extents: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
@@ -64,7 +69,7 @@ def ms(us: float) -> str:
     return f"{us / 1000:.2f} ms"
 
 
-def stats_text(stats: dict) -> str:
+def stats_text(stats: dict[str, Any]) -> str:  # Any: the JSON of Stats.snapshot
     """``iscsifs stats`` for a person: sizes in KiB/MiB/GiB, rates averaged over the uptime, ms."""
     up = max(float(stats["uptime_s"]), 1e-9)
     lat = stats["latency_us"]

@@ -16,6 +16,7 @@ import os
 import stat
 import time
 from collections.abc import Callable
+from typing import NoReturn
 
 import pyfuse3
 
@@ -73,7 +74,8 @@ class IscsiFs(pyfuse3.Operations):
         self.uid = os.getuid() if uid is None else uid
         self.gid = os.getgid() if gid is None else gid
         self.umask = umask
-        self._buffers = buffers or BufferPool()  # with session workers, in the arena they receive into
+        # With session workers, buffers in the arena they receive into.
+        self._buffers: BufferPool | ArenaBuffers = buffers or BufferPool()
         # inode -> (its LUN, its target, open files): what release() gives back, even once the LUN is gone
         self._held: dict[int, tuple[Lun, MountedTarget, int]] = {}
         self.after_init: Callable[[], None] | None = None  # called once the kernel's INIT is answered
@@ -125,10 +127,11 @@ class IscsiFs(pyfuse3.Operations):
         a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = node.mtime_ns
         return a
 
-    async def getattr(self, inode, ctx=None):
+    async def getattr(self, inode: int, ctx: pyfuse3.RequestContext | None = None) -> pyfuse3.EntryAttributes:
         return self._attr(self._node(inode))
 
-    async def lookup(self, parent_inode, name, ctx=None):
+    async def lookup(self, parent_inode: int, name: bytes,
+                     ctx: pyfuse3.RequestContext | None = None) -> pyfuse3.EntryAttributes:
         parent = self._node(parent_inode)
         if name == b".":
             return self._attr(parent)
@@ -139,7 +142,8 @@ class IscsiFs(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.ENOENT)
         return self._attr(self.nodes[child])
 
-    async def setattr(self, inode, attr, fields, fh, ctx):
+    async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields,
+                      fh: int | None, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         node = self._node(inode)
         if fields.update_size:
             # A LUN keeps the size the target gives it; truncating sets where the file being
@@ -158,7 +162,7 @@ class IscsiFs(pyfuse3.Operations):
             node.mtime_ns = attr.st_mtime_ns
         return self._attr(node)
 
-    async def statfs(self, ctx):
+    async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
         s = pyfuse3.StatvfsData()
         total = sum(lun.size for lun in self.tree.luns())
         s.f_bsize = s.f_frsize = 512
@@ -188,7 +192,7 @@ class IscsiFs(pyfuse3.Operations):
             attrs[STATS_XATTR] = STATS.to_json()
         return attrs
 
-    async def getxattr(self, inode, name, ctx):
+    async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext | None) -> bytes:
         node = self._node(inode)
         if name.startswith(MAP_XATTR_PREFIX) and node.lun is not None:
             return await self._map(node.lun, name[len(MAP_XATTR_PREFIX) :])
@@ -206,10 +210,10 @@ class IscsiFs(pyfuse3.Operations):
             raise _failure("map", lun, exc) from None
         return json.dumps({"size": lun.size, "next": following, "extents": extents}, separators=(",", ":")).encode()
 
-    async def listxattr(self, inode, ctx):
+    async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext | None) -> list[bytes]:
         return list(self._xattrs(self._node(inode)))
 
-    async def setxattr(self, inode, name, value, ctx):
+    async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext | None) -> None:
         node = self._node(inode)
         if name == DISCARD_XATTR and node.lun is not None:
             fields = value.split()
@@ -225,23 +229,23 @@ class IscsiFs(pyfuse3.Operations):
         # The identity comes from the device; nothing else can be stored on a LUN.
         raise pyfuse3.FUSEError(errno.EPERM if name in self._xattrs(node) else errno.ENOTSUP)
 
-    async def removexattr(self, inode, name, ctx):
+    async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         raise pyfuse3.FUSEError(errno.EPERM if name in self._xattrs(self._node(inode)) else pyfuse3.ENOATTR)
 
     # -- directories -------------------------------------------------------------------------------
 
-    async def opendir(self, inode, ctx):
+    async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
         if not self._node(inode).is_dir:
             raise pyfuse3.FUSEError(errno.ENOTDIR)
         return inode
 
-    async def readlink(self, inode, ctx):
+    async def readlink(self, inode: int, ctx: pyfuse3.RequestContext | None) -> bytes:
         node = self._node(inode)
         if not node.link:
             raise pyfuse3.FUSEError(errno.EINVAL)
         return node.link
 
-    async def readdir(self, fh, start_id, token):
+    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
         node = self._node(fh)
         entries = sorted(node.children.items())
         for index in range(start_id, len(entries)):
@@ -249,12 +253,12 @@ class IscsiFs(pyfuse3.Operations):
             if not pyfuse3.readdir_reply(token, name, self._attr(self.nodes[inode]), index + 1):
                 break
 
-    async def releasedir(self, fh):
+    async def releasedir(self, fh: int) -> None:
         pass
 
     # -- files -------------------------------------------------------------------------------------
 
-    async def open(self, inode, flags, ctx):
+    async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext | None) -> pyfuse3.FileInfo:
         node = self._node(inode)
         if node.lun is None:
             raise pyfuse3.FUSEError(errno.EISDIR)
@@ -275,7 +279,8 @@ class IscsiFs(pyfuse3.Operations):
         self._held[inode] = (node.lun, target, self._held[inode][2] + 1 if inode in self._held else 1)
         return pyfuse3.FileInfo(fh=inode, keep_cache=False, direct_io=bool(flags & os.O_DIRECT))
 
-    async def read(self, fh, off, size):
+    # pyfuse3 replies with any buffer (fuse_read_async takes the buffer protocol); its stub says bytes.
+    async def read(self, fh: int, off: int, size: int) -> memoryview:  # type: ignore[override]
         lun = self._lun(fh)
         buf = self._buffers.take(lun.read_span(off, size))
         try:
@@ -289,7 +294,7 @@ class IscsiFs(pyfuse3.Operations):
             # with session workers, a command into the arena cannot be cancelled before its answer).
             self._buffers.give(buf)
 
-    async def write(self, fh, off, buf):
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
         node = self._node(fh)
         lun = self._lun(fh)
         if not self._writable(node):
@@ -301,14 +306,14 @@ class IscsiFs(pyfuse3.Operations):
         node.mtime_ns = time.time_ns()
         return n
 
-    async def flush(self, fh):
+    async def flush(self, fh: int) -> None:
         # close(2): make what this file wrote durable, and report it if that fails.
         await self._sync(fh)
 
-    async def fsync(self, fh, datasync):
+    async def fsync(self, fh: int, datasync: bool) -> None:
         await self._sync(fh)
 
-    async def release(self, fh):
+    async def release(self, fh: int) -> None:
         lun, target, count = self._held.pop(fh)
         target.release()
         if count > 1:
@@ -333,7 +338,7 @@ class IscsiFs(pyfuse3.Operations):
 
     # -- what a LUN tree cannot do -----------------------------------------------------------------
 
-    async def _not_permitted(self, *args, **kwargs):
+    async def _not_permitted(self, *args: object, **kwargs: object) -> NoReturn:
         raise pyfuse3.FUSEError(errno.EPERM)
 
     create = mknod = mkdir = unlink = rmdir = rename = symlink = link = _not_permitted

@@ -17,6 +17,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 FILE_FORMAT = "%(asctime)s iscsifs[%(process)d]: %(levelname)s: %(message)s"
 
@@ -25,7 +26,8 @@ class JournalFormatter(logging.Formatter):
     """On journald's stream (systemd service), prefix each line with its syslog priority "<N>"
     so `journalctl -p warning` works (sd-daemon(3))."""
 
-    PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+    PRIORITY: ClassVar[dict[int, int]] = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
+                                          logging.CRITICAL: 2}
 
     def format(self, record: logging.LogRecord) -> str:
         return f"<{self.PRIORITY.get(record.levelno, 6)}>" + super().format(record)

@@ -17,7 +17,7 @@ import pyfuse3
 import trio
 
 from iscsifs.block.client import Client, LunInfo, LunScan, NotFoundError, open_lun, scan
-from iscsifs.block.lun import Lun
+from iscsifs.block.lun import DetectZeroes, Lun
 from iscsifs.block.stats import STATS
 from iscsifs.mount import logs
 from iscsifs.mount.fs import IscsiFs
@@ -63,7 +63,7 @@ class MountOptions:
     fsname: str = "iscsifs"
     kernel: frozenset[str] = frozenset()  # generic mount flags passed through: nodev, noexec, noatime...
     readahead_kib: int = DEFAULT_READAHEAD_KIB
-    detect_zeroes: str = "off"  # "on", "unmap": see iscsifs.block.lun.Lun.write_blocks
+    detect_zeroes: DetectZeroes = DetectZeroes.OFF
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     max_sessions: int = DEFAULT_MAX_SESSIONS
     workers: int = 0  # session worker processes (net.remote); 0: the sessions run in this process

@@ -22,7 +22,7 @@ import trio
 
 from iscsifs.block.client import LunScan, open_lun, report_luns, scan
 from iscsifs.block.command import read_capacity
-from iscsifs.block.lun import Lun
+from iscsifs.block.lun import DetectZeroes, Lun
 from iscsifs.mount.tree import ROOT_INODE, Tree
 from iscsifs.net.api import MountedTarget, Target
 from iscsifs.net.nursery import fail_after
@@ -41,7 +41,7 @@ class TargetWatch:
     """One target's LUN files under ``directory`` (or the one LUN mounted at the root)."""
 
     def __init__(self, nursery: trio.Nursery, tree: Tree, target: MountedTarget, directory: int, *, read_only: bool,
-                 only_lun: int | None = None, detect_zeroes: str = "off") -> None:
+                 only_lun: int | None = None, detect_zeroes: DetectZeroes = DetectZeroes.OFF) -> None:
         self.detect_zeroes = detect_zeroes
         self.nursery = nursery
         self.tree = tree

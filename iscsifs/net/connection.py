@@ -21,7 +21,9 @@ import collections
 import logging
 import math
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
+from typing import TypeVar
 
 import trio
 
@@ -58,13 +60,10 @@ from iscsifs.proto.pdu import (
     DataIn,
     DataOutBurst,
     LogoutReason,
-    LogoutRequest,
     LogoutResponse,
-    NopOut,
+    NopIn,
     Pdu,
-    TaskMgmtRequest,
     TaskMgmtResponse,
-    TextRequest,
     TextResponse,
     describe,
     encode_burst,
@@ -76,6 +75,10 @@ from iscsifs.scsi.response import encode_lun
 from iscsifs.scsi.sense import Sense
 
 log = logging.getLogger("iscsifs.connection")
+
+_T = TypeVar("_T")
+_R = TypeVar("_R", bound=Pdu)
+MAX_TEXT_RESPONSE = 1 << 22  # bytes of one Text Response exchange, continuations included
 
 RECEIVE_SIZE = 1 << 18
 PLACED_NEXT_RECEIVE = 4096
@@ -107,7 +110,7 @@ class _Waiter:
     def __init__(self) -> None:
         self.event = trio.Event()
         self.pdu: Pdu | None = None
-        self.error: BaseException | None = None
+        self.error: IscsiError | None = None
 
 
 class Connection:
@@ -137,7 +140,7 @@ class Connection:
         self._waiters: dict[int, _Waiter] = {}
         self._nursery: trio.Nursery | None = None
         self.state = ConnectionState.FULL_FEATURE
-        self._dead: BaseException | None = None  # why it FAILED
+        self._dead: IscsiError | None = None  # why it FAILED
         # Told of every UNIT ATTENTION and SCSI Async Event (LUN, sense), e.g. by iscsifs.mount.watch.
         self.on_unit_attention: Callable[[int, Sense], None] | None = None
         # Told once when the connection fails (not on a logout we asked for): recovery starts there.
@@ -307,7 +310,7 @@ class Connection:
             self._window_changed.set()
             self._window_changed = trio.Event()
 
-    def fail(self, error: BaseException) -> None:
+    def fail(self, error: IscsiError) -> None:
         before = self._step(ConnectionInput.FAIL)
         if before in (ConnectionState.FAILED, ConnectionState.CLOSED):
             return
@@ -353,7 +356,7 @@ class Connection:
 
     # -- sending -----------------------------------------------------------------------------------
 
-    def _queue(self, pdus: list[Pdu | DataOutBurst] | tuple[Pdu | DataOutBurst, ...]) -> None:
+    def _queue(self, pdus: Sequence[Pdu | DataOutBurst]) -> None:
         """Append PDUs to the outgoing stream, in call order (so CmdSN order is wire order) and
         without waiting: written at once as far as the socket takes them, the rest by the writer."""
         hd, dd = self.params.header_digest, self.params.data_digest
@@ -375,8 +378,11 @@ class Connection:
 
     def _flush(self) -> None:
         """Write from the head of the outgoing queue what the socket takes now, without waiting."""
+        fd = self._fd
+        if fd is None:
+            return  # closed: what is queued is never sent
         try:
-            drain(self._outgoing, lambda batch: os.writev(self._fd, batch))  # type: ignore[arg-type]
+            drain(self._outgoing, lambda batch: os.writev(fd, batch))
         except OSError as exc:
             self._outgoing.clear()
             self.fail(ConnectionLost(f"connection to {self.portal} lost while sending: {exc}"))
@@ -422,7 +428,7 @@ class Connection:
         finally:
             self._window_waiters -= 1
 
-    async def _issue(self, build) -> object:
+    async def _issue(self, build: Callable[[], tuple[_T, Sequence[Pdu | DataOutBurst]]]) -> _T:
         """Wait for the CmdSN window, then build and queue at once (so CmdSN order = wire order)."""
         while True:
             self._check_alive()
@@ -446,7 +452,7 @@ class Connection:
                         buffer=into)
         pending = _Pending(math.inf if timeout is None else trio.current_time() + timeout)
 
-        def build():
+        def build() -> tuple[ScsiTask, list[Pdu | DataOutBurst]]:
             pdus = self._core.issue(task)
             self._tasks[task.initiator_task_tag] = pending
             return task, pdus
@@ -470,10 +476,9 @@ class Connection:
 
     async def task_management(self, function: int, lun: int, referenced: ScsiTask | None = None) -> int:
         """ABORT TASK (with the task) or LOGICAL UNIT RESET; returns the Response field (§11.6.1)."""
-        resp = await self._roundtrip(TaskMgmtRequest, function=function, lun=encode_lun(lun),
-                                     referenced_task_tag=referenced.initiator_task_tag if referenced else RESERVED_TAG,
-                                     ref_cmd_sn=referenced.cmd_sn if referenced else 0)
-        assert isinstance(resp, TaskMgmtResponse)
+        rtt, ref_cmd_sn = (referenced.initiator_task_tag, referenced.cmd_sn) if referenced else (RESERVED_TAG, 0)
+        resp = await self._roundtrip(
+            lambda: self._core.task_management_request(function, encode_lun(lun), rtt, ref_cmd_sn), TaskMgmtResponse)
         return resp.response
 
     def forget(self, task: ScsiTask) -> None:
@@ -482,11 +487,12 @@ class Connection:
 
     # -- other requests ----------------------------------------------------------------------------
 
-    async def _roundtrip(self, pdu_type: type[Pdu], **fields: object) -> Pdu:
+    async def _roundtrip(self, request: Callable[[], Pdu], answer: type[_R]) -> _R:
+        """Send what ``request`` builds (once the CmdSN window is open) and wait for its answer."""
         waiter = _Waiter()
 
-        def build():
-            pdu = self._core.request(pdu_type, **fields)
+        def build() -> tuple[Pdu, list[Pdu | DataOutBurst]]:
+            pdu = request()
             self._waiters[pdu.initiator_task_tag] = waiter
             return pdu, [pdu]
 
@@ -498,24 +504,21 @@ class Connection:
                 self._core.forget(sent.initiator_task_tag)
         if waiter.error is not None:
             raise waiter.error
-        assert waiter.pdu is not None
+        if not isinstance(waiter.pdu, answer):  # the core checked it is the answer this ITT waits for
+            raise RemoteProtocolError(f"expected a {answer.__name__}, got {type(waiter.pdu).__name__}")
         return waiter.pdu
 
     async def text_request(self, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
         """A Text Request/Response exchange, following continuations (C bit) to the end."""
         data = encode_text(pairs)
         ttt = RESERVED_TAG
-        itt = 0
+        itt: int | None = None
         received = b""
         while True:
-            fields: dict[str, object] = dict(target_transfer_tag=ttt, data=data)
-            if itt:
-                fields["initiator_task_tag"] = itt
-            resp = await self._roundtrip(TextRequest, **fields)
-            assert isinstance(resp, TextResponse)
+            resp = await self._roundtrip(partial(self._core.text_request, data, ttt, itt), TextResponse)
             itt = resp.initiator_task_tag
             received += bytes(resp.data)
-            if len(received) > 1 << 22:
+            if len(received) > MAX_TEXT_RESPONSE:
                 raise RemoteProtocolError("text response longer than 4 MiB")
             if not resp.cont:
                 return parse_text(received)
@@ -523,7 +526,7 @@ class Connection:
 
     async def ping(self) -> None:
         """NOP-Out with a fresh ITT; returns when the NOP-In answer arrives."""
-        await self._roundtrip(NopOut, lun=0, target_transfer_tag=RESERVED_TAG)
+        await self._roundtrip(self._core.ping, NopIn)
 
     async def logout(self) -> None:
         """Close the session cleanly; quiet if the connection is already gone."""
@@ -532,8 +535,8 @@ class Connection:
             return
         self._step(ConnectionInput.LOGOUT)
         try:
-            resp = await self._roundtrip(LogoutRequest, reason=LogoutReason.CLOSE_SESSION, cid=self.config.cid)
-            assert isinstance(resp, LogoutResponse)
+            resp = await self._roundtrip(
+                partial(self._core.logout_request, LogoutReason.CLOSE_SESSION, self.config.cid), LogoutResponse)
             if resp.response != 0:
                 log.info("target %s answered logout with response %d", self.target_name, resp.response)
         except IscsiError as exc:

@@ -161,12 +161,14 @@ def error_frame(tag: int, exc: BaseException) -> list[bytes | bytearray | memory
     ``__init__``; an error that does not pickle becomes an IscsiError with its message."""
     try:
         return pickled(Kind.FAILED, tag, (type(exc), exc.args, vars(exc)))
-    except Exception:
+    except Exception:  # noqa: BLE001 - pickling an arbitrary error can raise anything: send its words
         return pickled(Kind.FAILED, tag, (IscsiError, (f"{type(exc).__name__}: {exc}",), {}))
 
 
 def rebuild_error(payload: memoryview) -> BaseException:
     cls, args, attributes = pickle.loads(payload)
+    if not (isinstance(cls, type) and issubclass(cls, BaseException)):
+        return IscsiError(f"a session worker failed with {cls!r}")
     exc = cls.__new__(cls)
     exc.args = args
     vars(exc).update(attributes)

@@ -227,7 +227,8 @@ class Multipath:
     def _path_changed(self, path: Session) -> None:
         was_active = bool(self._usable) and self._usable[0] is path
         self._refresh()
-        if path.state is SessionState.RECOVERING and self._usable and (was_active or self.path_policy is PathPolicy.ROUND_ROBIN):
+        round_robin = self.path_policy is PathPolicy.ROUND_ROBIN
+        if path.state is SessionState.RECOVERING and self._usable and (was_active or round_robin):
             log.warning("target %s: path %s is down; commands go through %s", self.target_name, path.portal,
                         self._usable[0].portal)
 

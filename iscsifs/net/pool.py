@@ -139,7 +139,8 @@ class TargetPool:
             nursery.start_soon(self._reap)
 
     def __repr__(self) -> str:
-        return f"<TargetPool {self._open}/{self.max_sessions} open of {len(self.targets)} idle_timeout={self.idle_timeout}>"
+        return (f"<TargetPool {self._open}/{self.max_sessions} open of {len(self.targets)} "
+                f"idle_timeout={self.idle_timeout}>")
 
     def target(self, target: str, portals: list[Portal]) -> PooledTarget:
         handle = self.targets.get(target)

@@ -27,7 +27,7 @@ import trio
 
 from iscsifs.net.api import DataOut, Identify, Into, PathInfo, UnitAttention
 from iscsifs.net.arena import Arena
-from iscsifs.net.channel import Channel, ChannelClosed
+from iscsifs.net.channel import Channel, ChannelClosed, Parts
 from iscsifs.net.ipc import (
     INLINE,
     RESULT,
@@ -62,7 +62,7 @@ RESTART_DELAY_MAX = 5.0
 
 @dataclass(slots=True, eq=False)
 class _Pending:
-    frame: list
+    frame: Parts
     task: trio.lowlevel.Task | None = None
     into: bytearray | memoryview | None = None
     shared: bool = False  # the worker reads or writes arena memory of ours until it answers
@@ -108,7 +108,7 @@ class WorkerProcess:
         self.up = True
         log.debug("session worker %d started (pid %d)", self.index, self.process.pid)
 
-    def send(self, parts: list) -> None:
+    def send(self, parts: Parts) -> None:
         if self.up and self.channel is not None:
             try:
                 self.channel.send(parts)
@@ -137,7 +137,9 @@ class WorkerProcess:
             offset = arena.offset_of(into) if expected_in and into is not None and len(into) >= expected_in else None
             pending.shared = offset is not None
             pending.frame = exec_frame(tag, sid, lun, cdb, expected_in, 0, INLINE if offset is None else offset, None)
-        return await self._wait(tag, pending)
+        result = await self._wait(tag, pending)
+        assert isinstance(result, ScsiResult)  # what _result reschedules an EXEC's caller with
+        return result
 
     async def call(self, call: Call) -> None:
         """Run ``call`` in the worker and wait for it; its error is raised here."""
@@ -157,7 +159,7 @@ class WorkerProcess:
         self.opened.pop(sid, None)
         self.said.pop(sid, None)
 
-    async def _wait(self, tag: int, pending: _Pending):
+    async def _wait(self, tag: int, pending: _Pending) -> object:
         pending.task = trio.lowlevel.current_task()
         self.pending[tag] = pending
         self.send(pending.frame)
@@ -170,9 +172,10 @@ class WorkerProcess:
             self.pending.pop(tag, None)
             return trio.lowlevel.Abort.SUCCEEDED
 
-        return await trio.lowlevel.wait_task_rescheduled(abort)
+        answer: object = await trio.lowlevel.wait_task_rescheduled(abort)
+        return answer
 
-    def _finish(self, tag: int, outcome) -> None:
+    def _finish(self, tag: int, outcome: outcome.Value[object] | outcome.Error) -> None:
         pending = self.pending.pop(tag, None)
         if pending is None:
             return  # its caller was cancelled
@@ -237,7 +240,8 @@ class WorkerProcess:
         sense = bytes(payload[RESULT.size : RESULT.size + sense_len])
         into = pending.into
         if offset != INLINE:
-            data: bytes | bytearray | memoryview = memoryview(into)[:data_len]  # type: ignore[arg-type]
+            assert into is not None  # execute gave the worker an arena offset only along with a buffer
+            data: bytes | bytearray | memoryview = memoryview(into)[:data_len]
         else:
             inline = payload[RESULT.size + sense_len : RESULT.size + sense_len + data_len]
             if into is not None and len(into) >= data_len:

@@ -310,4 +310,5 @@ class Session:
                 connection.forget(task)
                 return
             log.warning("task management function %d on %s answered %d", function, self.target_name, response)
-        self._connection_failed(connection, ConnectionLost("the target answers neither the command nor task management"))
+        self._connection_failed(connection,
+                                ConnectionLost("the target answers neither the command nor task management"))

@@ -23,8 +23,9 @@ from functools import partial
 
 import trio
 
+from iscsifs.net.api import DataOut, Into
 from iscsifs.net.arena import Arena
-from iscsifs.net.channel import Channel, ChannelClosed
+from iscsifs.net.channel import Channel, ChannelClosed, Parts
 from iscsifs.net.ipc import (
     EXEC,
     INLINE,
@@ -77,7 +78,7 @@ class Worker:
             ExpectIdentity: self._expect_identity,
         }
 
-    def send(self, parts) -> None:
+    def send(self, parts: Parts) -> None:
         try:
             self._channel.send(parts)
         except ChannelClosed:
@@ -109,7 +110,8 @@ class Worker:
             into = self._arena.view[offset : offset + expected_in]
         self._nursery.start_soon(self._run, tag, sid, lun, cdb, data_out, expected_in, into)
 
-    async def _run(self, tag: int, sid: int, lun: int, cdb: bytes, data_out, expected_in: int, into) -> None:
+    async def _run(self, tag: int, sid: int, lun: int, cdb: bytes, data_out: DataOut | None, expected_in: int,
+                   into: Into | None) -> None:
         try:
             session = await self._session(sid)
             result = await session.execute(lun, cdb, data_out=data_out, expected_in=expected_in, into=into)
@@ -226,7 +228,7 @@ class _Forward(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             self._worker.send(pickled(Kind.EVENT, 0, LogLine(record.levelno, record.name, record.getMessage())))
-        except Exception:
+        except Exception:  # noqa: BLE001 - logging.Handler's own convention: handleError reports it
             self.handleError(record)
 
 

@@ -7,7 +7,9 @@ by Initiator Task Tag, plans unsolicited and solicited Data-Out, and reassembles
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from iscsifs.proto.errors import LocalProtocolError, RejectedError, RemoteProtocolError
 from iscsifs.proto.pdu import (
@@ -185,7 +187,9 @@ class ConnectionCore:
 
     @property
     def window_size(self) -> int:
-        return (self.max_cmd_sn - self.exp_cmd_sn + 1) & SN_MASK if sn_le(self.exp_cmd_sn, (self.max_cmd_sn + 1) & SN_MASK) else 0
+        if not sn_le(self.exp_cmd_sn, (self.max_cmd_sn + 1) & SN_MASK):
+            return 0
+        return (self.max_cmd_sn - self.exp_cmd_sn + 1) & SN_MASK
 
     def _update_window(self, exp_cmd_sn: int, max_cmd_sn: int) -> None:
         # §4.2.2.1: values with MaxCmdSN < ExpCmdSN - 1 are ignored; the window never moves back.
@@ -232,9 +236,9 @@ class ConnectionCore:
         task.cmd_sn = self._take_cmd_sn(immediate=False)
         out = task.data_out
         total_out = len(out) if out is not None else 0
-        immediate = b""
+        immediate: bytes | memoryview = b""
         unsolicited_end = 0
-        if total_out:
+        if out is not None and total_out:
             limit = min(total_out, p.first_burst_length)
             if p.immediate_data:
                 immediate = out[: min(limit, p.max_recv_data_segment_length)]
@@ -251,23 +255,36 @@ class ConnectionCore:
         return [cmd, *data_out]
 
     def _data_out(self, task: ScsiTask, ttt: int, offset: int, length: int) -> list[DataOutBurst]:
-        assert task.data_out is not None or length == 0
-        if not length:
+        if not length or task.data_out is None:
             return []
         return [DataOutBurst(task.lun, task.initiator_task_tag, ttt, self.exp_stat_sn, task.data_out, offset, length,
                              self.params.max_recv_data_segment_length)]
 
-    def request(self, pdu_type: type[Pdu], **fields: object) -> Pdu:
-        """Build a Text, Task Management, Logout or NOP-Out (ping) request with a fresh ITT."""
-        response_type = {TextRequest: TextResponse, TaskMgmtRequest: TaskMgmtResponse,
-                         LogoutRequest: LogoutResponse, NopOut: NopIn}[pdu_type]
-        itt = fields.pop("initiator_task_tag", None) or self.new_itt()
-        immediate = bool(fields.pop("immediate", pdu_type is not TextRequest))
-        cmd_sn = self._take_cmd_sn(immediate)
-        pdu = pdu_type(initiator_task_tag=itt, cmd_sn=cmd_sn, exp_stat_sn=self.exp_stat_sn,
-                       immediate=immediate, **fields)
+    # Non-SCSI requests (§11.5, 11.10, 11.14, 11.18), each with a fresh ITT (a Text Request that
+    # continues an exchange keeps its own) and the answer it waits for.
+
+    def text_request(self, data: bytes, target_transfer_tag: int, itt: int | None = None) -> TextRequest:
+        itt = itt or self._expect(TextResponse)
+        return TextRequest(itt, target_transfer_tag, self._take_cmd_sn(immediate=False), self.exp_stat_sn,
+                           data=data)
+
+    def task_management_request(self, function: int, lun: int, referenced_task_tag: int,
+                                ref_cmd_sn: int) -> TaskMgmtRequest:
+        return TaskMgmtRequest(function, lun, self._expect(TaskMgmtResponse), referenced_task_tag,
+                               self._take_cmd_sn(immediate=True), self.exp_stat_sn, ref_cmd_sn=ref_cmd_sn)
+
+    def logout_request(self, reason: int, cid: int) -> LogoutRequest:
+        return LogoutRequest(self._expect(LogoutResponse), self._take_cmd_sn(immediate=True), self.exp_stat_sn,
+                             reason=reason, cid=cid)
+
+    def ping(self) -> NopOut:
+        """A NOP-Out that asks for a NOP-In (§11.18: ITT set, TTT reserved)."""
+        return NopOut(0, self._expect(NopIn), RESERVED_TAG, self._take_cmd_sn(immediate=True), self.exp_stat_sn)
+
+    def _expect(self, response_type: type[Pdu]) -> int:
+        itt = self.new_itt()
         self.requests[itt] = response_type
-        return pdu
+        return itt
 
     def detach(self, task: ScsiTask) -> None:
         """The caller stops waiting for ``task`` but it stays known (timed out, cancelled): any
@@ -425,7 +442,8 @@ class ConnectionCore:
         raise RemoteProtocolError("Login Response in full feature phase")
 
 
-_HANDLERS = {
+# Any: each handler takes its own PDU class, which the dict's key guarantees.
+_HANDLERS: dict[type[Pdu], Callable[[ConnectionCore, Any], list[Event]]] = {
     ScsiResponse: ConnectionCore._on_scsi_response,
     DataIn: ConnectionCore._on_data_in,
     R2T: ConnectionCore._on_r2t,

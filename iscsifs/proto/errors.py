@@ -129,4 +129,5 @@ class RejectedError(IscsiError):
 
     def __init__(self, reason: int) -> None:
         self.reason = reason
-        super().__init__(f"target rejected the PDU: {REJECT_REASON_TEXT.get(reason, 'unknown reason')} (0x{reason:02x})")
+        text = REJECT_REASON_TEXT.get(reason, "unknown reason")
+        super().__init__(f"target rejected the PDU: {text} (0x{reason:02x})")

@@ -118,7 +118,7 @@ class LoginMachine:
         c = self.config.credentials
         return c is not None and c.mutual and not self.config.discovery
 
-    def _request(self, csg: int, nsg: int, transit: bool, pairs: list[tuple[str, str]]) -> LoginRequest:
+    def _request(self, csg: Stage, nsg: Stage, transit: bool, pairs: list[tuple[str, str]]) -> LoginRequest:
         self._last_csg, self._last_nsg = csg, nsg
         return LoginRequest(
             isid=self.config.isid, tsih=self.tsih, initiator_task_tag=LOGIN_ITT, cid=self.config.cid,
@@ -201,7 +201,8 @@ class LoginMachine:
             return self._request(Stage.SECURITY, Stage.OPERATIONAL, True, [])
         raise RemoteProtocolError(f"target chose AuthMethod={method[:32]}, which was not offered")
 
-    def _security_offer_transit(self, resp: LoginResponse, pairs: list[tuple[str, str]]) -> LoginRequest | LoginComplete:
+    def _security_offer_transit(self, resp: LoginResponse,
+                                pairs: list[tuple[str, str]]) -> LoginRequest | LoginComplete:
         method = dict(pairs).get("AuthMethod", "None")
         if method != "None":
             raise RemoteProtocolError(f"target transited with AuthMethod={method[:32]} before authenticating")

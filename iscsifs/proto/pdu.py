@@ -130,19 +130,19 @@ class AsyncEvent(enum.IntEnum):
 _WIRE = "iscsifs.wire"
 
 
-def at(offset: int, code: str, default: Any = MISSING) -> Any:
+def at(offset: int, code: str, *, default: Any = MISSING) -> Any:
     return field(default=default, metadata={_WIRE: ("at", offset, code)})
 
 
-def flag(bit: int, default: bool | _MissingType = MISSING, *, byte: int = 1) -> Any:
+def flag(bit: int, *, default: bool | _MissingType = MISSING, byte: int = 1) -> Any:
     return field(default=default, metadata={_WIRE: ("flag", byte, bit)})
 
 
-def part(mask: int, default: int | _MissingType = MISSING, *, when: str = "") -> Any:
+def part(mask: int, *, default: int | _MissingType = MISSING, when: str = "") -> Any:
     return field(default=default, metadata={_WIRE: ("part", mask, when)})
 
 
-def payload(default: Any) -> Any:
+def payload(*, default: Any) -> Any:
     """The AHS and the data segment: not in the BHS."""
     return field(default=default)
 
@@ -153,6 +153,7 @@ class Pdu:
     OPCODE: ClassVar[int]
     FIXED: ClassVar[tuple[int, int]] = (0, 0)
     STRUCT: ClassVar[struct.Struct]
+    initiator_task_tag: int  # every kind has one (the reserved tag where it names no task)
     ahs: bytes
     data: bytes | bytearray | memoryview
 
@@ -187,12 +188,13 @@ def pdu(cls: type[_P]) -> type[_P]:
 
 
 def _derive_codec(cls: type[Pdu]) -> None:
+    table = fields(cls)  # type: ignore[arg-type]  # @pdu made it a dataclass just before
     fixed0, fixed1 = cls.FIXED
     byte0: list[str] = [str(cls.OPCODE | fixed0)]
     byte1: list[str] = [str(fixed1)] if fixed1 else []
     placed: list[tuple[int, str, str]] = [(0, "B", "_b0"), (1, "B", "_b1"), (4, "I", "_ahs_dsl")]
     unpacked: dict[str, str] = {"ahs": "ahs", "data": "data"}
-    for f in fields(cls):
+    for f in table:
         if _WIRE not in f.metadata:
             continue
         kind, a, b = f.metadata[_WIRE]
@@ -207,7 +209,7 @@ def _derive_codec(cls: type[Pdu]) -> None:
             packed = f"((self.{f.name} << {shift}) & {a})"
             byte1.append(f"({packed} if self.{b} else 0)" if b else packed)
             unpacked[f.name] = f"(_b1 & {a}) >> {shift}"
-    missing = [f.name for f in fields(cls) if f.name not in unpacked]
+    missing = [f.name for f in table if f.name not in unpacked]
     assert not missing, f"{cls.__name__}: no place on the wire for {missing}"
     fmt, names, end = [">"], [], 0
     for offset, code, name in sorted(placed):
@@ -222,14 +224,14 @@ def _derive_codec(cls: type[Pdu]) -> None:
     assert cls.STRUCT.size == BHS_LENGTH, cls
     values = {"_b0": " | ".join(byte0), "_b1": " | ".join(byte1) or "0", "_ahs_dsl": "ahs_dsl"}
     pack_args = ", ".join(values.get(n, f"self.{n}") for n in names)
-    ctor = ", ".join(unpacked[f.name] for f in fields(cls))
-    copy = ", ".join("data" if f.name == "data" else f"self.{f.name}" for f in fields(cls))
+    ctor = ", ".join(unpacked[f.name] for f in table)
+    copy = ", ".join("data" if f.name == "data" else f"self.{f.name}" for f in table)
     source = (f"def pack_bhs(self, ahs_dsl):\n    return _pack({pack_args})\n"
               f"def unpack_bhs(cls, bhs, ahs, data):\n    {', '.join(names)}, = _unpack(bhs)\n"
               f"    return cls({ctor})\n"
               f"def with_data(self, data):\n    return _cls({copy})\n")
     scope: dict[str, Any] = {"_pack": cls.STRUCT.pack, "_unpack": cls.STRUCT.unpack, "_cls": cls}
-    exec(compile(source, f"<codec of {cls.__name__}>", "exec"), scope)  # noqa: S102 - our own table
+    exec(compile(source, f"<codec of {cls.__name__}>", "exec"), scope)  # our own table's code, as dataclasses does
     cls.pack_bhs = scope["pack_bhs"]  # type: ignore[method-assign]  # made from the table above
     cls.unpack_bhs = classmethod(scope["unpack_bhs"])  # type: ignore[method-assign,assignment]  # likewise
     cls.with_data = scope["with_data"]  # type: ignore[method-assign]  # likewise
@@ -244,14 +246,14 @@ class NopOut(Pdu):
 
     OPCODE: ClassVar[int] = Opcode.NOP_OUT
     FIXED: ClassVar[tuple[int, int]] = (0, 0x80)
-    lun: int = at(8, "Q", 0)
-    initiator_task_tag: int = at(16, "I", RESERVED_TAG)
-    target_transfer_tag: int = at(20, "I", RESERVED_TAG)
-    cmd_sn: int = at(24, "I", 0)
-    exp_stat_sn: int = at(28, "I", 0)
-    immediate: bool = flag(0x40, True, byte=0)
-    ahs: bytes = payload(b"")
-    data: bytes | bytearray | memoryview = payload(b"")
+    lun: int = at(8, "Q", default=0)
+    initiator_task_tag: int = at(16, "I", default=RESERVED_TAG)
+    target_transfer_tag: int = at(20, "I", default=RESERVED_TAG)
+    cmd_sn: int = at(24, "I", default=0)
+    exp_stat_sn: int = at(28, "I", default=0)
+    immediate: bool = flag(0x40, default=True, byte=0)
+    ahs: bytes = payload(default=b"")
+    data: bytes | bytearray | memoryview = payload(default=b"")
 
 
 @pdu
@@ -265,13 +267,13 @@ class ScsiCommand(Pdu):
     cmd_sn: int = at(24, "I")
     exp_stat_sn: int = at(28, "I")
     cdb: bytes = at(32, "16s")  # struct pads a shorter CDB with zeros
-    read: bool = flag(0x40, False)
-    write: bool = flag(0x20, False)
-    final: bool = flag(0x80, True)
-    attr: int = part(0x07, 1)  # SIMPLE
-    immediate: bool = flag(0x40, False, byte=0)
-    ahs: bytes = payload(b"")
-    data: bytes | bytearray | memoryview = payload(b"")
+    read: bool = flag(0x40, default=False)
+    write: bool = flag(0x20, default=False)
+    final: bool = flag(0x80, default=True)
+    attr: int = part(0x07, default=1)  # SIMPLE
+    immediate: bool = flag(0x40, default=False, byte=0)
+    ahs: bytes = payload(default=b"")
+    data: bytes | bytearray | memoryview = payload(default=b"")
 
 
 @pdu
@@ -286,11 +288,11 @@ class TaskMgmtRequest(Pdu):
     referenced_task_tag: int = at(20, "I")
     cmd_sn: int = at(24, "I")
     exp_stat_sn: int = at(28, "I")
-    ref_cmd_sn: int = at(32, "I", 0)
-    exp_data_sn: int = at(36, "I", 0)
-    immediate: bool = flag(0x40, True, byte=0)
-    ahs: bytes = payload(b"")
-    data: bytes | bytearray | memoryview = payload(b"")
+    ref_cmd_sn: int = at(32, "I", default=0)
+    exp_data_sn: int = at(36, "I", default=0)
+    immediate: bool = flag(0x40, default=True, byte=0)
+    ahs: bytes = payload(default=b"")
+    data: bytes | bytearray | memoryview = payload(default=b"")
 
 
 @pdu
@@ -308,11 +310,11 @@ class LoginRequest(Pdu):
     csg: int = part(0x0C)
     nsg: int = part(0x03, when="transit")
     transit: bool = flag(0x80)
-    cont: bool = flag(0x40, False)
-    version_max: int = at(2, "B", 0)
-    version_min: int = at(3, "B", 0)
-    ahs: bytes = payload(b"")
-    data: bytes | bytearray | memoryview = payload(b"")
+    cont: bool = flag(0x40, default=False)
+    version_max: int = at(2, "B", default=0)
+    version_min: int = at(3, "B", default=0)
+    ahs: bytes = payload(default=b"")
+    data: bytes | bytearray | memoryview = payload(default=b"")
 
 
 @pdu
@@ -324,12 +326,12 @@ class TextRequest(Pdu):
     target_transfer_tag: int = at(20, "I")
     cmd_sn: int = at(24, "I")
     exp_stat_sn: int = at(28, "I")
-    final: bool = flag(0x80, True)
-    cont: bool = flag(0x40, False)
-    lun: int = at(8, "Q", 0)
-    immediate: bool = flag(0x40, False, byte=0)
-    ahs: bytes = payload(b"")
-    data: bytes | bytearray | memoryview = payload(b"")
+    final: bool = flag(0x80, default=True)
+    cont: bool = flag(0x40, default=False)
+    lun: int = at(8, "Q", default=0)
+    immediate: bool = flag(0x40, default=False, byte=0)
+    ahs: bytes = payload(default=b"")
+    data: bytes | bytearray | memoryview = payload(default=b"")
 
 
 @pdu
@@ -344,8 +346,8 @@ class DataOut(Pdu):
     data_sn: int = at(36, "I")
     buffer_offset: int = at(40, "I")
     final: bool = flag(0x80)
-    ahs: bytes = payload(b"")
-    data: bytes | bytearray | memoryview = payload(b"")
+    ahs: bytes = payload(default=b"")
+    data: bytes | bytearray | memoryview = payload(default=b"")
 
 
 @dataclass(frozen=True, slots=True)
@@ -380,11 +382,11 @@ class LogoutRequest(Pdu):
     initiator_task_tag: int = at(16, "I")
     cmd_sn: int = at(24, "I")
     exp_stat_sn: int = at(28, "I")
-    reason: int = part(0x7F, LogoutReason.CLOSE_SESSION)
-    cid: int = at(20, "H", 0)
-    immediate: bool = flag(0x40, True, byte=0)
-    ahs: bytes = payload(b"")
-    data: bytes | bytearray | memoryview = payload(b"")
+    reason: int = part(0x7F, default=LogoutReason.CLOSE_SESSION)
+    cid: int = at(20, "H", default=0)
+    immediate: bool = flag(0x40, default=True, byte=0)
+    ahs: bytes = payload(default=b"")
+    data: bytes | bytearray | memoryview = payload(default=b"")
 
 
 # --- Target PDUs ---------------------------------------------------------------------------------
@@ -402,8 +404,8 @@ class NopIn(Pdu):
     stat_sn: int = at(24, "I")
     exp_cmd_sn: int = at(28, "I")
     max_cmd_sn: int = at(32, "I")
-    ahs: bytes = payload(b"")
-    data: bytes | bytearray | memoryview = payload(b"")
+    ahs: bytes = payload(default=b"")
+    data: bytes | bytearray | memoryview = payload(default=b"")
 
 
 @pdu
@@ -418,16 +420,16 @@ class ScsiResponse(Pdu):
     stat_sn: int = at(24, "I")
     exp_cmd_sn: int = at(28, "I")
     max_cmd_sn: int = at(32, "I")
-    residual_count: int = at(44, "I", 0)
-    underflow: bool = flag(0x02, False)
-    overflow: bool = flag(0x04, False)
-    bidi_underflow: bool = flag(0x08, False)
-    bidi_overflow: bool = flag(0x10, False)
-    exp_data_sn: int = at(36, "I", 0)
-    bidi_residual_count: int = at(40, "I", 0)
-    snack_tag: int = at(20, "I", 0)
-    ahs: bytes = payload(b"")
-    data: bytes | bytearray | memoryview = payload(b"")
+    residual_count: int = at(44, "I", default=0)
+    underflow: bool = flag(0x02, default=False)
+    overflow: bool = flag(0x04, default=False)
+    bidi_underflow: bool = flag(0x08, default=False)
+    bidi_overflow: bool = flag(0x10, default=False)
+    exp_data_sn: int = at(36, "I", default=0)
+    bidi_residual_count: int = at(40, "I", default=0)
+    snack_tag: int = at(20, "I", default=0)
+    ahs: bytes = payload(default=b"")
+    data: bytes | bytearray | memoryview = payload(default=b"")
 
 
 @pdu
@@ -441,8 +443,8 @@ class TaskMgmtResponse(Pdu):
     stat_sn: int = at(24, "I")
     exp_cmd_sn: int = at(28, "I")
     max_cmd_sn: int = at(32, "I")
-    ahs: bytes = payload(b"")
-    data: bytes | bytearray | memoryview = payload(b"")
+    ahs: bytes = payload(default=b"")
+    data: bytes | bytearray | memoryview = payload(default=b"")
 
 
 @pdu
@@ -461,11 +463,11 @@ class LoginResponse(Pdu):
     csg: int = part(0x0C)
     nsg: int = part(0x03, when="transit")
     transit: bool = flag(0x80)
-    cont: bool = flag(0x40, False)
-    version_max: int = at(2, "B", 0)
-    version_active: int = at(3, "B", 0)
-    ahs: bytes = payload(b"")
-    data: bytes | bytearray | memoryview = payload(b"")
+    cont: bool = flag(0x40, default=False)
+    version_max: int = at(2, "B", default=0)
+    version_active: int = at(3, "B", default=0)
+    ahs: bytes = payload(default=b"")
+    data: bytes | bytearray | memoryview = payload(default=b"")
 
 
 @pdu
@@ -478,11 +480,11 @@ class TextResponse(Pdu):
     stat_sn: int = at(24, "I")
     exp_cmd_sn: int = at(28, "I")
     max_cmd_sn: int = at(32, "I")
-    final: bool = flag(0x80, True)
-    cont: bool = flag(0x40, False)
-    lun: int = at(8, "Q", 0)
-    ahs: bytes = payload(b"")
-    data: bytes | bytearray | memoryview = payload(b"")
+    final: bool = flag(0x80, default=True)
+    cont: bool = flag(0x40, default=False)
+    lun: int = at(8, "Q", default=0)
+    ahs: bytes = payload(default=b"")
+    data: bytes | bytearray | memoryview = payload(default=b"")
 
 
 @pdu
@@ -498,15 +500,15 @@ class DataIn(Pdu):
     max_cmd_sn: int = at(32, "I")
     data_sn: int = at(36, "I")
     buffer_offset: int = at(40, "I")
-    final: bool = flag(0x80, False)
-    has_status: bool = flag(0x01, False)
-    status: int = at(3, "B", 0)
-    residual_count: int = at(44, "I", 0)
-    underflow: bool = flag(0x02, False)
-    overflow: bool = flag(0x04, False)
-    acknowledge: bool = flag(0x40, False)
-    ahs: bytes = payload(b"")
-    data: bytes | bytearray | memoryview = payload(b"")
+    final: bool = flag(0x80, default=False)
+    has_status: bool = flag(0x01, default=False)
+    status: int = at(3, "B", default=0)
+    residual_count: int = at(44, "I", default=0)
+    underflow: bool = flag(0x02, default=False)
+    overflow: bool = flag(0x04, default=False)
+    acknowledge: bool = flag(0x40, default=False)
+    ahs: bytes = payload(default=b"")
+    data: bytes | bytearray | memoryview = payload(default=b"")
 
 
 @pdu
@@ -520,10 +522,10 @@ class LogoutResponse(Pdu):
     stat_sn: int = at(24, "I")
     exp_cmd_sn: int = at(28, "I")
     max_cmd_sn: int = at(32, "I")
-    time2wait: int = at(40, "H", 0)
-    time2retain: int = at(42, "H", 0)
-    ahs: bytes = payload(b"")
-    data: bytes | bytearray | memoryview = payload(b"")
+    time2wait: int = at(40, "H", default=0)
+    time2retain: int = at(42, "H", default=0)
+    ahs: bytes = payload(default=b"")
+    data: bytes | bytearray | memoryview = payload(default=b"")
 
 
 @pdu
@@ -541,8 +543,8 @@ class R2T(Pdu):
     r2t_sn: int = at(36, "I")
     buffer_offset: int = at(40, "I")
     desired_data_transfer_length: int = at(44, "I")
-    ahs: bytes = payload(b"")
-    data: bytes | bytearray | memoryview = payload(b"")
+    ahs: bytes = payload(default=b"")
+    data: bytes | bytearray | memoryview = payload(default=b"")
 
 
 @pdu
@@ -556,13 +558,13 @@ class AsyncMessage(Pdu):
     exp_cmd_sn: int = at(28, "I")
     max_cmd_sn: int = at(32, "I")
     async_event: int = at(36, "B")
-    async_vcode: int = at(37, "B", 0)
-    parameter1: int = at(38, "H", 0)
-    parameter2: int = at(40, "H", 0)
-    parameter3: int = at(42, "H", 0)
-    initiator_task_tag: int = at(16, "I", RESERVED_TAG)
-    ahs: bytes = payload(b"")
-    data: bytes | bytearray | memoryview = payload(b"")
+    async_vcode: int = at(37, "B", default=0)
+    parameter1: int = at(38, "H", default=0)
+    parameter2: int = at(40, "H", default=0)
+    parameter3: int = at(42, "H", default=0)
+    initiator_task_tag: int = at(16, "I", default=RESERVED_TAG)
+    ahs: bytes = payload(default=b"")
+    data: bytes | bytearray | memoryview = payload(default=b"")
 
 
 @pdu
@@ -575,10 +577,10 @@ class Reject(Pdu):
     stat_sn: int = at(24, "I")
     exp_cmd_sn: int = at(28, "I")
     max_cmd_sn: int = at(32, "I")
-    data_sn: int = at(36, "I", 0)
-    initiator_task_tag: int = at(16, "I", RESERVED_TAG)
-    ahs: bytes = payload(b"")
-    data: bytes | bytearray | memoryview = payload(b"")
+    data_sn: int = at(36, "I", default=0)
+    initiator_task_tag: int = at(16, "I", default=RESERVED_TAG)
+    ahs: bytes = payload(default=b"")
+    data: bytes | bytearray | memoryview = payload(default=b"")
 
     @property
     def rejected_header(self) -> Pdu | None:
@@ -596,7 +598,8 @@ _DATA_OUT = int(Opcode.SCSI_DATA_OUT)
 # --- Framing -------------------------------------------------------------------------------------
 
 
-def encode_pdu(pdu: Pdu, header_digest: bool = False, data_digest: bool = False) -> list[bytes | bytearray | memoryview]:
+def encode_pdu(pdu: Pdu, header_digest: bool = False,
+               data_digest: bool = False) -> list[bytes | bytearray | memoryview]:
     """Wire form as a list of buffers (header, data, padding+digest) so data is never copied."""
     if len(pdu.ahs) % 4 or len(pdu.ahs) > 255 * 4:
         raise ValueError("AHS must be a multiple of 4 bytes and at most 1020 bytes")
@@ -614,7 +617,8 @@ def encode_pdu(pdu: Pdu, header_digest: bool = False, data_digest: bool = False)
     return [header, pdu.data, tail] if tail else [header, pdu.data]
 
 
-def encode_burst(burst: DataOutBurst, header_digest: bool = False, data_digest: bool = False) -> list[bytes | memoryview]:
+def encode_burst(burst: DataOutBurst, header_digest: bool = False,
+                 data_digest: bool = False) -> list[bytes | memoryview]:
     """Wire form of every PDU of ``burst``, as ``encode_pdu`` would give each, in one loop."""
     pack = DataOut.STRUCT.pack  # the table's own struct: byte 0, byte 1, bytes 4..7, then the fields by offset
     out: list[bytes | memoryview] = []

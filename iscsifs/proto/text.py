@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from iscsifs.proto.errors import NegotiationError, RemoteProtocolError
 
@@ -165,8 +166,9 @@ class Offer:
             ("DataDigest", ",".join(self.data_digest)),
         ]
         if discovery:  # §13: only these make sense in a Discovery session
-            return common + [("MaxRecvDataSegmentLength", str(self.max_recv_data_segment_length))]
-        return common + [
+            return [*common, ("MaxRecvDataSegmentLength", str(self.max_recv_data_segment_length))]
+        return [
+            *common,
             ("MaxConnections", str(self.max_connections)),
             ("InitialR2T", yes[self.initial_r2t]),
             ("ImmediateData", yes[self.immediate_data]),
@@ -210,15 +212,16 @@ class Negotiation:
     offered: dict[str, str] | None = None  # None: what ``offer`` says (a login); {} to only answer
     answered: dict[str, str] = field(default_factory=dict)
     start: OperationalParams | None = None  # what is in force (renegotiation in full feature phase)
+    _offers: dict[str, str] = field(init=False, default_factory=dict)  # ``offered``, once known
+    _params: OperationalParams = field(init=False, default_factory=OperationalParams)
 
     def __post_init__(self) -> None:
-        if self.offered is None:
-            self.offered = dict(self.offer.pairs(self.discovery))
+        self._offers = dict(self.offer.pairs(self.discovery)) if self.offered is None else self.offered
         self._params = self.start or OperationalParams(
             our_max_recv_data_segment_length=self.offer.max_recv_data_segment_length)
 
     def first_pairs(self) -> list[tuple[str, str]]:
-        return list(self.offered.items())
+        return list(self._offers.items())
 
     def receive(self, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
         """Apply the target's pairs; return what we must answer (keys the target offered)."""
@@ -234,8 +237,9 @@ class Negotiation:
                 raise RemoteProtocolError(f"target sent {key} twice")
             self.answered[key] = value
             if value in _NO_ANSWER_VALUES:
-                if spec.kind is Kind.LIST and key in self.offered and spec.default not in self.offered[key].split(","):
-                    raise NegotiationError(f"the target answered {key}={value} to our required {key}={self.offered[key]}")
+                offered = self._offers.get(key)
+                if spec.kind is Kind.LIST and offered is not None and spec.default not in offered.split(","):
+                    raise NegotiationError(f"the target answered {key}={value} to our required {key}={offered}")
                 continue  # the RFC default stays in force
             if key == "TargetPortalGroupTag":
                 self._set("target_portal_group_tag", _number(KeySpec(key, Kind.DECLARATIVE, "", 0, 65535), value))
@@ -246,14 +250,14 @@ class Negotiation:
                 elif key in _FIELD:
                     self._set(_FIELD[key], value)
                 continue
-            if key in self.offered:
-                self._apply_answer(spec, self.offered[key], value)
+            if key in self._offers:
+                self._apply_answer(spec, self._offers[key], value)
             else:
                 reply = self._answer_offer(spec, value)
                 replies.append((key, reply))
         return replies
 
-    def _set(self, name: str, value: object) -> None:
+    def _set(self, name: str, value: Any) -> None:  # Any: which field ``name`` is decides the type
         self._params = replace(self._params, **{name: value})
 
     def _apply_answer(self, spec: KeySpec, offered: str, answer: str) -> None:
@@ -275,20 +279,20 @@ class Negotiation:
             if name in ("initial_r2t", "immediate_data", "data_pdu_in_order", "data_sequence_in_order"):
                 self._set(name, result)
         else:
-            ours, theirs = int(offered), _number(spec, answer)
-            bad = theirs > ours if spec.kind is Kind.MIN else theirs < ours
+            our_number, their_number = int(offered), _number(spec, answer)
+            bad = their_number > our_number if spec.kind is Kind.MIN else their_number < our_number
             if bad:
-                raise RemoteProtocolError(f"target answered {spec.name}={theirs} to our offer of {ours}")
-            self._set(name, theirs)
+                raise RemoteProtocolError(f"target answered {spec.name}={their_number} to our offer of {our_number}")
+            self._set(name, their_number)
 
     def _answer_offer(self, spec: KeySpec, value: str) -> str:
         """The target offered a key we did not: answer with what we accept, and record it."""
         name = _FIELD.get(spec.name)
         if spec.kind is Kind.LIST:
             choices = value.split(",")
-            ours = self.offered.get(spec.name, spec.default).split(",") if spec.name in _FIELD else [spec.default]
+            acceptable = self._offers.get(spec.name, spec.default).split(",") if spec.name in _FIELD else [spec.default]
             for choice in choices:
-                if choice in ours or choice == spec.default:
+                if choice in acceptable or choice == spec.default:
                     if name in ("header_digest", "data_digest"):
                         self._set(name, choice == "CRC32C")
                     return choice
@@ -300,12 +304,12 @@ class Negotiation:
             if name in ("initial_r2t", "immediate_data", "data_pdu_in_order", "data_sequence_in_order"):
                 self._set(name, result)
             return "Yes" if result else "No"
-        theirs = _number(spec, value)
-        ours = int(spec.default)
-        result = min(ours, theirs) if spec.kind is Kind.MIN else max(ours, theirs)
+        their_number = _number(spec, value)
+        our_number = int(spec.default)
+        chosen = min(our_number, their_number) if spec.kind is Kind.MIN else max(our_number, their_number)
         if name:
-            self._set(name, result)
-        return str(result)
+            self._set(name, chosen)
+        return str(chosen)
 
     def finish(self) -> OperationalParams:
         """Final consistency (§13.14: FirstBurstLength must not exceed MaxBurstLength)."""

@@ -35,7 +35,7 @@ class DeviceType(enum.IntEnum):
 
 
 # What ``iscsifs ls`` calls each (lsscsi's words).
-_DEVICE_TYPE_WORDS = {
+_DEVICE_TYPE_WORDS: dict[int, str] = {
     DeviceType.DIRECT_ACCESS: "disk", DeviceType.SEQUENTIAL_ACCESS: "tape", DeviceType.CD_DVD: "cdrom",
     DeviceType.OPTICAL_MEMORY: "optical", DeviceType.MEDIUM_CHANGER: "changer",
     DeviceType.STORAGE_ARRAY_CONTROLLER: "controller", DeviceType.ENCLOSURE_SERVICES: "enclosure",
@@ -45,7 +45,7 @@ _DEVICE_TYPE_WORDS = {
 
 
 def device_type_word(code: int) -> str:
-    return _DEVICE_TYPE_WORDS.get(code, f"type-0x{code:02x}")  # type: ignore[call-overload]  # int keys of an IntEnum
+    return _DEVICE_TYPE_WORDS.get(code, f"type-0x{code:02x}")
 
 
 def _text(raw: bytes) -> str:
@@ -72,7 +72,7 @@ class StandardInquiry:
         return self.connected and self.device_type in (DeviceType.DIRECT_ACCESS, DeviceType.SIMPLIFIED_DIRECT_ACCESS)
 
 
-def parse_inquiry(data: bytes | memoryview) -> StandardInquiry:
+def parse_inquiry(data: bytes | bytearray | memoryview) -> StandardInquiry:
     d = bytes(data)
     if len(d) < 5:
         raise ScsiParseError(f"INQUIRY data of {len(d)} bytes")
@@ -95,14 +95,14 @@ class Capacity:
         return self.blocks * self.block_size
 
 
-def parse_read_capacity_10(data: bytes | memoryview) -> Capacity:
+def parse_read_capacity_10(data: bytes | bytearray | memoryview) -> Capacity:
     if len(data) < 8:
         raise ScsiParseError(f"READ CAPACITY(10) data of {len(data)} bytes")
     last_lba, block_size = struct.unpack_from(">II", data)
     return _checked(Capacity(last_lba + 1, block_size), "READ CAPACITY(10)")
 
 
-def parse_read_capacity_16(data: bytes | memoryview) -> Capacity:
+def parse_read_capacity_16(data: bytes | bytearray | memoryview) -> Capacity:
     if len(data) < 12:
         raise ScsiParseError(f"READ CAPACITY(16) data of {len(data)} bytes")
     last_lba, block_size = struct.unpack_from(">QI", data)
@@ -139,7 +139,7 @@ def encode_lun(lun: int) -> int:
     raise LocalProtocolError(f"LUN {lun} cannot be addressed with flat addressing")
 
 
-def parse_report_luns(data: bytes | memoryview) -> tuple[list[int], int]:
+def parse_report_luns(data: bytes | bytearray | memoryview) -> tuple[list[int], int]:
     """Return (LUNs in this data, total LUN list length in bytes) so the caller can re-ask."""
     d = bytes(data)
     if len(d) < 8:
@@ -153,7 +153,7 @@ def parse_report_luns(data: bytes | memoryview) -> tuple[list[int], int]:
 # -- MODE SENSE and VPD pages ----------------------------------------------------------------------
 
 
-def mode_sense_write_protected(data: bytes | memoryview, ten: bool) -> bool:
+def mode_sense_write_protected(data: bytes | bytearray | memoryview, ten: bool) -> bool:
     """The WP bit of the DEVICE-SPECIFIC PARAMETER in a mode parameter header (SBC-3 §6.4.1)."""
     offset = 3 if ten else 2
     if len(data) <= offset:
@@ -171,18 +171,18 @@ class Vpd(enum.IntEnum):
     LOGICAL_BLOCK_PROVISIONING = 0xB2
 
 
-def _vpd_body(data: bytes | memoryview, page: int) -> bytes:
+def _vpd_body(data: bytes | bytearray | memoryview, page: int) -> bytes:
     d = bytes(data)
     if len(d) < 4 or d[1] != page:
         raise ScsiParseError(f"VPD page 0x{page:02x} answer is not that page")
     return d[4 : 4 + int.from_bytes(d[2:4], "big")]
 
 
-def parse_supported_vpd_pages(data: bytes | memoryview) -> frozenset[int]:
+def parse_supported_vpd_pages(data: bytes | bytearray | memoryview) -> frozenset[int]:
     return frozenset(_vpd_body(data, Vpd.SUPPORTED_PAGES))
 
 
-def parse_unit_serial_number(data: bytes | memoryview) -> str:
+def parse_unit_serial_number(data: bytes | bytearray | memoryview) -> str:
     return _vpd_body(data, Vpd.UNIT_SERIAL_NUMBER).decode("ascii", "replace").strip(" \0")
 
 
@@ -206,7 +206,7 @@ class Designator:
         return self.value.hex()
 
 
-def parse_device_identification(data: bytes | memoryview) -> list[Designator]:
+def parse_device_identification(data: bytes | bytearray | memoryview) -> list[Designator]:
     body = _vpd_body(data, Vpd.DEVICE_IDENTIFICATION)
     out: list[Designator] = []
     i = 0
@@ -246,9 +246,15 @@ class BlockLimits:
     maximum_write_same_length: int = 0  # blocks per WRITE SAME command
 
 
-def parse_block_limits(data: bytes | memoryview) -> BlockLimits:
+NO_BLOCK_LIMITS = BlockLimits(0, 0)
+
+
+def parse_block_limits(data: bytes | bytearray | memoryview) -> BlockLimits:
     body = _vpd_body(data, Vpd.BLOCK_LIMITS).ljust(40, b"\0")
-    word = lambda at: int.from_bytes(body[at : at + 4], "big")  # noqa: E731
+
+    def word(at: int) -> int:
+        return int.from_bytes(body[at : at + 4], "big")
+
     return BlockLimits(word(4), word(8), word(16), word(20), word(24), int.from_bytes(body[32:40], "big"))
 
 
@@ -266,7 +272,10 @@ class Provisioning:
         return self.unmap or self.write_same_unmap
 
 
-def parse_logical_block_provisioning(data: bytes | memoryview) -> Provisioning:
+FULL_PROVISIONING = Provisioning()  # what a LUN without the page is
+
+
+def parse_logical_block_provisioning(data: bytes | bytearray | memoryview) -> Provisioning:
     body = _vpd_body(data, Vpd.LOGICAL_BLOCK_PROVISIONING).ljust(3, b"\0")
     flags = body[1]
     # LBPRZ is bit 2 of byte 5 in SBC-3; SBC-4 widens it to bits 4..2 (any non-zero: zeros).
@@ -296,7 +305,7 @@ class LbaExtent:
     status: int  # LbaStatus
 
 
-def parse_get_lba_status(data: bytes | memoryview) -> list[LbaExtent]:
+def parse_get_lba_status(data: bytes | bytearray | memoryview) -> list[LbaExtent]:
     """The LBA status descriptors of a GET LBA STATUS answer (SBC-3 §5.4.2.2)."""
     d = bytes(data)
     if len(d) < 8:

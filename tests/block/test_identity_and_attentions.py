@@ -52,7 +52,7 @@ def _pooled(nursery, multipath):
 async def test_identity_write_protection_and_block_limits():
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            target, session = await _session(nursery, write_protected=True, max_transfer_blocks=8)
+            _target, session = await _session(nursery, write_protected=True, max_transfer_blocks=8)
             ident = await identify(session, 0)
             assert ident.serial == "FAKE0001" and ident.wwn == "naa.6001405fa4e4c0de"
             assert ident.write_protected and ident.maximum_transfer_blocks == 8
@@ -98,7 +98,7 @@ async def test_o_direct_opens_get_direct_io_and_others_the_page_cache():
     # write a getxattr round trip under the inode lock, and keeps readahead for everyone else.
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            target, session = await _session(nursery)
+            _, session = await _session(nursery)
             (info,) = await scan_luns(session)
             fs = IscsiFs(Tree())
             pooled = _pooled(nursery, session)

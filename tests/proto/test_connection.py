@@ -111,7 +111,7 @@ def test_data_in_underflow_then_separate_response_with_sense():
     itt = cmd.initiator_task_tag
     c.receive(P.DataIn(0, itt, P.RESERVED_TAG, 0, 11, 21, 0, 0, final=True, data=b"x" * 1000))
     sense = bytes([0x70, 0, 0x01]) + bytes(15)
-    (done,) = c.receive(P.ScsiResponse(itt, 0, 2, 5, 11, 21, residual_count=3096, underflow=True,
+    (_done,) = c.receive(P.ScsiResponse(itt, 0, 2, 5, 11, 21, residual_count=3096, underflow=True,
                                        data=len(sense).to_bytes(2, "big") + sense))
     assert bytes(task.result.data) == b"x" * 1000 and task.result.sense == sense and task.result.status == 2
 
@@ -136,7 +136,8 @@ def test_target_nop_in_is_answered_without_advancing_cmd_sn():
                               stat_sn=5, exp_cmd_sn=10, max_cmd_sn=30))
     (nop,) = ev.pdus
     assert isinstance(nop, P.NopOut) and nop.immediate
-    assert (nop.initiator_task_tag, nop.target_transfer_tag, nop.cmd_sn, nop.lun) == (P.RESERVED_TAG, 0x1234, 10, 3 << 48)
+    assert (nop.initiator_task_tag, nop.target_transfer_tag, nop.cmd_sn) == (P.RESERVED_TAG, 0x1234, 10)
+    assert nop.lun == 3 << 48
     assert c.cmd_sn == 10 and c.max_cmd_sn == 30 and c.exp_stat_sn == 5  # unsolicited StatSN not advanced
 
 
@@ -155,7 +156,7 @@ def test_responses_for_requests_never_sent_are_protocol_errors():
                 P.NopIn(0, 7, P.RESERVED_TAG, 5, 10, 20), P.LoginResponse(b"\0" * 6, 1, 0, 0, 0, 0, 0, 0, 1, 3, True)):
         with pytest.raises(RemoteProtocolError):
             c.receive(bad)
-    req = c.request(P.TextRequest, target_transfer_tag=P.RESERVED_TAG, data=b"SendTargets=All\0")
+    req = c.text_request(b"SendTargets=All\0", P.RESERVED_TAG)
     assert not req.immediate and c.cmd_sn == 11
     (ev,) = c.receive(P.TextResponse(req.initiator_task_tag, P.RESERVED_TAG, 5, 11, 20))
     assert isinstance(ev, ResponseReceived)

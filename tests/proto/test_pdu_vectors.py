@@ -31,7 +31,8 @@ VECTORS: list[tuple[P.Pdu, bytes]] = [
      NOP_OUT_BHS + b"ping"),
     # §11.3 SCSI Command: opcode 0x01; F R . . . ATTR(001); LUN; ITT; EDTL; CmdSN; ExpStatSN; CDB (READ(10)).
     (P.ScsiCommand(lun=LUN1, initiator_task_tag=0x0A0B0C0D, expected_data_transfer_length=4096, cmd_sn=0x100,
-                   exp_stat_sn=0x200, cdb=bytes.fromhex("28000000001000000800") + bytes(6), read=True, final=True, attr=1),
+                   exp_stat_sn=0x200, cdb=bytes.fromhex("28000000001000000800") + bytes(6), read=True, final=True,
+                   attr=1),
      rows("01c10000", ZERO, "00010000", ZERO, "0a0b0c0d", "00001000", "00000100", "00000200",
           "28000000", "00100000", "08000000", ZERO)),
     # §11.5 Task Management Function Request: I=1 opcode 0x02; 1 + function (ABORT TASK); LUN; ITT; RTT;

@@ -161,7 +161,8 @@ class FakeTarget:
         elif op == 0x00:
             await self.respond(req, b"")
         elif op == 0x9E:
-            await self.respond(req, (len(self.disk) // 512 - 1).to_bytes(8, "big") + (512).to_bytes(4, "big") + bytes(20))
+            last_lba = len(self.disk) // 512 - 1
+            await self.respond(req, last_lba.to_bytes(8, "big") + (512).to_bytes(4, "big") + bytes(20))
         elif op == 0x1A:
             await self.respond(req, bytes([3, 0, 0x80 if self.write_protected else 0, 0]))
         elif op in (0x28, 0x2A):

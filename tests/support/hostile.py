@@ -100,7 +100,8 @@ class HostileTarget(FakeTarget):
             await self.respond(req, b"")
         elif op == 0x9E and req.cdb[1] & 0x1F == 0x12:  # GET LBA STATUS: every block mapped
             blocks = len(self.disk) // 512
-            await self.respond(req, (20).to_bytes(4, "big") + bytes(4) + bytes(8) + blocks.to_bytes(4, "big") + bytes(4))
+            descriptor = bytes(8) + blocks.to_bytes(4, "big") + bytes(4)  # LBA 0, every block, mapped
+            await self.respond(req, (20).to_bytes(4, "big") + bytes(4) + descriptor)
         else:
             await super().scsi(req)
 

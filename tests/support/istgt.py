@@ -96,10 +96,9 @@ class IstgtDaemon:
         auth = self.workdir / "auth.conf"
         auth.write_text(self._auth())
         auth.chmod(0o600)
-        log = open(self.workdir / "istgt.log", "wb")
-        self.proc = subprocess.Popen(["istgt", "-c", str(conf), "-D"], stdin=subprocess.DEVNULL, stdout=log,
-                                     stderr=subprocess.STDOUT)
-        log.close()
+        with open(self.workdir / "istgt.log", "wb") as log:  # istgt keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(["istgt", "-c", str(conf), "-D"], stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:

@@ -155,7 +155,7 @@ def mounted(url: str, mountpoint: Path, *options: str, timeout: float = 30.0):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-            raise AssertionError(f"iscsifs did not exit after unmount: {m.stderr}")
+            raise AssertionError(f"iscsifs did not exit after unmount: {m.stderr}") from None
 
 
 def run(*args: str, timeout: float = 60, **kw) -> subprocess.CompletedProcess:
