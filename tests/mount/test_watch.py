@@ -1,0 +1,78 @@
+"""The watch keeps the tree true to the target: a LUN whose answers a rescan cannot use is kept
+as it was (not removed), and the next idle poll tries the rescan again until it sees it whole."""
+
+from __future__ import annotations
+
+import trio
+from iscsifs.block.client import open_lun, scan
+from iscsifs.block.command import identity_of
+from iscsifs.mount.tree import ROOT_INODE, Tree
+from iscsifs.mount.watch import TargetWatch
+from iscsifs.net.multipath import Multipath
+from iscsifs.net.policy import RecoveryPolicy
+from iscsifs.net.pool import TargetPool
+from iscsifs.proto import pdu as P
+from iscsifs.proto.address import Portal
+from iscsifs.proto.login import LoginConfig
+
+from support.fake_target import FakePortals, FakeTarget
+
+CONFIG = LoginConfig(initiator_name="iqn.2026-11.test:init", target_name="iqn.2026-11.test:tgt")
+
+
+class Garbling:
+    """Shared by every connection's fake target: LUNs whose INQUIRY answers are cut to 2 bytes."""
+
+    def __init__(self) -> None:
+        self.luns: set[int] = set()
+        self.listed = [0, 1]
+        self.cut = 0  # answers cut so far
+
+
+async def test_a_lun_the_rescan_cannot_read_stays_and_is_tried_again():
+    # Real time, not trio's virtual clock: the watch asks the kernel to forget inodes from a
+    # thread, and virtual time would run on while it does.
+    garbling = Garbling()
+    async with trio.open_nursery() as nursery:
+
+        def setup(portal: Portal, target: FakeTarget) -> None:
+            target.luns = garbling.listed
+            plain = target.respond
+
+            async def respond(req: P.ScsiCommand, data: bytes) -> None:
+                lun = req.lun >> 48
+                cut = req.cdb[0] == 0x12 and not req.cdb[1] & 1 and lun in garbling.luns
+                garbling.cut += cut
+                await plain(req, data[:2] if cut else data)
+
+            target.respond = respond  # type: ignore[method-assign]
+
+        fakes = FakePortals(nursery, max_cmd_sn_delta=8)
+        fakes.setup = setup
+        multipath = await Multipath.open(nursery, [Portal("fake")], CONFIG, RecoveryPolicy(), connect=fakes,
+                                         identify=identity_of)
+
+        async def opener(target: str, identities: object) -> Multipath:
+            return multipath
+
+        pooled = TargetPool(nursery, opener).target(CONFIG.target_name or "", [Portal("fake")])
+        tree = Tree()
+        found = await scan(pooled)
+        for info in found.luns:
+            tree.add_lun(ROOT_INODE, str(info.lun), info, open_lun(pooled, info), pooled)
+        watch = TargetWatch(nursery, tree, pooled, ROOT_INODE, read_only=False)
+        watch.poll(0.05, pooled.logged_in, found)
+        assert sorted(tree.lun_inodes(ROOT_INODE)) == [0, 1]
+
+        garbling.luns = {0, 1, 2}  # every INQUIRY of these is cut from now on
+        garbling.listed.append(2)  # a LUN is added: the next poll rescans
+        with trio.fail_after(10):
+            while garbling.cut < 6:  # two rescans, each cut for all three LUNs
+                await trio.sleep(0.01)
+        assert sorted(tree.lun_inodes(ROOT_INODE)) == [0, 1]  # kept as they were; 2 is not shown yet
+
+        garbling.luns = set()  # the target answers whole again: a later poll's rescan shows LUN 2
+        with trio.fail_after(10):
+            while sorted(tree.lun_inodes(ROOT_INODE)) != [0, 1, 2]:
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
