@@ -40,4 +40,4 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_line(
             f"hostile target: {TALLY.answers} SCSI answers, {TALLY.hostile} of them cut short, extended, random, "
             f"random sense or random status; {TALLY.operations} file operations, {TALLY.failed_operations} failed "
-            f"with an errno; {TALLY.scans_refused} scans refused; the mount never ended")
+            f"with an errno; {TALLY.scans_refused} scans refused cleanly")

@@ -53,7 +53,6 @@ from iscsifs.url import IscsiUrl, chap_credentials
 log = logging.getLogger("iscsifs.block.client")
 
 INITIATOR_NAME_FILE = "/etc/iscsi/initiatorname.iscsi"
-SCAN_TIMEOUT = 60.0  # seconds for every command of one target's LUN scan (iscsifs ls)
 
 
 class NotFoundError(IscsiError):
@@ -197,7 +196,7 @@ class Client:
                     with fail_after(self.config.login_timeout, f"SendTargets on portal {url.portal}"):
                         pairs = await connection.text_request([("SendTargets", "All")])
                 finally:
-                    with trio.move_on_after(2):
+                    with trio.move_on_after(self.config.recovery.error_logout_timeout):
                         await connection.logout()
                 nursery.cancel_scope.cancel()
         targets = parse_send_targets(pairs, url.port)
@@ -236,7 +235,7 @@ class Client:
         try:
             luns = await open_luns(session, read_only)
         except BaseException:
-            with trio.CancelScope(shield=True), trio.move_on_after(2):
+            with trio.CancelScope(shield=True), trio.move_on_after(self.config.recovery.error_logout_timeout):
                 await session.logout()
             raise
         session.start_paths()
@@ -248,10 +247,10 @@ class Client:
             async with trio.open_nursery() as nursery:
                 session = await self.login(nursery, url, target)
                 try:
-                    with fail_after(SCAN_TIMEOUT, f"scanning the LUNs of {target}"):
+                    with fail_after(self.config.recovery.rescan_timeout, f"scanning the LUNs of {target}"):
                         return await scan_luns(session)
                 finally:
-                    with trio.move_on_after(2):
+                    with trio.move_on_after(self.config.recovery.error_logout_timeout):
                         await session.logout()
                     nursery.cancel_scope.cancel()
 

@@ -103,7 +103,7 @@ async def build_tree(nursery: trio.Nursery, client: Client, url: IscsiUrl, pool:
         _watch(nursery, client, tree, handle, ROOT_INODE, options, known, only_lun=url.lun)
         return tree
     except BaseException:
-        with trio.CancelScope(shield=True), trio.move_on_after(2):
+        with trio.CancelScope(shield=True), trio.move_on_after(client.config.recovery.error_logout_timeout):
             await pool.close()
         raise
 
@@ -124,7 +124,7 @@ async def _scan(handle: PooledTarget, options: MountOptions) -> tuple[list[tuple
 def _watch(nursery: trio.Nursery, client: Client, tree: Tree, handle: PooledTarget, directory: int,
            options: MountOptions, known: LunScan, only_lun: int | None = None) -> None:
     watch = TargetWatch(nursery, tree, handle, directory, read_only=options.read_only, only_lun=only_lun,
-                        detect_zeroes=options.detect_zeroes)
+                        detect_zeroes=options.detect_zeroes, rescan_timeout=client.config.recovery.rescan_timeout)
     # Logged in again after being logged out for idleness: LUNs may have changed meanwhile.
     handle.on_reopen = watch.rescan_soon if only_lun is None else None
     watch.poll(client.config.recovery.nop_interval, handle.logged_in, known)
@@ -218,7 +218,7 @@ class Mount:
                 else:
                     opener = partial(self.client.login_remote, workers, self.url)
                     STATS.workers = lambda: (len(workers.processes), sum(p.restarts for p in workers.processes))
-                pool = TargetPool(nursery, opener, idle_timeout=self.options.idle_timeout,
+                pool = TargetPool(nursery, opener, self.client.config.recovery, idle_timeout=self.options.idle_timeout,
                                   max_sessions=self.options.max_sessions)
                 tree = await build_tree(nursery, self.client, self.url, pool, root_is_file=self.root_is_file,
                                         options=self.options)

@@ -26,6 +26,7 @@ from iscsifs.block.lun import DetectZeroes, Lun
 from iscsifs.mount.tree import ROOT_INODE, Tree
 from iscsifs.net.api import MountedTarget, Target
 from iscsifs.net.nursery import fail_after
+from iscsifs.net.policy import DEFAULT_POLICY
 from iscsifs.proto.errors import IscsiError
 from iscsifs.scsi.response import Capacity
 from iscsifs.scsi.sense import Sense
@@ -34,14 +35,15 @@ log = logging.getLogger("iscsifs")
 
 CAPACITY_DATA_HAS_CHANGED = (0x2A, 0x09)
 REPORTED_LUNS_DATA_HAS_CHANGED = (0x3F, 0x0E)
-RESCAN_TIMEOUT = 60.0
 
 
 class TargetWatch:
     """One target's LUN files under ``directory`` (or the one LUN mounted at the root)."""
 
     def __init__(self, nursery: trio.Nursery, tree: Tree, target: MountedTarget, directory: int, *, read_only: bool,
-                 only_lun: int | None = None, detect_zeroes: DetectZeroes = DetectZeroes.OFF) -> None:
+                 only_lun: int | None = None, detect_zeroes: DetectZeroes = DetectZeroes.OFF,
+                 rescan_timeout: float = DEFAULT_POLICY.rescan_timeout) -> None:
+        self.rescan_timeout = rescan_timeout
         self.detect_zeroes = detect_zeroes
         self.nursery = nursery
         self.tree = tree
@@ -75,7 +77,7 @@ class TargetWatch:
                 previous = None
                 continue
             try:
-                with fail_after(RESCAN_TIMEOUT, "REPORT LUNS"):
+                with fail_after(self.rescan_timeout, "REPORT LUNS"):
                     reported = set(await report_luns(session))
             except IscsiError as exc:
                 # The target's answer failed this poll (a malformed one included): the tree stays.
@@ -109,7 +111,7 @@ class TargetWatch:
         if inode is None:
             return
         try:
-            with fail_after(RESCAN_TIMEOUT, "READ CAPACITY"):
+            with fail_after(self.rescan_timeout, "READ CAPACITY"):
                 capacity = await read_capacity(self.target, lun)
         except IscsiError as exc:
             log.warning("reading the new capacity of LUN %d of %s failed: %s", lun, self.target.target_name, exc)
@@ -144,7 +146,7 @@ class TargetWatch:
                 self._again = False
                 self._incomplete = True  # until a rescan has seen every LUN it was told of
                 try:
-                    with fail_after(RESCAN_TIMEOUT, "the rescan"):
+                    with fail_after(self.rescan_timeout, "the rescan"):
                         await self.rescan()
                 except IscsiError as exc:
                     # The last good view stays: no file goes because an answer was garbled.

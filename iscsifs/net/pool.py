@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from iscsifs.net.api import DataOut, Into, LoggedIn, PathInfo, UnitAttention
+from iscsifs.net.policy import DEFAULT_POLICY, RecoveryPolicy
 from iscsifs.proto.address import Portal
 from iscsifs.proto.connection import ScsiResult
 from iscsifs.proto.errors import ConnectionLost
@@ -124,8 +125,9 @@ class PooledTarget:
 
 
 class TargetPool:
-    def __init__(self, nursery: trio.Nursery, opener: Opener, *, idle_timeout: float = 0.0,
-                 max_sessions: int = 64) -> None:
+    def __init__(self, nursery: trio.Nursery, opener: Opener, policy: RecoveryPolicy = DEFAULT_POLICY, *,
+                 idle_timeout: float = 0.0, max_sessions: int = 64) -> None:
+        self.policy = policy
         self._nursery = nursery
         self._opener = opener
         self.idle_timeout = idle_timeout
@@ -214,7 +216,7 @@ class TargetPool:
             return
         log.debug("target %s: logging out %s", handle.target_name, why)
         try:
-            with trio.move_on_after(5):
+            with trio.move_on_after(self.policy.logout_timeout):
                 await session.logout()
         finally:
             self._open -= 1

@@ -57,7 +57,8 @@ from iscsifs.proto.login import LoginConfig
 log = logging.getLogger("iscsifs")
 
 INLINE_MAX = 64 << 10  # larger write data goes through the arena (one copy, no socket)
-RESTART_DELAY_MAX = 5.0
+RESTART_DELAY_MAX = 5.0  # seconds between attempts to start a worker again, at most
+WORKER_EXIT_TIMEOUT = 5.0  # seconds a worker whose channel is closed has to exit, before it is killed
 
 
 @dataclass(slots=True, eq=False)
@@ -264,8 +265,9 @@ class WorkerProcess:
 
 
 async def _reap(process: trio.Process) -> None:
-    """Wait for a worker whose channel is closed to exit, as it does on its own; kill it after 5 s."""
-    with trio.move_on_after(5):
+    """Wait for a worker whose channel is closed to exit, as it does on its own; kill it after
+    WORKER_EXIT_TIMEOUT."""
+    with trio.move_on_after(WORKER_EXIT_TIMEOUT):
         await process.wait()
     if process.returncode is None:
         process.kill()
@@ -401,7 +403,7 @@ class Workers:
                 await worker.call(call)
                 worker.opened[sid] = call
         except BaseException:
-            with trio.CancelScope(shield=True), trio.move_on_after(5):
+            with trio.CancelScope(shield=True), trio.move_on_after(policy.logout_timeout):
                 await remote.logout()
             raise
         return remote

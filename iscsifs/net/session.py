@@ -9,7 +9,7 @@ on it, ``on_change`` to its multipath, which re-issues them on another path or w
 reinstates itself in the background: same ISID, TSIH 0, which makes the target drop the old
 session's tasks.
 
-Prompt recovery: after DefaultTime2Wait the portal is probed every ``PROBE_INTERVAL`` seconds (a
+Prompt recovery: after DefaultTime2Wait the portal is probed every ``probe_interval`` seconds (a
 TCP connect, which is what a login starts with), so a login follows within a probe of the target
 listening again, however long the outage was. Only logins that the target refuses back off.
 """
@@ -49,7 +49,6 @@ from iscsifs.proto.text import OperationalParams
 
 log = logging.getLogger("iscsifs")
 
-PROBE_INTERVAL = 1.0  # seconds between connection attempts to a portal that is down
 
 
 class SessionDown(IscsiError):
@@ -237,14 +236,14 @@ class Session:
 
     async def _recover(self, time2wait: float) -> None:
         """Log in again, same ISID, TSIH 0, until it works or is refused for good. A portal that
-        does not take the TCP connection is probed every PROBE_INTERVAL; logins that the target
+        does not take the TCP connection is probed every ``probe_interval``; logins that the target
         refuses (busy, out of resources) back off exponentially."""
         lost_at = trio.current_time()
         config = replace(self.config, tsih=0)
         await trio.sleep(time2wait)
-        backoff = max(time2wait, PROBE_INTERVAL)
+        backoff = max(time2wait, self.policy.probe_interval)
         while self.state is SessionState.RECOVERING:
-            delay = PROBE_INTERVAL
+            delay = self.policy.probe_interval
             try:
                 connection = await self._login(config)
                 await self._adopt(connection)

@@ -53,7 +53,6 @@ from iscsifs.scsi.sense import Sense
 
 log = logging.getLogger("iscsifs")
 
-REOPEN_INTERVAL = 1.0  # seconds between logins while reopening a session after a restart
 
 
 class _Entry:
@@ -172,7 +171,7 @@ class Worker:
                     entry.ready.set()
                     entry.ready = trio.Event()
                 log.info("reopening the session to %s: %s; retrying", config.target_name, exc)
-                await trio.sleep(REOPEN_INTERVAL)
+                await trio.sleep(policy.probe_interval)
         session.on_unit_attention = partial(self._unit_attention, sid)
         entry.session, entry.error = session, None
         entry.ready.set()

@@ -16,7 +16,6 @@ from iscsifs.block.command import command, identity_of
 from iscsifs.net.connection import CommandTimeout
 from iscsifs.net.multipath import Multipath
 from iscsifs.net.policy import PathPolicy, RecoveryPolicy
-from iscsifs.net.session import PROBE_INTERVAL
 from iscsifs.proto import chap
 from iscsifs.proto import pdu as P
 from iscsifs.proto.address import Portal
@@ -209,7 +208,7 @@ async def test_io_resumes_within_a_probe_of_the_target_listening_again_after_a_l
             fakes.down.clear()
             back = trio.current_time()
             await command(ms, 0, READ, name="READ", expected_in=4096)
-            assert trio.current_time() - back <= PROBE_INTERVAL + 0.5
+            assert trio.current_time() - back <= RecoveryPolicy().probe_interval + 0.5
             nursery.cancel_scope.cancel()
 
 
@@ -228,7 +227,7 @@ async def test_past_recovery_timeout_io_fails_at_once_then_serves_again_when_the
                 with trio.fail_after(0.01):
                     await command(ms, 0, READ, name="READ", expected_in=4096)
             fakes.down.clear()
-            await trio.sleep(PROBE_INTERVAL + 0.5)
+            await trio.sleep(RecoveryPolicy().probe_interval + 0.5)
             await command(ms, 0, READ, name="READ", expected_in=4096)
             nursery.cancel_scope.cancel()
 
@@ -281,7 +280,7 @@ async def test_a_preferred_portal_down_at_login_takes_over_when_it_comes_up(auto
                                                                           (B, "logged_in", True)]
             await command(ms, 0, READ, name="READ", expected_in=4096)
             fakes.down.clear()
-            await trio.sleep(PROBE_INTERVAL + 0.5)
+            await trio.sleep(RecoveryPolicy().probe_interval + 0.5)
             assert [(p.portal, p.state, p.active) for p in ms.paths()] == [(A, "logged_in", True),
                                                                           (B, "logged_in", False)]
             nursery.cancel_scope.cancel()
