@@ -51,6 +51,9 @@ UNIT_ATTENTION_RETRIES = 8  # every target reports at least one (29/00) after lo
 # SAM-5 statuses and sense that say "not now", not "no": retried with backoff, within a time bound,
 # without using up the UNIT ATTENTION retries.
 BUSY_STATUSES = (Status.BUSY, Status.TASK_SET_FULL)
+# Plain ints on every command's path: an IntEnum member costs an attribute lookup each time.
+_GOOD = int(Status.GOOD)
+_COMPLETED = frozenset({int(Status.GOOD), int(Status.CONDITION_MET)})
 RETRY_TIME_LIMIT = 60.0  # seconds of BUSY / NOT READY (becoming ready) / ABORTED COMMAND, then the error
 
 
@@ -82,12 +85,12 @@ async def command(session: Executor, lun: int, cdb_bytes: bytes, *, name: str,
             STATS.record(name, trio.current_time() - started, ok=False)
             raise
         STATS.record(name, trio.current_time() - started, read=len(result.data),
-                     written=len(data_out) if data_out is not None and result.status == Status.GOOD else 0,
-                     ok=result.status in (Status.GOOD, Status.CONDITION_MET) and result.response == 0)
+                     written=len(data_out) if data_out is not None and result.status == _GOOD else 0,
+                     ok=result.status in _COMPLETED and result.response == 0)
         if result.response != 0:
             raise ScsiError(Status.TASK_ABORTED, None,
                             f"{name} (iSCSI response 0x{result.response:02x}, target failure)")
-        if result.status in (Status.GOOD, Status.CONDITION_MET):
+        if result.status in _COMPLETED:
             return result
         sense = parse_sense(result.sense)
         if is_unit_attention(result.status, sense) and attentions < UNIT_ATTENTION_RETRIES:

@@ -44,6 +44,7 @@ from iscsifs.scsi.sense import Sense, SenseKey, Status, parse_sense
 log = logging.getLogger("iscsifs")
 
 MAX_QUEUE_DEPTH = 64
+_GOOD = int(Status.GOOD)  # a plain int on every command's path (an IntEnum member is a lookup)
 
 
 class RecoveryTimeout(IscsiError):
@@ -195,7 +196,7 @@ class Multipath:
                 continue  # on another path, or on this one once it is back
             finally:
                 self._give_slot()
-            if result.status == Status.GOOD:
+            if result.status == _GOOD:
                 if self._depth < MAX_QUEUE_DEPTH:
                     self._queue_ok()
             else:

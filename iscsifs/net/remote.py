@@ -6,9 +6,10 @@ one CPU. So the FUSE process only dispatches: each command goes to a worker (``n
 one small frame, the worker runs the session and receives the data straight into the shared arena
 (``net.arena``) from which the FUSE handler replies, and the outcome comes back as one frame.
 
-A ``RemoteMultipath`` is a target's session as the pool (``net.pool``) sees it: one ``Multipath`` in
-each worker, each logged in with its own ISID, commands spread round-robin over them. A worker
-that dies is started again; its sessions log in again in the new process and every command it had
+A ``RemoteMultipath`` is a target as the pool (``net.pool``) holds it: one ``Multipath`` in each
+worker, whose sessions log in with ISIDs of their own, commands spread round-robin over the
+workers. A worker that dies is started again; its sessions log in again in the new process (told
+again what was said to them, ``net.ipc``'s typed calls) and every command it had
 not answered is sent to it again, as a recovery re-issues commands (the range locks in
 ``iscsifs.block.lun`` keep overlapping writes from being in flight together, so re-issuing is safe).
 """
@@ -283,8 +284,8 @@ def _how(returncode: int | None) -> str:
 
 
 class RemoteMultipath:
-    """A target's session, run by every worker (see the module docstring): what ``net.pool``
-    holds in place of a ``net.session.Multipath``."""
+    """A target over every worker's ``Multipath`` (see the module docstring): what ``net.pool``
+    holds in place of a ``net.multipath.Multipath`` (both are ``net.api.LoggedIn``)."""
 
     def __init__(self, workers: Workers, target: str, portals: list[Portal]) -> None:
         self._workers = workers
@@ -366,7 +367,7 @@ class Workers:
         self.nursery = nursery
         self.arena = arena
         self.processes = [WorkerProcess(self, i) for i in range(count)]
-        self.sessions: dict[int, RemoteMultipath] = {}  # by session id, which is unique across workers
+        self.sessions: dict[int, RemoteMultipath] = {}  # by sid (a multipath in a worker), unique across workers
         self._tags = itertools.count()
         self._sids = itertools.count(1)
         self.closing = False

@@ -21,6 +21,8 @@ from iscsifs.proto.pdu import (
     pad_length,
 )
 
+_DATA_IN = int(Opcode.SCSI_DATA_IN)  # a plain int: compared for every PDU
+
 
 @dataclass(frozen=True, slots=True)
 class Placement:
@@ -122,7 +124,7 @@ class PduReader:
         if framing is None:
             return None
         opcode, header_end, data_start, _cls, dsl, _data_end, _total_end = framing
-        if opcode != Opcode.SCSI_DATA_IN or dsl < self.place_min:
+        if opcode != _DATA_IN or dsl < self.place_min:
             return self.next_pdu()
         if self._end < data_start:
             return None
