@@ -1,0 +1,102 @@
+"""Two versions of iscsifs, A and B, in turn on one tgtd LUN: the same fio jobs on a mount of
+each, A B A B ..., and the ratio B/A pair by pair. Pairs taken a minute apart hold where whole
+runs of ``bench/run.py`` minutes apart do not: on a shared VM the machine's own speed drifts
+by a fifth between runs (its pyfuse3 and iscsi-perf ceilings move with it).
+
+    sudo .venv/bin/python bench/ab.py --a /tmp/before --b . [--rounds 4] [--runtime 4]
+
+Each of --a and --b is a checkout (``git worktree add /tmp/before COMMIT``); its ``iscsifs`` is
+what its mount runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))  # the tests' private tgtd and mount helpers
+
+from support.targets import is_mounted, unmount  # noqa: E402
+from support.tgt import TgtDaemon  # noqa: E402
+
+IQN = "iqn.2026-11.bench.iscsifs:ab"
+JOBS = (("randread", "4k", 32), ("randwrite", "4k", 32), ("randread", "4k", 1), ("read", "1m", 8))
+
+
+def fio(path: Path, rw: str, bs: str, iodepth: int, runtime: float) -> float:
+    """IOPS for 4 KiB jobs, MiB/s for the others."""
+    out = subprocess.run(["fio", "--name=ab", f"--filename={path}", f"--rw={rw}", f"--bs={bs}", f"--iodepth={iodepth}",
+                          "--ioengine=libaio", "--direct=1", f"--runtime={runtime}", "--time_based", "--size=256m",
+                          "--output-format=json"], capture_output=True, text=True, timeout=runtime + 60, check=True)
+    job = json.loads(out.stdout)["jobs"][0]
+    stats = job["read"] if "read" in rw else job["write"]
+    return float(stats["iops"] if bs == "4k" else stats["bw"] / 1024)
+
+
+def measure(checkout: Path, url: str, mnt: Path, runtime: float) -> dict[tuple[str, str, int], float]:
+    env = dict(os.environ, PYTHONPATH=str(checkout))
+    proc = subprocess.Popen([sys.executable, "-m", "iscsifs", "-f", url, str(mnt)], cwd=checkout, env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not is_mounted(mnt):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"ab: the mount of {checkout} did not come up")
+            time.sleep(0.05)
+        return {job: fio(mnt / "1", *job, runtime) for job in JOBS}
+    finally:
+        unmount(mnt)
+        proc.wait(timeout=30)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--a", type=Path, required=True, help="checkout A (the one compared against)")
+    ap.add_argument("--b", type=Path, required=True, help="checkout B")
+    ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--runtime", type=float, default=4, help="seconds per fio job")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("ab: run as root (tgtd, FUSE mounts)")
+    work = Path(tempfile.mkdtemp(prefix="iscsifs-ab-"))
+    shm = Path(tempfile.mkdtemp(prefix="iscsifs-ab-", dir="/dev/shm"))
+    backing = shm / "lun.img"
+    with open(backing, "wb") as f:
+        f.write(os.urandom(1 << 20) * 256)  # real data: a sparse file would flatter reads
+    sides = {"A": args.a.resolve(), "B": args.b.resolve()}
+    results: dict[str, dict[tuple[str, str, int], list[float]]] = {s: {j: [] for j in JOBS} for s in sides}
+    try:
+        with TgtDaemon(work / "tgt") as tgt:
+            tgt.add_target(IQN)
+            tgt.add_lun(IQN, 1, backing)
+            for n in range(args.rounds):
+                for side, checkout in sides.items():
+                    mnt = work / f"mnt-{side}"
+                    mnt.mkdir(exist_ok=True)
+                    for job, value in measure(checkout, f"{tgt.url}/{IQN}", mnt, args.runtime).items():
+                        results[side][job].append(value)
+                    print(f"ab: round {n + 1} {side} done", file=sys.stderr)
+    finally:
+        backing.unlink(missing_ok=True)
+        shm.rmdir()
+    print(f"| job | A ({args.a}) | B ({args.b}) | B/A, median of pairs | pairs |")
+    print("| --- | ---: | ---: | ---: | --- |")
+    for rw, bs, qd in JOBS:
+        a, b = results["A"][(rw, bs, qd)], results["B"][(rw, bs, qd)]
+        pairs = [y / x for x, y in zip(a, b, strict=True)]
+        unit = "IOPS" if bs == "4k" else "MiB/s"
+        print(f"| {rw} {bs} QD{qd} ({unit}) | {statistics.median(a):.0f} | {statistics.median(b):.0f} | "
+              f"{statistics.median(pairs):.3f} | {', '.join(f'{p:.2f}' for p in pairs)} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
