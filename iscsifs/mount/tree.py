@@ -17,11 +17,16 @@ ROOT_INODE = 1  # FUSE's (pyfuse3.ROOT_INODE)
 BY_ID = "by-id"
 
 
+# The lengths SPC-4 §7.8.6 gives these designators, in hex digits: NAA 8 or 16 bytes (NAA 2, 3,
+# 5 or 6), EUI-64 based 8, 12 or 16 bytes. A target may send any length: only these get a link.
+_DESIGNATOR_DIGITS = {"naa": (16, 32), "eui": (16, 24, 32)}
+
+
 def by_id_name(wwn: str) -> str | None:
     """udev's /dev/disk/by-id name for a LUN's designator: ``wwn-0x<hex>`` for NAA and EUI-64. The
     others (SCSI name strings, T10 vendor ids) hold colons or spaces, and get no link."""
     kind, _, digits = wwn.partition(".")
-    if kind in ("naa", "eui") and digits and all(c in "0123456789abcdef" for c in digits):
+    if len(digits) in _DESIGNATOR_DIGITS.get(kind, ()) and all(c in "0123456789abcdef" for c in digits):
         return f"wwn-0x{digits}"
     return None
 

@@ -64,6 +64,10 @@ def test_names_that_cannot_be_file_names_are_refused(name):
 
 
 def test_by_id_names_follow_udev():
-    assert by_id_name("naa.600140512345") == "wwn-0x600140512345"
+    assert by_id_name("naa.6001405fa4e4c0de") == "wwn-0x6001405fa4e4c0de"
+    assert by_id_name("naa.60000000000000000e00000000010001") == "wwn-0x60000000000000000e00000000010001"
     assert by_id_name("eui.0011223344556677") == "wwn-0x0011223344556677"
     assert by_id_name("naa.XYZ") is None and by_id_name("") is None
+    # A designator of a length SPC-4 does not give (a target's garbled page): no link, rather than a
+    # name longer than a file name may be (the hostile-target soak found it).
+    assert by_id_name("naa." + "ab" * 200) is None and by_id_name("naa.600140512345") is None

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import logging
 import os
 import random
 import sys
@@ -224,7 +225,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description="Soak the mount stack in a hostile target's answers.")
     parser.add_argument("--answers", type=int, default=1_000_000, help="stop after this many SCSI answers")
     parser.add_argument("--seed", type=int, default=int(time.time()))
+    parser.add_argument("-v", dest="verbose", action="store_true", help="every log line, not only the errors")
     args = parser.parse_args()
+    # Under a hostile target the mount's warnings are the expected ones; errors (a bug of ours
+    # failing a request, a LUN taken for another device) are shown.
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.ERROR, format="%(name)s: %(message)s")
+    # Nothing is mounted here: pyfuse3's notifications to the kernel (the watch's invalidations)
+    # have nowhere to go, and its thread says so at each.
+    logging.getLogger("pyfuse3").setLevel(logging.CRITICAL)
     started = time.monotonic()
     seed = args.seed
     while TALLY.answers < args.answers:
