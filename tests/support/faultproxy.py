@@ -13,19 +13,17 @@ import threading
 import time
 
 
-class FaultProxy:
+class TcpProxy:
+    """Listens on a free loopback port; each connection taken is joined to one it makes to
+    ``upstream`` and handed to ``_connected`` (a subclass's pumps)."""
+
     def __init__(self, upstream: tuple[str, int]) -> None:
         self.upstream = upstream
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
-        self.refusing = False
-        self.delay = 0.0
-        self._flip_after: int | None = None  # flip a bit this many downstream bytes from now
-        self._pairs: list[_Pair] = []
+        self.refusing = False  # new connections are closed at once (the target is down)
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self.connections = 0
-        self.flipped = 0
         threading.Thread(target=self._accept, daemon=True).start()
 
     @property
@@ -47,11 +45,27 @@ class FaultProxy:
             except OSError:
                 client.close()
                 continue
-            pair = _Pair(self, client, server)
-            with self._lock:
-                self._pairs.append(pair)
-                self.connections += 1
-            threading.Thread(target=pair.pump, daemon=True).start()
+            self._connected(client, server)
+
+    def _connected(self, client: socket.socket, server: socket.socket) -> None:
+        raise NotImplementedError
+
+
+class FaultProxy(TcpProxy):
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.delay = 0.0
+        self._flip_after: int | None = None  # flip a bit this many downstream bytes from now
+        self._pairs: list[_Pair] = []
+        self.connections = 0
+        self.flipped = 0
+        super().__init__(upstream)
+
+    def _connected(self, client: socket.socket, server: socket.socket) -> None:
+        pair = _Pair(self, client, server)
+        with self._lock:
+            self._pairs.append(pair)
+            self.connections += 1
+        threading.Thread(target=pair.pump, daemon=True).start()
 
     # -- faults ----------------------------------------------------------------------------------------
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import socket
 import threading
 
+from support.faultproxy import TcpProxy
+
 BHS = 48
 SCSI_COMMAND = 0x01
 DATA_IN = 0x25
@@ -23,40 +25,20 @@ def _pdu_length(header: bytes) -> int:
     return BHS + ahs + data + (-data % 4)
 
 
-class PduProxy:
+class PduProxy(TcpProxy):
     def __init__(self, upstream: tuple[str, int]) -> None:
-        self.upstream = upstream
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
         self.cut: dict[int, int] = {}  # operation code -> bytes of answer data left
         self.spoiled: dict[int, int] = {}  # operation code -> answers spoiled so far
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
         self._sockets: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(upstream)
 
-    @property
-    def portal(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def _accept(self) -> None:
-        self.listener.settimeout(0.1)
-        while not self._stop.is_set():
-            try:
-                client, _ = self.listener.accept()
-            except (TimeoutError, OSError):
-                continue
-            try:
-                server = socket.create_connection(self.upstream, timeout=5)
-            except OSError:
-                client.close()
-                continue
-            server.settimeout(None)
-            with self._lock:
-                self._sockets += [client, server]
-            pending: dict[bytes, int] = {}  # initiator task tag -> operation code to spoil
-            threading.Thread(target=self._pump, args=(client, server, pending, True), daemon=True).start()
-            threading.Thread(target=self._pump, args=(server, client, pending, False), daemon=True).start()
+    def _connected(self, client: socket.socket, server: socket.socket) -> None:
+        server.settimeout(None)
+        with self._lock:
+            self._sockets += [client, server]
+        pending: dict[bytes, int] = {}  # initiator task tag -> operation code to spoil
+        threading.Thread(target=self._pump, args=(client, server, pending, True), daemon=True).start()
+        threading.Thread(target=self._pump, args=(server, client, pending, False), daemon=True).start()
 
     def _pump(self, source: socket.socket, sink: socket.socket, pending: dict[bytes, int], outbound: bool) -> None:
         buffer = b""
