@@ -28,9 +28,9 @@ from iscsifs.block.command import (
     read_capacity,
 )
 from iscsifs.block.lun import DetectZeroes, Lun
-from iscsifs.net.api import Target
+from iscsifs.net.api import Executor, Target
 from iscsifs.net.connection import Connection
-from iscsifs.net.dial import Connect, ConnectError, tcp_connect
+from iscsifs.net.dial import Connect, tcp_connect
 from iscsifs.net.multipath import Multipath
 from iscsifs.net.nursery import fail_after, single_error
 from iscsifs.net.policy import PathPolicy, RecoveryPolicy
@@ -90,7 +90,6 @@ class ClientConfig:
     initiator_name: str = field(default_factory=default_initiator_name)
     credentials: ChapCredentials | None = None
     offer: Offer = Offer()
-    login_timeout: float = 15.0
     chap_algorithms: tuple[int, ...] | None = None  # None: DEFAULT_ALGORITHMS with the tgt fallback
     recovery: RecoveryPolicy = RecoveryPolicy()
     portals: tuple[Portal, ...] = ()  # more paths to every target (-o portal=)
@@ -171,7 +170,7 @@ class Client:
             offer = replace(offer, data_digest=DIGEST_OFFERS[data])
         return cls(ClientConfig(initiator_name=options.initiator_name or default_initiator_name(),
                                 credentials=credentials, offer=offer, chap_algorithms=options.chap_algorithms,
-                                recovery=options.recovery, login_timeout=options.recovery.login_timeout,
+                                recovery=options.recovery,
                                 portals=options.portals, path_policy=options.path_policy))
 
     def _login_config(self, target: str | None) -> LoginConfig:
@@ -185,15 +184,11 @@ class Client:
         """A Discovery session with SendTargets=All, then logout."""
         with single_error():
             async with trio.open_nursery() as nursery:
+                login_timeout = self.config.recovery.login_timeout
+                connection = await Connection.open_within(nursery, url.portal, self._login_config(None),
+                                                          self.config.connect, login_timeout)
                 try:
-                    with trio.fail_after(self.config.login_timeout):
-                        connection = await Connection.open(nursery, url.portal, self._login_config(None),
-                                                           self.config.connect)
-                except trio.TooSlowError:
-                    raise ConnectError(f"portal {url.portal} did not complete the login within "
-                                       f"{self.config.login_timeout:g} s (login_timeout)") from None
-                try:
-                    with fail_after(self.config.login_timeout, f"SendTargets on portal {url.portal}"):
+                    with fail_after(login_timeout, f"SendTargets on portal {url.portal}"):
                         pairs = await connection.text_request([("SendTargets", "All")])
                 finally:
                     with trio.move_on_after(self.config.recovery.error_logout_timeout):
@@ -209,22 +204,19 @@ class Client:
         TargetAddresses from discovery (which may be on other networks: those just stay down)."""
         return list(dict.fromkeys([url.portal, *self.config.portals, *self._addresses.get(target, ())]))
 
-    def _policy(self) -> RecoveryPolicy:
-        return replace(self.config.recovery, login_timeout=self.config.login_timeout)
-
     async def login(self, nursery: trio.Nursery, url: IscsiUrl, target: str,
                     identities: dict[int, tuple[str, str]] | None = None) -> Multipath:
         """A session over every portal of the target, reconnecting by itself (``iscsifs.net``).
         Without ``identities`` the paths beyond the first wait for ``start_paths``."""
-        return await Multipath.open(nursery, self.portals(url, target), self._login_config(target), self._policy(),
-                                  path_policy=self.config.path_policy, connect=self.config.connect,
-                                  identify=identity_of, identities=identities)
+        return await Multipath.open(nursery, self.portals(url, target), self._login_config(target),
+                                    self.config.recovery, path_policy=self.config.path_policy,
+                                    connect=self.config.connect, identify=identity_of, identities=identities)
 
     async def login_remote(self, workers: Workers, url: IscsiUrl, target: str,
                            identities: dict[int, tuple[str, str]] | None = None) -> RemoteMultipath:
         """``login``, in each session worker (``net.remote``). The workers make their own TCP
         connections: a test's ``connect`` stays in this process, so they need a real portal."""
-        return await workers.open(self.portals(url, target), self._login_config(target), self._policy(),
+        return await workers.open(self.portals(url, target), self._login_config(target), self.config.recovery,
                                   path_policy=self.config.path_policy, identify=identity_of, identities=identities)
 
     async def open_target(self, nursery: trio.Nursery, url: IscsiUrl, target: str, *,
@@ -255,7 +247,7 @@ class Client:
                     nursery.cancel_scope.cancel()
 
 
-async def report_luns(session: Target) -> list[int]:
+async def report_luns(session: Executor) -> list[int]:
     """REPORT LUNS (SPC-4 §6.33) through LUN 0, asking again if the list did not fit."""
     alloc = 4096
     while True:

@@ -28,7 +28,7 @@ from typing import TypeVar
 import trio
 
 from iscsifs.net.async_events import on_async_event
-from iscsifs.net.dial import Connect, tcp_connect
+from iscsifs.net.dial import Connect, ConnectError, tcp_connect
 from iscsifs.net.login import log_in
 from iscsifs.net.outbox import drain
 from iscsifs.proto.address import Portal
@@ -181,6 +181,18 @@ class Connection:
         nursery.start_soon(connection._watchdog)
         log.debug("logged in: %r params=%s", connection, done.login.params)
         return connection
+
+    @classmethod
+    async def open_within(cls, nursery: trio.Nursery, portal: Portal, config: LoginConfig, connect: Connect,
+                          login_timeout: float) -> Connection:
+        """``open``, given ``login_timeout`` seconds: a portal that takes the TCP connection but
+        does not complete a login is a ``ConnectError`` that says so (the portal is not answering)."""
+        try:
+            with trio.fail_after(login_timeout):
+                return await cls.open(nursery, portal, config, connect)
+        except trio.TooSlowError:
+            raise ConnectError(f"portal {portal} did not complete the login within {login_timeout:g} s "
+                               "(login_timeout)") from None
 
     # -- what the Async Message policy (net.async_events) does through us --------------------------
 

@@ -195,29 +195,29 @@ class TargetPool:
                 raise ConnectionLost("unmounting")
             self._open += 1
             try:
-                session = await self._opener(handle.target_name, handle.identities if handle.scanned else None)
+                logged_in = await self._opener(handle.target_name, handle.identities if handle.scanned else None)
             except BaseException:
                 self._open -= 1
                 self.changed()
                 raise
-            session.on_unit_attention = handle._unit_attention
-            handle.multipath = session
+            logged_in.on_unit_attention = handle._unit_attention
+            handle.multipath = logged_in
             handle.logins += 1
             handle.last_used = trio.current_time()
             if handle.logins > 1:
                 log.debug("target %s: logged in again (it was idle)", handle.target_name)
                 if handle.on_reopen is not None:
                     handle.on_reopen()
-            return session
+            return logged_in
 
     async def _logout(self, handle: PooledTarget, why: str) -> None:
-        session, handle.multipath = handle.multipath, None
-        if session is None:
+        logged_in, handle.multipath = handle.multipath, None
+        if logged_in is None:
             return
         log.debug("target %s: logging out %s", handle.target_name, why)
         try:
             with trio.move_on_after(self.policy.logout_timeout):
-                await session.logout()
+                await logged_in.logout()
         finally:
             self._open -= 1
             self.changed()

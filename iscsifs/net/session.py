@@ -198,12 +198,8 @@ class Session:
     # -- logging in and recovery ------------------------------------------------------------------------
 
     async def _login(self, config: LoginConfig) -> Connection:
-        try:
-            with trio.fail_after(self.policy.login_timeout):
-                connection = await Connection.open(self._nursery, self.portal, config, self._connect)
-        except trio.TooSlowError:
-            raise ConnectError(f"portal {self.portal} did not complete the login within "
-                               f"{self.policy.login_timeout:g} s (login_timeout)") from None
+        connection = await Connection.open_within(self._nursery, self.portal, config, self._connect,
+                                                  self.policy.login_timeout)
         self.config = connection.config  # as logged in (e.g. after tgt's CHAP fallback)
         return connection
 

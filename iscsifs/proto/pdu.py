@@ -172,8 +172,6 @@ class Pdu:
 
 
 REGISTRY: dict[int, type[Pdu]] = {}
-INITIATOR_OPCODES = frozenset({0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06})
-TARGET_OPCODES = frozenset({0x20, 0x21, 0x22, 0x23, 0x24, 0x25, 0x26, 0x31, 0x32, 0x3F})
 
 _P = TypeVar("_P", bound=Pdu)
 
@@ -193,6 +191,7 @@ def _derive_codec(cls: type[Pdu]) -> None:
     byte0: list[str] = [str(cls.OPCODE | fixed0)]
     byte1: list[str] = [str(fixed1)] if fixed1 else []
     placed: list[tuple[int, str, str]] = [(0, "B", "_b0"), (1, "B", "_b1"), (4, "I", "_ahs_dsl")]
+    bits = [cls.OPCODE | fixed0, fixed1]  # the bits of bytes 0 and 1 taken so far: each is used once
     unpacked: dict[str, str] = {"ahs": "ahs", "data": "data"}
     for f in table:
         if _WIRE not in f.metadata:
@@ -202,9 +201,13 @@ def _derive_codec(cls: type[Pdu]) -> None:
             placed.append((a, b, f.name))
             unpacked[f.name] = f.name
         elif kind == "flag":
+            assert not bits[a] & b, f"{cls.__name__}: {f.name} reuses a bit"
+            bits[a] |= b
             (byte0 if a == 0 else byte1).append(f"({b} if self.{f.name} else 0)")
             unpacked[f.name] = f"bool(_b{a} & {b})"
         else:
+            assert not bits[1] & a, f"{cls.__name__}: {f.name} reuses a bit"
+            bits[1] |= a
             shift = (a & -a).bit_length() - 1
             packed = f"((self.{f.name} << {shift}) & {a})"
             byte1.append(f"({packed} if self.{b} else 0)" if b else packed)
@@ -592,6 +595,9 @@ class Reject(Pdu):
         return cls.unpack_bhs(bhs, b"", b"") if cls else None
 
 
+# §11.2.1.2: initiator opcodes are 0x00-0x1f, target opcodes 0x20-0x3f; these are the ones we know.
+INITIATOR_OPCODES = frozenset(op for op in REGISTRY if op < 0x20)
+TARGET_OPCODES = frozenset(op for op in REGISTRY if op >= 0x20)
 _DATA_OUT = int(Opcode.SCSI_DATA_OUT)
 
 
