@@ -192,7 +192,7 @@ async def scenario(rng: random.Random, hostility: float, rounds: int = 3) -> Non
             return ours
 
         client = Client(ClientConfig(initiator_name="iqn.2026-11.test:hostile-initiator", recovery=POLICY,
-                                     login_timeout=POLICY.login_timeout, connect=connect))
+                                     connect=connect))
         pool = TargetPool(nursery, partial(client.login, nursery, URL))
         try:
             with trio.fail_after(OPERATION_BOUND):
