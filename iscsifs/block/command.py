@@ -163,6 +163,12 @@ async def write_protected(session: Executor, lun: int) -> bool:
             result = await command(session, lun, built, name="MODE SENSE", expected_in=512 if ten else 255)
             return mode_sense_write_protected(result.data, ten)
         except ScsiError as exc:
+            if exc.status == Status.RESERVATION_CONFLICT:
+                # tgt refuses MODE SENSE to a nexus that does not hold a write-exclusive
+                # reservation (SPC-4 Table 65 allows it): another host's reservation says
+                # nothing of write protection.
+                log.debug("LUN %d: MODE SENSE refused by a reservation; taken as not write-protected", lun)
+                return False
             if exc.sense is None or exc.sense.key != SenseKey.ILLEGAL_REQUEST:
                 raise
         except ScsiParseError:

@@ -20,6 +20,7 @@ import errno
 
 from iscsifs.block.command import command
 from iscsifs.block.ranges import ByteRanges, RangeLock
+from iscsifs.block.reservation import LunFenced, LunPr
 from iscsifs.net.api import Executor
 from iscsifs.proto.errors import IscsiError
 from iscsifs.scsi import cdb
@@ -106,6 +107,7 @@ class Lun:
         self.end: int | None = None  # where the file being written ends (see the module docstring)
         self.zeros = ByteRanges()  # ranges that read as zeros until the next flush writes them
         self.write_same = True  # WRITE SAME(16) works, until the LUN says otherwise
+        self.pr = LunPr()  # this mount's persistent reservation on the LUN (``block.reservation``)
 
     def __repr__(self) -> str:
         return f"<Lun {self.session.target_name}/{self.lun} {self.size} bytes bs={self.block_size}>"
@@ -176,6 +178,7 @@ class Lun:
                                  "thin-provisioned (VPD 0xB2)")
         if self.read_only:
             raise LunReadOnly(f"LUN {self.lun} of {self.session.target_name} is read-only")
+        self._not_fenced()
         bs = self.block_size
         if offset < 0 or length < 0 or offset % bs or length % bs or offset + length > self.size:
             raise UnalignedRange(f"discard of {length} bytes at {offset}: whole {bs}-byte blocks inside the LUN only")
@@ -260,6 +263,7 @@ class Lun:
 
     async def write(self, offset: int, data: bytes | bytearray | memoryview) -> int:
         """Write all of ``data`` at ``offset`` or raise; never changes the size of the LUN."""
+        self._not_fenced()
         n = len(data)
         if n == 0:
             return 0
@@ -272,6 +276,13 @@ class Lun:
         if self.zeros:  # the common case is none: nothing to do on every write
             self.zeros.remove(offset, offset + n)
         return await self._write(offset, data)
+
+    def _not_fenced(self) -> None:
+        """Fenced: fail at once, sending nothing (the target would refuse it anyway, and a write
+        that raced the fencing must not be tried again later)."""
+        if self.pr.fenced:
+            raise LunFenced(f"LUN {self.lun} of {self.session.target_name}: this host was fenced (another host "
+                            "removed its reservation key)")
 
     def truncate(self, length: int) -> None:
         """The file being written on the LUN ends at ``length`` (see the module docstring): a
@@ -319,6 +330,7 @@ class Lun:
     async def flush(self) -> None:
         """The ranges that read as zeros are written as zeros, then SYNCHRONIZE CACHE for the
         whole LUN (SBC-3 §5.22)."""
+        self._not_fenced()
         self.dirty = False
         bs = self.block_size
         try:

@@ -12,6 +12,11 @@ session worker process (``net.remote``).
 - ``MountedTarget``: a target whose files can be open, which keeps it logged in
   (``net.pool.PooledTarget``).
 
+Persistent reservations (SPC-4 §5.13) are kept per I_T nexus, and each path of a target (and each
+worker's session) is a nexus of its own: so ``block`` hands ``net`` what to do on each nexus (a
+``Registrar``, a ``NexusAction``), and ``net`` runs it on every nexus it has and on every later
+login. A registration that another host removed (fencing) is reported through ``on_fenced``.
+
 The feedback of a command's status (TASK SET FULL shrinks the queue; unit attentions are
 reported) is the executor's own business: it sees every result.
 """
@@ -27,6 +32,7 @@ from iscsifs.proto.connection import ScsiResult
 from iscsifs.scsi.sense import Sense
 
 UnitAttention = Callable[[int, Sense], None]  # (LUN, sense) of a UNIT ATTENTION or SCSI Async Event
+Fenced = Callable[[int], None]  # (LUN): another host removed this mount's registration
 DataOut = bytes | bytearray | memoryview
 Into = bytearray | memoryview
 
@@ -51,8 +57,35 @@ class Executor(Protocol):
         ...
 
 
+class NexusAction(Protocol):
+    """Something done on one I_T nexus (a PERSISTENT RESERVE OUT that holds per nexus). Picklable:
+    it may run in a session worker."""
+
+    async def __call__(self, nexus: Executor, lun: int) -> None: ...
+
+
+class Registrar(Protocol):
+    """Keeps a LUN's registration on each I_T nexus of the mount (``iscsifs.block.reservation``
+    says how). Picklable: it runs in the session workers too."""
+
+    async def register(self, nexus: Executor, lun: int) -> None:
+        """Join: register (and reserve, if asked) on this nexus, whatever others hold."""
+        ...
+
+    async def login(self, nexus: Executor, lun: int) -> bool:
+        """After this nexus logged in (again): register it again, unless the mount was fenced
+        meanwhile (False)."""
+        ...
+
+    async def preempted(self, nexus: Executor, lun: int) -> bool:
+        """This nexus was told its registration was preempted (UNIT ATTENTION 2A/03, 2A/05): False
+        if the mount was fenced; True if it was only this nexus (it registers again)."""
+        ...
+
+
 class Target(Executor, Protocol):
     on_unit_attention: UnitAttention | None
+    on_fenced: Fenced | None
 
     @property
     def portal(self) -> Portal:
@@ -68,6 +101,21 @@ class Target(Executor, Protocol):
 
     def expect_identity(self, lun: int, serial: str, wwn: str) -> None:
         """After any later login, ``lun`` must still answer with this serial and WWN."""
+        ...
+
+    async def every_nexus(self, lun: int, action: NexusAction) -> None:
+        """Run ``action`` on every I_T nexus logged in now (each path; each worker's session);
+        raises the first error, after trying them all."""
+        ...
+
+    async def register(self, lun: int, registrar: Registrar) -> None:
+        """Join: ``registrar.register`` on every I_T nexus logged in now, and on any that logs in
+        meanwhile; then ``keep_registered``. Raises the first error (and keeps nothing)."""
+        ...
+
+    def keep_registered(self, lun: int, registrar: Registrar | None) -> None:
+        """From now on every login runs ``registrar.login`` for ``lun`` and a nexus told it was
+        preempted runs ``registrar.preempted`` (None: no more)."""
         ...
 
 

@@ -16,7 +16,7 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from iscsifs.net.api import Identify, PathInfo
+from iscsifs.net.api import Identify, NexusAction, PathInfo, Registrar
 from iscsifs.net.policy import PathPolicy, RecoveryPolicy
 from iscsifs.proto.address import Portal
 from iscsifs.proto.errors import IscsiError
@@ -68,6 +68,7 @@ class Open:
     identify: Identify | None
     identities: dict[int, tuple[str, str]] | None
     reopen: bool = False
+    registrars: dict[int, Registrar] | None = None  # reopening: the LUNs kept registered, from the first login
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +94,29 @@ class ExpectIdentity:
     wwn: str
 
 
-Call = Open | Logout | CloseNow | StartPaths | ExpectIdentity
+@dataclass(frozen=True, slots=True)
+class KeepRegistered:
+    sid: int
+    lun: int
+    registrar: Registrar | None
+
+
+@dataclass(frozen=True, slots=True)
+class Register:
+    sid: int
+    lun: int
+    registrar: Registrar
+
+
+@dataclass(frozen=True, slots=True)
+class EveryNexus:
+    sid: int
+    lun: int
+    action: NexusAction
+
+
+Call = Open | Logout | CloseNow | StartPaths | ExpectIdentity | Register | KeepRegistered | EveryNexus
+CALLS = (Open, Logout, CloseNow, StartPaths, ExpectIdentity, Register, KeepRegistered, EveryNexus)
 
 
 # -- events: a worker to the FUSE process ---------------------------------------------------------
@@ -119,7 +142,14 @@ class LogLine:
     message: str
 
 
-Event = StateChanged | UnitAttentionReported | LogLine
+@dataclass(frozen=True, slots=True)
+class Fenced:
+    sid: int
+    lun: int
+
+
+Event = StateChanged | UnitAttentionReported | Fenced | LogLine
+EVENTS = (StateChanged, UnitAttentionReported, Fenced, LogLine)
 
 
 def frame(kind: Kind, tag: int, *parts: bytes | bytearray | memoryview) -> list[bytes | bytearray | memoryview]:
@@ -143,14 +173,14 @@ def unpickle(payload: memoryview) -> object:
 
 def call_from(payload: memoryview) -> Call:
     call = pickle.loads(payload)
-    if not isinstance(call, (Open, Logout, CloseNow, StartPaths, ExpectIdentity)):
+    if not isinstance(call, CALLS):
         raise TypeError(f"not a call: {type(call).__name__}")
     return call
 
 
 def event_from(payload: memoryview) -> Event:
     event = pickle.loads(payload)
-    if not isinstance(event, (StateChanged, UnitAttentionReported, LogLine)):
+    if not isinstance(event, EVENTS):
         raise TypeError(f"not an event: {type(event).__name__}")
     return event
 

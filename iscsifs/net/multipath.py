@@ -13,6 +13,12 @@ while the paths keep reconnecting, so the mount serves again when the target ret
 After every login, each LUN the layers above registered (``expect_identity``) must answer with
 the same serial and WWN (VPD 0x80/0x83): a path that leads to other devices than the healthy
 paths do is refused; a LUN that is another device after every path was down fails its I/O.
+
+Each path is an I_T nexus of its own for persistent reservations: a LUN kept registered
+(``keep_registered``) is registered again by every login of every path before it serves, and a
+path told that its registration was preempted (UNIT ATTENTION 2A/03, 2A/05) asks the registrar
+whether the mount was fenced or only that nexus lost it. RESERVATION CONFLICT is a status like
+any other here: returned to the caller, never re-issued on another path.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from dataclasses import replace
 
 import trio
 
-from iscsifs.net.api import DataOut, Identify, Into, PathInfo, UnitAttention
+from iscsifs.net.api import DataOut, Fenced, Identify, Into, NexusAction, PathInfo, Registrar, UnitAttention
 from iscsifs.net.dial import Connect, tcp_connect
 from iscsifs.net.nursery import fail_after
 from iscsifs.net.policy import PathPolicy, RecoveryPolicy
@@ -39,11 +45,15 @@ from iscsifs.proto.errors import ConnectionLost, IscsiError
 from iscsifs.proto.lifecycle import SessionState
 from iscsifs.proto.login import LoginConfig, new_isid
 from iscsifs.proto.text import OperationalParams
-from iscsifs.scsi.sense import Sense, SenseKey, Status, parse_sense
+from iscsifs.scsi.response import ScsiParseError
+from iscsifs.scsi.sense import ScsiError, Sense, SenseKey, Status, parse_sense
 
 log = logging.getLogger("iscsifs")
 
 MAX_QUEUE_DEPTH = 64
+# SPC-4 §5.13.11: RESERVATIONS PREEMPTED and REGISTRATIONS PREEMPTED (tgt reports a PREEMPT and a
+# CLEAR with 2A/03 to every nexus it unregistered).
+PREEMPTED = frozenset({(0x2A, 0x03), (0x2A, 0x05)})
 _GOOD = int(Status.GOOD)  # a plain int on every command's path (an IntEnum member is a lookup)
 
 
@@ -60,7 +70,8 @@ class Multipath:
 
     def __init__(self, nursery: trio.Nursery, config: LoginConfig, policy: RecoveryPolicy, *,
                  path_policy: PathPolicy = PathPolicy.FAILOVER, connect: Connect = tcp_connect,
-                 identify: Identify | None = None, identities: dict[int, tuple[str, str]] | None = None) -> None:
+                 identify: Identify | None = None, identities: dict[int, tuple[str, str]] | None = None,
+                 registrars: dict[int, Registrar] | None = None) -> None:
         assert config.target_name is not None
         self._nursery = nursery
         self._config = config
@@ -77,6 +88,10 @@ class Multipath:
         self._changed = trio.Event()  # set (and replaced) whenever a path changes state
         self._down_since: float | None = None
         self.on_unit_attention: UnitAttention | None = None
+        self.on_fenced: Fenced | None = None
+        self._registrars: dict[int, Registrar] = dict(registrars or {})  # LUN -> how it stays registered
+        self._joining: set[int] = set()  # LUNs being registered on every path now (``register``)
+        self._checking: set[tuple[int, int]] = set()  # (id of a path, LUN) whose preemption is being looked at
         self.identities: dict[int, tuple[str, str]] = dict(identities or {})  # LUN -> (serial, wwn)
         self._lun_changed: dict[int, str] = {}
         # Commands in flight, at most queue_depth. TASK SET FULL shrinks it (_queue_full); it grows
@@ -91,12 +106,13 @@ class Multipath:
     async def open(cls, nursery: trio.Nursery, portals: list[Portal], config: LoginConfig, policy: RecoveryPolicy,
                    *, path_policy: PathPolicy = PathPolicy.FAILOVER, connect: Connect = tcp_connect,
                    identify: Identify | None = None,
-                   identities: dict[int, tuple[str, str]] | None = None) -> Multipath:
+                   identities: dict[int, tuple[str, str]] | None = None,
+                   registrars: dict[int, Registrar] | None = None) -> Multipath:
         """Log in through the first of ``portals`` that takes us (or raise the first portal's
         error). The other portals become paths at once when ``identities`` are given, else once
         ``start_paths`` is called (after the caller has registered them)."""
         multipath = cls(nursery, config, policy, path_policy=path_policy, connect=connect, identify=identify,
-                        identities=identities)
+                        identities=identities, registrars=registrars)
         portals = multipath._order = list(dict.fromkeys(portals))  # the same portal twice is one path
         errors: list[BaseException] = []
         for i, portal in enumerate(portals):
@@ -200,19 +216,115 @@ class Multipath:
                 if self._depth < MAX_QUEUE_DEPTH:
                     self._queue_ok()
             else:
-                self._feedback(lun, result)
+                self._feedback(lun, result, path)
             return result
 
-    def _feedback(self, lun: int, result: ScsiResult) -> None:
+    def _feedback(self, lun: int, result: ScsiResult, path: Session) -> None:
         """What a result other than GOOD says of the target beyond this command: TASK SET FULL
         shrinks the queue; a UNIT ATTENTION reports an event (SAM-5 §5.14) to whoever follows the
-        target, before the caller retries the command."""
+        target, before the caller retries the command; one that says this path's registration
+        was preempted has the registrar look at it."""
         if result.status == Status.TASK_SET_FULL:
             self._queue_full()
-        elif result.status == Status.CHECK_CONDITION and self.on_unit_attention is not None:
+        elif result.status == Status.CHECK_CONDITION:
             sense = parse_sense(result.sense)
-            if sense is not None and sense.key == SenseKey.UNIT_ATTENTION:
+            if sense is None or sense.key != SenseKey.UNIT_ATTENTION:
+                return
+            if sense.asc_ascq in PREEMPTED and lun in self._registrars:
+                self._preempted(path, lun)
+            if self.on_unit_attention is not None:
                 self.on_unit_attention(lun, sense)
+
+    # -- persistent reservations: each path is an I_T nexus --------------------------------------------
+
+    def keep_registered(self, lun: int, registrar: Registrar | None) -> None:
+        if registrar is None:
+            self._registrars.pop(lun, None)
+        else:
+            self._registrars[lun] = registrar
+
+    async def register(self, lun: int, registrar: Registrar) -> None:
+        self._registrars[lun] = registrar
+        self._joining.add(lun)
+        try:
+            await self.every_nexus(lun, registrar.register)
+        except BaseException:
+            if self._registrars.get(lun) is registrar:
+                del self._registrars[lun]
+            raise
+        finally:
+            self._joining.discard(lun)
+
+    async def every_nexus(self, lun: int, action: NexusAction) -> None:
+        """``action`` on each path logged in now; a path that is down meanwhile is left to its
+        next login. The first error is raised once every path was tried."""
+        errors: list[IscsiError] = []
+        for path in list(self._usable):
+            try:
+                await action(path, lun)
+            except SessionDown as exc:
+                log.debug("LUN %d of %s through %s: %s; its next login sees to it", lun, self.target_name,
+                          path.portal, exc)
+            except IscsiError as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+    def _fenced(self, lun: int, portal: Portal) -> None:
+        if self._registrars.pop(lun, None) is None:
+            return
+        log.error("LUN %d of %s: this host's registration was removed by another host (fenced, seen through %s); "
+                  "its writes fail with EBUSY until it registers again (iscsifs pr --register)", lun,
+                  self.target_name, portal)
+        if self.on_fenced is not None:
+            self.on_fenced(lun)
+
+    def _preempted(self, path: Session, lun: int) -> None:
+        key = (id(path), lun)
+        if key not in self._checking:
+            self._checking.add(key)
+            self._nursery.start_soon(self._look_at_preemption, path, lun, key)
+
+    async def _look_at_preemption(self, path: Session, lun: int, key: tuple[int, int]) -> None:
+        try:
+            registrar = self._registrars.get(lun)
+            if registrar is None:
+                return
+            with fail_after(self.policy.command_timeout, f"the registration check of LUN {lun}"):
+                kept = await registrar.preempted(path, lun)
+            if not kept:
+                self._fenced(lun, path.portal)
+        except IscsiError as exc:
+            log.warning("LUN %d of %s: checking the registration through %s failed: %s", lun, self.target_name,
+                        path.portal, exc)
+        finally:
+            self._checking.discard(key)
+
+    async def _register_after_login(self, path: Session, probe: ConnectionExecutor) -> None:
+        """Every LUN kept registered, on this nexus, before it serves: until no registrar was
+        added meanwhile (``every_nexus`` does not see a path that is not serving yet)."""
+        done: dict[int, Registrar] = {}
+        while True:
+            todo = [(lun, r) for lun, r in self._registrars.items() if done.get(lun) is not r]
+            if not todo:
+                return
+            for lun, registrar in todo:
+                done[lun] = registrar
+                try:
+                    with fail_after(self.policy.command_timeout, f"registering LUN {lun} through {path.portal}"):
+                        if lun in self._joining:  # joining now: this path too, whatever others hold
+                            await registrar.register(probe, lun)
+                            kept = True
+                        else:
+                            kept = await registrar.login(probe, lun)
+                except (ScsiError, ScsiParseError) as exc:
+                    # The target refused or garbled it: this path serves unregistered (its writes
+                    # may conflict), rather than never serving.
+                    log.warning("LUN %d of %s: registering through %s failed: %s", lun, self.target_name,
+                                path.portal, exc)
+                    continue
+                if not kept:
+                    self._fenced(lun, path.portal)
 
     # -- paths ---------------------------------------------------------------------------------------
 
@@ -252,7 +364,13 @@ class Multipath:
                                   f"{self.policy.recovery_timeout:.0f} s (recovery_timeout); still reconnecting")
 
     async def _check_login(self, path: Session, probe: ConnectionExecutor) -> None:
-        """Every registered LUN must be the same device through ``path`` as before."""
+        """Every registered LUN must be the same device through ``path`` as before; then the LUNs
+        kept registered are registered on it."""
+        await self._check_identities(path, probe)
+        if self._registrars:
+            await self._register_after_login(path, probe)
+
+    async def _check_identities(self, path: Session, probe: ConnectionExecutor) -> None:
         if self._identify is None:
             return
         for lun, expected in list(self.identities.items()):

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
-from iscsifs.net.api import DataOut, Into, LoggedIn, PathInfo, UnitAttention
+from iscsifs.net.api import DataOut, Fenced, Into, LoggedIn, NexusAction, PathInfo, Registrar, UnitAttention
 from iscsifs.net.policy import DEFAULT_POLICY, RecoveryPolicy
 from iscsifs.proto.address import Portal
 from iscsifs.proto.connection import ScsiResult
@@ -43,6 +43,10 @@ class PooledTarget:
         self._opening = trio.Lock()
         self.on_unit_attention: UnitAttention | None = None
         self.on_reopen: Callable[[], None] | None = None  # logged in again after being logged out
+        self.on_fenced: Fenced | None = None
+        # LUNs kept registered (persistent reservations): the target stays logged in while there
+        # is one, as a logout would end the registrations of its I_T nexuses.
+        self.registrars: dict[int, Registrar] = {}
         self.identities: dict[int, tuple[str, str]] = {}
         self.scanned = False  # identities are known: later logins check them and start every path
         self.holds = 0  # open files
@@ -95,6 +99,28 @@ class PooledTarget:
         if self.multipath is not None:
             self.multipath.expect_identity(lun, serial, wwn)
 
+    async def register(self, lun: int, registrar: Registrar) -> None:
+        multipath = self.multipath or await self._pool.open(self)
+        await multipath.register(lun, registrar)
+        self.registrars[lun] = registrar
+
+    async def every_nexus(self, lun: int, action: NexusAction) -> None:
+        multipath = self.multipath or await self._pool.open(self)
+        await multipath.every_nexus(lun, action)
+
+    def keep_registered(self, lun: int, registrar: Registrar | None) -> None:
+        if registrar is None:
+            self.registrars.pop(lun, None)
+        else:
+            self.registrars[lun] = registrar
+        if self.multipath is not None:
+            self.multipath.keep_registered(lun, registrar)
+
+    def _fenced(self, lun: int) -> None:
+        self.registrars.pop(lun, None)
+        if self.on_fenced is not None:
+            self.on_fenced(lun)
+
     def hold(self) -> None:
         self.holds += 1
 
@@ -121,7 +147,8 @@ class PooledTarget:
 
     @property
     def idle(self) -> bool:
-        return self.multipath is not None and not self.holds and not self.busy and not self._opening.locked()
+        return (self.multipath is not None and not self.holds and not self.busy and not self.registrars
+                and not self._opening.locked())
 
 
 class TargetPool:
@@ -201,6 +228,9 @@ class TargetPool:
                 self.changed()
                 raise
             logged_in.on_unit_attention = handle._unit_attention
+            logged_in.on_fenced = handle._fenced
+            for lun, registrar in handle.registrars.items():
+                logged_in.keep_registered(lun, registrar)
             handle.multipath = logged_in
             handle.logins += 1
             handle.last_used = trio.current_time()

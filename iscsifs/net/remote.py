@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 import outcome
 import trio
 
-from iscsifs.net.api import DataOut, Identify, Into, PathInfo, UnitAttention
+from iscsifs.net.api import DataOut, Fenced, Identify, Into, NexusAction, PathInfo, Registrar, UnitAttention
 from iscsifs.net.arena import Arena
 from iscsifs.net.channel import Channel, ChannelClosed, Parts
 from iscsifs.net.ipc import (
@@ -35,14 +35,18 @@ from iscsifs.net.ipc import (
     Call,
     CloseNow,
     Event,
+    EveryNexus,
     ExpectIdentity,
+    KeepRegistered,
     Kind,
     LogLine,
     Logout,
     MultipathState,
     Open,
+    Register,
     StartPaths,
     StateChanged,
+    UnitAttentionReported,
     event_from,
     exec_frame,
     pickled,
@@ -218,7 +222,9 @@ class WorkerProcess:
                     delay = min(delay * 2, RESTART_DELAY_MAX)
             self.restarts += 1
             for sid, opened in self.opened.items():
-                self.tell(replace(opened, reopen=True))
+                remote = self._workers.sessions.get(sid)
+                registrars = dict(remote.registrars) if remote is not None else None
+                self.tell(replace(opened, reopen=True, registrars=registrars))
                 for told in self.said.get(sid, ()):
                     self.tell(told)
             for tag in sorted(self.pending):
@@ -297,6 +303,8 @@ class RemoteMultipath:
         self.state: MultipathState | None = None  # the primary's, as it last reported
         self.reconnects_by_sid: dict[int, int] = {}
         self.on_unit_attention: UnitAttention | None = None
+        self.on_fenced: Fenced | None = None
+        self.registrars: dict[int, Registrar] = {}  # what a restarted worker's first login registers
         self._closed = False
 
     def __repr__(self) -> str:
@@ -343,6 +351,44 @@ class RemoteMultipath:
     def start_paths(self) -> None:
         for worker, sid in self._subs:
             worker.tell_again(StartPaths(sid))
+
+    def keep_registered(self, lun: int, registrar: Registrar | None) -> None:
+        if registrar is None:
+            self.registrars.pop(lun, None)
+        else:
+            self.registrars[lun] = registrar
+        for worker, sid in self._subs:
+            worker.tell(KeepRegistered(sid, lun, registrar))
+
+    async def register(self, lun: int, registrar: Registrar) -> None:
+        """In every worker, on each of its paths; none keeps it if one fails."""
+        try:
+            for worker, sid in self._subs:
+                await worker.call(Register(sid, lun, registrar))
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                self.keep_registered(lun, None)
+            raise
+        self.registrars[lun] = registrar
+
+    async def every_nexus(self, lun: int, action: NexusAction) -> None:
+        """In every worker, on each of its paths; the first error once all were tried."""
+        errors: list[IscsiError] = []
+        for worker, sid in self._subs:
+            try:
+                await worker.call(EveryNexus(sid, lun, action))
+            except IscsiError as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+    def fenced(self, lun: int) -> None:
+        """A worker's multipath found the mount fenced on ``lun``: the others stop keeping it too."""
+        if lun not in self.registrars:
+            return  # another worker said so first
+        self.keep_registered(lun, None)
+        if self.on_fenced is not None:
+            self.on_fenced(lun)
 
     def close_now(self) -> None:
         self._closed = True
@@ -420,8 +466,11 @@ class Workers:
             remote.reconnects_by_sid[event.sid] = event.state.reconnects
             if event.sid == remote.primary:
                 remote.state = event.state
-        elif remote.on_unit_attention is not None:
-            remote.on_unit_attention(event.lun, event.sense)
+        elif isinstance(event, UnitAttentionReported):
+            if remote.on_unit_attention is not None:
+                remote.on_unit_attention(event.lun, event.sense)
+        else:
+            remote.fenced(event.lun)
 
     async def close(self) -> None:
         self.closing = True

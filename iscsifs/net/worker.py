@@ -32,12 +32,16 @@ from iscsifs.net.ipc import (
     RESULT,
     Call,
     CloseNow,
+    EveryNexus,
     ExpectIdentity,
+    Fenced,
+    KeepRegistered,
     Kind,
     LogLine,
     Logout,
     MultipathState,
     Open,
+    Register,
     StartPaths,
     StateChanged,
     UnitAttentionReported,
@@ -74,7 +78,8 @@ class Worker:
         # How each call is carried out, by its class (``net.ipc``).
         self._handlers: dict[type[Call], Callable[[Call], Awaitable[None]]] = {
             Open: self._open, Logout: self._logout, CloseNow: self._close_now, StartPaths: self._start_paths,
-            ExpectIdentity: self._expect_identity,
+            ExpectIdentity: self._expect_identity, Register: self._register, KeepRegistered: self._keep_registered,
+            EveryNexus: self._every_nexus,
         }
 
     def send(self, parts: Parts) -> None:
@@ -158,7 +163,7 @@ class Worker:
                 # Every worker's multipath is one of its own: a fresh ISID, never a reinstatement.
                 session = await Multipath.open(self._nursery, call.portals, replace(config, isid=new_isid()), policy,
                                                path_policy=call.path_policy, identify=call.identify,
-                                               identities=call.identities)
+                                               identities=call.identities, registrars=call.registrars)
                 break
             except (IscsiError, OSError) as exc:
                 if not call.reopen or entry.closed:
@@ -173,6 +178,7 @@ class Worker:
                 log.info("reopening the session to %s: %s; retrying", config.target_name, exc)
                 await trio.sleep(policy.probe_interval)
         session.on_unit_attention = partial(self._unit_attention, sid)
+        session.on_fenced = partial(self._fenced, sid)
         entry.session, entry.error = session, None
         entry.ready.set()
         if entry.closed:
@@ -200,11 +206,25 @@ class Worker:
         assert isinstance(call, ExpectIdentity)
         (await self._session(call.sid)).expect_identity(call.lun, call.serial, call.wwn)
 
+    async def _register(self, call: Call) -> None:
+        assert isinstance(call, Register)
+        await (await self._session(call.sid)).register(call.lun, call.registrar)
+
+    async def _keep_registered(self, call: Call) -> None:
+        assert isinstance(call, KeepRegistered)
+        (await self._session(call.sid)).keep_registered(call.lun, call.registrar)
+
+    async def _every_nexus(self, call: Call) -> None:
+        assert isinstance(call, EveryNexus)
+        await (await self._session(call.sid)).every_nexus(call.lun, call.action)
 
     # -- events ------------------------------------------------------------------------------------
 
     def _unit_attention(self, sid: int, lun: int, sense: Sense) -> None:
         self.send(pickled(Kind.EVENT, 0, UnitAttentionReported(sid, lun, sense)))
+
+    def _fenced(self, sid: int, lun: int) -> None:
+        self.send(pickled(Kind.EVENT, 0, Fenced(sid, lun)))
 
     async def _publish(self, sid: int, entry: _Entry) -> None:
         """The session's paths, whenever they change: what ``paths()``, ``alive`` and ``stats``
