@@ -28,6 +28,7 @@ from iscsifs.block.command import (
     read_capacity,
 )
 from iscsifs.block.lun import DetectZeroes, Lun
+from iscsifs.block.reservation import PrStatus, PrUnsupported, read_keys, read_reservation
 from iscsifs.net.api import Executor, Target
 from iscsifs.net.connection import Connection
 from iscsifs.net.dial import Connect, tcp_connect
@@ -125,6 +126,7 @@ class LunInfo:
     capacity: Capacity | None  # None for LUNs that are not disks
     identity: Identity = Identity()
     portal: str = ""  # the active path's, when scanned
+    reservations: PrStatus | None = None  # persistent reservations, where asked (ls) and the LUN has them
 
     @property
     def is_disk(self) -> bool:
@@ -233,18 +235,32 @@ class Client:
         session.start_paths()
         return session, luns
 
-    async def scan_target(self, url: IscsiUrl, target: str) -> list[LunInfo]:
-        """Log in, list every LUN of ``target``, log out."""
+    async def scan_target(self, url: IscsiUrl, target: str, *, reservations: bool = False,
+                          key: int | None = None) -> list[LunInfo]:
+        """Log in, list every LUN of ``target``, log out. ``reservations``: with each disk's
+        persistent reservations (``key``: whether it is registered), read only."""
         with single_error():
             async with trio.open_nursery() as nursery:
                 session = await self.login(nursery, url, target)
                 try:
                     with fail_after(self.config.recovery.rescan_timeout, f"scanning the LUNs of {target}"):
-                        return await scan_luns(session)
+                        infos = await scan_luns(session)
+                        if reservations:
+                            infos = [replace(i, reservations=await _reservations(session, i.lun, key))
+                                     if i.is_disk else i for i in infos]
+                        return infos
                 finally:
                     with trio.move_on_after(self.config.recovery.error_logout_timeout):
                         await session.logout()
                     nursery.cancel_scope.cancel()
+
+
+async def _reservations(session: Executor, lun: int, key: int | None) -> PrStatus | None:
+    try:
+        keys = await read_keys(session, lun)
+        return PrStatus(keys.generation, keys.keys, await read_reservation(session, lun), key, fenced=False)
+    except PrUnsupported:
+        return None
 
 
 async def report_luns(session: Executor) -> list[int]:

@@ -29,6 +29,8 @@ class Stats:
     workers: Callable[[], tuple[int, int]] = lambda: (0, 0)  # set by the mount: session workers, their restarts
     # set by the mount: each target's paths, {target: [{"portal", "state", "active"}]}
     paths: Callable[[], dict[str, list[dict[str, object]]]] = lambda: {}
+    # set by the mount: "target/LUN" -> {"key", "registered", "fenced", "reservation"} (persistent reservations)
+    reservations: Callable[[], dict[str, dict[str, object]]] = lambda: {}
 
     def record(self, name: str, seconds: float, *, read: int = 0, written: int = 0, ok: bool = True) -> None:
         self.commands[name] = self.commands.get(name, 0) + 1
@@ -58,6 +60,7 @@ class Stats:
             "uptime_s": round(time.time() - self.started, 1),
             "sessions": self.sessions(),
             "paths": self.paths(),
+            "reservations": self.reservations(),
             "reconnects": self.reconnects(),
             "workers": self.workers()[0],
             "worker_restarts": self.workers()[1],

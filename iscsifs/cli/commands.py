@@ -1,4 +1,4 @@
-"""The ``iscsifs`` command: mount (or the demo), ``ls`` and ``stats``; exit codes.
+"""The ``iscsifs`` command: mount (or the demo), ``ls``, ``stats``, ``discard``, ``map`` and ``pr``; exit codes.
 
 Errors are one line on stderr and a documented exit code; never a traceback (``-d`` adds one).
 Its parts: ``options`` (the command line as typed values), ``daemon`` (going to the background,
@@ -15,6 +15,7 @@ import os
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import setproctitle
 import trio
@@ -28,6 +29,8 @@ from iscsifs.cli.options import (
     LsCommand,
     MapCommand,
     MountCommand,
+    PrAction,
+    PrCommand,
     StatsCommand,
     UsageError,
     parse_command,
@@ -38,15 +41,17 @@ from iscsifs.cli.report import (
     lun_record,
     map_text,
     merge_extents,
+    pr_text,
     stats_text,
 )
 from iscsifs.mount import logs
-from iscsifs.mount.fs import DISCARD_XATTR, MAP_XATTR_PREFIX, STATS_XATTR
+from iscsifs.mount.fs import DISCARD_XATTR, MAP_XATTR_PREFIX, PR_ACTION_XATTR, PR_XATTR, STATS_XATTR
 from iscsifs.mount.mountpoint import MountError, check_mountpoint, containing_mount
 from iscsifs.mount.serve import serve
 from iscsifs.net.dial import ConnectError
 from iscsifs.net.nursery import first_error
 from iscsifs.proto.errors import AuthenticationError, IscsiError, LoginError, TimedOut
+from iscsifs.scsi.persistent import key_text
 from iscsifs.url import IscsiUrl, UrlError, parse_url
 
 log = logging.getLogger("iscsifs")
@@ -174,7 +179,8 @@ async def _mount_main(cmd: MountCommand, url: IscsiUrl | None, mountpoint: str, 
 # -- ls --------------------------------------------------------------------------------------------
 
 
-async def _ls(url: IscsiUrl, client: Client, progress: bool) -> list[LunInfo]:
+async def _ls(url: IscsiUrl, client: Client, progress: bool, key: int | None = None,
+              reservations: bool = False) -> list[LunInfo]:
     rows: list[LunInfo] = []
     targets = [url.target] if url.target else [t.name for t in sorted(await client.discover(url), key=lambda t: t.name)]
     failures: list[IscsiError] = []
@@ -182,7 +188,7 @@ async def _ls(url: IscsiUrl, client: Client, progress: bool) -> list[LunInfo]:
         if progress:
             print(f"\riscsifs: scanning target {n}/{len(targets)}", end="", file=sys.stderr, flush=True)
         try:
-            infos = await client.scan_target(url, target)
+            infos = await client.scan_target(url, target, reservations=reservations, key=key)
         except IscsiError as exc:
             if url.target:
                 raise
@@ -205,7 +211,9 @@ async def _ls(url: IscsiUrl, client: Client, progress: bool) -> list[LunInfo]:
 def run_ls(cmd: LsCommand) -> int:
     url = parse_url(cmd.url)
     client = Client.for_url(url, cmd.options.connect)
-    rows = trio.run(_ls, url, client, sys.stderr.isatty() and not cmd.debug)
+    # --json also reads each disk's persistent reservations (read only: no registration).
+    rows = trio.run(_ls, url, client, sys.stderr.isatty() and not cmd.debug, cmd.options.mount.reservation_key,
+                    cmd.json)
     if cmd.json:
         print(json.dumps([lun_record(info, [str(p) for p in client.portals(url, info.target)]) for info in rows],
                          indent=2))
@@ -306,6 +314,78 @@ def run_map(cmd: MapCommand) -> int:
     return EXIT_OK
 
 
+# -- pr: persistent reservations through the mount -------------------------------------------------
+
+_PR_REFUSALS = {
+    errno.EOPNOTSUPP: "the LUN does not support persistent reservations (or that reservation type)",
+    errno.ENOTSUP: "the LUN does not support persistent reservations (or that reservation type)",
+    errno.EBUSY: "reservation conflict: another host holds the LUN, or this mount was fenced",
+    errno.ENOKEY: "this mount has no key registered on the LUN (iscsifs pr --register KEY)",
+    errno.EACCES: "permission denied (changing reservations needs write access to the LUN file)",
+    errno.EPERM: "permission denied (changing reservations needs write access to the LUN file)",
+    errno.EINVAL: "the mount refused the request as malformed",
+}
+
+
+def _pr_status(path: str) -> dict[str, Any]:  # Any: the JSON of block.reservation.PrStatus
+    try:
+        status: dict[str, Any] = json.loads(os.getxattr(path, PR_XATTR.decode()))
+    except OSError as exc:
+        raise Refused(f"cannot read the reservations of {path}: "
+                      f"{_PR_REFUSALS.get(exc.errno or 0, error_message(exc))}") from None
+    return status
+
+
+def _pr_request(cmd: PrCommand) -> str:
+    """What to set ``user.iscsifs.pr`` to; checked first against what the LUN has, so a request
+    that cannot work changes nothing (exit 7)."""
+    status = _pr_status(cmd.path)
+    if cmd.action is PrAction.REGISTER:
+        assert cmd.key is not None
+        return f"register {cmd.key:#x}"
+    if cmd.action is PrAction.UNREGISTER:
+        if status["key"] is None:
+            raise Refused(f"{cmd.path}: this mount has no key registered; nothing to unregister")
+        return "unregister"
+    if not status["registered"] or status["fenced"]:
+        why = "was fenced (another host removed its key)" if status["fenced"] else "has no key registered"
+        raise Refused(f"{cmd.path}: this mount {why}: register first (iscsifs pr --register KEY); nothing was changed")
+    if cmd.action is PrAction.RESERVE:
+        assert cmd.type is not None
+        return f"reserve {cmd.type.word}"
+    if cmd.action is PrAction.RELEASE:
+        if status["reservation"] is None or not status["reservation"]["ours"]:
+            raise Refused(f"{cmd.path}: this mount holds no reservation; nothing to release")
+        return "release"
+    if cmd.action is PrAction.CLEAR:
+        return "clear"
+    assert cmd.action is PrAction.PREEMPT and cmd.key is not None
+    if key_text(cmd.key) not in status["keys"]:
+        raise Refused(f"{cmd.path}: key {key_text(cmd.key)} is not registered on the LUN; nothing was changed")
+    if key_text(cmd.key) == status["key"]:
+        raise Refused(f"{cmd.path}: {key_text(cmd.key)} is this mount's own key")
+    return f"preempt {cmd.key:#x}" + (f" {cmd.type.word}" if cmd.type is not None else "")
+
+
+def run_pr(cmd: PrCommand) -> int:
+    # Not opened: closing a LUN file flushes it, and a flush of a LUN whose writes were refused
+    # (reservation conflict) fails as they did.
+    if containing_mount(cmd.path) is None:
+        raise UsageError(f"{cmd.path} is not in an iscsifs mount")
+    if not os.path.isfile(cmd.path):
+        raise UsageError(f"{cmd.path} is not a LUN file")
+    if cmd.action is not PrAction.SHOW:
+        request = _pr_request(cmd)
+        try:
+            os.setxattr(cmd.path, PR_ACTION_XATTR.decode(), request.encode())
+        except OSError as exc:
+            raise Refused(f"cannot {cmd.action.value} on {cmd.path}: "
+                          f"{_PR_REFUSALS.get(exc.errno or 0, error_message(exc))}") from None
+    status = _pr_status(cmd.path)
+    print(json.dumps(status, indent=2) if cmd.json else pr_text(cmd.path, status))
+    return EXIT_OK
+
+
 # -- entry point -----------------------------------------------------------------------------------
 
 
@@ -337,6 +417,8 @@ def run(cmd: Command) -> int:
         return run_discard(cmd)
     if isinstance(cmd, MapCommand):
         return run_map(cmd)
+    if isinstance(cmd, PrCommand):
+        return run_pr(cmd)
     return run_mount(cmd)
 
 

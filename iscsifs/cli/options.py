@@ -5,6 +5,7 @@ Options given before a subcommand (``iscsifs -d ls URL``) count as given after i
 from __future__ import annotations
 
 import argparse
+import enum
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -17,6 +18,7 @@ from iscsifs.mount.serve import MountOptions
 from iscsifs.net.policy import PathPolicy
 from iscsifs.proto.address import Portal
 from iscsifs.proto.chap import parse_algorithms
+from iscsifs.scsi.persistent import PR_TYPE_WORDS, PrType, parse_key, parse_pr_type
 from iscsifs.url import UrlError, is_iscsi_name, parse_hostport
 
 
@@ -34,6 +36,10 @@ EXAMPLES_HELP = """examples:
   iscsifs stats /mnt/san                               commands, bytes, latency of a running mount
   iscsifs discard /mnt/san/by-id/wwn-0x6001405f...     give a thin LUN's space back to the pool
   iscsifs map /mnt/san/by-id/wwn-0x6001405f...         which blocks of a LUN are allocated
+  iscsifs -o reservation_key=0xa1,reservation=write-exclusive-registrants-only iscsi://san.example/iqn...:db /mnt/db
+                                                       take part in a shared LUN's reservations (see iscsifs pr)
+  iscsifs pr /mnt/db/0                                 the LUN's registered keys and its reservation
+  iscsifs pr /mnt/db/0 --preempt 0xa1                  fence the host whose key is 0xa1 and take its reservation
   fusermount3 -u /mnt/san                              flush, log out, unmount
 """
 
@@ -45,7 +51,8 @@ EXIT_CODES_HELP = """exit codes:
   4  login refused: authentication or authorization failed
   5  no such target or LUN
   6  the FUSE mount failed, or the mount point is already a mount point
-  7  the target failed a command or broke the protocol; discard or map refused
+  7  the target failed a command or broke the protocol; discard, map or pr refused (the LUN cannot,
+     a reservation conflicts, a key is not registered)
 """
 
 OPTIONS_HELP = """options (-o, comma-separated, repeatable):
@@ -65,6 +72,9 @@ OPTIONS_HELP = """options (-o, comma-separated, repeatable):
   log_file=PATH          where a background mount logs (default: the journal or syslog; without either, a file)
   idle_timeout=S         log out a target's session after S seconds without open files or I/O (default 0: never)
   max_sessions=N         at most N targets logged in at once (default 64; the least recently used idle one goes)
+  reservation_key=KEY    register KEY (0x-prefixed hex or decimal) for persistent reservations on every LUN, on
+                         every path and worker, again after each reconnect; unregistered at unmount
+  reservation=TYPE       also reserve each LUN: write-exclusive-registrants-only, exclusive-access, ... (iscsifs pr)
   workers=N              processes that run the iSCSI sessions beside the FUSE process (default $ISCSIFS_WORKERS,
                          else 0: everything in one process, which measured faster on 2 CPUs; see the README)
 reliability (seconds): nop_interval=5, nop_timeout=5 (keepalive), command_timeout=30 (then ABORT TASK, LUN RESET,
@@ -194,6 +204,20 @@ def _id(o: Options, key: str, val: str) -> Options:
     return replace(o, mount=replace(o.mount, uid=number) if key == "uid" else replace(o.mount, gid=number))
 
 
+def _reservation_key(o: Options, key: str, val: str) -> Options:
+    try:
+        return replace(o, mount=replace(o.mount, reservation_key=parse_key(val)))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _reservation(o: Options, key: str, val: str) -> Options:
+    try:
+        return replace(o, mount=replace(o.mount, reservation=parse_pr_type(val)))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def _kernel_flag(o: Options, key: str, val: str) -> Options:
     return replace(o, mount=replace(o.mount, kernel=o.mount.kernel | {key}))
 
@@ -220,6 +244,8 @@ VALUED: dict[str, Apply] = {
     "path_policy": _path_policy,
     "header_digest": _digest,
     "data_digest": _digest,
+    "reservation_key": _reservation_key,
+    "reservation": _reservation,
 }
 # Options that are flags (NAME alone).
 FLAGS: dict[str, Apply] = {
@@ -244,6 +270,8 @@ def parse_mount_options(values: list[str], environ: Mapping[str, str] = os.envir
                 raise UsageError(f"unknown mount option '{key[:40]}' (see iscsifs --help)")
             options = apply(options, key, val)
             given.add(key)
+    if options.mount.reservation is not None and options.mount.reservation_key is None:
+        raise UsageError("reservation= needs reservation_key= (a reservation is held by a registered key)")
     if "workers" not in given and environ.get(WORKERS_VARIABLE):
         options = replace(options, mount=replace(options.mount, workers=_workers(WORKERS_VARIABLE,
                                                                                  environ[WORKERS_VARIABLE])))
@@ -299,7 +327,29 @@ class MapCommand:
     debug: bool = False
 
 
-Command = MountCommand | LsCommand | StatsCommand | DiscardCommand | MapCommand
+class PrAction(enum.Enum):
+    """What ``iscsifs pr`` asks (SPC-4 PERSISTENT RESERVE OUT service actions, sg_persist's names)."""
+
+    SHOW = "show"
+    REGISTER = "register"
+    UNREGISTER = "unregister"
+    RESERVE = "reserve"
+    RELEASE = "release"
+    CLEAR = "clear"
+    PREEMPT = "preempt"
+
+
+@dataclass(frozen=True, slots=True)
+class PrCommand:
+    path: str
+    action: PrAction = PrAction.SHOW
+    key: int | None = None  # of --register and --preempt
+    type: PrType | None = None  # of --reserve, or the type --preempt takes over with
+    json: bool = False
+    debug: bool = False
+
+
+Command = MountCommand | LsCommand | StatsCommand | DiscardCommand | MapCommand | PrCommand
 
 
 def byte_count(text: str) -> int:
@@ -315,7 +365,9 @@ def _mount_parser() -> argparse.ArgumentParser:
         prog="iscsifs",
         usage="iscsifs [-o OPTIONS] [-f] [-d] [--pid-file PATH] [URL MOUNTPOINT]\n"
               "       iscsifs ls [-o OPTIONS] [--json] URL\n       iscsifs stats [--json] PATH\n"
-              "       iscsifs discard PATH [--offset N] [--length N]\n       iscsifs map PATH [--json]",
+              "       iscsifs discard PATH [--offset N] [--length N]\n       iscsifs map PATH [--json]\n"
+              "       iscsifs pr PATH [--json] [--register KEY | --unregister | --reserve TYPE | --release | --clear |"
+              " --preempt KEY]",
         description="Mount iSCSI LUNs as regular files. With no URL, mount a demo on a throwaway local tgtd.",
         epilog="URL: iscsi://[user[%password]@]host[:port][/target-iqn[/lun]]  (IPv6 hosts in [brackets])\n"
                "     query keys (libiscsi's): ?target_user=U&target_password=P&header_digest=D&data_digest=D\n"
@@ -371,7 +423,69 @@ def _map_parser() -> argparse.ArgumentParser:
     return p
 
 
-SUBCOMMANDS = ("ls", "stats", "discard", "map")
+def _key_argument(text: str) -> int:
+    try:
+        return parse_key(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _type_argument(text: str) -> PrType:
+    try:
+        return parse_pr_type(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+PR_EXAMPLES = """examples:
+  iscsifs pr /mnt/db/0                         registered keys and the reservation (--json for scripts)
+  iscsifs pr /mnt/db/0 --register 0xa1         this mount registers key 0xa1 on every path, and after reconnects
+  iscsifs pr /mnt/db/0 --reserve write-exclusive-registrants-only
+  iscsifs pr /mnt/db/0 --preempt 0xb2          fence the host with key 0xb2: its registration goes, its
+                                               reservation becomes ours (--reserve TYPE: with that type)
+  iscsifs pr /mnt/db/0 --release; iscsifs pr /mnt/db/0 --unregister
+reservation types: """ + ", ".join(PR_TYPE_WORDS) + """
+"""
+
+
+def _pr_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="iscsifs pr", description="SCSI-3 persistent reservations of a LUN, through "
+                                "its running mount: show them, or register, reserve, release, clear, preempt. "
+                                "Needs read access to the LUN file to show, write access to change.",
+                                epilog=PR_EXAMPLES + "\n" + EXIT_CODES_HELP,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("path", metavar="PATH", help="a LUN file of an iscsifs mount (or its by-id/ link)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    actions = p.add_mutually_exclusive_group()
+    actions.add_argument("--register", type=_key_argument, metavar="KEY",
+                         help="register KEY for this mount, on every I_T nexus it has")
+    actions.add_argument("--unregister", action="store_true", help="unregister this mount (releases what it holds)")
+    actions.add_argument("--release", action="store_true", help="release the reservation this mount holds")
+    actions.add_argument("--clear", action="store_true", help="remove every registration and the reservation")
+    actions.add_argument("--preempt", type=_key_argument, metavar="KEY",
+                         help="remove KEY's registrations and take over its reservation (fencing)")
+    p.add_argument("--reserve", type=_type_argument, metavar="TYPE",
+                   help="reserve the LUN with TYPE (with --preempt: the type to take over with)")
+    return p
+
+
+def _pr_command(ns: argparse.Namespace) -> PrCommand:
+    if ns.register is not None:
+        return PrCommand(ns.path, PrAction.REGISTER, key=ns.register, json=ns.json)
+    if ns.preempt is not None:
+        return PrCommand(ns.path, PrAction.PREEMPT, key=ns.preempt, type=ns.reserve, json=ns.json)
+    chosen = [a for a, given in ((PrAction.UNREGISTER, ns.unregister), (PrAction.RELEASE, ns.release),
+                                 (PrAction.CLEAR, ns.clear)) if given]
+    if chosen and ns.reserve is not None:
+        raise UsageError("--reserve goes alone or with --preempt")
+    if chosen:
+        return PrCommand(ns.path, chosen[0], json=ns.json)
+    if ns.reserve is not None:
+        return PrCommand(ns.path, PrAction.RESERVE, type=ns.reserve, json=ns.json)
+    return PrCommand(ns.path, json=ns.json)
+
+
+SUBCOMMANDS = ("ls", "stats", "discard", "map", "pr")
 _TAKES_VALUE = ("-o", "--pid-file")
 
 
@@ -404,5 +518,7 @@ def parse_command(argv: list[str]) -> Command:
     if argv[:1] == ["map"]:
         ns = _map_parser().parse_args(argv[1:])
         return MapCommand(ns.path, ns.json)
+    if argv[:1] == ["pr"]:
+        return _pr_command(_pr_parser().parse_args(argv[1:]))
     ns = _mount_parser().parse_args(argv)
     return MountCommand(ns.url, ns.mountpoint, parse_mount_options(ns.options), ns.foreground, ns.debug, ns.pid_file)

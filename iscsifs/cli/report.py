@@ -20,7 +20,17 @@ def lun_record(info: LunInfo, paths: list[str] | None = None) -> dict[str, objec
         "write_protected": info.identity.write_protected, "portal": info.portal,
         "paths": paths if paths is not None else [info.portal],
         "provisioning": ("thin" if info.identity.provisioning.thin else "full") if info.capacity else None,
+        # The keys, the reservation, and whether -o reservation_key's key is registered ("key").
+        "reservations": _reservations(info),
     }
+
+
+def _reservations(info: LunInfo) -> dict[str, object] | None:
+    if info.reservations is None:
+        return None
+    record = info.reservations.to_json()
+    del record["fenced"]  # a mount's state: ls has none
+    return record
 
 
 def ls_table(rows: list[LunInfo]) -> str:
@@ -87,4 +97,34 @@ def stats_text(stats: dict[str, Any]) -> str:  # Any: the JSON of Stats.snapshot
     for target, paths in stats.get("paths", {}).items():
         lines.append(f"paths of {target}")
         lines += [f"  {p['portal']:<24} {p['state']}{'  (active)' if p['active'] else ''}" for p in paths]
+    for lun, pr in stats.get("reservations", {}).items():
+        state = "FENCED (another host removed its key)" if pr["fenced"] else "registered"
+        held = f", reserving {pr['reservation']}" if pr.get("reservation") else ""
+        lines.append(f"reservation  {lun}: key {pr['key']} {state}{held}")
+    return "\n".join(lines)
+
+
+def pr_text(path: str, status: dict[str, Any]) -> str:  # Any: the JSON of block.reservation.PrStatus
+    """``iscsifs pr PATH`` for a person: the keys (ours marked), the reservation, our state."""
+    ours = status["key"]
+
+    def marked(key: str) -> str:
+        return f"{key} (this mount)" if key == ours else key
+
+    keys = status["keys"]
+    lines = [f"{path}: PRgeneration {status['generation']}",
+             f"  registered keys  {', '.join(marked(k) for k in keys) if keys else 'none'}"]
+    r = status["reservation"]
+    if r is None:
+        lines.append("  reservation      none")
+    else:
+        holder = "every registrant" if r["key"] == "0x" + "0" * 16 else marked(r["key"])
+        lines.append(f"  reservation      {r['type']}, held by {holder}")
+    if ours is None:
+        lines.append("  this mount       no key (-o reservation_key=KEY, or iscsifs pr --register KEY)")
+    elif status["fenced"]:
+        lines.append(f"  this mount       key {ours}: FENCED, another host removed it; writes fail with EBUSY")
+    else:
+        lines.append(f"  this mount       key {ours}, {'registered' if status['registered'] else 'not registered'}"
+                     f"{', holds the reservation' if r is not None and r['ours'] else ''}")
     return "\n".join(lines)

@@ -22,11 +22,13 @@ import pyfuse3
 
 from iscsifs.block.buffers import BufferPool
 from iscsifs.block.lun import Lun
+from iscsifs.block.reservation import Reservations
 from iscsifs.block.stats import STATS
 from iscsifs.mount.tree import Node, Tree
 from iscsifs.net.api import MountedTarget, PathInfo
 from iscsifs.net.arena import ArenaBuffers
 from iscsifs.proto.errors import IscsiError
+from iscsifs.scsi.persistent import PrType, parse_key, parse_pr_type
 
 log = logging.getLogger("iscsifs.mount.fs")
 
@@ -39,6 +41,11 @@ STATS_XATTR = b"user.iscsifs.stats"  # on the root: this mount's statistics, JSO
 # MAP_XATTR_PREFIX + "OFFSET" gives one GET LBA STATUS worth of extents from OFFSET, as JSON.
 DISCARD_XATTR = b"user.iscsifs.discard"
 MAP_XATTR_PREFIX = b"user.iscsifs.map."
+# Persistent reservations (``iscsifs pr``): reading PR_XATTR gives the LUN's keys, reservation and
+# this mount's part in them, as JSON (read access); setting PR_ACTION_XATTR to "register KEY",
+# "unregister", "reserve TYPE", "release", "clear" or "preempt KEY [TYPE]" does it (write access).
+PR_XATTR = b"user.iscsi.pr"
+PR_ACTION_XATTR = b"user.iscsifs.pr"
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR
 
 
@@ -196,6 +203,12 @@ class IscsiFs(pyfuse3.Operations):
         node = self._node(inode)
         if name.startswith(MAP_XATTR_PREFIX) and node.lun is not None:
             return await self._map(node.lun, name[len(MAP_XATTR_PREFIX) :])
+        if name == PR_XATTR and node.lun is not None and node.target is not None:
+            try:
+                status = await Reservations(node.target, node.lun.lun, node.lun.pr).status()
+            except Exception as exc:  # noqa: BLE001 - the one boundary: see _failure
+                raise _failure("reading reservations", node.lun, exc) from None
+            return json.dumps(status.to_json(), separators=(",", ":")).encode()
         value = self._xattrs(node).get(name)
         if value is None:
             raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
@@ -209,6 +222,36 @@ class IscsiFs(pyfuse3.Operations):
         except Exception as exc:  # noqa: BLE001 - the one boundary: see _failure
             raise _failure("map", lun, exc) from None
         return json.dumps({"size": lun.size, "next": following, "extents": extents}, separators=(",", ":")).encode()
+
+    async def _reservation_action(self, reservations: Reservations, lun: Lun, value: bytes) -> None:
+        words = value.decode("ascii", "replace").split()
+        action, args = (words[0], words[1:]) if words else ("", [])
+        try:
+            key = parse_key(args[0]) if action in ("register", "preempt") and args else None
+            pr_type: PrType | None = None
+            if action == "reserve" and len(args) == 1:
+                pr_type = parse_pr_type(args[0])
+            elif action == "preempt" and len(args) == 2:
+                pr_type = parse_pr_type(args[1])
+        except ValueError:
+            raise pyfuse3.FUSEError(errno.EINVAL) from None
+        try:
+            if action == "register" and key is not None and len(args) == 1:
+                await reservations.join(key, lun.pr.reservation if lun.pr.key == key else None)
+            elif action == "unregister" and not args:
+                await reservations.leave()
+            elif action == "reserve" and pr_type is not None:
+                await reservations.reserve(pr_type)
+            elif action == "release" and not args:
+                await reservations.release()
+            elif action == "clear" and not args:
+                await reservations.clear()
+            elif action == "preempt" and key is not None and len(args) in (1, 2):
+                await reservations.preempt(key, pr_type)
+            else:
+                raise pyfuse3.FUSEError(errno.EINVAL)
+        except Exception as exc:  # noqa: BLE001 - the one boundary: see _failure
+            raise _failure(f"persistent reservation {action}", lun, exc) from None
 
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext | None) -> list[bytes]:
         return list(self._xattrs(self._node(inode)))
@@ -225,6 +268,9 @@ class IscsiFs(pyfuse3.Operations):
                 await node.lun.discard(int(fields[0]), int(fields[1]))
             except Exception as exc:  # noqa: BLE001 - the one boundary: see _failure
                 raise _failure("discard", node.lun, exc) from None
+            return
+        if name == PR_ACTION_XATTR and node.lun is not None and node.target is not None:
+            await self._reservation_action(Reservations(node.target, node.lun.lun, node.lun.pr), node.lun, value)
             return
         # The identity comes from the device; nothing else can be stored on a LUN.
         raise pyfuse3.FUSEError(errno.EPERM if name in self._xattrs(node) else errno.ENOTSUP)

@@ -18,6 +18,7 @@ import trio
 
 from iscsifs.block.client import Client, LunInfo, LunScan, NotFoundError, open_lun, scan
 from iscsifs.block.lun import DetectZeroes, Lun
+from iscsifs.block.reservation import Reservations
 from iscsifs.block.stats import STATS
 from iscsifs.mount import logs
 from iscsifs.mount.fs import IscsiFs
@@ -29,6 +30,7 @@ from iscsifs.net.arena import ArenaBuffers
 from iscsifs.net.pool import Opener, PooledTarget, TargetPool
 from iscsifs.net.remote import Workers
 from iscsifs.proto.errors import IscsiError
+from iscsifs.scsi.persistent import PrType, key_text
 from iscsifs.url import IscsiUrl
 
 log = logging.getLogger("iscsifs")
@@ -67,6 +69,8 @@ class MountOptions:
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     max_sessions: int = DEFAULT_MAX_SESSIONS
     workers: int = 0  # session worker processes (net.remote); 0: the sessions run in this process
+    reservation_key: int | None = None  # registered on every LUN, every nexus (block.reservation)
+    reservation: PrType | None = None  # and this reservation held on each
 
     def fuse_options(self) -> set[str]:
         opts = set(pyfuse3.default_options) | set(self.kernel)
@@ -118,13 +122,35 @@ async def _scan(handle: PooledTarget, options: MountOptions) -> tuple[list[tuple
     luns = [(info, open_lun(handle, info, options.read_only, options.detect_zeroes)) for info in found.luns
             if info.is_disk]
     handle.scan_done()
+    if options.reservation_key is not None:
+        await _join_all(handle, [lun for _info, lun in luns], options)
     return luns, found
+
+
+async def _join_all(handle: PooledTarget, luns: list[Lun], options: MountOptions) -> None:
+    """Register the mount's key on every LUN (``-o reservation_key``), or on none: a LUN that
+    cannot fails the target, and the LUNs registered before it are unregistered again."""
+    assert options.reservation_key is not None
+    joined: list[Lun] = []
+    try:
+        for lun in luns:
+            await Reservations(handle, lun.lun, lun.pr).join(options.reservation_key, options.reservation)
+            joined.append(lun)
+    except BaseException:
+        with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_TIMEOUT):
+            for lun in joined:
+                try:
+                    await Reservations(handle, lun.lun, lun.pr).leave()
+                except IscsiError as exc:
+                    log.warning("unregistering LUN %d of %s again failed: %s", lun.lun, handle.target_name, exc)
+        raise
 
 
 def _watch(nursery: trio.Nursery, client: Client, tree: Tree, handle: PooledTarget, directory: int,
            options: MountOptions, known: LunScan, only_lun: int | None = None) -> None:
     watch = TargetWatch(nursery, tree, handle, directory, read_only=options.read_only, only_lun=only_lun,
-                        detect_zeroes=options.detect_zeroes, rescan_timeout=client.config.recovery.rescan_timeout)
+                        detect_zeroes=options.detect_zeroes, rescan_timeout=client.config.recovery.rescan_timeout,
+                        reservation_key=options.reservation_key, reservation=options.reservation)
     # Logged in again after being logged out for idleness: LUNs may have changed meanwhile.
     handle.on_reopen = watch.rescan_soon if only_lun is None else None
     watch.poll(client.config.recovery.nop_interval, handle.logged_in, known)
@@ -181,6 +207,12 @@ async def shutdown(files: list[tuple[Lun, MountedTarget]], pool: TargetPool) -> 
                     await lun.flush()
                 except IscsiError as exc:
                     log.error("flushing %s/%d on unmount failed: %s", target.target_name, lun.lun, exc)
+        for lun, target in files:
+            if lun.pr.key is not None and target.alive:
+                try:
+                    await Reservations(target, lun.lun, lun.pr).leave()
+                except IscsiError as exc:
+                    log.error("unregistering %s/%d on unmount failed: %s", target.target_name, lun.lun, exc)
         await pool.close()
     if scope.cancelled_caught:
         log.warning("targets did not answer within %.0f s at unmount; closed anyway", SHUTDOWN_TIMEOUT)
@@ -226,7 +258,7 @@ class Mount:
                 fs = IscsiFs(tree, read_only=self.options.read_only, uid=self.options.uid, gid=self.options.gid,
                              umask=self.options.umask,
                              buffers=ArenaBuffers(workers.arena) if workers is not None else None)
-                _count(pool)
+                _count(pool, tree)
                 try:
                     await self._serve(nursery, fs, pool, ready)
                 finally:
@@ -279,8 +311,13 @@ class Mount:
             return
 
 
-def _count(pool: TargetPool) -> None:
+def _count(pool: TargetPool, tree: Tree) -> None:
     """What ``iscsifs stats`` shows of the pool, read when asked."""
+    STATS.reservations = lambda: {
+        f"{target.target_name}/{lun.lun}": {"key": key_text(lun.pr.key), "registered": not lun.pr.fenced,
+                                            "fenced": lun.pr.fenced,
+                                            "reservation": lun.pr.reservation.word if lun.pr.reservation else None}
+        for lun, target in tree.files() if lun.pr.key is not None}
     STATS.sessions = lambda: pool.logged_in
     STATS.reconnects = lambda: sum(h.reconnects for h in pool.targets.values())
     STATS.paths = lambda: {name: [{"portal": str(p.portal), "state": p.state, "active": p.active}

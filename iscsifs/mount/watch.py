@@ -23,11 +23,13 @@ import trio
 from iscsifs.block.client import LunScan, open_lun, report_luns, scan
 from iscsifs.block.command import read_capacity
 from iscsifs.block.lun import DetectZeroes, Lun
+from iscsifs.block.reservation import Reservations
 from iscsifs.mount.tree import ROOT_INODE, Tree
 from iscsifs.net.api import MountedTarget, Target
 from iscsifs.net.nursery import fail_after
 from iscsifs.net.policy import DEFAULT_POLICY
 from iscsifs.proto.errors import IscsiError
+from iscsifs.scsi.persistent import PrType
 from iscsifs.scsi.response import Capacity
 from iscsifs.scsi.sense import Sense
 
@@ -42,8 +44,11 @@ class TargetWatch:
 
     def __init__(self, nursery: trio.Nursery, tree: Tree, target: MountedTarget, directory: int, *, read_only: bool,
                  only_lun: int | None = None, detect_zeroes: DetectZeroes = DetectZeroes.OFF,
-                 rescan_timeout: float = DEFAULT_POLICY.rescan_timeout) -> None:
+                 rescan_timeout: float = DEFAULT_POLICY.rescan_timeout, reservation_key: int | None = None,
+                 reservation: PrType | None = None) -> None:
         self.rescan_timeout = rescan_timeout
+        self.reservation_key = reservation_key  # a LUN that appears is registered too
+        self.reservation = reservation
         self.detect_zeroes = detect_zeroes
         self.nursery = nursery
         self.tree = tree
@@ -55,6 +60,7 @@ class TargetWatch:
         self._again = False
         self._incomplete = False  # the last rescan failed or skipped a LUN: the next poll tries again
         target.on_unit_attention = self.on_unit_attention
+        target.on_fenced = self.on_fenced
 
     def poll(self, interval: float, logged_in: Callable[[], Target | None] | None = None,
              known: LunScan | None = None) -> None:
@@ -100,6 +106,13 @@ class TargetWatch:
         elif sense.asc_ascq == REPORTED_LUNS_DATA_HAS_CHANGED and self.only_lun is None:
             log.info("target %s reports that its LUNs changed: rescanning", self.target.target_name)
             self.rescan_soon()
+
+    def on_fenced(self, lun: int) -> None:
+        """Another host removed our registration on ``lun``: its writes fail at once from now on."""
+        inode = self._luns().get(lun)
+        node = self.tree.nodes.get(inode) if inode is not None else None
+        if node is not None and node.lun is not None:
+            node.lun.pr.fenced = True
 
     def _luns(self) -> dict[int, int]:
         return self.tree.lun_inodes(self.directory)
@@ -181,6 +194,15 @@ class TargetWatch:
         for number, info in sorted(found.items()):
             if number not in shown:
                 lun = open_lun(self.target, info, self.read_only, self.detect_zeroes)
+                if self.reservation_key is not None:
+                    try:
+                        await Reservations(self.target, number, lun.pr).join(self.reservation_key, self.reservation)
+                    except IscsiError as exc:
+                        # Not shown unregistered: its writes would not take part in the reservations.
+                        log.error("LUN %d of %s appeared, but registering its key failed: %s; not shown", number,
+                                  self.target.target_name, exc)
+                        self._incomplete = True  # the next poll tries again
+                        continue
                 self.tree.add_lun(self.directory, str(number), info, lun, self.target)
                 log.info("LUN %d of %s appeared (%d bytes)", number, self.target.target_name, lun.size)
         await _invalidate_inode(self.directory)

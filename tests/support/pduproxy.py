@@ -4,7 +4,10 @@ few bytes, as a target with a firmware bug would send it. Digests must be off (t
 with ``header_digest=none,data_digest=none``): a spoiled PDU keeps a well-formed header.
 
 Threads and plain sockets, like ``faultproxy``, so tests driving a real mount in a subprocess can
-steer it: ``cut[opcode] = n`` cuts the answers to commands of that opcode to n bytes.
+steer it: ``cut[opcode] = n`` cuts the answers to commands of that opcode to n bytes;
+``rename[opcode] = other`` sends commands of that opcode to the target as ``other``, so that a
+target which lacks a command (answers ILLEGAL REQUEST, invalid operation code) can be played by
+one that has it.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ class PduProxy(TcpProxy):
     def __init__(self, upstream: tuple[str, int]) -> None:
         self.cut: dict[int, int] = {}  # operation code -> bytes of answer data left
         self.spoiled: dict[int, int] = {}  # operation code -> answers spoiled so far
+        self.rename: dict[int, int] = {}  # operation code -> the one the target gets instead
         self._sockets: list[socket.socket] = []
         super().__init__(upstream)
 
@@ -66,6 +70,8 @@ class PduProxy(TcpProxy):
     def _outbound(self, pdu: bytes, pending: dict[bytes, int]) -> bytes:
         if pdu[0] & 0x3F == SCSI_COMMAND and pdu[32] in self.cut:
             pending[pdu[16:20]] = pdu[32]
+        if pdu[0] & 0x3F == SCSI_COMMAND and pdu[32] in self.rename:
+            pdu = pdu[:32] + bytes([self.rename[pdu[32]]]) + pdu[33:]
         return pdu
 
     def _inbound(self, pdu: bytes, pending: dict[bytes, int]) -> bytes:
