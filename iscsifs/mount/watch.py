@@ -111,8 +111,10 @@ class TargetWatch:
         """Another host removed our registration on ``lun``: its writes fail at once from now on."""
         inode = self._luns().get(lun)
         node = self.tree.nodes.get(inode) if inode is not None else None
-        if node is not None and node.lun is not None:
+        if node is not None and node.lun is not None and not node.lun.pr.fenced:
             node.lun.pr.fenced = True
+            log.error("LUN %d of %s: another host removed this mount's reservation key (fenced): its writes fail "
+                      "with EBUSY until it registers again (iscsifs pr --register KEY)", lun, self.target.target_name)
 
     def _luns(self) -> dict[int, int]:
         return self.tree.lun_inodes(self.directory)

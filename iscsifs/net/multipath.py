@@ -273,9 +273,7 @@ class Multipath:
     def _fenced(self, lun: int, portal: Portal) -> None:
         if self._registrars.pop(lun, None) is None:
             return
-        log.error("LUN %d of %s: this host's registration was removed by another host (fenced, seen through %s); "
-                  "its writes fail with EBUSY until it registers again (iscsifs pr --register)", lun,
-                  self.target_name, portal)
+        log.debug("LUN %d of %s: fenced, seen through %s", lun, self.target_name, portal)
         if self.on_fenced is not None:
             self.on_fenced(lun)
 

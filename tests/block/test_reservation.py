@@ -121,6 +121,19 @@ class Nexus:
         return 0
 
 
+def counted(nexus: Nexus) -> list[int]:
+    """The operation codes ``nexus`` is sent, from now on."""
+    sent: list[int] = []
+    original = nexus.execute
+
+    async def counting(lun, cdb, **kw):
+        sent.append(cdb[0])
+        return await original(lun, cdb, **kw)
+
+    nexus.execute = counting  # type: ignore[method-assign]
+    return sent
+
+
 A1, A2 = 0xA1, 0xA1  # one mount's key, on two of its nexuses
 B = 0xB2
 WERO = PrType.WRITE_EXCLUSIVE_REGISTRANTS_ONLY
@@ -271,14 +284,7 @@ def test_a_lun_without_persistent_reservations_says_so_and_nothing_is_sent():
 def test_a_fenced_lun_fails_writes_at_once_without_sending_them():
     lu = LogicalUnit()
     nexus = Nexus(lu, "a")
-    sent = []
-    original = nexus.execute
-
-    async def counting(lun, cdb, **kw):
-        sent.append(cdb[0])
-        return await original(lun, cdb, **kw)
-
-    nexus.execute = counting  # type: ignore[method-assign]
+    sent = counted(nexus)
     disk = Lun(nexus, 1, Capacity(64, 512))
     disk.pr.fenced = True
 
@@ -300,3 +306,23 @@ def test_what_net_runs_in_a_worker_pickles():
     assert call_from(memoryview(b"".join(bytes(p) for p in frame[1:]))) == call
     for action in (Unregister(), Release(A2, WERO)):
         assert pickle.loads(pickle.dumps(action)) == action
+
+
+def test_reservation_conflict_is_never_retried():
+    """Someone else holds the LUN: the command fails at once (EBUSY), sent once; a retry, here or
+    on another path, could land after the fencing that caused it."""
+    from iscsifs.block.command import command
+    from iscsifs.scsi.sense import ScsiError
+
+    lu = LogicalUnit()
+    lu.registrations = {"b": B}
+    lu.holder, lu.type = "b", WERO
+    nexus = Nexus(lu, "a")
+    calls = counted(nexus)
+
+    async def main():
+        with pytest.raises(ScsiError) as caught:
+            await command(nexus, 1, bytes([0x2A, 0, 0, 0, 0, 0, 0, 0, 1, 0]), name="WRITE", data_out=b"x" * 512)
+        assert caught.value.errno == errno.EBUSY and calls == [0x2A]
+
+    run(main)
