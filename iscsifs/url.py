@@ -216,8 +216,11 @@ def read_credentials_file(path: str | os.PathLike[str]) -> Secrets:
             mode = stat.S_IMODE(st.st_mode)
             raise CredentialsError(f"credentials file {name} can be read by others (mode {mode:04o});"
                                    f" chmod 600 {name}")
-        if st.st_uid != os.geteuid():
-            raise CredentialsError(f"credentials file {name} belongs to uid {st.st_uid}, not to us ({os.geteuid()})")
+        # Ours, or root's: a unit started as its own user with CAP_DAC_OVERRIDE (iscsifs@.service)
+        # reads a secret that only root may read or change, before it drops that capability.
+        if st.st_uid not in (os.geteuid(), 0):
+            raise CredentialsError(f"credentials file {name} belongs to uid {st.st_uid}, neither to us "
+                                   f"({os.geteuid()}) nor to root")
         try:
             text = f.read(1 << 16)
         except UnicodeDecodeError:

@@ -82,11 +82,11 @@ async def command(session: Executor, lun: int, cdb_bytes: bytes, *, name: str,
         try:
             result = await session.execute(lun, cdb_bytes, data_out=data_out, expected_in=expected_in, into=into)
         except IscsiError:
-            STATS.record(name, trio.current_time() - started, ok=False)
+            STATS.record(name, trio.current_time() - started, ok=False, target=session.target_name, lun=lun)
             raise
         STATS.record(name, trio.current_time() - started, read=len(result.data),
                      written=len(data_out) if data_out is not None and result.status == _GOOD else 0,
-                     ok=result.status in _COMPLETED and result.response == 0)
+                     ok=result.status in _COMPLETED and result.response == 0, target=session.target_name, lun=lun)
         if result.response != 0:
             raise ScsiError(Status.TASK_ABORTED, None,
                             f"{name} (iSCSI response 0x{result.response:02x}, target failure)")

@@ -1,18 +1,39 @@
 """Per-mount statistics, readable while it runs: ``iscsifs stats MOUNTPOINT`` reads them from the
-``user.iscsifs.stats`` extended attribute of the mount's root (JSON).
+``user.iscsifs.stats`` extended attribute of the mount's root (JSON); ``prometheus_text`` writes
+the same as the Prometheus text exposition format (``iscsifs stats --prometheus``, and the file
+``-o metrics_file=`` keeps for node_exporter's textfile collector).
 
-One process serves one mount, so one ``Stats`` per process (``STATS``). Latencies go into a
-log2 histogram of microseconds: constant memory, percentiles to within a factor of two.
+One process serves one mount, so one ``Stats`` per process (``STATS``). Latencies go into log2
+histograms of microseconds: constant memory, percentiles to within a factor of two, and exact
+Prometheus buckets at powers of two.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 BUCKETS = 32  # 1 µs .. ~36 min
+
+
+@dataclass(slots=True)
+class OpStats:
+    """One SCSI operation on one LUN of one target."""
+
+    commands: int = 0
+    errors: int = 0
+    bytes_read: int = 0
+    bytes_written: int = 0
+    seconds: float = 0.0  # the sum of latencies (a Prometheus histogram's _sum)
+    histogram: list[int] = field(default_factory=lambda: [0] * BUCKETS)
+
+    def to_json(self) -> dict[str, object]:
+        return {"commands": self.commands, "errors": self.errors, "bytes_read": self.bytes_read,
+                "bytes_written": self.bytes_written, "seconds": self.seconds, "histogram": self.histogram}
 
 
 @dataclass
@@ -24,23 +45,38 @@ class Stats:
     bytes_written: int = 0
     histogram: list[int] = field(default_factory=lambda: [0] * BUCKETS)
     max_latency_us: int = 0
+    by_op: dict[tuple[str, int, str], OpStats] = field(default_factory=dict)  # (target, LUN, command name)
     sessions: Callable[[], int] = lambda: 0  # set by the mount: how many sessions are logged in
     reconnects: Callable[[], int] = lambda: 0  # set by the mount: logins beyond each path's first
+    # set by the mount: each target's reconnects, {target: n}
+    reconnects_by_target: Callable[[], dict[str, int]] = lambda: {}
     workers: Callable[[], tuple[int, int]] = lambda: (0, 0)  # set by the mount: session workers, their restarts
     # set by the mount: each target's paths, {target: [{"portal", "state", "active"}]}
     paths: Callable[[], dict[str, list[dict[str, object]]]] = lambda: {}
     # set by the mount: "target/LUN" -> {"key", "registered", "fenced", "reservation"} (persistent reservations)
     reservations: Callable[[], dict[str, dict[str, object]]] = lambda: {}
 
-    def record(self, name: str, seconds: float, *, read: int = 0, written: int = 0, ok: bool = True) -> None:
+    def record(self, name: str, seconds: float, *, read: int = 0, written: int = 0, ok: bool = True,
+               target: str = "", lun: int = 0) -> None:
         self.commands[name] = self.commands.get(name, 0) + 1
         self.bytes_read += read
         self.bytes_written += written
+        us = max(1, int(seconds * 1e6))
+        bucket = min(BUCKETS - 1, us.bit_length() - 1)
+        self.histogram[bucket] += 1
+        self.max_latency_us = max(self.max_latency_us, us)
+        key = (target, lun, name)
+        op = self.by_op.get(key)
+        if op is None:
+            op = self.by_op[key] = OpStats()
+        op.commands += 1
+        op.bytes_read += read
+        op.bytes_written += written
+        op.seconds += seconds
+        op.histogram[bucket] += 1
         if not ok:
             self.errors += 1
-        us = max(1, int(seconds * 1e6))
-        self.histogram[min(BUCKETS - 1, us.bit_length() - 1)] += 1
-        self.max_latency_us = max(self.max_latency_us, us)
+            op.errors += 1
 
     def percentile_us(self, p: float) -> int:
         """The upper bound of the bucket holding the p-th percentile (0 with no samples)."""
@@ -58,10 +94,12 @@ class Stats:
     def snapshot(self) -> dict[str, object]:
         return {
             "uptime_s": round(time.time() - self.started, 1),
+            "started": self.started,
             "sessions": self.sessions(),
             "paths": self.paths(),
             "reservations": self.reservations(),
             "reconnects": self.reconnects(),
+            "reconnects_by_target": self.reconnects_by_target(),
             "workers": self.workers()[0],
             "worker_restarts": self.workers()[1],
             "commands": sum(self.commands.values()),
@@ -71,6 +109,8 @@ class Stats:
             "bytes_written": self.bytes_written,
             "latency_us": {"p50": self.percentile_us(50), "p90": self.percentile_us(90),
                            "p99": self.percentile_us(99), "max": self.max_latency_us},
+            "by_lun": [{"target": t, "lun": lun, "op": name, **op.to_json()}
+                       for (t, lun, name), op in sorted(self.by_op.items())],
         }
 
     def to_json(self) -> bytes:
@@ -78,3 +118,90 @@ class Stats:
 
 
 STATS = Stats()
+
+
+# -- Prometheus text exposition format (version 0.0.4) ---------------------------------------------
+
+# The histogram's buckets: every fourth power of two of microseconds, 16 µs to ~17 s. Each is
+# the exact edge of a log2 bucket, so its count is exact.
+PROMETHEUS_BUCKET_EDGES = tuple(range(4, 25, 2))  # le = 2**k µs
+
+
+def _label(value: object) -> str:
+    text = str(value)
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _labels(**labels: object) -> str:
+    return "{" + ",".join(f'{k}="{_label(v)}"' for k, v in labels.items()) + "}"
+
+
+def _number(value: float) -> str:
+    if isinstance(value, float) and math.isinf(value):
+        return "+Inf"
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def prometheus_text(snapshot: dict[str, Any]) -> str:  # Any: the JSON of Stats.snapshot
+    """``snapshot`` as Prometheus metrics: counters end in ``_total``, bytes and seconds are in
+    base units, latency is a histogram; labels name the target, the LUN, the operation, the
+    portal."""
+    out: list[str] = []
+
+    def family(name: str, kind: str, help_text: str, samples: Iterator[tuple[str, str, float]]) -> None:
+        out.append(f"# HELP {name} {help_text}")
+        out.append(f"# TYPE {name} {kind}")
+        out.extend(f"{name}{suffix}{labels} {_number(value)}" for suffix, labels, value in samples)
+
+    ops = snapshot.get("by_lun", [])
+    family("iscsifs_commands_total", "counter", "SCSI commands sent, by target, LUN and operation.",
+           (("", _labels(target=o["target"], lun=o["lun"], op=o["op"]), o["commands"]) for o in ops))
+    family("iscsifs_command_errors_total", "counter",
+           "Commands that did not complete with GOOD status (retried ones such as UNIT ATTENTION included).",
+           (("", _labels(target=o["target"], lun=o["lun"], op=o["op"]), o["errors"]) for o in ops))
+
+    def bytes_samples() -> Iterator[tuple[str, str, float]]:
+        totals: dict[tuple[str, int], list[int]] = {}
+        for o in ops:
+            t = totals.setdefault((o["target"], o["lun"]), [0, 0])
+            t[0] += o["bytes_read"]
+            t[1] += o["bytes_written"]
+        for (target, lun), (read, written) in sorted(totals.items()):
+            yield "", _labels(target=target, lun=lun, direction="read"), read
+            yield "", _labels(target=target, lun=lun, direction="write"), written
+
+    family("iscsifs_bytes_total", "counter", "Bytes read from and written to LUNs.", bytes_samples())
+
+    def histogram_samples() -> Iterator[tuple[str, str, float]]:
+        for o in ops:
+            labels = {"target": o["target"], "lun": o["lun"], "op": o["op"]}
+            counts = o["histogram"]
+            for k in PROMETHEUS_BUCKET_EDGES:  # log2 buckets 0 .. k-1 hold what took under 2**k µs
+                yield "_bucket", _labels(**labels, le=_number((1 << k) / 1e6)), sum(counts[:k])
+            yield "_bucket", _labels(**labels, le="+Inf"), o["commands"]
+            yield "_sum", _labels(**labels), float(o["seconds"])
+            yield "_count", _labels(**labels), o["commands"]
+
+    family("iscsifs_command_duration_seconds", "histogram", "How long commands took, from sending to the answer.",
+           histogram_samples())
+    family("iscsifs_path_up", "gauge", "1 while a path (an iSCSI session through a portal) is logged in.",
+           (("", _labels(target=target, portal=p["portal"]), 1 if p["state"] == "logged_in" else 0)
+            for target, paths in sorted(snapshot.get("paths", {}).items()) for p in paths))
+    family("iscsifs_reconnects_total", "counter", "Logins beyond each path's first, by target.",
+           (("", _labels(target=target), n) for target, n in sorted(snapshot.get("reconnects_by_target", {}).items())))
+    family("iscsifs_sessions", "gauge", "Targets logged in now.", iter([("", "", snapshot.get("sessions", 0))]))
+    family("iscsifs_worker_restarts_total", "counter", "Session worker processes started again after they ended.",
+           iter([("", "", snapshot.get("worker_restarts", 0))]))
+
+    def reservation_samples(field_name: str) -> Iterator[tuple[str, str, float]]:
+        for name, pr in sorted(snapshot.get("reservations", {}).items()):
+            target, _, lun = name.rpartition("/")
+            yield "", _labels(target=target, lun=lun), 1 if pr[field_name] else 0
+
+    family("iscsifs_registered", "gauge", "1 while this mount's reservation key is registered on the LUN.",
+           reservation_samples("registered"))
+    family("iscsifs_fenced", "gauge", "1 once another host removed this mount's reservation key (fenced).",
+           reservation_samples("fenced"))
+    family("iscsifs_start_time_seconds", "gauge", "When the mount started, in seconds since the epoch.",
+           iter([("", "", float(snapshot.get("started", 0.0)))]))
+    return "\n".join(out) + "\n"

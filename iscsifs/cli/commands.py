@@ -21,6 +21,7 @@ import setproctitle
 import trio
 
 from iscsifs.block.client import Client, LunInfo, NotFoundError
+from iscsifs.block.stats import prometheus_text
 from iscsifs.cli.daemon import PidFile, daemonize, detach_stdio, report, sd_notify
 from iscsifs.cli.demo import Demo
 from iscsifs.cli.options import (
@@ -46,7 +47,7 @@ from iscsifs.cli.report import (
 )
 from iscsifs.mount import logs
 from iscsifs.mount.fs import DISCARD_XATTR, MAP_XATTR_PREFIX, PR_ACTION_XATTR, PR_XATTR, STATS_XATTR
-from iscsifs.mount.mountpoint import MountError, check_mountpoint, containing_mount
+from iscsifs.mount.mountpoint import MountError, check_mountpoint, containing_mount, start_unmount_monitor
 from iscsifs.mount.serve import serve
 from iscsifs.net.dial import ConnectError
 from iscsifs.net.nursery import first_error
@@ -129,6 +130,9 @@ def run_mount(cmd: MountCommand) -> int:
     # No journal and no syslog here: once the mount is live, say where its log lines go.
     note = f"no syslog on this machine (/dev/log): the mount logs to {destination}" if destination.default else ""
     report_fd = None if cmd.foreground else daemonize(note)
+    if cmd.options.mount.setuid is not None:
+        # Before trio starts a thread: the privileged process that unmounts once we are gone.
+        start_unmount_monitor(str(mountpoint), str(pid_file.path) if pid_file is not None else None)
     try:
         try:
             trio.run(_mount_main, cmd, url, str(mountpoint), demo, pid_file, destination, report_fd)
@@ -234,7 +238,10 @@ def run_stats(cmd: StatsCommand) -> int:
     except OSError as exc:
         raise UsageError(f"cannot read the statistics of {mount.point}: {(exc.strerror or str(exc)).lower()}") from None
     stats = json.loads(raw)
-    print(json.dumps(stats, indent=2, sort_keys=True) if cmd.json else stats_text(stats))
+    if cmd.prometheus:
+        print(prometheus_text(stats), end="")
+    else:
+        print(json.dumps(stats, indent=2, sort_keys=True) if cmd.json else stats_text(stats))
     return EXIT_OK
 
 

@@ -16,6 +16,7 @@ from iscsifs.block.client import DIGEST_OFFERS, ConnectOptions
 from iscsifs.block.lun import DetectZeroes
 from iscsifs.mount.serve import MountOptions
 from iscsifs.net.policy import PathPolicy
+from iscsifs.net.privileges import Credentials
 from iscsifs.proto.address import Portal
 from iscsifs.proto.chap import parse_algorithms
 from iscsifs.scsi.persistent import PR_TYPE_WORDS, PrType, parse_key, parse_pr_type
@@ -69,12 +70,16 @@ OPTIONS_HELP = """options (-o, comma-separated, repeatable):
   path_policy=P          failover (default: one active path, the others standby) or round-robin
   detect_zeroes=M        off (default), on (zero blocks go out as WRITE SAME) or unmap (deallocated where it
                          reads as zeros)
+  metrics_file=PATH      keep PATH a Prometheus text file of the mount's metrics, rewritten every nop_interval
+                         (for node_exporter's textfile collector; iscsifs stats --prometheus prints the same)
   log_file=PATH          where a background mount logs (default: the journal or syslog; without either, a file)
   idle_timeout=S         log out a target's session after S seconds without open files or I/O (default 0: never)
   max_sessions=N         at most N targets logged in at once (default 64; the least recently used idle one goes)
   reservation_key=KEY    register KEY (0x-prefixed hex or decimal) for persistent reservations on every LUN, on
                          every path and worker, again after each reconnect; unregistered at unmount
   reservation=TYPE       also reserve each LUN: write-exclusive-registrants-only, exclusive-access, ... (iscsifs pr)
+  setuid=USER            once the mount is live, run as USER (its group too) with no capabilities and
+                         no_new_privs; a small privileged process stays only to unmount when the daemon ends
   workers=N              processes that run the iSCSI sessions beside the FUSE process (default $ISCSIFS_WORKERS,
                          else 0: everything in one process, which measured faster on 2 CPUs; see the README)
 reliability (seconds): nop_interval=5, nop_timeout=5 (keepalive), command_timeout=30 (then ABORT TASK, LUN RESET,
@@ -204,6 +209,26 @@ def _id(o: Options, key: str, val: str) -> Options:
     return replace(o, mount=replace(o.mount, uid=number) if key == "uid" else replace(o.mount, gid=number))
 
 
+def _metrics_file(o: Options, key: str, val: str) -> Options:
+    if not val:
+        raise UsageError("metrics_file= needs a path")
+    path = os.path.abspath(val)  # the daemon runs in /
+    if not os.path.isdir(os.path.dirname(path)):
+        raise UsageError(f"metrics_file={val[:80]}: directory {os.path.dirname(path)} does not exist")
+    return replace(o, mount=replace(o.mount, metrics_file=path))
+
+
+def _setuid(o: Options, key: str, val: str) -> Options:
+    try:
+        creds = Credentials.of_user(val)
+    except ValueError as exc:
+        raise UsageError(f"setuid={val[:40]}: {exc}") from None
+    if os.geteuid() != 0 and os.geteuid() != creds.uid:
+        raise UsageError(f"setuid={val[:40]} needs root (or to be started as {creds.user}, with the "
+                         "capabilities to mount)")
+    return replace(o, mount=replace(o.mount, setuid=creds))
+
+
 def _reservation_key(o: Options, key: str, val: str) -> Options:
     try:
         return replace(o, mount=replace(o.mount, reservation_key=parse_key(val)))
@@ -244,6 +269,8 @@ VALUED: dict[str, Apply] = {
     "path_policy": _path_policy,
     "header_digest": _digest,
     "data_digest": _digest,
+    "metrics_file": _metrics_file,
+    "setuid": _setuid,
     "reservation_key": _reservation_key,
     "reservation": _reservation,
 }
@@ -310,6 +337,7 @@ class StatsCommand:
     path: str
     json: bool = False
     debug: bool = False
+    prometheus: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -364,7 +392,7 @@ def _mount_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="iscsifs",
         usage="iscsifs [-o OPTIONS] [-f] [-d] [--pid-file PATH] [URL MOUNTPOINT]\n"
-              "       iscsifs ls [-o OPTIONS] [--json] URL\n       iscsifs stats [--json] PATH\n"
+              "       iscsifs ls [-o OPTIONS] [--json] URL\n       iscsifs stats [--json | --prometheus] PATH\n"
               "       iscsifs discard PATH [--offset N] [--length N]\n       iscsifs map PATH [--json]\n"
               "       iscsifs pr PATH [--json] [--register KEY | --unregister | --reserve TYPE | --release | --clear |"
               " --preempt KEY]",
@@ -400,7 +428,10 @@ def _stats_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="iscsifs stats", description="Statistics of a running iscsifs mount.",
                                 epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("path", metavar="PATH", help="the mount point, or any file or directory inside the mount")
-    p.add_argument("--json", action="store_true", help="print JSON (raw numbers: bytes, microseconds)")
+    output = p.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print JSON (raw numbers: bytes, microseconds)")
+    output.add_argument("--prometheus", action="store_true",
+                        help="print the Prometheus text exposition format (counters, a latency histogram)")
     return p
 
 
@@ -511,7 +542,7 @@ def parse_command(argv: list[str]) -> Command:
         return LsCommand(ns.url, parse_mount_options(ns.options), ns.json, ns.debug)
     if argv[:1] == ["stats"]:
         ns = _stats_parser().parse_args(argv[1:])
-        return StatsCommand(ns.path, ns.json)
+        return StatsCommand(ns.path, ns.json, prometheus=ns.prometheus)
     if argv[:1] == ["discard"]:
         ns = _discard_parser().parse_args(argv[1:])
         return DiscardCommand(ns.path, ns.offset, ns.length)

@@ -37,11 +37,19 @@ class ReopeningFileHandler(logging.FileHandler):
     """A log file that ``reopen`` opens again by name (after logrotate moved it away)."""
 
     def reopen(self) -> None:
+        """The file by its name again; if it cannot be opened (gone with its directory, or not
+        ours to open since -o setuid), the old one is kept."""
         self.acquire()
         try:
+            try:
+                stream = self._open()
+            except OSError as exc:
+                print(f"iscsifs: cannot reopen {self.baseFilename}: {exc.strerror or exc}; still writing to the "
+                      "file open before", file=self.stream or sys.stderr)
+                return
             if self.stream is not None:
                 self.stream.close()
-            self.stream = self._open()
+            self.stream = stream
         finally:
             self.release()
 

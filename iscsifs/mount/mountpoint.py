@@ -11,12 +11,19 @@ checks before mounting on one.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
 import errno
 import logging
 import os
 import re
+import signal
 import subprocess
 from dataclasses import dataclass
+from pathlib import Path
+
+import setproctitle
 
 from iscsifs.proto.errors import IscsiError
 
@@ -114,3 +121,45 @@ def _clear_dead_mount(path: str) -> None:
             return
     raise MountError(f"mount point {path} is a dead iscsifs mount that fusermount3 could not clear: "
                      f"{r.stderr.strip() or 'unknown error'}")
+
+
+MNT_DETACH = 2
+_monitor_pipe: int | None = None  # our end: the monitor reads EOF once this process is gone
+
+
+def start_unmount_monitor(mountpoint: str, pid_file: str | None = None) -> int:
+    """Fork the one process of a ``-o setuid`` mount that keeps its privileges. It does nothing
+    but wait for this process to end (its pipe reads EOF, however we end: unmount, SIGTERM, a
+    crash, kill -9), then unmounts ``mountpoint`` if an iscsifs mount is still there (lazily: a
+    process may still be inside it) and removes the pid file that names us. It ignores the
+    signals that stop us, holds no other file descriptor, and has nothing to parse. Call before
+    any thread starts (trio runs after). Returns its pid."""
+    global _monitor_pipe
+    r, w = os.pipe()
+    daemon = os.getpid()
+    pid = os.fork()
+    if pid:
+        os.close(r)
+        _monitor_pipe = w
+        return pid
+    try:
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        os.closerange(3, r)
+        os.closerange(r + 1, os.sysconf("SC_OPEN_MAX"))  # the caller's pipes: it must not hold them open
+        setproctitle.setproctitle(f"iscsifs: unmount monitor of {mountpoint}")
+        while os.read(r, 1):
+            pass
+        entry = mounted_on(mountpoint)
+        if entry is not None and entry.fstype == FSTYPE:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            libc.umount2(os.fsencode(mountpoint), MNT_DETACH)
+        if pid_file is not None:
+            with contextlib.suppress(OSError, ValueError):
+                if int(Path(pid_file).read_text().strip() or 0) == daemon:
+                    os.unlink(pid_file)
+    finally:
+        os._exit(0)

@@ -6,6 +6,7 @@ can return only then (as sshfs does).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -19,7 +20,7 @@ import trio
 from iscsifs.block.client import Client, LunInfo, LunScan, NotFoundError, open_lun, scan
 from iscsifs.block.lun import DetectZeroes, Lun
 from iscsifs.block.reservation import Reservations
-from iscsifs.block.stats import STATS
+from iscsifs.block.stats import STATS, prometheus_text
 from iscsifs.mount import logs
 from iscsifs.mount.fs import IscsiFs
 from iscsifs.mount.mountpoint import MountError, mount_device
@@ -28,6 +29,7 @@ from iscsifs.mount.watch import TargetWatch
 from iscsifs.net.api import MountedTarget
 from iscsifs.net.arena import ArenaBuffers
 from iscsifs.net.pool import Opener, PooledTarget, TargetPool
+from iscsifs.net.privileges import Credentials, PrivilegeError, drop_privileges
 from iscsifs.net.remote import Workers
 from iscsifs.proto.errors import IscsiError
 from iscsifs.scsi.persistent import PrType, key_text
@@ -36,6 +38,9 @@ from iscsifs.url import IscsiUrl
 log = logging.getLogger("iscsifs")
 
 SHUTDOWN_TIMEOUT = 10.0
+# What the calls to session workers carry, pickled by name: the identity check (block.command)
+# and the registrars (block.reservation). A worker imports them before it drops privileges.
+WORKER_PRELOAD = ("iscsifs.block.command", "iscsifs.block.reservation")
 
 
 # The kernel's readahead for a FUSE mount is 128 KiB. A whole 1 MiB (our largest command) makes
@@ -71,6 +76,8 @@ class MountOptions:
     workers: int = 0  # session worker processes (net.remote); 0: the sessions run in this process
     reservation_key: int | None = None  # registered on every LUN, every nexus (block.reservation)
     reservation: PrType | None = None  # and this reservation held on each
+    metrics_file: str | None = None  # rewritten (atomically) every nop_interval, Prometheus text format
+    setuid: Credentials | None = None  # once the mount is live, every process runs as them (net.privileges)
 
     def fuse_options(self) -> set[str]:
         opts = set(pyfuse3.default_options) | set(self.kernel)
@@ -237,13 +244,16 @@ class Mount:
         self.options = replace(options, fsname=url.without_query())
         self.terminated = False  # we unmount (a signal, an error), rather than fusermount3 -u
         self.mounted = False  # the kernel mount is made
+        self.dropped = False  # running as -o setuid's user: the unmount monitor unmounts
+        self.failure: BaseException | None = None  # why the mount ends on its own (the privilege drop)
 
     def __repr__(self) -> str:
         return f"<Mount {self.url} on {self.mountpoint}>"
 
     async def run(self, ready: Callable[[], None], on_exit: Callable[[], None] | None) -> None:
         async with trio.open_nursery() as nursery:
-            workers = await Workers.start(nursery, self.options.workers) if self.options.workers else None
+            workers = (await Workers.start(nursery, self.options.workers, credentials=self.options.setuid,
+                                           preload=WORKER_PRELOAD) if self.options.workers else None)
             try:
                 if workers is None:
                     opener: Opener = partial(self.client.login, nursery, self.url)
@@ -259,12 +269,21 @@ class Mount:
                              umask=self.options.umask,
                              buffers=ArenaBuffers(workers.arena) if workers is not None else None)
                 _count(pool, tree)
+                if self.options.metrics_file is not None:
+                    nursery.start_soon(_write_metrics_every, self.options.metrics_file,
+                                       self.client.config.recovery.nop_interval)
                 try:
                     await self._serve(nursery, fs, pool, ready)
                 finally:
                     await shutdown(tree.files(), pool)
+                    if self.options.metrics_file is not None:
+                        write_metrics(self.options.metrics_file)  # the last figures, logged out
                     # After an external unmount (fusermount3 -u) the kernel mount is already gone.
-                    if self.mounted:
+                    if self.mounted and self.dropped:
+                        # Without privileges we cannot unmount: the monitor does, once we are gone.
+                        pyfuse3.close(unmount=False)
+                        log.info("closed %s; the unmount monitor unmounts it", self.mountpoint)
+                    elif self.mounted:
                         pyfuse3.close(unmount=self.terminated)
                         log.info("unmounted %s", self.mountpoint)
                     if on_exit is not None:
@@ -281,7 +300,25 @@ class Mount:
         async def apply_readahead() -> None:
             set_readahead(resolved, self.options.readahead_kib)
 
-        fs.after_init = lambda: nursery.start_soon(apply_readahead)
+        async def then_drop_privileges() -> None:
+            set_readahead(resolved, self.options.readahead_kib)  # root's, before the drop
+            assert self.options.setuid is not None
+            try:
+                drop_privileges(self.options.setuid)
+            except PrivilegeError as exc:
+                self.failure = MountError(f"not mounting {self.mountpoint}: {exc.strerror or exc}")
+                self.terminated = True
+                pyfuse3.terminate()
+                return
+            self.dropped = True
+            log.info("running as %s (uid %d, gid %d), without capabilities", self.options.setuid.user,
+                     self.options.setuid.uid, self.options.setuid.gid)
+            ready()
+
+        # With -o setuid the mount is reported live once it runs as the user: after the kernel's
+        # INIT (readahead is set from its answer, by root) and the drop.
+        fs.after_init = lambda: nursery.start_soon(apply_readahead if self.options.setuid is None
+                                                   else then_drop_privileges)
         try:
             pyfuse3.init(fs, self.mountpoint, self.options.fuse_options())
         except (RuntimeError, OSError) as exc:
@@ -290,10 +327,13 @@ class Mount:
         try:
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
                 nursery.start_soon(self._on_signals, signals, pool)
-                ready()
+                if self.options.setuid is None:
+                    ready()
                 n = len(fs.tree.luns())
                 log.info("mounted %s on %s (%d LUN%s)", self.url, self.mountpoint, n, "" if n == 1 else "s")
                 await pyfuse3.main(min_tasks=FUSE_TASKS)
+            if self.failure is not None:
+                raise self.failure
         except BaseException:
             self.terminated = True  # we are leaving on an error: the kernel mount is still there
             raise
@@ -320,8 +360,29 @@ def _count(pool: TargetPool, tree: Tree) -> None:
         for lun, target in tree.files() if lun.pr.key is not None}
     STATS.sessions = lambda: pool.logged_in
     STATS.reconnects = lambda: sum(h.reconnects for h in pool.targets.values())
+    STATS.reconnects_by_target = lambda: {name: h.reconnects for name, h in pool.targets.items()}
     STATS.paths = lambda: {name: [{"portal": str(p.portal), "state": p.state, "active": p.active}
                                   for p in handle.paths()] for name, handle in pool.targets.items()}
+
+
+def write_metrics(path: str) -> None:
+    """The statistics as Prometheus text, replacing ``path`` at once (a file in the same
+    directory, then rename), so node_exporter's textfile collector never reads half a file."""
+    tmp = os.path.join(os.path.dirname(path) or ".", f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(prometheus_text(STATS.snapshot()))
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.warning("cannot write the metrics file %s: %s", path, exc.strerror or exc)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
+async def _write_metrics_every(path: str, interval: float) -> None:
+    while True:
+        write_metrics(path)
+        await trio.sleep(interval)
 
 
 def set_readahead(mountpoint: str, kib: int) -> None:

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import socket
 import subprocess
 import sys
 from dataclasses import dataclass, replace
+from typing import Any
 
 import outcome
 import trio
@@ -54,6 +56,7 @@ from iscsifs.net.ipc import (
     unpickle,
 )
 from iscsifs.net.policy import PathPolicy, RecoveryPolicy
+from iscsifs.net.privileges import Credentials
 from iscsifs.proto.address import Portal
 from iscsifs.proto.connection import ScsiResult
 from iscsifs.proto.errors import ConnectionLost, IscsiError
@@ -81,7 +84,7 @@ class WorkerProcess:
     def __init__(self, workers: Workers, index: int) -> None:
         self._workers = workers
         self.index = index
-        self.process: trio.Process | None = None
+        self.process: Child | None = None
         self.channel: Channel | None = None
         self.up = False
         self.pending: dict[int, _Pending] = {}
@@ -100,9 +103,11 @@ class WorkerProcess:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             level = logging.getLogger("iscsifs").getEffectiveLevel()
-            self.process = await trio.lowlevel.open_process(
+            self.process = Child.start(
                 [sys.executable, "-m", "iscsifs.net.worker", str(theirs.fileno()), str(arena.fd), str(arena.size),
-                 str(level)], pass_fds=(theirs.fileno(), arena.fd),
+                 str(level), self._workers.credentials.to_argument() if self._workers.credentials else "-",
+                 *self._workers.preload],
+                pass_fds=(theirs.fileno(), arena.fd),
                 # Not the terminal's or the caller's pipes: a background mount's command returns once
                 # the mount is live, and a pipe a worker held would keep its caller waiting. Whatever
                 # a worker has to say goes through its channel to our log.
@@ -271,7 +276,57 @@ class WorkerProcess:
             await _reap(self.process)
 
 
-async def _reap(process: trio.Process) -> None:
+class Child:
+    """A worker process, started on this thread. (trio's open_process starts it on a thread of its
+    cache, and a thread still there when ``-o setuid`` drops capabilities would keep them:
+    capset(2) is per thread.) Its exit is awaited on a pidfd."""
+
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+        self._popen = popen
+        self.pid = popen.pid
+        self._watching: trio.Event | None = None
+        try:
+            self._pidfd: int | None = os.pidfd_open(popen.pid)
+        except OSError:  # a kernel before 5.3: poll
+            self._pidfd = None
+
+    @classmethod
+    def start(cls, argv: list[str], **kwargs: Any) -> Child:
+        return cls(subprocess.Popen(argv, **kwargs))
+
+    @property
+    def returncode(self) -> int | None:
+        return self._popen.returncode
+
+    async def wait(self) -> int:
+        """Until it has exited (several tasks may wait: one watches the pidfd)."""
+        if self._watching is not None:
+            await self._watching.wait()
+        else:
+            self._watching = trio.Event()
+            try:
+                while self._popen.poll() is None:
+                    if self._pidfd is not None:
+                        await trio.lowlevel.wait_readable(self._pidfd)
+                    else:
+                        await trio.sleep(0.05)
+            finally:
+                watching, self._watching = self._watching, None
+                watching.set()
+        code = self._popen.poll()
+        if code is None:
+            return await self.wait()  # the watcher was cancelled: watch in its place
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
+        return code
+
+    def kill(self) -> None:
+        if self._popen.returncode is None:
+            self._popen.kill()
+
+
+async def _reap(process: Child) -> None:
     """Wait for a worker whose channel is closed to exit, as it does on its own; kill it after
     WORKER_EXIT_TIMEOUT."""
     with trio.move_on_after(WORKER_EXIT_TIMEOUT):
@@ -409,9 +464,14 @@ class RemoteMultipath:
 class Workers:
     """A mount's session workers. ``await Workers.start(nursery, count)``."""
 
-    def __init__(self, nursery: trio.Nursery, count: int, arena: Arena) -> None:
+    def __init__(self, nursery: trio.Nursery, count: int, arena: Arena, credentials: Credentials | None = None,
+                 preload: tuple[str, ...] = ()) -> None:
         self.nursery = nursery
         self.arena = arena
+        self.credentials = credentials  # -o setuid: each worker drops to them before it connects anywhere
+        # The modules of what the calls carry (identity checks, registrars: functions and classes
+        # of the layers above, pickled by name), imported by each worker before it drops.
+        self.preload = preload
         self.processes = [WorkerProcess(self, i) for i in range(count)]
         self.sessions: dict[int, RemoteMultipath] = {}  # by sid (a multipath in a worker), unique across workers
         self._tags = itertools.count()
@@ -422,8 +482,9 @@ class Workers:
         return f"<Workers {self.processes}>"
 
     @classmethod
-    async def start(cls, nursery: trio.Nursery, count: int, arena: Arena | None = None) -> Workers:
-        workers = cls(nursery, count, arena or Arena())
+    async def start(cls, nursery: trio.Nursery, count: int, arena: Arena | None = None,
+                    credentials: Credentials | None = None, preload: tuple[str, ...] = ()) -> Workers:
+        workers = cls(nursery, count, arena or Arena(), credentials, preload)
         for process in workers.processes:
             await process.spawn()
             nursery.start_soon(process.serve)

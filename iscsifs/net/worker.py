@@ -2,17 +2,20 @@
 iSCSI work of every command (PDUs, digests, the target's sockets) runs beside FUSE dispatch on
 another CPU. ``net.remote`` starts it as
 
-    python -m iscsifs.net.worker CHANNEL_FD ARENA_FD ARENA_BYTES LOG_LEVEL
+    python -m iscsifs.net.worker CHANNEL_FD ARENA_FD ARENA_BYTES LOG_LEVEL CREDENTIALS [MODULE...]
 
 and talks to it in ``net.ipc`` frames over the inherited socket. Data-In is received straight
 into the shared arena (``net.arena``) where the FUSE process said; its log lines go back to the
 FUSE process, which writes them where the mount logs. It ignores SIGINT, SIGTERM and SIGHUP
 (they are the FUSE process's: it unmounts, logs out through us, then closes the channel) and
-exits when the channel closes, so it never outlives its mount.
+exits when the channel closes, so it never outlives its mount. With CREDENTIALS (``-o setuid``,
+"-" for none) it drops to them before anything else (``net.privileges``), once it has imported
+each MODULE that the calls it will get refer to.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import signal
 import socket
@@ -51,6 +54,7 @@ from iscsifs.net.ipc import (
     pickled,
 )
 from iscsifs.net.multipath import Multipath
+from iscsifs.net.privileges import Credentials, drop_privileges
 from iscsifs.proto.errors import ConnectionLost, IscsiError
 from iscsifs.proto.login import new_isid
 from iscsifs.scsi.sense import Sense
@@ -270,7 +274,11 @@ async def serve(sock: socket.socket, arena: Arena, level: int) -> None:
 def main(argv: list[str]) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, signal.SIG_IGN)
-    fd, arena_fd, arena_bytes, level = map(int, argv)
+    fd, arena_fd, arena_bytes, level = map(int, argv[:4])
+    for module in argv[5:]:
+        importlib.import_module(module)
+    if argv[4] != "-":
+        drop_privileges(Credentials.from_argument(argv[4]))  # before a byte from the network
     trio.run(serve, socket.socket(fileno=fd), Arena(arena_bytes, fd=arena_fd), level)
 
 
