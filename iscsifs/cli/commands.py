@@ -101,6 +101,8 @@ def error_message(exc: BaseException) -> str:
 
 
 def run_mount(cmd: MountCommand) -> int:
+    if cmd.url is None and cmd.options.mount.setuid is not None:
+        raise UsageError("-o setuid is for mounting a URL: the demo runs its own tgtd, as root")
     demo = Demo() if cmd.url is None else None
     if demo is not None:
         url, mountpoint = None, demo.mountpoint
