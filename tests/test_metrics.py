@@ -97,3 +97,19 @@ def test_label_values_are_escaped(name):
     stats.record("READ", 0.001, read=512, target=name, lun=3)
     got = families(prometheus_text(stats.snapshot()))
     assert value(got["iscsifs_commands"], "iscsifs_commands_total", target=name, lun=3, op="READ") == 1
+
+
+def test_the_mount_totals_are_the_sums_of_the_per_lun_counts():
+    from iscsifs.block.stats import Stats
+
+    stats = Stats()
+    stats.record("READ", 0.0001, read=4096, target="t1", lun=1)
+    stats.record("READ", 0.0100, read=4096, target="t2", lun=0)
+    stats.record("WRITE", 0.0010, written=512, ok=False, target="t1", lun=1)
+    snap = stats.snapshot()
+    assert snap["commands"] == 3 and snap["commands_by_kind"] == {"READ": 2, "WRITE": 1}
+    assert (snap["bytes_read"], snap["bytes_written"], snap["errors"]) == (8192, 512, 1)
+    latency = snap["latency_us"]
+    assert latency["p50"] == 1023 and latency["max"] == 10000 and latency["p99"] == 10000  # log2 buckets
+    assert [(o["target"], o["lun"], o["op"], o["commands"]) for o in snap["by_lun"]] == [
+        ("t1", 1, "READ", 1), ("t1", 1, "WRITE", 1), ("t2", 0, "READ", 1)]

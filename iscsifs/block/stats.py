@@ -39,13 +39,10 @@ class OpStats:
 @dataclass
 class Stats:
     started: float = field(default_factory=time.time)
-    commands: dict[str, int] = field(default_factory=dict)  # by SCSI command name
-    errors: int = 0
-    bytes_read: int = 0
-    bytes_written: int = 0
-    histogram: list[int] = field(default_factory=lambda: [0] * BUCKETS)
     max_latency_us: int = 0
-    by_op: dict[tuple[str, int, str], OpStats] = field(default_factory=dict)  # (target, LUN, command name)
+    # Everything is counted once, by (target, LUN, command name): the mount's totals are sums of
+    # these, made when asked, so each command pays for one dict lookup.
+    by_op: dict[tuple[str, int, str], OpStats] = field(default_factory=dict)
     sessions: Callable[[], int] = lambda: 0  # set by the mount: how many sessions are logged in
     reconnects: Callable[[], int] = lambda: 0  # set by the mount: logins beyond each path's first
     # set by the mount: each target's reconnects, {target: n}
@@ -58,13 +55,6 @@ class Stats:
 
     def record(self, name: str, seconds: float, *, read: int = 0, written: int = 0, ok: bool = True,
                target: str = "", lun: int = 0) -> None:
-        self.commands[name] = self.commands.get(name, 0) + 1
-        self.bytes_read += read
-        self.bytes_written += written
-        us = max(1, int(seconds * 1e6))
-        bucket = min(BUCKETS - 1, us.bit_length() - 1)
-        self.histogram[bucket] += 1
-        self.max_latency_us = max(self.max_latency_us, us)
         key = (target, lun, name)
         op = self.by_op.get(key)
         if op is None:
@@ -73,25 +63,54 @@ class Stats:
         op.bytes_read += read
         op.bytes_written += written
         op.seconds += seconds
-        op.histogram[bucket] += 1
+        us = max(1, int(seconds * 1e6))
+        op.histogram[min(BUCKETS - 1, us.bit_length() - 1)] += 1
+        if us > self.max_latency_us:
+            self.max_latency_us = us
         if not ok:
-            self.errors += 1
             op.errors += 1
+
+    @property
+    def commands(self) -> dict[str, int]:
+        """By SCSI command name."""
+        out: dict[str, int] = {}
+        for (_target, _lun, name), op in self.by_op.items():
+            out[name] = out.get(name, 0) + op.commands
+        return out
+
+    @property
+    def errors(self) -> int:
+        return sum(op.errors for op in self.by_op.values())
+
+    @property
+    def bytes_read(self) -> int:
+        return sum(op.bytes_read for op in self.by_op.values())
+
+    @property
+    def bytes_written(self) -> int:
+        return sum(op.bytes_written for op in self.by_op.values())
+
+    @property
+    def histogram(self) -> list[int]:
+        return [sum(counts) for counts in zip(*(op.histogram for op in self.by_op.values()), strict=True)] \
+            if self.by_op else [0] * BUCKETS
 
     def percentile_us(self, p: float) -> int:
         """The upper bound of the bucket holding the p-th percentile (0 with no samples)."""
-        total = sum(self.histogram)
+        histogram = self.histogram
+        total = sum(histogram)
         if not total:
             return 0
         rank = p / 100 * total
         seen = 0
-        for i, n in enumerate(self.histogram):
+        for i, n in enumerate(histogram):
             seen += n
             if seen >= rank and n:
                 return min(self.max_latency_us, (1 << (i + 1)) - 1)
         return self.max_latency_us
 
     def snapshot(self) -> dict[str, object]:
+        commands = self.commands
         return {
             "uptime_s": round(time.time() - self.started, 1),
             "started": self.started,
@@ -102,8 +121,8 @@ class Stats:
             "reconnects_by_target": self.reconnects_by_target(),
             "workers": self.workers()[0],
             "worker_restarts": self.workers()[1],
-            "commands": sum(self.commands.values()),
-            "commands_by_kind": dict(sorted(self.commands.items())),
+            "commands": sum(commands.values()),
+            "commands_by_kind": dict(sorted(commands.items())),
             "errors": self.errors,
             "bytes_read": self.bytes_read,
             "bytes_written": self.bytes_written,
