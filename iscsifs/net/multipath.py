@@ -33,6 +33,7 @@ from iscsifs.net.dial import Connect, tcp_connect
 from iscsifs.net.nursery import fail_after
 from iscsifs.net.policy import PathPolicy, RecoveryPolicy
 from iscsifs.net.session import (
+    CONNECTION_ERRORS,
     ConnectionExecutor,
     Session,
     SessionDown,
@@ -45,8 +46,7 @@ from iscsifs.proto.errors import ConnectionLost, IscsiError
 from iscsifs.proto.lifecycle import SessionState
 from iscsifs.proto.login import LoginConfig, new_isid
 from iscsifs.proto.text import OperationalParams
-from iscsifs.scsi.response import ScsiParseError
-from iscsifs.scsi.sense import ScsiError, Sense, SenseKey, Status, parse_sense
+from iscsifs.scsi.sense import Sense, SenseKey, Status, parse_sense
 
 log = logging.getLogger("iscsifs")
 
@@ -315,7 +315,9 @@ class Multipath:
                             kept = True
                         else:
                             kept = await registrar.login(probe, lun)
-                except (ScsiError, ScsiParseError) as exc:
+                except CONNECTION_ERRORS:
+                    raise  # this login failed: the next one registers
+                except IscsiError as exc:
                     # The target refused or garbled it: this path serves unregistered (its writes
                     # may conflict), rather than never serving.
                     log.warning("LUN %d of %s: registering through %s failed: %s", lun, self.target_name,
