@@ -11,6 +11,7 @@ import pwd
 import shutil
 import signal
 import subprocess
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -92,6 +93,20 @@ def monitors(mountpoint: Path) -> list[int]:
     return found
 
 
+@contextmanager
+def daemon(argv: list[str], mnt: Path):
+    """The mount's process, started as ``argv``; afterwards never left running nor mounted."""
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if is_mounted(mnt):
+            subprocess.run(["fusermount3", "-uz", str(mnt)], capture_output=True)
+
+
 def rw(path: Path, data: bytes, offset: int) -> bytes:
     with open(path, "r+b", buffering=0) as f:
         f.seek(offset)
@@ -142,10 +157,8 @@ def test_the_processes_that_talk_to_the_target_run_without_privileges(target, tm
 def test_the_monitor_unmounts_whenever_the_daemon_ends(target, tmp_path, how):
     mnt = tmp_path / "mnt"
     mnt.mkdir()
-    proc = subprocess.Popen([*ISCSIFS, "-f", "-o", f"setuid=nobody,credentials={target.secret}",
-                             f"{target.url}/{IQN}", str(mnt)], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
+    argv = [*ISCSIFS, "-f", "-o", f"setuid=nobody,credentials={target.secret}", f"{target.url}/{IQN}", str(mnt)]
+    with daemon(argv, mnt) as proc:
         wait_for(lambda: is_mounted(mnt) and monitors(mnt), 30)
         (monitor,) = monitors(mnt)
         wait_for(lambda: status(proc.pid)["Uid"].split()[0] == str(NOBODY.pw_uid), 10)
@@ -157,12 +170,6 @@ def test_the_monitor_unmounts_whenever_the_daemon_ends(target, tmp_path, how):
         wait_for(lambda: not is_mounted(mnt), 10)  # no dead mount ("transport endpoint is not connected")
         wait_for(lambda: not os.path.exists(f"/proc/{monitor}") or status(monitor)["State"].startswith("Z"), 10)
         assert os.listdir(mnt) == []
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if is_mounted(mnt):
-            subprocess.run(["fusermount3", "-uz", str(mnt)], capture_output=True)
 
 
 @pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux)")
@@ -173,11 +180,10 @@ def test_started_as_the_user_with_the_capabilities_to_mount(target, tmp_path):
     mnt.mkdir()
     os.chown(mnt, NOBODY.pw_uid, NOBODY.pw_gid)
     caps = "+sys_admin,+dac_override"
-    proc = subprocess.Popen(["setpriv", f"--reuid={NOBODY.pw_uid}", f"--regid={NOBODY.pw_gid}", "--clear-groups",
-                             f"--inh-caps={caps}", f"--ambient-caps={caps}", *ISCSIFS, "-f", "-o",
-                             f"setuid=nobody,allow_other,credentials={target.secret}", f"{target.url}/{IQN}",
-                             str(mnt)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
+    argv = ["setpriv", f"--reuid={NOBODY.pw_uid}", f"--regid={NOBODY.pw_gid}", "--clear-groups",
+            f"--inh-caps={caps}", f"--ambient-caps={caps}", *ISCSIFS, "-f", "-o",
+            f"setuid=nobody,allow_other,credentials={target.secret}", f"{target.url}/{IQN}", str(mnt)]
+    with daemon(argv, mnt) as proc:
         wait_for(lambda: (is_mounted(mnt) and monitors(mnt)) or proc.poll() is not None, 30)
         assert proc.poll() is None, proc.stderr.read()
         wait_for(lambda: int(status(proc.pid)["CapEff"], 16) == 0, 10)
@@ -190,12 +196,6 @@ def test_started_as_the_user_with_the_capabilities_to_mount(target, tmp_path):
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0, proc.stderr.read()
         wait_for(lambda: not is_mounted(mnt), 10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if is_mounted(mnt):
-            subprocess.run(["fusermount3", "-uz", str(mnt)], capture_output=True)
     assert target.backing.read_bytes()[8192 : 8192 + 4096] == data
 
 
