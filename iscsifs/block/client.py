@@ -28,7 +28,7 @@ from iscsifs.block.command import (
     read_capacity,
 )
 from iscsifs.block.lun import DetectZeroes, Lun
-from iscsifs.block.reservation import PrStatus, PrUnsupported, read_keys, read_reservation
+from iscsifs.block.reservation import LunPr, PrStatus, PrUnsupported, Reservations
 from iscsifs.net.api import Executor, Target
 from iscsifs.net.connection import Connection
 from iscsifs.net.dial import Connect, tcp_connect
@@ -255,10 +255,9 @@ class Client:
                     nursery.cancel_scope.cancel()
 
 
-async def _reservations(session: Executor, lun: int, key: int | None) -> PrStatus | None:
+async def _reservations(session: Target, lun: int, key: int | None) -> PrStatus | None:
     try:
-        keys = await read_keys(session, lun)
-        return PrStatus(keys.generation, keys.keys, await read_reservation(session, lun), key, fenced=False)
+        return await Reservations(session, lun, LunPr(key=key)).status()
     except PrUnsupported:
         return None
 

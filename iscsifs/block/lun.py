@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import enum
 import errno
+from typing import NoReturn
 
 from iscsifs.block.command import command
 from iscsifs.block.ranges import ByteRanges, RangeLock
@@ -178,7 +179,8 @@ class Lun:
                                  "thin-provisioned (VPD 0xB2)")
         if self.read_only:
             raise LunReadOnly(f"LUN {self.lun} of {self.session.target_name} is read-only")
-        self._not_fenced()
+        if self.pr.fenced:
+            self._refuse_fenced()
         bs = self.block_size
         if offset < 0 or length < 0 or offset % bs or length % bs or offset + length > self.size:
             raise UnalignedRange(f"discard of {length} bytes at {offset}: whole {bs}-byte blocks inside the LUN only")
@@ -263,7 +265,8 @@ class Lun:
 
     async def write(self, offset: int, data: bytes | bytearray | memoryview) -> int:
         """Write all of ``data`` at ``offset`` or raise; never changes the size of the LUN."""
-        self._not_fenced()
+        if self.pr.fenced:
+            self._refuse_fenced()
         n = len(data)
         if n == 0:
             return 0
@@ -277,11 +280,10 @@ class Lun:
             self.zeros.remove(offset, offset + n)
         return await self._write(offset, data)
 
-    def _not_fenced(self) -> None:
+    def _refuse_fenced(self) -> NoReturn:
         """Fenced: fail at once, sending nothing (the target would refuse it anyway, and a write
         that raced the fencing must not be tried again later)."""
-        if self.pr.fenced:
-            raise LunFenced(f"LUN {self.lun} of {self.session.target_name}: this host was fenced (another host "
+        raise LunFenced(f"LUN {self.lun} of {self.session.target_name}: this host was fenced (another host "
                             "removed its reservation key)")
 
     def truncate(self, length: int) -> None:
@@ -330,7 +332,8 @@ class Lun:
     async def flush(self) -> None:
         """The ranges that read as zeros are written as zeros, then SYNCHRONIZE CACHE for the
         whole LUN (SBC-3 §5.22)."""
-        self._not_fenced()
+        if self.pr.fenced:
+            self._refuse_fenced()
         self.dirty = False
         bs = self.block_size
         try:

@@ -11,7 +11,6 @@ Prometheus buckets at powers of two.
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -156,8 +155,6 @@ def _labels(**labels: object) -> str:
 
 
 def _number(value: float) -> str:
-    if isinstance(value, float) and math.isinf(value):
-        return "+Inf"
     return repr(value) if isinstance(value, float) else str(value)
 
 

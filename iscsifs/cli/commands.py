@@ -327,7 +327,6 @@ def run_map(cmd: MapCommand) -> int:
 
 _PR_REFUSALS = {
     errno.EOPNOTSUPP: "the LUN does not support persistent reservations (or that reservation type)",
-    errno.ENOTSUP: "the LUN does not support persistent reservations (or that reservation type)",
     errno.EBUSY: "reservation conflict: another host holds the LUN, or this mount was fenced",
     errno.ENOKEY: "this mount has no key registered on the LUN (iscsifs pr --register KEY)",
     errno.EACCES: "permission denied (changing reservations needs write access to the LUN file)",

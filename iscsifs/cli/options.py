@@ -10,6 +10,7 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 from iscsifs import __version__
 from iscsifs.block.client import DIGEST_OFFERS, ConnectOptions
@@ -21,6 +22,8 @@ from iscsifs.proto.address import Portal
 from iscsifs.proto.chap import parse_algorithms
 from iscsifs.scsi.persistent import PR_TYPE_WORDS, PrType, parse_key, parse_pr_type
 from iscsifs.url import UrlError, is_iscsi_name, parse_hostport
+
+T = TypeVar("T")
 
 
 class UsageError(Exception):
@@ -454,18 +457,16 @@ def _map_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _key_argument(text: str) -> int:
-    try:
-        return parse_key(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+def _argument(parse: Callable[[str], T]) -> Callable[[str], T]:
+    """An argparse type from a parser whose ValueError says why a value is not one."""
 
+    def convert(text: str) -> T:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
 
-def _type_argument(text: str) -> PrType:
-    try:
-        return parse_pr_type(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+    return convert
 
 
 PR_EXAMPLES = """examples:
@@ -488,14 +489,14 @@ def _pr_parser() -> argparse.ArgumentParser:
     p.add_argument("path", metavar="PATH", help="a LUN file of an iscsifs mount (or its by-id/ link)")
     p.add_argument("--json", action="store_true", help="print JSON")
     actions = p.add_mutually_exclusive_group()
-    actions.add_argument("--register", type=_key_argument, metavar="KEY",
+    actions.add_argument("--register", type=_argument(parse_key), metavar="KEY",
                          help="register KEY for this mount, on every I_T nexus it has")
     actions.add_argument("--unregister", action="store_true", help="unregister this mount (releases what it holds)")
     actions.add_argument("--release", action="store_true", help="release the reservation this mount holds")
     actions.add_argument("--clear", action="store_true", help="remove every registration and the reservation")
-    actions.add_argument("--preempt", type=_key_argument, metavar="KEY",
+    actions.add_argument("--preempt", type=_argument(parse_key), metavar="KEY",
                          help="remove KEY's registrations and take over its reservation (fencing)")
-    p.add_argument("--reserve", type=_type_argument, metavar="TYPE",
+    p.add_argument("--reserve", type=_argument(parse_pr_type), metavar="TYPE",
                    help="reserve the LUN with TYPE (with --preempt: the type to take over with)")
     return p
 

@@ -12,8 +12,6 @@ checks before mounting on one.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import errno
 import logging
 import os
@@ -25,6 +23,7 @@ from pathlib import Path
 
 import setproctitle
 
+from iscsifs.net.privileges import libc
 from iscsifs.proto.errors import IscsiError
 
 log = logging.getLogger("iscsifs")
@@ -155,8 +154,7 @@ def start_unmount_monitor(mountpoint: str, pid_file: str | None = None) -> int:
             pass
         entry = mounted_on(mountpoint)
         if entry is not None and entry.fstype == FSTYPE:
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-            libc.umount2(os.fsencode(mountpoint), MNT_DETACH)
+            libc().umount2(os.fsencode(mountpoint), MNT_DETACH)
         if pid_file is not None:
             with contextlib.suppress(OSError, ValueError):
                 if int(Path(pid_file).read_text().strip() or 0) == daemon:

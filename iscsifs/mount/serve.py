@@ -301,7 +301,7 @@ class Mount:
             set_readahead(resolved, self.options.readahead_kib)
 
         async def then_drop_privileges() -> None:
-            set_readahead(resolved, self.options.readahead_kib)  # root's, before the drop
+            await apply_readahead()  # root's, before the drop
             assert self.options.setuid is not None
             try:
                 drop_privileges(self.options.setuid)

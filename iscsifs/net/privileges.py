@@ -68,7 +68,8 @@ class _CapData(ctypes.Structure):
     _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
 
 
-def _libc() -> ctypes.CDLL:
+def libc() -> ctypes.CDLL:
+    """The C library, for what the os module lacks (capset, prctl, umount2)."""
     return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
@@ -76,7 +77,7 @@ def _no_capabilities() -> None:
     """capset(2): effective, permitted and inheritable sets empty (ambient ones go with them)."""
     header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
     data = (_CapData * 2)()
-    if _libc().capset(ctypes.byref(header), data) != 0:
+    if libc().capset(ctypes.byref(header), data) != 0:
         err = ctypes.get_errno()
         raise PrivilegeError(err, f"capset: {os.strerror(err)}")
 
@@ -100,7 +101,7 @@ def drop_privileges(creds: Credentials) -> None:
         raise
     except OSError as exc:
         raise PrivilegeError(exc.errno, f"cannot become {creds.user}: {exc.strerror}") from None
-    if _libc().prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+    if libc().prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         err = ctypes.get_errno()
         raise PrivilegeError(err, f"prctl(PR_SET_NO_NEW_PRIVS): {os.strerror(err)}")
     check_dropped(creds)

@@ -421,8 +421,7 @@ class RemoteMultipath:
             for worker, sid in self._subs:
                 await worker.call(Register(sid, lun, registrar))
         except BaseException:
-            with trio.CancelScope(shield=True):
-                self.keep_registered(lun, None)
+            self.keep_registered(lun, None)
             raise
         self.registrars[lun] = registrar
 
