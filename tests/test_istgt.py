@@ -4,12 +4,14 @@ one-way and mutual, digests, identity."""
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 
 import pytest
 
 from support.istgt import IstgtDaemon
+from support.reservations import pr, pr_json, write
 from support.targets import HAVE_FUSE, ISCSIFS, ROOT, mounted, pattern, run
 
 pytestmark = pytest.mark.skipif(not (ROOT and HAVE_FUSE and shutil.which("istgt")),
@@ -126,26 +128,6 @@ def test_persistent_reservations_with_istgt(tmp_path):
     the reservation over and refuses the preempted host's writes, but leaves READ KEYS listing the
     preempted key instead of the preempting one, and tells the preempted host nothing (README:
     Shared LUNs)."""
-    import errno
-    import json
-
-    def pr(path, *args):
-        return run(*ISCSIFS, "pr", str(path), *args)
-
-    def status(path):
-        r = pr(path, "--json")
-        assert r.returncode == 0, r.stderr
-        return json.loads(r.stdout)
-
-    def write(path, data):
-        try:
-            with open(path, "r+b", buffering=0) as f:
-                f.write(data)
-                os.fsync(f.fileno())
-        except OSError as exc:
-            return exc.errno
-        return None
-
     with IstgtDaemon(tmp_path / "istgt", {"disk1": 4 << 20}) as d:
         url = f"{d.url}/{d.iqn('disk1')}"
         a, b = tmp_path / "a", tmp_path / "b"
@@ -154,13 +136,13 @@ def test_persistent_reservations_with_istgt(tmp_path):
         wero = "write-exclusive-registrants-only"
         with mounted(url, a, "-o", f"initiator_name={d.iqn('host-a')},reservation_key=0xa1,reservation={wero}"), \
                 mounted(url, b, "-o", f"initiator_name={d.iqn('host-b')}"):
-            assert status(a / "0")["reservation"] == {"key": "0x00000000000000a1", "type": wero, "ours": True}
+            assert pr_json(a / "0")["reservation"] == {"key": "0x00000000000000a1", "type": wero, "ours": True}
             assert write(b / "0", b"b") == errno.EBUSY
             assert pr(b / "0", "--register", "0xb2").returncode == 0
-            assert status(b / "0")["keys"] == ["0x00000000000000a1", "0x00000000000000b2"]
+            assert pr_json(b / "0")["keys"] == ["0x00000000000000a1", "0x00000000000000b2"]
             assert write(b / "0", b"b, registered") is None
             assert pr(a / "0", "--release").returncode == 0
-            assert status(a / "0")["reservation"] is None
+            assert pr_json(a / "0")["reservation"] is None
             assert pr(b / "0", "--reserve", "write-exclusive").returncode == 0
             assert write(a / "0", b"a") == errno.EBUSY  # registered, but write-exclusive is B's alone
             assert pr(b / "0", "--release").returncode == 0
@@ -170,5 +152,5 @@ def test_persistent_reservations_with_istgt(tmp_path):
             assert write(a / "0", b"a, fenced") == errno.EBUSY
             assert write(b / "0", b"b, holder") is None
             # ...but istgt's READ KEYS still lists A's key, not B's.
-            assert status(b / "0")["keys"] == ["0x00000000000000a1"]
+            assert pr_json(b / "0")["keys"] == ["0x00000000000000a1"]
         assert d.backing("disk1").read_bytes()[:9] == b"b, holder"

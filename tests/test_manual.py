@@ -102,5 +102,4 @@ def test_pip_installs_the_manual_page(tmp_path):
         assert len(pages) == 1 and z.read(pages[0]) == PAGE.read_bytes()
     # The development venv has it too (.ci/setup), where man finds it beside .venv/bin.
     venv_page = Path(sys.prefix) / "share" / "man" / "man8" / "iscsifs.8"
-    if venv_page.exists():
-        assert venv_page.read_bytes() == PAGE.read_bytes()
+    assert venv_page.read_bytes() == PAGE.read_bytes(), "run .ci/setup: the venv's manual page is missing or old"

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from iscsifs.net.privileges import process_status as status
 
 from support.targets import ISCSIFS, is_mounted, mounted, needs_fuse, pattern, run, wait_for
 from support.tgt import TgtDaemon
@@ -48,11 +49,6 @@ def _configure(tgt: TgtDaemon) -> None:
     tgt.add_lun(IQN, 1, tgt.backing)
     tgt.tgtadm("--op", "new", "--mode", "account", "--user", "alice", "--password", "secret-of-alice")
     tgt.tgtadm("--op", "bind", "--mode", "account", "--tid", "1", "--user", "alice")
-
-
-def status(pid: int) -> dict[str, str]:
-    with open(f"/proc/{pid}/status") as f:
-        return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
 
 
 def holders_of_connections_to(port: int) -> set[int]:

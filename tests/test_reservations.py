@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from support.reservations import key, pr, pr_json, write
 from support.targets import ISCSIFS, mounted, needs_fuse, pattern, run, wait_for
 
 pytestmark = needs_fuse
@@ -24,36 +25,6 @@ HOST_B = "iqn.2026-11.test.iscsifs:host-b"
 KEY_A = "0xa1"
 KEY_B = "0xb2"
 WERO = "write-exclusive-registrants-only"
-
-
-def pr(path, *args: str) -> subprocess.CompletedProcess:
-    return run(*ISCSIFS, "pr", str(path), *args)
-
-
-def pr_json(path) -> dict:
-    r = pr(path, "--json")
-    assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout)
-
-
-def key(text: str) -> str:
-    return f"0x{int(text, 16):016x}"
-
-
-def write(path, data: bytes, offset: int = 0) -> int | None:
-    """A synchronous pwrite: None if it and the close worked, else the first errno (a close after
-    a failed write fails too: the flush that it runs is refused as the write was)."""
-    fd = os.open(path, os.O_WRONLY | os.O_DSYNC)
-    failed = None
-    try:
-        os.pwrite(fd, data, offset)
-    except OSError as exc:
-        failed = exc.errno
-    try:
-        os.close(fd)
-    except OSError as exc:
-        failed = failed or exc.errno
-    return failed
 
 
 @pytest.fixture
