@@ -10,7 +10,7 @@ import shutil
 import pytest
 import trio
 from iscsifs.block.client import Client, ClientConfig, scan_luns
-from iscsifs.block.command import read_capacity
+from iscsifs.block.identity import read_capacity
 from iscsifs.block.lun import Lun
 from iscsifs.block.sync import LunFile, discover, list_luns
 from iscsifs.proto.errors import LoginError

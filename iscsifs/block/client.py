@@ -19,14 +19,8 @@ from dataclasses import dataclass, field, replace
 
 import trio
 
-from iscsifs.block.command import (
-    Identity,
-    command,
-    identify,
-    identity_of,
-    inquiry,
-    read_capacity,
-)
+from iscsifs.block.command import command
+from iscsifs.block.identity import Identity, identify, identity_of, inquiry, read_capacity
 from iscsifs.block.lun import DetectZeroes, Lun
 from iscsifs.block.reservation import LunPr, PrStatus, PrUnsupported, Reservations
 from iscsifs.net.api import Executor, Target

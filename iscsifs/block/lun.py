@@ -16,14 +16,13 @@ so the copy is exact byte for byte; the LUN past the file's end is left as it is
 from __future__ import annotations
 
 import enum
-import errno
 from typing import NoReturn
 
 from iscsifs.block.command import command
+from iscsifs.block.errors import LunCannotUnmap, LunGrowError, LunRangeError, LunReadOnly, UnalignedRange
 from iscsifs.block.ranges import ByteRanges, RangeLock
 from iscsifs.block.reservation import LunFenced, LunPr
 from iscsifs.net.api import Executor
-from iscsifs.proto.errors import IscsiError
 from iscsifs.scsi import cdb
 from iscsifs.scsi.response import (
     FULL_PROVISIONING,
@@ -46,34 +45,6 @@ ZEROS = bytes(DEFAULT_MAX_TRANSFER)
 UNMAP_BLOCKS = 1 << 22  # blocks per UNMAP descriptor when the LUN gives no limit (2 GiB of 512)
 LBA_STATUS_ALLOCATION = 4096  # bytes of GET LBA STATUS answer: 255 extents per command
 WRITE_SAME_BLOCKS = 1 << 21  # blocks per WRITE SAME command: 1 GiB of 512-byte blocks, bounded work per command
-
-
-class LunRangeError(IscsiError):
-    """I/O outside the LUN. ``errno`` is what writing past the end of a disk gives."""
-
-    errno = errno.ENOSPC
-
-
-class LunCannotUnmap(IscsiError):
-    """Discard asked of a LUN that cannot deallocate blocks (not thin-provisioned, VPD 0xB2)."""
-
-    errno = errno.EOPNOTSUPP
-
-
-class LunReadOnly(IscsiError):
-    errno = errno.EROFS
-
-
-class UnalignedRange(IscsiError):
-    """A byte range that is not whole blocks inside the LUN, where only whole blocks make sense."""
-
-    errno = errno.EINVAL
-
-
-class LunGrowError(IscsiError):
-    """A LUN cannot be made larger by truncating it: its size is the target's."""
-
-    errno = errno.EFBIG
 
 
 class DetectZeroes(enum.Enum):

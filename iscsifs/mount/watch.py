@@ -21,7 +21,7 @@ import pyfuse3
 import trio
 
 from iscsifs.block.client import LunScan, open_lun, report_luns, scan
-from iscsifs.block.command import read_capacity
+from iscsifs.block.identity import read_capacity
 from iscsifs.block.lun import DetectZeroes, Lun
 from iscsifs.block.reservation import Reservations
 from iscsifs.mount.tree import ROOT_INODE, Tree

@@ -243,8 +243,8 @@ class Connection:
                 if log.isEnabledFor(logging.DEBUG):
                     log.debug("%s <- %s", self.target_name or "discovery", describe(item))
                 self._dispatch(self._core.receive(item))
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            self.fail(ConnectionLost(f"connection to {self.portal} lost: {exc or type(exc).__name__}"))
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as lost:
+            self.fail(ConnectionLost(f"connection to {self.portal} lost: {lost or type(lost).__name__}"))
         except IscsiError as exc:
             self.fail(exc)
         finally:

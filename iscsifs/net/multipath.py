@@ -207,11 +207,14 @@ class Multipath:
                 path = usable[self._next]
             await self._take_slot()
             try:
-                result = await path.execute(lun, cdb, data_out=data_out, expected_in=expected_in, into=into)
+                result: ScsiResult | None = await path.execute(lun, cdb, data_out=data_out, expected_in=expected_in,
+                                                               into=into)
             except SessionDown:
-                continue  # on another path, or on this one once it is back
+                result = None  # on another path, or on this one once it is back
             finally:
                 self._give_slot()
+            if result is None:
+                continue
             if result.status == _GOOD:
                 if self._depth < MAX_QUEUE_DEPTH:
                     self._queue_ok()
@@ -262,9 +265,9 @@ class Multipath:
         for path in list(self._usable):
             try:
                 await action(path, lun)
-            except SessionDown as exc:
+            except SessionDown as down:
                 log.debug("LUN %d of %s through %s: %s; its next login sees to it", lun, self.target_name,
-                          path.portal, exc)
+                          path.portal, down)
             except IscsiError as exc:
                 errors.append(exc)
         if errors:

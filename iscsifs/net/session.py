@@ -174,8 +174,8 @@ class Session:
         try:
             return await connection.execute(lun, cdb, data_out=data_out, expected_in=expected_in, into=into,
                                             timeout=self.policy.command_timeout)
-        except CommandTimeout as exc:
-            await self._abort(connection, lun, exc)
+        except CommandTimeout as timed_out:
+            await self._abort(connection, lun, timed_out)
             raise SessionDown("command aborted after its timeout") from None
         except CONNECTION_ERRORS as exc:
             self._connection_failed(connection, exc)  # usually already told by on_failure
@@ -243,8 +243,8 @@ class Session:
             try:
                 connection = await self._login(config)
                 await self._adopt(connection)
-            except (AuthenticationError, SessionRefused) as exc:
-                return self._give_up(exc)
+            except (AuthenticationError, SessionRefused) as refused:
+                return self._give_up(refused)
             except LoginError as exc:
                 if exc.status_class == 0x02 and not exc.is_not_found:
                     return self._give_up(exc)  # refused: retrying does not heal it
@@ -252,13 +252,14 @@ class Session:
                 if exc.status_class == 0x03:
                     delay, backoff = backoff, min(backoff * 2, self.policy.max_backoff)
                 log.info("reconnecting to %s at %s: %s; retrying in %.0f s", self.target_name, self.portal, exc, delay)
-            except (ConnectError, ConnectionLost) as exc:
+            except (ConnectError, ConnectionLost) as unreachable:
                 # Refused, or closed during the login: tgt closes it while it has no target
                 # configured (restarting), so this is a probe that failed, not a refusal.
-                log.debug("reconnecting to %s: %s", self.target_name, exc)
-            except (*CONNECTION_ERRORS, IscsiError) as exc:
+                log.debug("reconnecting to %s: %s", self.target_name, unreachable)
+            except (*CONNECTION_ERRORS, IscsiError) as failed:
                 delay, backoff = backoff, min(backoff * 2, self.policy.max_backoff)
-                log.info("reconnecting to %s at %s: %s; retrying in %.0f s", self.target_name, self.portal, exc, delay)
+                log.info("reconnecting to %s at %s: %s; retrying in %.0f s", self.target_name, self.portal, failed,
+                         delay)
             else:
                 if self.logins > 1:
                     log.warning("recovered the session to %s at %s after %.1f s", self.target_name, self.portal,
@@ -284,7 +285,7 @@ class Session:
                 try:
                     await connection.ping()
                 except IscsiError:
-                    continue  # the failure itself starts recovery
+                    pass  # the failure itself starts recovery
             if scope.cancelled_caught:
                 self._connection_failed(connection, ConnectionLost(
                     f"no NOP-In answer within {self.policy.nop_timeout:.0f} s"))

@@ -57,6 +57,7 @@ class PduReader:
     _end: int = 0  # end of the received bytes
     _trailer: int = 0  # bytes of padding and data digest that follow a placed data segment
     _trailer_digest: int | None = None  # CRC32C of the segment being placed, then the digest due after it
+    segments_placed: int = 0  # Data-In segments received straight into their command's buffer
 
     def _room(self, need: int) -> None:
         """At least ``need`` free bytes after ``_end``: move the unparsed bytes to the front, or grow."""
@@ -189,6 +190,7 @@ class PduReader:
         """All ``length`` bytes of the segment have been received: its padding and data digest
         are the next bytes. Nothing may use them until ``trailer_done()`` says True."""
         pad = pad_length(length)
+        self.segments_placed += 1
         self._trailer = pad + (4 if self.data_digest else 0)
         self._trailer_digest = crc32c(b"\0" * pad, self._trailer_digest or 0) if self.data_digest else None
 

@@ -3,24 +3,25 @@
 from __future__ import annotations
 
 import struct
+from typing import Final
 
 
 class Op:
-    TEST_UNIT_READY = 0x00
-    INQUIRY = 0x12
-    MODE_SENSE_6 = 0x1A
-    READ_CAPACITY_10 = 0x25
-    READ_10 = 0x28
-    WRITE_10 = 0x2A
-    SYNCHRONIZE_CACHE_10 = 0x35
-    MODE_SENSE_10 = 0x5A
-    READ_16 = 0x88
-    WRITE_16 = 0x8A
-    SYNCHRONIZE_CACHE_16 = 0x91
-    WRITE_SAME_16 = 0x93
-    UNMAP = 0x42
-    SERVICE_ACTION_IN_16 = 0x9E
-    REPORT_LUNS = 0xA0
+    TEST_UNIT_READY: Final = 0x00
+    INQUIRY: Final = 0x12
+    MODE_SENSE_6: Final = 0x1A
+    READ_CAPACITY_10: Final = 0x25
+    READ_10: Final = 0x28
+    WRITE_10: Final = 0x2A
+    SYNCHRONIZE_CACHE_10: Final = 0x35
+    MODE_SENSE_10: Final = 0x5A
+    READ_16: Final = 0x88
+    WRITE_16: Final = 0x8A
+    SYNCHRONIZE_CACHE_16: Final = 0x91
+    WRITE_SAME_16: Final = 0x93
+    UNMAP: Final = 0x42
+    SERVICE_ACTION_IN_16: Final = 0x9E
+    REPORT_LUNS: Final = 0xA0
 
 
 SA_READ_CAPACITY_16 = 0x10

@@ -10,7 +10,7 @@ import pytest
 import trio
 from iscsifs.block.buffers import BufferPool
 from iscsifs.block.client import open_lun, scan_luns
-from iscsifs.block.command import identify, identity_of
+from iscsifs.block.identity import identify, identity_of
 from iscsifs.mount.fs import IscsiFs
 from iscsifs.mount.tree import ROOT_INODE, Tree
 from iscsifs.mount.watch import TargetWatch

@@ -13,7 +13,8 @@ import pytest
 import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from iscsifs.block.lun import Lun, LunRangeError
+from iscsifs.block.errors import LunRangeError
+from iscsifs.block.lun import Lun
 from iscsifs.proto.connection import ScsiResult
 from iscsifs.scsi.response import BlockLimits, Capacity
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 from iscsifs.block.client import LunInfo
-from iscsifs.block.command import Identity
+from iscsifs.block.identity import Identity
 from iscsifs.block.lun import Lun
 from iscsifs.mount.tree import BY_ID, ROOT_INODE, Tree, by_id_name, usable_name
 from iscsifs.scsi.response import Capacity, StandardInquiry

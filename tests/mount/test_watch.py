@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import trio
 from iscsifs.block.client import open_lun, scan
-from iscsifs.block.command import identity_of
+from iscsifs.block.identity import identity_of
 from iscsifs.mount.tree import ROOT_INODE, Tree
 from iscsifs.mount.watch import TargetWatch
 from iscsifs.net.multipath import Multipath

@@ -8,7 +8,8 @@ from functools import partial
 
 import pytest
 import trio
-from iscsifs.block.command import command, identity_of
+from iscsifs.block.command import command
+from iscsifs.block.identity import identity_of
 from iscsifs.net.multipath import Multipath
 from iscsifs.net.policy import RecoveryPolicy
 from iscsifs.net.pool import TargetPool

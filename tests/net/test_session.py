@@ -12,7 +12,8 @@ import pytest
 import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from iscsifs.block.command import command, identity_of
+from iscsifs.block.command import command
+from iscsifs.block.identity import identity_of
 from iscsifs.net.connection import CommandTimeout
 from iscsifs.net.multipath import Multipath
 from iscsifs.net.policy import PathPolicy, RecoveryPolicy

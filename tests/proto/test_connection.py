@@ -274,15 +274,12 @@ async def test_large_data_in_is_received_straight_into_the_callers_buffer(config
             target, session = await logged_in(nursery, config, max_cmd_sn_delta=8, digests=digests)
             assert session.params.data_digest == digests
             session._reader.place_min = 1000  # the fake target's segments are 4 KiB
-            placed = []
-            receive_placed = session._core.receive_placed
-            session._core.receive_placed = lambda pdu: placed.append(len(pdu.data)) or receive_placed(pdu)
             nursery.start_soon(target.serve)
             target.disk[:] = bytes(range(256)) * (len(target.disk) // 256)
             into = bytearray(40960)
             res = await session.execute(0, bytes.fromhex("28000000000000005000"), expected_in=40960, into=into)
             assert res.data.obj is into and into == target.disk[:40960]
-            assert placed == [4096] * 10
+            assert session._reader.segments_placed == 10  # every 4 KiB segment of the 40 KiB
             nursery.cancel_scope.cancel()
 
 
