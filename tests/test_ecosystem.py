@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from iscsifs import compiled
 
 from support.targets import (
     ISCSIFS,
@@ -228,6 +229,9 @@ def test_pip_install_gives_a_working_command(tmp_path, make_target):
     assert r.returncode == 0 and t.iqn in r.stdout.decode(), r.stderr
     r = run(str(venv / "bin" / "python"), "-m", "iscsifs", "--version")
     assert r.returncode == 0 and "iscsifs" in r.stdout.decode()
+    # This machine has mypyc (a build dependency) and gcc: every module iscsifs.compiled lists is
+    # compiled, none left out (tests/test_build.py checks the pure builds).
+    assert f"compiled with mypyc ({len(compiled.COMPILED_MODULES)} modules)" in r.stdout.decode(), r.stdout
 
 
 def test_ls_shows_progress_only_on_a_terminal(private_tgt, tmp_path):
