@@ -3,7 +3,7 @@ each, A B A B ..., and the ratio B/A pair by pair. Pairs taken a minute apart ho
 runs of ``bench/run.py`` minutes apart do not: on a shared VM the machine's own speed drifts
 by a fifth between runs (its pyfuse3 and iscsi-perf ceilings move with it).
 
-    sudo .venv/bin/python bench/ab.py --a /tmp/before --b . [--rounds 4] [--runtime 4]
+    sudo .venv/bin/python bench/ab.py --a /tmp/before --b . [--rounds 4] [--runtime 4] [--pure-a]
 
 Each of --a and --b is a checkout (``git worktree add /tmp/before COMMIT``); its ``iscsifs`` is
 what its mount runs.
@@ -41,8 +41,11 @@ def fio(path: Path, rw: str, bs: str, iodepth: int, runtime: float) -> float:
     return float(stats["iops"] if bs == "4k" else stats["bw"] / 1024)
 
 
-def measure(checkout: Path, url: str, mnt: Path, runtime: float) -> dict[tuple[str, str, int], float]:
+def measure(checkout: Path, url: str, mnt: Path, runtime: float, pure: bool,
+            jobs: tuple[tuple[str, str, int], ...]) -> dict[tuple[str, str, int], float]:
     env = dict(os.environ, PYTHONPATH=str(checkout))
+    if pure:
+        env["ISCSIFS_PURE_PYTHON"] = "1"
     proc = subprocess.Popen([sys.executable, "-m", "iscsifs", "-f", url, str(mnt)], cwd=checkout, env=env,
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -51,7 +54,7 @@ def measure(checkout: Path, url: str, mnt: Path, runtime: float) -> dict[tuple[s
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"ab: the mount of {checkout} did not come up")
             time.sleep(0.05)
-        return {job: fio(mnt / "1", *job, runtime) for job in JOBS}
+        return {job: fio(mnt / "1", *job, runtime) for job in jobs}
     finally:
         unmount(mnt)
         proc.wait(timeout=30)
@@ -61,9 +64,15 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--a", type=Path, required=True, help="checkout A (the one compared against)")
     ap.add_argument("--b", type=Path, required=True, help="checkout B")
+    ap.add_argument("--pure-a", action="store_true",
+                    help="run A as pure Python ($ISCSIFS_PURE_PYTHON): with --a . --b ., what compiling gives")
+    ap.add_argument("--jobs", help="only these jobs, as rw:bs:qd,... "
+                    "(default: randread:4k:32,randwrite:4k:32,randread:4k:1,read:1m:8)")
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--runtime", type=float, default=4, help="seconds per fio job")
     args = ap.parse_args()
+    jobs = JOBS if not args.jobs else tuple((rw, bs, int(qd)) for rw, bs, qd in
+                                            (j.split(":") for j in args.jobs.split(",")))
     if os.geteuid() != 0:
         raise SystemExit("ab: run as root (tgtd, FUSE mounts)")
     work = Path(tempfile.mkdtemp(prefix="iscsifs-ab-"))
@@ -71,8 +80,8 @@ def main() -> int:
     backing = shm / "lun.img"
     with open(backing, "wb") as f:
         f.write(os.urandom(1 << 20) * 256)  # real data: a sparse file would flatter reads
-    sides = {"A": args.a.resolve(), "B": args.b.resolve()}
-    results: dict[str, dict[tuple[str, str, int], list[float]]] = {s: {j: [] for j in JOBS} for s in sides}
+    sides = {"A": args.a.resolve(), "B": args.b.resolve()}  # the same checkout twice is fine
+    results: dict[str, dict[tuple[str, str, int], list[float]]] = {s: {j: [] for j in jobs} for s in sides}
     try:
         with TgtDaemon(work / "tgt") as tgt:
             tgt.add_target(IQN)
@@ -81,7 +90,8 @@ def main() -> int:
                 for side, checkout in sides.items():
                     mnt = work / f"mnt-{side}"
                     mnt.mkdir(exist_ok=True)
-                    for job, value in measure(checkout, f"{tgt.url}/{IQN}", mnt, args.runtime).items():
+                    for job, value in measure(checkout, f"{tgt.url}/{IQN}", mnt, args.runtime,
+                                                       args.pure_a and side == "A", jobs).items():
                         results[side][job].append(value)
                     print(f"ab: round {n + 1} {side} done", file=sys.stderr)
     finally:
@@ -89,7 +99,7 @@ def main() -> int:
         shm.rmdir()
     print(f"| job | A ({args.a}) | B ({args.b}) | B/A, median of pairs | pairs |")
     print("| --- | ---: | ---: | ---: | --- |")
-    for rw, bs, qd in JOBS:
+    for rw, bs, qd in jobs:
         a, b = results["A"][(rw, bs, qd)], results["B"][(rw, bs, qd)]
         pairs = [y / x for x, y in zip(a, b, strict=True)]
         unit = "IOPS" if bs == "4k" else "MiB/s"

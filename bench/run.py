@@ -16,9 +16,14 @@ of 1 LUN with idle_timeout, and how many sessions tgt still sees once it has pas
 after tgtd listens again (killed, down 30 s, restarted) a read that waited through the outage
 completes; the MiB/s of writing zeros with dd, with detect_zeroes off and on, against the peer
 stack; and the peak RSS of the iscsifs processes under load. iscsifs runs once per
-``--workers`` value (-o workers=N), and every stack's processes are charged their CPU time per
-request, so the table shows which process is the bottleneck. Prints a Markdown table with the
-ratios the performance issue asks for.
+``--workers`` value (-o workers=N), and once more as pure Python (ISCSIFS_PURE_PYTHON: what
+the compiled build gives, in the same run), and every stack's processes are charged their CPU
+time per request, so the table shows which process is the bottleneck. Both stacks run the 4 KiB
+jobs and the sequential read again through bench/delayproxy.c, which delays each direction by
+--delay-us (250 µs: a SAN is not loopback, and pipelining only shows with a delay). Per 4 KiB
+read at QD32, it counts trio task steps, task switches, loop turns and allocations of the FUSE
+process (bench/steps.py, bench/malloccount.c) and the system calls of each stack's processes
+(strace -c -f). Prints Markdown tables with the ratios the performance issues ask for.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -113,10 +119,13 @@ def fio(path: Path, job: Job, runtime: float, watch: dict[str, int] | None = Non
 
 
 def fio_jobs(results: dict[str, dict[str, float | None]], key: str, path: Path, runtime: float,
-             watch: dict[str, int] | None = None, costs: dict[str, dict[str, dict[str, float]]] | None = None) -> None:
-    """Every job on ``path``, into ``results[job][key]`` (and each watched process's CPU time per
-    request into ``costs[job][key]``), with progress on stderr."""
+             watch: dict[str, int] | None = None, costs: dict[str, dict[str, dict[str, float]]] | None = None,
+             jobs: tuple[str, ...] | None = None) -> None:
+    """Every job (or those named in ``jobs``) on ``path``, into ``results[job][key]`` (and each
+    watched process's CPU time per request into ``costs[job][key]``), with progress on stderr."""
     for job in JOBS:
+        if jobs is not None and job.name not in jobs:
+            continue
         results[job.name][key], cost = fio(path, job, runtime, watch)
         if costs is not None:
             costs[job.name][key] = cost
@@ -160,6 +169,124 @@ def peak_rss_mib(*pids: int) -> float:
                 if line.startswith("VmHWM:"):
                     total += int(line.split()[1]) / 1024
     return total
+
+
+def build_c(name: str, work: Path, *flags: str) -> Path | None:
+    """bench/NAME.c compiled into ``work`` (bench helpers in C, built with the compiler pyfuse3
+    needs); None without a C compiler."""
+    cc = shutil.which("gcc") or shutil.which("cc")
+    if cc is None:
+        return None
+    out = work / name
+    subprocess.run([cc, "-O2", "-Wall", *flags, "-o", str(out), str(REPO / "bench" / f"{name.split('.')[0]}.c")],
+                   check=True, timeout=120)
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def delay_proxy(binary: Path, target_port: int, delay_us: int) -> Iterator[int]:
+    """bench/delayproxy.c in front of tgtd: every byte reaches the other side ``delay_us`` later,
+    each direction. Yields the port to connect to."""
+    port = free_port()
+    proc = subprocess.Popen([str(binary), str(port), str(target_port), str(delay_us)], stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != b"ready":
+            raise SystemExit("bench: the delay proxy did not start")
+        yield port
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+# The jobs run again through the delay proxy: pipelining (the CmdSN window) as on a real network.
+DELAY_JOBS = ("rand read 4K QD32", "rand write 4K QD32", "rand read 4K QD1", "seq read 1M QD8")
+STEP_REQUESTS = 20000  # 4 KiB random reads at QD32 per count of steps, system calls and allocations
+
+
+def counted_fio(path: Path) -> None:
+    subprocess.run(["fio", "--name=steps", f"--filename={path}", "--rw=randread", "--bs=4k", "--iodepth=32",
+                    "--ioengine=libaio", "--direct=1", f"--number_ios={STEP_REQUESTS}", "--norandommap",
+                    "--output-format=json"], capture_output=True, check=True, timeout=600)
+
+
+def syscalls_per_request(pids: list[int], path: Path, work: Path) -> float | None:
+    """``strace -c -f`` on ``pids`` over STEP_REQUESTS 4 KiB reads at QD32: system calls per read
+    (strace slows the processes; the count is what matters)."""
+    if shutil.which("strace") is None:
+        return None
+    out = work / f"strace-{pids[0]}.txt"
+    attach = [a for pid in pids for a in ("-p", str(pid))]
+    strace = subprocess.Popen(["strace", "-c", "-f", "-o", str(out), *attach], stderr=subprocess.DEVNULL)
+    time.sleep(1)  # attached to every thread
+    counted_fio(path)
+    strace.send_signal(signal.SIGINT)
+    strace.wait(timeout=60)
+    total = re.search(r"^[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?total$", out.read_text(), re.M)
+    return int(total.group(1)) / STEP_REQUESTS if total else None
+
+
+@contextlib.contextmanager
+def peer_stack(work: Path, lun_url: str, procs: list[subprocess.Popen], mounts: list[Path],
+               name: str) -> Iterator[tuple[Path, dict[str, int]]]:
+    """qemu-nbd (libiscsi) on ``lun_url`` exported through nbdfuse: the file, and its two processes."""
+    sock = work / f"nbd-{name}.sock"
+    nbd = subprocess.Popen(["qemu-nbd", "-f", "raw", "--cache=none", "-k", str(sock), lun_url],
+                           stderr=subprocess.DEVNULL)
+    procs.append(nbd)
+    wait_for(sock.exists, 30, "qemu-nbd's socket")
+    peer = work / f"nbdfuse-{name}"
+    peer.mkdir()
+    nbdfuse = subprocess.Popen(["nbdfuse", str(peer), f"nbd+unix:///?socket={sock}"], stderr=subprocess.DEVNULL)
+    procs.append(nbdfuse)
+    mounts.append(peer)
+    wait_for(lambda: is_mounted(peer), 30, "the nbdfuse mount")
+    try:
+        yield peer / "nbd", {"nbdfuse": nbdfuse.pid, "qemu-nbd": nbd.pid}
+    finally:
+        subprocess.run(["fusermount3", "-u", str(peer)], timeout=60)
+        nbd.terminate()
+        nbd.wait(timeout=30)
+
+
+def steps_per_request(url: str, work: Path, malloccount: Path | None) -> dict[str, float | None]:
+    """A mount run by bench/steps.py (a trio Instrument; every allocation counted where
+    malloccount.so can be preloaded): per 4 KiB read at QD32, its trio task steps, task switches,
+    loop turns, allocations, and system calls (strace -c)."""
+    mnt = work / "steps"
+    mnt.mkdir()
+    snapshot = work / "steps.json"
+    env = dict(os.environ)
+    if malloccount is not None:
+        env.update(LD_PRELOAD=str(malloccount), PYTHONMALLOC="malloc")
+    proc = subprocess.Popen([sys.executable, str(REPO / "bench" / "steps.py"), str(snapshot), "-f", url, str(mnt)],
+                            env=env, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: is_mounted(mnt), 30, "the counted iscsifs mount")
+
+        def counts() -> dict[str, int | None]:
+            snapshot.unlink(missing_ok=True)
+            proc.send_signal(signal.SIGUSR2)
+            wait_for(snapshot.exists, 10, "the step counts")
+            time.sleep(0.1)
+            return json.loads(snapshot.read_text())
+
+        before = counts()
+        counted_fio(mnt / "1")
+        after = counts()
+        per = {k: (after[k] - before[k]) / STEP_REQUESTS if after[k] is not None and before[k] is not None else None
+               for k in before}
+        per["syscalls"] = syscalls_per_request([proc.pid], mnt / "1", work)
+        return per
+    finally:
+        subprocess.run(["fusermount3", "-u", str(mnt)], timeout=60)
+        proc.wait(timeout=30)
 
 
 @contextlib.contextmanager
@@ -279,6 +406,10 @@ def main() -> int:
     ap.add_argument("--iscsifs-options", default="", help="extra -o options for the iscsifs mount")
     ap.add_argument("--workers", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1],
                     help="the -o workers=N values to measure, comma-separated (default 0,1; 0 is the main column)")
+    ap.add_argument("--delay-us", type=int, default=250,
+                    help="the delay each way of the proxied rows, both stacks (default 250 µs; 0 skips them)")
+    ap.add_argument("--no-pure", dest="pure", action="store_false",
+                    help="skip the column of the same iscsifs run as pure Python ($ISCSIFS_PURE_PYTHON)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("bench: run as root (tgtd, FUSE mounts)")
@@ -298,6 +429,8 @@ def main() -> int:
     rss: dict[str, float] = {}
     costs: dict[str, dict[str, dict[str, float]]] = {job.name: {} for job in JOBS}
     zeros: dict[str, float] = {}
+    delayed: dict[str, dict[str, float | None]] = {job.name: {} for job in JOBS}
+    steps: dict[str, dict[str, float | None]] = {}
     zero_mib = min(256, args.size_mib)
     try:
         with TgtDaemon(work / "tgt") as tgt:
@@ -307,12 +440,14 @@ def main() -> int:
 
             opts = ["-o", args.iscsifs_options] if args.iscsifs_options else []
             assert tgt.proc is not None
-            for workers in args.workers:
-                key = "iscsifs" if workers == 0 else f"workers={workers}"
-                mnt = work / key
+            runs = [("iscsifs" if w == 0 else f"workers={w}", w, {}) for w in args.workers]
+            if args.pure:
+                runs.append(("pure Python", 0, {"ISCSIFS_PURE_PYTHON": "1"}))
+            for key, workers, env in runs:
+                mnt = work / key.replace(" ", "-")
                 mnt.mkdir()
                 fs = subprocess.Popen([*ISCSIFS, "-f", "-o", f"workers={workers}", *opts, f"{tgt.url}/{IQN}", str(mnt)],
-                                      stderr=subprocess.DEVNULL)
+                                      stderr=subprocess.DEVNULL, env=dict(os.environ, **env))
                 procs.append(fs)
                 mounts.append(mnt)
                 wait_for(lambda mnt=mnt: is_mounted(mnt), 30, "the iscsifs mount")
@@ -322,6 +457,28 @@ def main() -> int:
                 fio_jobs(results, key, mnt / "1", args.runtime, watch, costs)
                 rss[key] = peak_rss_mib(fs.pid, *worker_pids)
                 subprocess.run(["fusermount3", "-u", str(mnt)], timeout=60)
+
+            steps["iscsifs"] = steps_per_request(f"{tgt.url}/{IQN}", work, build_c("malloccount.so", work, "-shared",
+                                                                                  "-fPIC"))
+            print(f"bench: steps per 4 KiB read: {steps['iscsifs']}", file=sys.stderr)
+
+            proxy = build_c("delayproxy", work, "-pthread") if args.delay_us else None
+            tgt_port = int(tgt.url.rsplit(":", 1)[1])
+            if proxy is not None:
+                with delay_proxy(proxy, tgt_port, args.delay_us) as port:
+                    mnt = work / "delayed"
+                    mnt.mkdir()
+                    fs = subprocess.Popen([*ISCSIFS, "-f", *opts, f"iscsi://127.0.0.1:{port}/{IQN}", str(mnt)],
+                                          stderr=subprocess.DEVNULL)
+                    procs.append(fs)
+                    mounts.append(mnt)
+                    wait_for(lambda: is_mounted(mnt), 30, "the iscsifs mount through the delay proxy")
+                    fio_jobs(delayed, "iscsifs", mnt / "1", args.runtime, {"FUSE process": fs.pid}, jobs=DELAY_JOBS)
+                    subprocess.run(["fusermount3", "-u", str(mnt)], timeout=60)
+                    if have_peer:
+                        with peer_stack(work, f"iscsi://127.0.0.1:{port}/{IQN}/1", procs, mounts, "delayed") as (
+                                path, watch):
+                            fio_jobs(delayed, "peer", path, args.runtime, watch, jobs=DELAY_JOBS)
 
             for key, extra in (("ceiling", []), ("ceiling1w", ["--wait"])):
                 null = work / key
@@ -336,22 +493,10 @@ def main() -> int:
                 nullfs.wait(timeout=30)
 
             if have_peer:
-                sock = work / "nbd.sock"
-                nbd = subprocess.Popen(["qemu-nbd", "-f", "raw", "--cache=none", "-k", str(sock), lun_url],
-                                       stderr=subprocess.DEVNULL)
-                procs.append(nbd)
-                wait_for(sock.exists, 30, "qemu-nbd's socket")
-                peer = work / "nbdfuse"
-                peer.mkdir()
-                nbdfuse = subprocess.Popen(["nbdfuse", str(peer), f"nbd+unix:///?socket={sock}"],
-                                           stderr=subprocess.DEVNULL)
-                procs.append(nbdfuse)
-                mounts.append(peer)
-                wait_for(lambda: is_mounted(peer), 30, "the nbdfuse mount")
-                fio_jobs(results, "peer", peer / "nbd", args.runtime,
-                         {"nbdfuse": nbdfuse.pid, "qemu-nbd": nbd.pid, "tgtd": tgt.proc.pid}, costs)
-                zeros["peer"] = dd_zeros(peer / "nbd", zero_mib)
-                subprocess.run(["fusermount3", "-u", str(peer)], timeout=60)
+                with peer_stack(work, lun_url, procs, mounts, "direct") as (path, watch):
+                    fio_jobs(results, "peer", path, args.runtime, {**watch, "tgtd": tgt.proc.pid}, costs)
+                    zeros["peer"] = dd_zeros(path, zero_mib)
+                    steps["peer"] = {"syscalls": syscalls_per_request(list(watch.values()), path, work)}
 
             for mode in ("off", "on"):  # after every fio job: this overwrites the LUN's data with zeros
                 zmnt = work / f"zeros-{mode}"
@@ -429,9 +574,10 @@ def main() -> int:
           f"| | | | | | | | 0 once idle | |")
     print(f"| read resumed after tgtd listens again ({args.outage:g} s outage) | s | {recovered:.2f} "
           f"| | | | | | | | < 3 | |")
-    others = [f"workers={w}" for w in args.workers if w]
+    others = [f"workers={w}" for w in args.workers if w] + (["pure Python"] if args.pure else [])
     if others:
-        print("\nWith the sessions in worker processes (-o workers=N), same run:\n")
+        print("\nWith the sessions in worker processes (-o workers=N), and as pure Python ($ISCSIFS_PURE_PYTHON, "
+              "not the compiled build), same run:\n")
         print("| job | iscsifs (workers=0) | " + " | ".join(others) + " | qemu-nbd+nbdfuse | "
               + " | ".join(f"{k} vs peer" for k in others) + " |")
         columns = " | ".join("---:" for _ in others)
@@ -440,6 +586,25 @@ def main() -> int:
             r = results[job.name]
             print(f"| {job.name} | {num(r.get('iscsifs'))} | " + " | ".join(num(r.get(k)) for k in others)
                   + f" | {num(r.get('peer'))} | " + " | ".join(ratio(r.get(k), r.get("peer")) for k in others) + " |")
+    if any(delayed[name] for name in DELAY_JOBS):
+        print(f"\nThrough a proxy that delays each direction by {args.delay_us} µs (bench/delayproxy.c), same run:\n")
+        print("| job | iscsifs | qemu-nbd+nbdfuse | vs peer | goal |")
+        print("| --- | ---: | ---: | ---: | --- |")
+        for name in DELAY_JOBS:
+            r = delayed[name]
+            print(f"| {name} | {num(r.get('iscsifs'))} | {num(r.get('peer'))} | "
+                  f"{ratio(r.get('iscsifs'), r.get('peer'))} | >= 1x peer |")
+    if steps:
+        print(f"\nPer 4 KiB random read at QD32 ({STEP_REQUESTS} reads; bench/steps.py, strace -c -f):\n")
+        print("| stack | trio task steps | task switches | loop turns | allocations | system calls |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: |")
+
+        def one(v: float | None) -> str:
+            return f"{v:.2f}" if v is not None else "-"
+
+        for key, per in steps.items():
+            print(f"| {key} | {one(per.get('steps'))} | {one(per.get('switches'))} | {one(per.get('turns'))} | "
+                  f"{one(per.get('allocations'))} | {one(per.get('syscalls'))} |")
     print("\nCPU time per request, µs, of each process (over the job, ramp included):\n")
     print("| job | stack | by process |")
     print("| --- | --- | --- |")
@@ -451,7 +616,7 @@ def main() -> int:
         args.json.write_text(json.dumps({"jobs": results, "cpu_us_per_request": costs, "rss_mib": rss,
                                          "portal_mount_s": mounted,
                                          "portal_ls_s": listed, "portal500": p500, "recovery_s": recovered,
-                                         "zeros_mib_s": zeros},
+                                         "zeros_mib_s": zeros, "delayed": delayed, "steps": steps},
                                         indent=2))
     return 0
 
