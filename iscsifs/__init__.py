@@ -7,28 +7,31 @@ __version__ = "0.1.0"
 
 
 def _stale_compiled_modules() -> bool:
-    """In a source tree (an editable install), is a compiled module older than its ``.py``? Then
-    the build no longer matches the code: run the sources, all of them (a compiled module calls
-    the compiled code of the others directly, so they cannot be mixed)."""
+    """In a source tree (an editable install), is the compiled code older than a ``.py`` it was
+    compiled from? Then the build no longer matches the code: run the sources, all of them (a
+    compiled module calls the compiled code of the others directly, so they cannot be mixed)."""
+    import glob
     import importlib.machinery as machinery
 
     from iscsifs.compiled import COMPILED_MODULES
 
     package = _os.path.dirname(__file__)
-    if not _os.path.exists(_os.path.join(package, _os.pardir, "pyproject.toml")):
+    tree = _os.path.join(package, _os.pardir)
+    if not _os.path.exists(_os.path.join(tree, "pyproject.toml")):
         return False  # installed from a wheel: what pip unpacked belongs together
+    # mypyc puts the code of every module in one shared library beside the package (a rebuild
+    # rewrites it, and leaves each module's own small library as it was when that did not change).
+    built = [_os.stat(path).st_mtime for path in glob.glob(_os.path.join(tree, "*__mypyc.*"))]
     for module in COMPILED_MODULES:
         base = _os.path.join(package, *module.split(".")[1:])
-        try:
-            source = _os.stat(base + ".py").st_mtime
-        except OSError:
-            continue
         for suffix in machinery.EXTENSION_SUFFIXES:
             try:
-                if _os.stat(base + suffix).st_mtime < source:
-                    return True
+                own = _os.stat(base + suffix).st_mtime
+                source = _os.stat(base + ".py").st_mtime
             except OSError:
-                pass
+                continue
+            if max([own, *built]) < source:
+                return True
     return False
 
 
