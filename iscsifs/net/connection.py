@@ -128,6 +128,7 @@ class Connection:
         # that might be reused must never be written to.
         self._fd: int | None = self._sock.fileno()
         self._placed_last = False  # the last thing received was a placed Data-In segment
+        self._drained = False  # the last receive took less than it asked
         self._reader = reader
         self._core = ConnectionCore(login.params, cmd_sn=config.cmd_sn, exp_cmd_sn=login.exp_cmd_sn,
                                  max_cmd_sn=login.max_cmd_sn, exp_stat_sn=(login.stat_sn + 1) & 0xFFFFFFFF)
@@ -261,9 +262,25 @@ class Connection:
         self._placed_last = False
         view = self._reader.receive_buffer(size)
         try:
-            n = await self._sock.recv_into(view)
+            # The last receive took less than it asked: the socket is likely empty, so wait for it
+            # rather than try first (a receive that fails with EAGAIN, then the wait, on most
+            # answers at 4 KiB). Otherwise yield once, as trio's own receive would.
+            if self._drained:
+                await trio.lowlevel.wait_readable(self._sock)
+            else:
+                await trio.lowlevel.checkpoint()
+            while True:
+                if self._fd is None:
+                    raise ConnectionLost("connection closed")
+                try:
+                    n = os.readv(self._fd, [view])
+                    break
+                except BlockingIOError:
+                    await trio.lowlevel.wait_readable(self._sock)
         finally:
             view.release()
+        # After a placed segment we asked for little on purpose: taking less says nothing.
+        self._drained = n < size == RECEIVE_SIZE
         self._reader.received(n)
         if not n:
             raise ConnectionLost(f"target {self.portal} closed the connection")
@@ -290,6 +307,7 @@ class Connection:
             got += n
         self._reader.placed(length)
         self._placed_last = True
+        self._drained = False  # what came before the segment says nothing of what follows it
         while not self._reader.trailer_done():  # the data digest, before anyone sees the data
             await self._receive()
         pdu = header.with_data(dest)
