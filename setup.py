@@ -56,7 +56,8 @@ def ext_modules() -> list[Any]:
     try:
         return list(mypycify(files, opt_level="3", debug_level="0"))
     except (Exception, SystemExit) as exc:  # noqa: BLE001  # mypyc exits on a type error; pure Python still works
-        warn(f"mypyc refused the modules ({exc}); building pure Python")
+        warn(f"mypyc refused the modules (exit status {exc}: the type errors are above; the packages they "
+             "import must be importable by the build); building pure Python")
         return []
 
 
