@@ -3,6 +3,9 @@
 import os as _os
 import sys as _sys
 
+from iscsifs.compiled import COMPILED_MODULES as _COMPILED_MODULES
+from iscsifs.compiled import pure_requested as _pure_requested
+
 __version__ = "0.1.0"
 
 
@@ -13,8 +16,6 @@ def _stale_compiled_modules() -> bool:
     import glob
     import importlib.machinery as machinery
 
-    from iscsifs.compiled import COMPILED_MODULES
-
     package = _os.path.dirname(__file__)
     tree = _os.path.join(package, _os.pardir)
     if not _os.path.exists(_os.path.join(tree, "pyproject.toml")):
@@ -22,7 +23,7 @@ def _stale_compiled_modules() -> bool:
     # mypyc puts the code of every module in one shared library beside the package (a rebuild
     # rewrites it, and leaves each module's own small library as it was when that did not change).
     built = [_os.stat(path).st_mtime for path in glob.glob(_os.path.join(tree, "*__mypyc.*"))]
-    for module in COMPILED_MODULES:
+    for module in _COMPILED_MODULES:
         base = _os.path.join(package, *module.split(".")[1:])
         for suffix in machinery.EXTENSION_SUFFIXES:
             try:
@@ -59,7 +60,7 @@ def _import_sources_only() -> None:
     _sys.meta_path.insert(0, SourcesOnly())
 
 
-if _os.environ.get("ISCSIFS_PURE_PYTHON", "") not in ("", "0"):
+if _pure_requested():
     _import_sources_only()  # asked for: one installation runs either way
 elif _stale_compiled_modules():
     _sys.stderr.write("iscsifs: the compiled modules are older than their sources: running pure Python "

@@ -1,15 +1,18 @@
 """The modules the build compiles with mypyc (``setup.py`` reads this list), and which build runs.
 
 The hot path of a 4 KiB request is compiled: the PDU stream reader and the connection's sans-I/O
-core, the CDB builders and response parsers, the trio connection, the multipath that picks a
-path, the LUN's read and write, and the FUSE handlers. They are the same type-checked ``.py``
+core, the CDB builders and response parsers, the trio connection, session and multipath, the
+command policy, the read buffers and statistics, the LUN's read and write, and the FUSE
+handlers. The PDU codec is not: it generates its code at import. They are the same type-checked ``.py``
 files as the pure-Python build; ``pip install .`` compiles them where mypyc and a C compiler are
 at hand, and leaves them pure Python otherwise, or when ``ISCSIFS_PURE_PYTHON`` is set. Set at
 run time, the same variable makes an installed compiled build import the ``.py`` files instead.
 
-No exception class may be defined in a compiled module: mypyc drops the class-level attributes
-of the exception classes it compiles (``errno = ...`` would silently read as the base's).
-``tests/test_build.py`` checks both.
+What mypyc gets wrong stays out of these modules, and ``tests/test_build.py`` checks each: an
+exception class with class attributes (mypyc drops them: an ``errno = ...`` would read as the
+base's), a method aliased in a class body (never set), and one ``except ... as`` name bound by
+clauses of different types (typed as the first). A function pickled by reference to the session
+workers cannot be compiled either (``iscsifs.block.identity``).
 
 This module imports nothing of iscsifs: the build runs it on its own.
 """

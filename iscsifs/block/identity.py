@@ -149,5 +149,3 @@ async def identity_of(session: Executor, lun: int) -> tuple[str, str]:
     that cannot be read raises, so the login is tried again rather than the LUN being taken for
     another device."""
     return await _identity(session, lun, await _supported_pages(session, lun))
-
-

@@ -258,14 +258,15 @@ class Connection:
         """More bytes into the reader: received into its buffer, without an intermediate copy."""
         # Right after a placed segment, another Data-In header is likely next: take little
         # more than it, so that its data goes straight to its buffer too, not through ours.
-        size = PLACED_NEXT_RECEIVE if self._placed_last else RECEIVE_SIZE
-        self._placed_last = False
+        placed_last, self._placed_last = self._placed_last, False
+        size = PLACED_NEXT_RECEIVE if placed_last else RECEIVE_SIZE
         view = self._reader.receive_buffer(size)
         try:
             # The last receive took less than it asked: the socket is likely empty, so wait for it
             # rather than try first (a receive that fails with EAGAIN, then the wait, on most
-            # answers at 4 KiB). Otherwise yield once, as trio's own receive would.
-            if self._drained:
+            # answers at 4 KiB). Otherwise yield once, as trio's own receive would. Right after a
+            # placed segment, what came before it says nothing of what follows: try first.
+            if self._drained and not placed_last:
                 await trio.lowlevel.wait_readable(self._sock)
             else:
                 await trio.lowlevel.checkpoint()
@@ -280,7 +281,7 @@ class Connection:
         finally:
             view.release()
         # After a placed segment we asked for little on purpose: taking less says nothing.
-        self._drained = n < size == RECEIVE_SIZE
+        self._drained = n < size and not placed_last
         self._reader.received(n)
         if not n:
             raise ConnectionLost(f"target {self.portal} closed the connection")
@@ -307,7 +308,6 @@ class Connection:
             got += n
         self._reader.placed(length)
         self._placed_last = True
-        self._drained = False  # what came before the segment says nothing of what follows it
         while not self._reader.trailer_done():  # the data digest, before anyone sees the data
             await self._receive()
         pdu = header.with_data(dest)
