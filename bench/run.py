@@ -35,7 +35,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -48,7 +47,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))  # the tests' private tgtd
 
-from support.tgt import TgtDaemon  # noqa: E402
+from support.tgt import TgtDaemon, free_port  # noqa: E402
 
 ISCSIFS = [sys.executable, "-m", "iscsifs"]
 IQN = "iqn.2026-11.bench.iscsifs:lun"
@@ -181,12 +180,6 @@ def build_c(name: str, work: Path, *flags: str) -> Path | None:
     subprocess.run([cc, "-O2", "-Wall", *flags, "-o", str(out), str(REPO / "bench" / f"{name.split('.')[0]}.c")],
                    check=True, timeout=120)
     return out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextlib.contextmanager
