@@ -28,12 +28,12 @@ from iscsifs.net.connection import Connection
 from iscsifs.net.dial import Connect, tcp_connect
 from iscsifs.net.multipath import Multipath
 from iscsifs.net.nursery import fail_after, single_error
-from iscsifs.net.policy import PathPolicy, RecoveryPolicy
 from iscsifs.net.remote import RemoteMultipath, Workers
 from iscsifs.proto.address import Portal, parse_target_address
 from iscsifs.proto.chap import ChapCredentials
 from iscsifs.proto.errors import IscsiError, RemoteProtocolError
 from iscsifs.proto.login import LoginConfig
+from iscsifs.proto.policy import PathPolicy, RecoveryPolicy
 from iscsifs.proto.text import Offer
 from iscsifs.scsi import cdb
 from iscsifs.scsi.response import (

@@ -27,8 +27,8 @@ from iscsifs.block.reservation import Reservations
 from iscsifs.mount.tree import ROOT_INODE, Tree
 from iscsifs.net.api import MountedTarget, Target
 from iscsifs.net.nursery import fail_after
-from iscsifs.net.policy import DEFAULT_POLICY
 from iscsifs.proto.errors import IscsiError
+from iscsifs.proto.policy import DEFAULT_POLICY
 from iscsifs.scsi.persistent import PrType
 from iscsifs.scsi.response import Capacity
 from iscsifs.scsi.sense import Sense

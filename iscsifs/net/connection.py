@@ -1,6 +1,7 @@
 """One TCP connection of an iSCSI session in its full feature phase, on trio (logging in is
-``net.login``, the TCP connection ``net.dial``, what the target's Async Messages make it do
-``net.async_events``).
+``net.login``, the TCP connection ``net.dial``). It decides nothing about failures: what a lost
+connection, a late command or an Asynchronous Message leads to is the session core's
+(``iscsifs.proto.session``), which ``net.session`` drives through the hooks here.
 
 A reader task parses PDUs and hands them to the sans-I/O ``ConnectionCore``; completions wake the
 waiter keyed by Initiator Task Tag. PDUs are encoded when they are built (so CmdSN order is wire
@@ -8,8 +9,9 @@ order) onto one outgoing queue, and written from it at once by the caller with n
 scatter writes (``os.writev``, no joining): a 4 KiB command costs no task switch to send, and a
 writer task only finishes what a full socket did not take. Its waits are shielded: a half-sent
 PDU would corrupt the stream, so cancellation only ever stops the *wait* for a response.
-Command timeouts are checked by one watchdog task, not a cancel scope per command (which cost
-more than the command's own codec on the 4 KiB path); other timeouts are the caller's.
+A command waits until it is answered or its session ends its attempt (``end_task``): its
+deadline is the session core's, with no cancel scope per command (which cost more than the
+command's own codec on the 4 KiB path).
 
 How the TCP connection is made is passed in (``Connect``): ``tcp_connect`` in real life, a socket
 pair to an in-memory target in tests. The lifecycle is ``iscsifs.proto.lifecycle``'s table.
@@ -21,13 +23,12 @@ import collections
 import logging
 import math
 import os
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import trio
 
-from iscsifs.net.async_events import on_async_event
 from iscsifs.net.dial import Connect, ConnectError, tcp_connect
 from iscsifs.net.login import log_in
 from iscsifs.net.outbox import drain
@@ -45,8 +46,10 @@ from iscsifs.proto.connection import (
 )
 from iscsifs.proto.errors import (
     ConnectionLost,
+    Delivery,
     IscsiError,
     RemoteProtocolError,
+    Undelivered,
 )
 from iscsifs.proto.lifecycle import (
     CONNECTION_TRANSITIONS,
@@ -69,10 +72,10 @@ from iscsifs.proto.pdu import (
     encode_burst,
     encode_pdu,
 )
+from iscsifs.proto.policy import RecoveryPolicy
 from iscsifs.proto.reader import PduReader, Placement
-from iscsifs.proto.text import OperationalParams, encode_text, parse_text
+from iscsifs.proto.text import Negotiation, encode_text, parse_text
 from iscsifs.scsi.response import encode_lun
-from iscsifs.scsi.sense import Sense
 
 log = logging.getLogger("iscsifs.connection")
 
@@ -84,24 +87,12 @@ RECEIVE_SIZE = 1 << 18
 PLACED_NEXT_RECEIVE = 4096
 
 
-class CommandTimeout(IscsiError):
-    """A SCSI command got no answer in time. The task stays known to the session (a late answer
-    is not a protocol error) until it is aborted (``task_management``) or the connection dropped."""
+class TaskWatch(Protocol):
+    """Who follows the commands in flight (the session, for its core's deadlines)."""
 
-    def __init__(self, task: ScsiTask, seconds: float) -> None:
-        self.task = task
-        super().__init__(f"command timed out after {seconds:.0f} s")
+    def started(self, task: ScsiTask, expires: float) -> None: ...
 
-
-class _Pending:
-    """A SCSI command waiting for its answer, and when it stops waiting (trio clock)."""
-
-    __slots__ = ("deadline", "event", "expired")
-
-    def __init__(self, deadline: float) -> None:
-        self.event = trio.Event()
-        self.deadline = deadline
-        self.expired = False
+    def ended(self, task: ScsiTask) -> None: ...
 
 
 class _Waiter:
@@ -136,16 +127,16 @@ class Connection:
         self._wake_writer = trio.Event()
         self._window_changed = trio.Event()
         self._window_waiters = 0
-        self._tasks: dict[int, _Pending] = {}
-        self._timed = trio.Event()  # set when a command with a deadline is waiting: wakes the watchdog
+        self._tasks: dict[int, trio.Event] = {}  # by ITT: what a SCSI command waits on
         self._waiters: dict[int, _Waiter] = {}
         self._nursery: trio.Nursery | None = None
         self.state = ConnectionState.FULL_FEATURE
         self._dead: IscsiError | None = None  # why it FAILED
-        # Told of every UNIT ATTENTION and SCSI Async Event (LUN, sense), e.g. by iscsifs.mount.watch.
-        self.on_unit_attention: Callable[[int, Sense], None] | None = None
         # Told once when the connection fails (not on a logout we asked for): recovery starts there.
         self.on_failure: Callable[[Connection, BaseException], None] | None = None
+        # Told of each Asynchronous Message; without a session, they are only logged.
+        self.on_async: Callable[[Connection, AsyncReceived], None] | None = None
+        self.watch: TaskWatch | None = None
 
     def __repr__(self) -> str:
         return (f"<Connection {self.config.target_name or 'discovery'} at {self.portal} tsih={self.login.tsih} "
@@ -179,7 +170,6 @@ class Connection:
         connection._nursery = nursery
         nursery.start_soon(connection._read_loop)
         nursery.start_soon(connection._write_loop)
-        nursery.start_soon(connection._watchdog)
         log.debug("logged in: %r params=%s", connection, done.login.params)
         return connection
 
@@ -195,32 +185,47 @@ class Connection:
             raise ConnectError(f"portal {portal} did not complete the login within {login_timeout:g} s "
                                "(login_timeout)") from None
 
-    # -- what the Async Message policy (net.async_events) does through us --------------------------
+    # -- what the session does through us ------------------------------------------------------------
 
     @property
     def outstanding(self) -> int:
         return self._core.outstanding
 
-    def start_soon(self, fn: Callable[..., Awaitable[object]], *args: object) -> None:
-        assert self._nursery is not None
-        self._nursery.start_soon(fn, *args)
-
-    def report_unit_attention(self, lun: int, sense: Sense) -> None:
-        if self.on_unit_attention is not None:
-            self.on_unit_attention(lun, sense)
-
-    def begin_draining(self) -> None:
-        """Take no new commands (the target asked us to log out)."""
+    def drain(self) -> None:
+        """Take no new commands (the target asked us to log out); those in flight finish here."""
         self._step(ConnectionInput.LOGOUT_REQUESTED)
 
-    async def wait_idle(self) -> None:
-        """Until no command is outstanding, or the connection is gone."""
-        while self.alive and self._core.outstanding:
-            await self._window_wait()
+    def end_task(self, initiator_task_tag: int, error: IscsiError) -> None:
+        """The session ended this command's attempt: its caller gets ``error`` now, and an answer
+        that comes later is not expected (the target no longer has the task)."""
+        task = self._core.forget(initiator_task_tag)
+        if task is not None and not task.done:
+            task.error = error
+        event = self._tasks.pop(initiator_task_tag, None)
+        if event is not None:
+            event.set()
 
-    def renegotiated(self, params: OperationalParams) -> None:
-        """New operational parameters: they apply from the next PDU."""
-        self.params = self._core.params = params
+    async def renegotiate(self, policy: RecoveryPolicy) -> None:
+        """Answer the target's offers (§6.2, §11.10) until it has nothing more to ask; the new
+        parameters apply from the next PDU. A failure fails the connection."""
+        negotiation = Negotiation(self.config.offer, offered={}, start=self.params)
+        replies: list[tuple[str, str]] = []
+        try:
+            for _ in range(policy.renegotiation_rounds):
+                with trio.fail_after(policy.renegotiation_timeout):
+                    pairs = await self.text_request(replies)
+                replies = negotiation.receive(pairs)
+                if not replies:
+                    break
+            params = negotiation.finish()
+        except (IscsiError, trio.TooSlowError) as exc:
+            self.fail(RemoteProtocolError(f"renegotiation asked by target {self.target_name} failed: "
+                                          f"{exc or 'no answer in time'}"))
+            return
+        if params != self.params:
+            log.info("target %s renegotiated: MaxRecvDataSegmentLength %d -> %d", self.target_name,
+                     self.params.max_recv_data_segment_length, params.max_recv_data_segment_length)
+            self.params = self._core.params = params
 
     # -- the reader --------------------------------------------------------------------------------
 
@@ -318,9 +323,9 @@ class Connection:
     def _dispatch(self, events: list[Event]) -> None:
         for ev in events:
             if isinstance(ev, TaskDone):
-                pending = self._tasks.pop(ev.task.initiator_task_tag, None)
-                if pending is not None:
-                    pending.event.set()
+                event = self._tasks.pop(ev.task.initiator_task_tag, None)
+                if event is not None:
+                    event.set()
             elif isinstance(ev, SendPdus):
                 # Queued, never sent from the reader: a full send buffer must not stop us reading.
                 self._queue(ev.pdus)
@@ -335,7 +340,10 @@ class Connection:
                     waiter.error = ev.error
                     waiter.event.set()
             elif isinstance(ev, AsyncReceived):
-                on_async_event(self, ev)
+                if self.on_async is not None:
+                    self.on_async(self, ev)
+                else:
+                    log.info("%s sent an Asynchronous Message: %s", self.target_name or "discovery", ev)
         if self._window_waiters:
             self._window_changed.set()
             self._window_changed = trio.Event()
@@ -348,12 +356,13 @@ class Connection:
         logging_out = before is ConnectionState.LOGGING_OUT  # the target closes the socket after its answer
         log.log(logging.DEBUG if logging_out else logging.WARNING, "connection to %s at %s failed: %s",
                 self.target_name or "discovery", self.portal, error)
+        lost = Undelivered(Delivery.CONNECTION_DIED, str(error))
         for itt in list(self._core.tasks):
             task = self._core.forget(itt)
             if task is not None:
-                task.error = error
-        for pending in self._tasks.values():
-            pending.event.set()
+                task.error = lost
+        for event in self._tasks.values():
+            event.set()
         self._tasks.clear()
         for waiter in self._waiters.values():
             waiter.error = error
@@ -361,7 +370,6 @@ class Connection:
         self._waiters.clear()
         self._window_changed.set()
         self._wake_writer.set()
-        self._timed.set()
         if self.on_failure is not None and not logging_out:
             self.on_failure(self, error)
 
@@ -376,13 +384,16 @@ class Connection:
         with trio.CancelScope(shield=True):
             await self._stream.aclose()
 
-    def _check_alive(self) -> None:
+    def _check_alive(self, command: bool) -> None:
+        """Before anything is queued: a refusal here means the request was never sent. While
+        draining, only new SCSI commands are refused: task management, pings and the logout
+        still go (§11.9.1 asks only that nothing new is started)."""
         if self._dead is not None:
-            raise ConnectionLost(str(self._dead))
+            raise Undelivered(Delivery.NEVER_SENT, str(self._dead))
         if self._closed:
-            raise ConnectionLost("connection is logged out")
-        if self.state is ConnectionState.DRAINING:
-            raise ConnectionLost("the target asked us to log out")
+            raise Undelivered(Delivery.NEVER_SENT, "connection is logged out")
+        if command and self.state is ConnectionState.DRAINING:
+            raise Undelivered(Delivery.NEVER_SENT, "the target asked us to log out")
 
     # -- sending -----------------------------------------------------------------------------------
 
@@ -434,23 +445,6 @@ class Connection:
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             self.fail(ConnectionLost(f"connection to {self.portal} lost while sending: {exc or type(exc).__name__}"))
 
-    async def _watchdog(self) -> None:
-        """Ends the wait of every command past its deadline (see ``execute``); sleeps until the
-        earliest one, so a steady stream of commands costs it a wake-up per timeout period."""
-        while self._dead is None and not self._closed:
-            deadlines = [p.deadline for p in self._tasks.values() if not p.expired]
-            earliest = min(deadlines, default=math.inf)
-            if earliest == math.inf:
-                self._timed = trio.Event()
-                await self._timed.wait()
-                continue
-            await trio.sleep_until(earliest)
-            now = trio.current_time()
-            for pending in list(self._tasks.values()):
-                if pending.deadline <= now and not pending.expired:
-                    pending.expired = True
-                    pending.event.set()
-
     async def _window_wait(self) -> None:
         self._window_waiters += 1
         try:
@@ -458,10 +452,10 @@ class Connection:
         finally:
             self._window_waiters -= 1
 
-    async def _issue(self, build: Callable[[], tuple[_T, Sequence[Pdu | DataOutBurst]]]) -> _T:
+    async def _issue(self, build: Callable[[], tuple[_T, Sequence[Pdu | DataOutBurst]]], command: bool = True) -> _T:
         """Wait for the CmdSN window, then build and queue at once (so CmdSN order = wire order)."""
         while True:
-            self._check_alive()
+            self._check_alive(command)
             if not self._core.window_open:
                 await self._window_wait()
                 continue
@@ -473,47 +467,49 @@ class Connection:
 
     async def execute(self, lun: int, cdb: bytes, *, data_out: bytes | bytearray | memoryview | None = None,
                       expected_in: int = 0, into: bytearray | memoryview | None = None,
-                      timeout: float | None = None) -> ScsiResult:
+                      expires: float = math.inf) -> ScsiResult:
         """Run one SCSI command; returns its result whatever the status (see ``iscsifs.block.lun`` for policy).
         Data read lands in ``into`` if given (at least ``expected_in`` bytes), which is never
-        written once this returns. Past ``timeout`` seconds raises CommandTimeout (see there)."""
+        written once this returns. Raises ``Undelivered`` when the attempt ends without an
+        answer (never sent, the connection died, or ended by the session: ``end_task``);
+        ``expires`` is when the command's time is up, for ``watch``."""
         task = ScsiTask(encode_lun(lun), cdb, expected_in,
                         memoryview(data_out).cast("B") if data_out is not None and len(data_out) else None,
                         buffer=into)
-        pending = _Pending(math.inf if timeout is None else trio.current_time() + timeout)
+        event = trio.Event()
 
         def build() -> tuple[ScsiTask, list[Pdu | DataOutBurst]]:
             pdus = self._core.issue(task)
-            self._tasks[task.initiator_task_tag] = pending
+            self._tasks[task.initiator_task_tag] = event
             return task, pdus
 
         await self._issue(build)
-        if timeout is not None and not self._timed.is_set():
-            self._timed.set()
+        watch = self.watch
+        if watch is not None:
+            watch.started(task, expires)
         try:
-            await pending.event.wait()
+            await event.wait()
         finally:
             self._tasks.pop(task.initiator_task_tag, None)
             self._core.detach(task)
+            if watch is not None:
+                watch.ended(task)
         if task.error is not None:
             raise task.error
         if task.result is None:
-            if not pending.expired:
-                raise ConnectionLost("connection closed")
-            # The task stays known to the core, so a late answer is not a protocol error.
-            raise CommandTimeout(task, timeout or 0)
+            raise Undelivered(Delivery.CONNECTION_DIED, "connection closed")
         return task.result
 
-    async def task_management(self, function: int, lun: int, referenced: ScsiTask | None = None) -> int:
-        """ABORT TASK (with the task) or LOGICAL UNIT RESET; returns the Response field (§11.6.1)."""
+    async def task_management(self, function: int, lun: int, referenced_task_tag: int | None = None) -> int:
+        """ABORT TASK (of the task with that tag) or LOGICAL UNIT RESET; returns the Response field
+        (§11.6.1)."""
+        referenced = None if referenced_task_tag is None else self._core.tasks.get(referenced_task_tag)
         rtt, ref_cmd_sn = (referenced.initiator_task_tag, referenced.cmd_sn) if referenced else (RESERVED_TAG, 0)
+        if referenced_task_tag is not None and referenced is None:
+            rtt = referenced_task_tag  # answered meanwhile: the target says it does not exist
         resp = await self._roundtrip(
             lambda: self._core.task_management_request(function, encode_lun(lun), rtt, ref_cmd_sn), TaskMgmtResponse)
         return resp.response
-
-    def forget(self, task: ScsiTask) -> None:
-        """The target has dropped ``task`` (aborted, or the LUN reset): stop expecting its answer."""
-        self._core.forget(task.initiator_task_tag)
 
     # -- other requests ----------------------------------------------------------------------------
 
@@ -526,7 +522,7 @@ class Connection:
             self._waiters[pdu.initiator_task_tag] = waiter
             return pdu, [pdu]
 
-        sent = await self._issue(build)
+        sent = await self._issue(build, command=False)
         try:
             await waiter.event.wait()
         finally:
@@ -558,21 +554,23 @@ class Connection:
         """NOP-Out with a fresh ITT; returns when the NOP-In answer arrives."""
         await self._roundtrip(self._core.ping, NopIn)
 
-    async def logout(self) -> None:
-        """Close the session cleanly; quiet if the connection is already gone."""
-        if not self.alive:
-            await self.aclose()
-            return
-        self._step(ConnectionInput.LOGOUT)
+    async def logout(self) -> int | None:
+        """Close the session cleanly; quiet if the connection is already gone. Returns the
+        Logout Response's Time2Wait, if one came."""
+        if not self.alive or self._step(ConnectionInput.LOGOUT) is ConnectionState.LOGGING_OUT:
+            await self.aclose()  # gone, or a logout is under way: closing ends it
+            return None
         try:
             resp = await self._roundtrip(
                 partial(self._core.logout_request, LogoutReason.CLOSE_SESSION, self.config.cid), LogoutResponse)
             if resp.response != 0:
                 log.info("target %s answered logout with response %d", self.target_name, resp.response)
+            return resp.time2wait
         except IscsiError as exc:
             # Failed while logging out (lost, or the target broke the protocol): closing is all
             # that is left to do, and the session is over either way.
             log.debug("logging out of %s: %s", self.target_name, exc)
+            return None
         finally:
             await self.aclose()
 
@@ -580,11 +578,10 @@ class Connection:
         self._step(ConnectionInput.CLOSE)
         self._fd = None
         self._wake_writer.set()
-        self._timed.set()
         with trio.CancelScope(shield=True):
             await self._stream.aclose()
-        for pending in self._tasks.values():
-            pending.event.set()
+        for event in self._tasks.values():
+            event.set()
         for waiter in self._waiters.values():
             waiter.error = ConnectionLost("connection closed")
             waiter.event.set()

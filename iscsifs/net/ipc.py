@@ -17,10 +17,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from iscsifs.net.api import Identify, NexusAction, PathInfo, Registrar
-from iscsifs.net.policy import PathPolicy, RecoveryPolicy
 from iscsifs.proto.address import Portal
 from iscsifs.proto.errors import IscsiError
 from iscsifs.proto.login import LoginConfig
+from iscsifs.proto.policy import PathPolicy, RecoveryPolicy
 from iscsifs.scsi.sense import Sense
 
 HEADER = struct.Struct("<IB3xI")  # payload length, Kind, tag (0: no reply wanted)

@@ -5,10 +5,14 @@ portal, which reconnects by itself. ``failover`` (the default) sends every comma
 first healthy path in the configured order, so a path that comes back is used again; the others
 stay logged in and kept alive as standby. ``round-robin`` spreads commands over healthy paths.
 
-A command whose path fails under it (``SessionDown``) is issued again at once on another healthy
-path, with no wait for the failed path's relogin. With no healthy path, commands wait for one;
-past ``recovery_timeout`` (counted from when the last path went down) they fail with EIO at once
-while the paths keep reconnecting, so the mount serves again when the target returns.
+A command whose attempt ends without an answer (``Undelivered``: its connection died, it was
+aborted or reset after its deadline) is issued again at once on another healthy path, with no
+wait for the failed path's relogin, within its budget (``proto.session.Attempts``: at most
+``retries + 1`` sends, never past ``command_bound`` from its start; one never sent costs
+nothing), and fails with EIO after it, saying what was tried. With no healthy path, commands
+wait for one; past ``recovery_timeout`` (counted from when the last path went down) or their own
+bound they fail with EIO at once while the paths keep reconnecting, so the mount serves again
+when the target returns.
 
 After every login, each LUN the layers above registered (``expect_identity``) must answer with
 the same serial and WWN (VPD 0x80/0x83): a path that leads to other devices than the healthy
@@ -31,20 +35,20 @@ import trio
 from iscsifs.net.api import DataOut, Fenced, Identify, Into, NexusAction, PathInfo, Registrar, UnitAttention
 from iscsifs.net.dial import Connect, tcp_connect
 from iscsifs.net.nursery import fail_after
-from iscsifs.net.policy import PathPolicy, RecoveryPolicy
 from iscsifs.net.session import (
     CONNECTION_ERRORS,
     ConnectionExecutor,
     Session,
-    SessionDown,
     SessionHooks,
     SessionRefused,
+    describe_command,
 )
 from iscsifs.proto.address import Portal
 from iscsifs.proto.connection import ScsiResult
-from iscsifs.proto.errors import ConnectionLost, IscsiError
-from iscsifs.proto.lifecycle import SessionState
+from iscsifs.proto.errors import ConnectionLost, IscsiError, Undelivered
 from iscsifs.proto.login import LoginConfig, new_isid
+from iscsifs.proto.policy import PathPolicy, RecoveryPolicy
+from iscsifs.proto.session import Attempts, SessionState
 from iscsifs.proto.text import OperationalParams
 from iscsifs.scsi.sense import Sense, SenseKey, Status, parse_sense
 
@@ -71,7 +75,7 @@ class Multipath:
     def __init__(self, nursery: trio.Nursery, config: LoginConfig, policy: RecoveryPolicy, *,
                  path_policy: PathPolicy = PathPolicy.FAILOVER, connect: Connect = tcp_connect,
                  identify: Identify | None = None, identities: dict[int, tuple[str, str]] | None = None,
-                 registrars: dict[int, Registrar] | None = None) -> None:
+                 registrars: dict[int, Registrar] | None = None, isids: dict[Portal, bytes] | None = None) -> None:
         assert config.target_name is not None
         self._nursery = nursery
         self._config = config
@@ -94,6 +98,10 @@ class Multipath:
         self._checking: set[tuple[int, int]] = set()  # (id of a path, LUN) whose preemption is being looked at
         self.identities: dict[int, tuple[str, str]] = dict(identities or {})  # LUN -> (serial, wwn)
         self._lun_changed: dict[int, str] = {}
+        # Each path's ISID, kept for good: a relogin, in this process or in a worker started again,
+        # reinstates the path's session (§6.3.5) instead of leaving the old nexus's tasks behind.
+        self.isids: dict[Portal, bytes] = dict(isids or {})
+        self._bound = policy.command_bound
         # Commands in flight, at most queue_depth. TASK SET FULL shrinks it (_queue_full); it grows
         # back slowly (_queue_ok). A counter and a ParkingLot, not a CapacityLimiter: this is on
         # every command's path, and a free slot must cost no await.
@@ -107,17 +115,20 @@ class Multipath:
                    *, path_policy: PathPolicy = PathPolicy.FAILOVER, connect: Connect = tcp_connect,
                    identify: Identify | None = None,
                    identities: dict[int, tuple[str, str]] | None = None,
-                   registrars: dict[int, Registrar] | None = None) -> Multipath:
+                   registrars: dict[int, Registrar] | None = None,
+                   isids: dict[Portal, bytes] | None = None) -> Multipath:
         """Log in through the first of ``portals`` that takes us (or raise the first portal's
         error). The other portals become paths at once when ``identities`` are given, else once
-        ``start_paths`` is called (after the caller has registered them)."""
+        ``start_paths`` is called (after the caller has registered them). ``isids`` gives paths the
+        ISIDs they had (a session worker started again); the others get new ones."""
         multipath = cls(nursery, config, policy, path_policy=path_policy, connect=connect, identify=identify,
-                        identities=identities, registrars=registrars)
+                        identities=identities, registrars=registrars, isids=isids)
         portals = multipath._order = list(dict.fromkeys(portals))  # the same portal twice is one path
         errors: list[BaseException] = []
         for i, portal in enumerate(portals):
             try:
-                path = await Session.open(nursery, portal, config, policy, multipath._hooks)
+                path = await Session.open(nursery, portal, multipath._path_config(portal, first=i == 0), policy,
+                                          multipath._hooks)
             except IscsiError as exc:
                 if len(portals) > 1:
                     log.info("logging in to %s through %s failed: %s", config.target_name, portal, exc)
@@ -140,12 +151,18 @@ class Multipath:
     def add_path(self, portal: Portal) -> None:
         if self._closed or any(p.portal == portal for p in self._paths):
             return
-        config = replace(self._config, isid=new_isid(), tsih=0)  # a session of its own
-        self._paths.append(Session.start(self._nursery, portal, config, self.policy, self._hooks))
+        self._paths.append(Session.start(self._nursery, portal, self._path_config(portal), self.policy, self._hooks))
         if portal not in self._order:
             self._order.append(portal)
         self._paths.sort(key=lambda p: self._order.index(p.portal))  # failover prefers the earlier ones
         log.info("target %s: path through %s added", self.target_name, portal)
+
+    def _path_config(self, portal: Portal, first: bool = False) -> LoginConfig:
+        """A session of its own through ``portal``: the ISID it had before, else the configured
+        one for the first path, else a new one."""
+        isid = self.isids.get(portal) or (self._config.isid if first else new_isid())
+        self.isids[portal] = isid
+        return replace(self._config, isid=isid, tsih=0)
 
     def __repr__(self) -> str:
         return f"<Multipath {self.target_name} {self.path_policy.value} paths={self._paths}>"
@@ -192,13 +209,17 @@ class Multipath:
 
     async def execute(self, lun: int, cdb: bytes, *, data_out: DataOut | None = None, expected_in: int = 0,
                       into: Into | None = None) -> ScsiResult:
-        """Run a command to completion across path failures (see the module docstring)."""
+        """Run a command to completion across path failures, within its budget (see the module
+        docstring)."""
+        started = trio.current_time()
+        expires = started + self._bound
+        attempts: Attempts | None = None  # made only once an attempt failed: nothing on the usual path
         while True:
             if lun in self._lun_changed:
                 raise LunChanged(self._lun_changed[lun])
             usable = self._usable
             if not usable:
-                await self._wait_for_path()
+                await self._wait_for_path(expires)
                 continue
             if self.path_policy is PathPolicy.FAILOVER or len(usable) == 1:
                 path = usable[0]
@@ -208,12 +229,20 @@ class Multipath:
             await self._take_slot()
             try:
                 result: ScsiResult | None = await path.execute(lun, cdb, data_out=data_out, expected_in=expected_in,
-                                                               into=into)
-            except SessionDown:
-                result = None  # on another path, or on this one once it is back
+                                                               into=into, expires=expires)
+            except Undelivered as failed:
+                result = None
+                if attempts is None:
+                    attempts = Attempts(describe_command(cdb, lun, self.target_name), started, self.policy)
+                try:
+                    attempts.after(failed, trio.current_time())
+                except IscsiError as gave_up:
+                    log.error("%s", gave_up)
+                    raise
             finally:
                 self._give_slot()
             if result is None:
+                await trio.lowlevel.checkpoint()  # on another path, or on this one once it is back
                 continue
             if result.status == _GOOD:
                 if self._depth < MAX_QUEUE_DEPTH:
@@ -265,7 +294,7 @@ class Multipath:
         for path in list(self._usable):
             try:
                 await action(path, lun)
-            except SessionDown as down:
+            except Undelivered as down:
                 log.debug("LUN %d of %s through %s: %s; its next login sees to it", lun, self.target_name,
                           path.portal, down)
             except IscsiError as exc:
@@ -352,7 +381,7 @@ class Multipath:
         if self.on_unit_attention is not None:
             self.on_unit_attention(lun, sense)
 
-    async def _wait_for_path(self) -> None:
+    async def _wait_for_path(self, expires: float) -> None:
         if self._closed:
             raise ConnectionLost(f"session to {self.target_name} is logged out")
         if self._paths and all(p.state is SessionState.FAILED for p in self._paths):
@@ -360,11 +389,16 @@ class Multipath:
         if self._down_since is None:
             self._down_since = trio.current_time()
         changed = self._changed
-        with trio.move_on_at(self._down_since + self.policy.recovery_timeout):
+        with trio.move_on_at(min(self._down_since + self.policy.recovery_timeout, expires)):
             await changed.wait()
-        if not changed.is_set():
-            raise RecoveryTimeout(f"target {self.target_name} unreachable for more than "
-                                  f"{self.policy.recovery_timeout:.0f} s (recovery_timeout); still reconnecting")
+        if changed.is_set():
+            return
+        if trio.current_time() >= expires:
+            raise RecoveryTimeout(f"target {self.target_name}: no path came back within the command's "
+                                  f"{self._bound:g} s (command_timeout x (retries + 1) + recovery_timeout); "
+                                  "still reconnecting")
+        raise RecoveryTimeout(f"target {self.target_name} unreachable for more than "
+                              f"{self.policy.recovery_timeout:.0f} s (recovery_timeout); still reconnecting")
 
     async def _check_login(self, path: Session, probe: ConnectionExecutor) -> None:
         """Every registered LUN must be the same device through ``path`` as before; then the LUNs

@@ -18,10 +18,10 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from iscsifs.net.api import DataOut, Fenced, Into, LoggedIn, NexusAction, PathInfo, Registrar, UnitAttention
-from iscsifs.net.policy import DEFAULT_POLICY, RecoveryPolicy
 from iscsifs.proto.address import Portal
 from iscsifs.proto.connection import ScsiResult
 from iscsifs.proto.errors import ConnectionLost
+from iscsifs.proto.policy import DEFAULT_POLICY, RecoveryPolicy
 from iscsifs.scsi.sense import Sense
 
 log = logging.getLogger("iscsifs")

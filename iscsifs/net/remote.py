@@ -55,12 +55,12 @@ from iscsifs.net.ipc import (
     rebuild_error,
     unpickle,
 )
-from iscsifs.net.policy import PathPolicy, RecoveryPolicy
 from iscsifs.net.privileges import Credentials
 from iscsifs.proto.address import Portal
 from iscsifs.proto.connection import ScsiResult
 from iscsifs.proto.errors import ConnectionLost, IscsiError
 from iscsifs.proto.login import LoginConfig
+from iscsifs.proto.policy import PathPolicy, RecoveryPolicy
 
 log = logging.getLogger("iscsifs")
 

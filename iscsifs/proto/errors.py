@@ -9,6 +9,7 @@ belong to it, and deadlines become ``TimedOut`` where they are set.
 
 from __future__ import annotations
 
+import enum
 import errno as _errno
 
 
@@ -37,6 +38,31 @@ class NegotiationError(IscsiError):
 
 class ConnectionLost(IscsiError):
     """The TCP connection to the target closed or broke."""
+
+
+class Delivery(enum.Enum):
+    """What became of one attempt at a command that did not complete (``iscsifs.proto.session``).
+    Only an attempt that may have reached the target uses the command's budget of retries."""
+
+    NEVER_SENT = "never sent"  # free to send again (httpcore's ConnectionNotAvailable)
+    CONNECTION_DIED = "sent, then its connection died"
+    ABORTED = "aborted after its deadline"
+    RESET = "ended by a LOGICAL UNIT RESET"
+    EXPIRED = "its time ran out"
+
+
+class Undelivered(ConnectionLost):
+    """One attempt at a command ended without an answer; ``delivery`` says how. The layer above
+    decides from it (``iscsifs.proto.session.Attempts``) whether to issue the command again."""
+
+    def __init__(self, delivery: Delivery, reason: str) -> None:
+        self.delivery = delivery
+        super().__init__(reason)
+
+
+class CommandFailed(IscsiError):
+    """A command used up its retries or its time without an answer (EIO): what was tried is in
+    the message."""
 
 
 class TimedOut(IscsiError):

@@ -1,4 +1,5 @@
-"""The lifecycles of a connection and of a session (one ISID through one portal), as tables.
+"""The lifecycle of a connection, as a table (the session's is the session core's,
+``iscsifs.proto.session``, with the same ``step``).
 
 Every transition lives in a table: (state, what happened) -> next state. A pair that is not in a
 table is a bug of ours (``LocalProtocolError``), never silently ignored: the I/O layers in
@@ -11,12 +12,6 @@ Connection (RFC 7143 §6.1, §11.14; full feature phase onwards):
     FULL_FEATURE, DRAINING --we send a Logout Request--> LOGGING_OUT
     FULL_FEATURE, DRAINING, LOGGING_OUT --EOF, reset, garbage, keepalive--> FAILED
     any --closed--> CLOSED
-
-Session (ErrorRecoveryLevel 0, §6.3.5: a session reinstated over new connections):
-
-    LOGGED_IN --connection lost--> RECOVERING --logged in again--> LOGGED_IN
-    RECOVERING --refused for good (0x02xx, authentication)--> FAILED
-    any --closed (logout, unmount, pool)--> CLOSED
 """
 
 from __future__ import annotations
@@ -48,6 +43,7 @@ CONNECTION_TRANSITIONS: dict[tuple[ConnectionState, ConnectionInput], Connection
     (_C.DRAINING, _CI.LOGOUT_REQUESTED): _C.DRAINING,
     (_C.FULL_FEATURE, _CI.LOGOUT): _C.LOGGING_OUT,
     (_C.DRAINING, _CI.LOGOUT): _C.LOGGING_OUT,
+    (_C.LOGGING_OUT, _CI.LOGOUT): _C.LOGGING_OUT,  # unmounting during a logout the target asked for: close
     (_C.FULL_FEATURE, _CI.FAIL): _C.FAILED,
     (_C.DRAINING, _CI.FAIL): _C.FAILED,
     (_C.LOGGING_OUT, _CI.FAIL): _C.FAILED,  # the target closes the socket right after its Logout Response
@@ -61,31 +57,6 @@ CONNECTION_TRANSITIONS: dict[tuple[ConnectionState, ConnectionInput], Connection
     **{(state, _CI.CLOSE): _C.CLOSED for state in ConnectionState},
 }
 
-
-class SessionState(enum.Enum):
-    LOGGED_IN = "logged in"
-    RECOVERING = "reconnecting"
-    FAILED = "refused for good"
-    CLOSED = "closed"
-
-
-class SessionInput(enum.Enum):
-    CONNECTION_LOST = "its connection was lost"
-    RECOVERED = "logged in again"
-    GIVE_UP = "the target refused it for good"
-    CLOSE = "closed"
-
-
-_P, _PI = SessionState, SessionInput
-SESSION_TRANSITIONS: dict[tuple[SessionState, SessionInput], SessionState] = {
-    (_P.LOGGED_IN, _PI.CONNECTION_LOST): _P.RECOVERING,
-    (_P.RECOVERING, _PI.CONNECTION_LOST): _P.RECOVERING,  # one recovery at a time
-    (_P.FAILED, _PI.CONNECTION_LOST): _P.FAILED,
-    (_P.CLOSED, _PI.CONNECTION_LOST): _P.CLOSED,  # our own logout closes the connection
-    (_P.RECOVERING, _PI.RECOVERED): _P.LOGGED_IN,
-    (_P.RECOVERING, _PI.GIVE_UP): _P.FAILED,
-    **{(state, _PI.CLOSE): _P.CLOSED for state in SessionState},
-}
 
 S = TypeVar("S", bound=enum.Enum)
 I = TypeVar("I", bound=enum.Enum)  # noqa: E741 - Input

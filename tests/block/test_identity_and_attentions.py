@@ -15,11 +15,11 @@ from iscsifs.mount.fs import IscsiFs
 from iscsifs.mount.tree import ROOT_INODE, Tree
 from iscsifs.mount.watch import TargetWatch
 from iscsifs.net.multipath import Multipath
-from iscsifs.net.policy import RecoveryPolicy
 from iscsifs.net.pool import TargetPool
 from iscsifs.proto import pdu as P
 from iscsifs.proto.address import Portal
 from iscsifs.proto.login import LoginConfig
+from iscsifs.proto.policy import RecoveryPolicy
 from iscsifs.scsi.response import (
     Designator,
     parse_device_identification,

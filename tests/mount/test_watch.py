@@ -9,11 +9,11 @@ from iscsifs.block.identity import identity_of
 from iscsifs.mount.tree import ROOT_INODE, Tree
 from iscsifs.mount.watch import TargetWatch
 from iscsifs.net.multipath import Multipath
-from iscsifs.net.policy import RecoveryPolicy
 from iscsifs.net.pool import TargetPool
 from iscsifs.proto import pdu as P
 from iscsifs.proto.address import Portal
 from iscsifs.proto.login import LoginConfig
+from iscsifs.proto.policy import RecoveryPolicy
 
 from support.fake_target import FakePortals, FakeTarget
 

@@ -11,12 +11,12 @@ import trio
 from iscsifs.block.command import command
 from iscsifs.block.identity import identity_of
 from iscsifs.net.multipath import Multipath
-from iscsifs.net.policy import RecoveryPolicy
 from iscsifs.net.pool import TargetPool
 from iscsifs.proto import pdu as P
 from iscsifs.proto.address import Portal
 from iscsifs.proto.connection import ScsiResult
 from iscsifs.proto.login import LoginConfig
+from iscsifs.proto.policy import RecoveryPolicy
 from iscsifs.scsi import cdb
 
 from support.fake_target import FakePortals

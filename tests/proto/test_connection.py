@@ -17,9 +17,10 @@ from iscsifs.proto.connection import (
 )
 from iscsifs.proto.errors import (
     ConnectionLost,
-    DigestError,
+    Delivery,
     RejectedError,
     RemoteProtocolError,
+    Undelivered,
 )
 from iscsifs.proto.login import LoginConfig
 from iscsifs.proto.text import OperationalParams, encode_text, parse_text
@@ -262,9 +263,9 @@ async def test_malformed_pdu_from_target_fails_waiting_commands(config):
             await target.stream.send_all(bytes([0x3E]) + bytes(47))  # no such opcode
 
         nursery.start_soon(misbehave)
-        with pytest.raises(RemoteProtocolError):
+        with pytest.raises(Undelivered, match="unexpected PDU opcode") as lost:  # the session decides what next
             await session.execute(0, bytes.fromhex("28000000000000000100"), expected_in=512)
-        assert not session.alive
+        assert lost.value.delivery is Delivery.CONNECTION_DIED and not session.alive
 
 
 @pytest.mark.parametrize("digests", [False, True])
@@ -298,6 +299,6 @@ async def test_a_placed_segment_with_a_bad_data_digest_is_never_returned(config)
 
             target.corrupt = corrupt
             into = bytearray(4096)
-            with pytest.raises(DigestError):
+            with pytest.raises(Undelivered, match="data digest mismatch"):  # sent, then the connection died
                 await session.execute(0, bytes.fromhex("28000000000000000800"), expected_in=4096, into=into)
             nursery.cancel_scope.cancel()

@@ -1,5 +1,5 @@
-"""The connection and path lifecycles, pair by pair: every (state, input) either has its entry in
-the table or is refused as a bug of ours."""
+"""The connection's lifecycle, pair by pair: every (state, input) either has its entry in the table
+or is refused as a bug of ours (the session's is in tests/proto/test_session.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import pytest
 from iscsifs.proto.errors import LocalProtocolError
 from iscsifs.proto.lifecycle import (
     CONNECTION_TRANSITIONS,
-    SESSION_TRANSITIONS,
     step,
 )
 from iscsifs.proto.lifecycle import (
@@ -17,12 +16,6 @@ from iscsifs.proto.lifecycle import (
 )
 from iscsifs.proto.lifecycle import (
     ConnectionState as C,
-)
-from iscsifs.proto.lifecycle import (
-    SessionInput as PI,
-)
-from iscsifs.proto.lifecycle import (
-    SessionState as P,
 )
 
 CONNECTION_EXPECTED = {
@@ -35,6 +28,7 @@ CONNECTION_EXPECTED = {
     (C.DRAINING, CI.FAIL): C.FAILED,
     (C.DRAINING, CI.CLOSE): C.CLOSED,
     (C.LOGGING_OUT, CI.LOGOUT_REQUESTED): C.LOGGING_OUT,
+    (C.LOGGING_OUT, CI.LOGOUT): C.LOGGING_OUT,
     (C.LOGGING_OUT, CI.FAIL): C.FAILED,
     (C.LOGGING_OUT, CI.CLOSE): C.CLOSED,
     (C.FAILED, CI.LOGOUT_REQUESTED): C.FAILED,
@@ -45,25 +39,10 @@ CONNECTION_EXPECTED = {
     (C.CLOSED, CI.LOGOUT): C.CLOSED,
     (C.CLOSED, CI.FAIL): C.CLOSED,
     (C.CLOSED, CI.CLOSE): C.CLOSED,
-}  # missing: (LOGGING_OUT, LOGOUT), a second logout of one connection
-
-PATH_EXPECTED = {
-    (P.LOGGED_IN, PI.CONNECTION_LOST): P.RECOVERING,
-    (P.LOGGED_IN, PI.CLOSE): P.CLOSED,
-    (P.RECOVERING, PI.CONNECTION_LOST): P.RECOVERING,
-    (P.RECOVERING, PI.RECOVERED): P.LOGGED_IN,
-    (P.RECOVERING, PI.GIVE_UP): P.FAILED,
-    (P.RECOVERING, PI.CLOSE): P.CLOSED,
-    (P.FAILED, PI.CONNECTION_LOST): P.FAILED,
-    (P.FAILED, PI.CLOSE): P.CLOSED,
-    (P.CLOSED, PI.CONNECTION_LOST): P.CLOSED,
-    (P.CLOSED, PI.CLOSE): P.CLOSED,
-}  # missing: a login or a refusal of a path that is not recovering
-
+}
 
 @pytest.mark.parametrize("table, expected, states, inputs", [
     (CONNECTION_TRANSITIONS, CONNECTION_EXPECTED, C, CI),
-    (SESSION_TRANSITIONS, PATH_EXPECTED, P, PI),
 ])
 def test_every_pair_is_decided(table, expected, states, inputs):
     for state, event in itertools.product(states, inputs):

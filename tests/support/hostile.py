@@ -34,10 +34,10 @@ if __name__ == "__main__":  # run as a script: the tests' own imports, as pytest
 from iscsifs.block.client import Client, ClientConfig
 from iscsifs.mount.fs import MAP_XATTR_PREFIX, IscsiFs
 from iscsifs.mount.serve import MountOptions, build_tree, shutdown
-from iscsifs.net.policy import RecoveryPolicy
 from iscsifs.net.pool import TargetPool
 from iscsifs.proto import pdu as P
 from iscsifs.proto.errors import IscsiError
+from iscsifs.proto.policy import RecoveryPolicy
 from iscsifs.url import parse_url
 
 from support.fake_target import FakeTarget, login_and_serve, sense_bytes, stream_pair
