@@ -16,7 +16,7 @@ import pytest
 import trio
 from iscsifs.block.client import Client, ClientConfig
 from iscsifs.cli.options import parse_mount_options
-from iscsifs.net.remote import Workers
+from iscsifs.net.workers import Workers
 from iscsifs.url import parse_url
 
 from support.faultproxy import FaultProxy
@@ -80,6 +80,9 @@ def test_a_killed_worker_is_restarted_under_fio_verify(make_target, tmp_path):
              "--do_verify=1", "--output-format=terse"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
         killed = 0
+        wait_for(lambda: all(p["isid"] for p in _stats(mnt)["paths"][t.iqn]), 10)  # the worker's state has come
+        isids = [p["isid"] for p in _stats(mnt)["paths"][t.iqn]]
+        assert len(isids) == 1 and len(isids[0]) == 12
         try:
             for _ in range(3):  # mid-write, and again while it reads back and verifies
                 time.sleep(0.7)
@@ -96,7 +99,12 @@ def test_a_killed_worker_is_restarted_under_fio_verify(make_target, tmp_path):
                 fio.kill()
         assert fio.returncode == 0, out.decode()[-2000:] + err.decode()[-2000:]
         assert killed >= 1, "fio ended before the first kill: the test proved nothing"
-        assert _stats(mnt)["worker_restarts"] == killed
+        stats = _stats(mnt)
+        assert stats["worker_restarts"] == killed
+        # Each new worker logged in again with the dead one's ISID (a session reinstatement, RFC
+        # 7143 §6.3.5: the target ended the old nexus's tasks first), so tgt holds one session.
+        assert [p["isid"] for p in stats["paths"][t.iqn]] == isids
+        assert _nexuses(t) == 1
         assert m.stderr.count("ended (killed by signal 9); starting it again") == killed, m.stderr
     assert "EIO" not in m.stderr and "failed" not in m.stderr, m.stderr
 

@@ -28,7 +28,8 @@ from iscsifs.net.connection import Connection
 from iscsifs.net.dial import Connect, tcp_connect
 from iscsifs.net.multipath import Multipath
 from iscsifs.net.nursery import fail_after, single_error
-from iscsifs.net.remote import RemoteMultipath, Workers
+from iscsifs.net.remote import RemoteMultipath
+from iscsifs.net.workers import Workers
 from iscsifs.proto.address import Portal, parse_target_address
 from iscsifs.proto.chap import ChapCredentials
 from iscsifs.proto.errors import IscsiError, RemoteProtocolError

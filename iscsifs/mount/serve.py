@@ -30,7 +30,7 @@ from iscsifs.net.api import MountedTarget
 from iscsifs.net.arena import ArenaBuffers
 from iscsifs.net.pool import Opener, PooledTarget, TargetPool
 from iscsifs.net.privileges import Credentials, PrivilegeError, drop_privileges
-from iscsifs.net.remote import Workers
+from iscsifs.net.workers import Workers
 from iscsifs.proto.errors import IscsiError
 from iscsifs.scsi.persistent import PrType, key_text
 from iscsifs.url import IscsiUrl
@@ -361,7 +361,7 @@ def _count(pool: TargetPool, tree: Tree) -> None:
     STATS.sessions = lambda: pool.logged_in
     STATS.reconnects = lambda: sum(h.reconnects for h in pool.targets.values())
     STATS.reconnects_by_target = lambda: {name: h.reconnects for name, h in pool.targets.items()}
-    STATS.paths = lambda: {name: [{"portal": str(p.portal), "state": p.state, "active": p.active}
+    STATS.paths = lambda: {name: [{"portal": str(p.portal), "state": p.state, "active": p.active, "isid": p.isid}
                                   for p in handle.paths()] for name, handle in pool.targets.items()}
 
 

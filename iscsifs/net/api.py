@@ -1,6 +1,6 @@
 """What the layers above ``net`` (``block``, ``mount``) need from it, in three widths, and nothing
 more; every argument and result is plain data or a buffer, so the work behind them can run in a
-session worker process (``net.remote``).
+session worker process (``net.remote``, ``net.workers``).
 
 - ``Executor``: what I/O needs, to run one SCSI command. A ``Multipath``, the pool's
   ``PooledTarget``, a ``RemoteMultipath`` and one connection (``ConnectionExecutor``, for the
@@ -45,6 +45,7 @@ class PathInfo:
     portal: Portal
     state: str  # a SessionState name, lower case: logged_in, recovering, failed, closed
     active: bool  # the path commands go to now (with round-robin, every healthy path is)
+    isid: str = ""  # the session's ISID, in hex: the same across its relogins (reinstatement)
 
 
 class Executor(Protocol):

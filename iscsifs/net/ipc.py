@@ -1,4 +1,4 @@
-"""The frames between the FUSE process and its session workers (``net.remote``, ``net.worker``).
+"""The frames between the FUSE process and its session workers (``net.workers``, ``net.worker``).
 
 Sans-I/O, like ``proto``: bytes in, frames out. A frame is a fixed header (payload length,
 kind, tag) and a payload. The two frames on every command's path, EXEC and RESULT, are fixed
@@ -69,6 +69,9 @@ class Open:
     identities: dict[int, tuple[str, str]] | None
     reopen: bool = False
     registrars: dict[int, Registrar] | None = None  # reopening: the LUNs kept registered, from the first login
+    # Each portal's ISID, chosen by the FUSE process: a worker started again logs in with them, a
+    # reinstatement (RFC 7143 §6.3.5) that ends the dead worker's tasks at the target first.
+    isids: dict[Portal, bytes] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -194,7 +194,7 @@ class Session:
         return self._core.usable
 
     def info(self, active: bool) -> PathInfo:
-        return PathInfo(self.portal, self.state.name.lower(), active)
+        return PathInfo(self.portal, self.state.name.lower(), active, self.config.isid.hex())
 
     # -- commands (the connection's TaskWatch) ------------------------------------------------------------
 

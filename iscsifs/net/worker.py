@@ -1,6 +1,6 @@
 """A session worker: a process that runs sessions (``net.session``) for the FUSE process, so the
 iSCSI work of every command (PDUs, digests, the target's sockets) runs beside FUSE dispatch on
-another CPU. ``net.remote`` starts it as
+another CPU. ``net.workers`` starts it as
 
     python -m iscsifs.net.worker CHANNEL_FD ARENA_FD ARENA_BYTES LOG_LEVEL CREDENTIALS [MODULE...]
 
@@ -21,7 +21,6 @@ import signal
 import socket
 import sys
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 from functools import partial
 
 import trio
@@ -56,7 +55,6 @@ from iscsifs.net.ipc import (
 from iscsifs.net.multipath import Multipath
 from iscsifs.net.privileges import Credentials, drop_privileges
 from iscsifs.proto.errors import ConnectionLost, IscsiError
-from iscsifs.proto.login import new_isid
 from iscsifs.scsi.sense import Sense
 
 log = logging.getLogger("iscsifs")
@@ -164,8 +162,8 @@ class Worker:
         started = trio.current_time()
         while True:
             try:
-                # Every worker's multipath is one of its own: a fresh ISID, never a reinstatement.
-                session = await Multipath.open(self._nursery, call.portals, replace(config, isid=new_isid()), policy,
+                # The ISIDs the FUSE process chose for this multipath: the same after a restart.
+                session = await Multipath.open(self._nursery, call.portals, config, policy, isids=call.isids,
                                                path_policy=call.path_policy, identify=call.identify,
                                                identities=call.identities, registrars=call.registrars)
                 break
