@@ -16,10 +16,10 @@ from iscsifs import __version__, compiled
 from iscsifs.block.client import DIGEST_OFFERS, ConnectOptions
 from iscsifs.block.lun import DetectZeroes
 from iscsifs.mount.serve import MountOptions
-from iscsifs.net.policy import PathPolicy
 from iscsifs.net.privileges import Credentials
 from iscsifs.proto.address import Portal
 from iscsifs.proto.chap import parse_algorithms
+from iscsifs.proto.policy import PathPolicy, RecoveryPolicy
 from iscsifs.scsi.persistent import PR_TYPE_WORDS, PrType, parse_key, parse_pr_type
 from iscsifs.url import UrlError, is_iscsi_name, parse_hostport
 
@@ -86,7 +86,9 @@ OPTIONS_HELP = """options (-o, comma-separated, repeatable):
   workers=N              processes that run the iSCSI sessions beside the FUSE process (default $ISCSIFS_WORKERS,
                          else 0: everything in one process, which measured faster on 2 CPUs; see the README)
 reliability (seconds): nop_interval=5, nop_timeout=5 (keepalive), command_timeout=30 (then ABORT TASK, LUN RESET,
-  reconnect), recovery_timeout=120 (while reconnecting, I/O waits this long, then fails with EIO), login_timeout=15
+  reconnect), recovery_timeout=120 (while reconnecting, I/O waits this long, then fails with EIO), login_timeout=15;
+  retries=5 (a command is sent at most retries+1 times; one never answered fails with EIO within
+  command_timeout x (retries+1) + recovery_timeout)
 mount(8) flags (nodev, nosuid, noexec, noatime, ...) go to the kernel; _netdev, nofail, auto, noauto, user, users,
 defaults and x-systemd.* (fstab, systemd) are accepted and ignored.
 CHAP secrets may also come from the URL (visible in ps until iscsifs hides it), from ?target_user=&target_password=,
@@ -167,7 +169,13 @@ def _chap_algs(o: Options, key: str, val: str) -> Options:
 
 def _recovery(o: Options, key: str, val: str) -> Options:
     seconds = _seconds(key, val, 86400, "a number of seconds (0 < s <= 86400)")
-    return replace(o, connect=replace(o.connect, recovery=replace(o.connect.recovery, **{key: seconds})))
+    return replace(o, connect=replace(o.connect, recovery=_with_time(o.connect.recovery, key, seconds)))
+
+
+def _with_time(policy: RecoveryPolicy, key: str, seconds: float) -> RecoveryPolicy:
+    """``policy`` with one of RECOVERY_OPTIONS set (every one of them is a float field)."""
+    assert key in RECOVERY_OPTIONS
+    return replace(policy, **{key: seconds})  # type: ignore[arg-type]  # mypy merges the fields' types
 
 
 def _portal(o: Options, key: str, val: str) -> Options:
@@ -267,6 +275,8 @@ VALUED: dict[str, Apply] = {
     "log_file": _log_file,
     "idle_timeout": lambda o, k, v: replace(o, mount=replace(o.mount, idle_timeout=_seconds(
         k, v, 86400 * 365, "a number of seconds (0: never)", zero=True))),
+    "retries": lambda o, k, v: replace(o, connect=replace(o.connect, recovery=replace(
+        o.connect.recovery, retries=_number(k, v, 0, 100)))),
     "max_sessions": lambda o, k, v: replace(o, mount=replace(o.mount, max_sessions=_number(k, v, 1, 100000))),
     "workers": lambda o, k, v: replace(o, mount=replace(o.mount, workers=_workers(k, v))),
     "path_policy": _path_policy,
