@@ -28,6 +28,7 @@ PURE_VARIABLE = "ISCSIFS_PURE_PYTHON"
 COMPILED_MODULES: tuple[str, ...] = (
     "iscsifs.proto.reader",
     "iscsifs.proto.connection",
+    "iscsifs.proto.session",
     "iscsifs.scsi.cdb",
     "iscsifs.scsi.response",
     "iscsifs.net.outbox",

@@ -209,8 +209,10 @@ class Session:
                                         expires=expires)
 
     def started(self, task: ScsiTask, expires: float) -> None:
-        self._core.command_sent(task.initiator_task_tag, task.lun, trio.current_time(), expires)
-        if self._core.timer() < self._sleeping_until:
+        # The timer loop sleeps until the core's earliest time; only a command due before it
+        # (the first after a quiet spell, as the keepalive wakes it every nop_interval) wakes it.
+        if self._core.command_sent(task.initiator_task_tag, task.lun, trio.current_time(), expires) \
+                < self._sleeping_until:
             self._wake.set()
 
     def ended(self, task: ScsiTask) -> None:

@@ -333,13 +333,15 @@ class SessionCore:
 
     # -- commands -----------------------------------------------------------------------------------
 
-    def command_sent(self, initiator_task_tag: int, lun: int, now: float, expires: float) -> None:
+    def command_sent(self, initiator_task_tag: int, lun: int, now: float, expires: float) -> float:
         """A command went out; ``expires`` is when its caller's time is up, whatever the ladder
-        is doing then. On every command's path: no list, no search."""
+        is doing then. Returns its deadline, so that the I/O layer need not ask ``timer()`` on
+        every command's path (no list, no search here either)."""
         deadline = now + self.policy.command_timeout
         self.tasks[initiator_task_tag] = _Task(lun, deadline, expires)
         if deadline < self._earliest_task:
             self._earliest_task = deadline
+        return deadline
 
     def command_ended(self, initiator_task_tag: int) -> tuple[Action, ...]:
         """A command's wait is over (answered, or ended by an action of ours)."""
