@@ -27,6 +27,7 @@ from iscsifs.net.ipc import (
     rebuild_error,
     unpickle,
 )
+from iscsifs.net.session import describe_command
 from iscsifs.proto.connection import ScsiResult
 from iscsifs.proto.errors import Delivery, IscsiError, Undelivered
 from iscsifs.proto.policy import RecoveryPolicy
@@ -42,7 +43,17 @@ class _Pending:
     into: bytearray | memoryview | None = None
     shared: bool = False  # the worker reads or writes arena memory of ours until it answers
     slot: memoryview | None = None  # an arena slot we took for its data-out
-    attempts: Attempts | None = None  # a command's budget across workers (None: a call)
+    command: _Command | None = None  # what a command's budget needs, should its worker die (None: a call)
+    attempts: Attempts | None = None  # its budget, from the first worker that died under it
+
+
+@dataclass(slots=True, frozen=True)
+class _Command:
+    started: float
+    lun: int
+    cdb: bytes
+    target: str
+    policy: RecoveryPolicy
 
 
 class Exchange:
@@ -60,10 +71,10 @@ class Exchange:
         return len(self.pending)
 
     async def execute(self, sid: int, lun: int, cdb: bytes, data_out: DataOut | None, expected_in: int,
-                      into: Into | None, policy: RecoveryPolicy, what: str) -> ScsiResult:
+                      into: Into | None, policy: RecoveryPolicy, target: str) -> ScsiResult:
         arena = self._arena
         tag = self._next_tag()
-        pending = _Pending([], into=into, attempts=Attempts(what, trio.current_time(), policy))
+        pending = _Pending([], into=into, command=_Command(trio.current_time(), lun, cdb, target, policy))
         if data_out is not None and len(data_out):
             n = len(data_out)
             offset = arena.offset_of(data_out)
@@ -151,11 +162,15 @@ class Exchange:
         fails now; the rest go to its successor (``frames``)."""
         now = trio.current_time()
         for tag in sorted(self.pending):
-            attempts = self.pending[tag].attempts
-            if attempts is None:
+            pending = self.pending[tag]
+            command = pending.command
+            if command is None:
                 continue
+            if pending.attempts is None:
+                pending.attempts = Attempts(describe_command(command.cdb, command.lun, command.target),
+                                            command.started, command.policy)
             try:
-                attempts.after(Undelivered(Delivery.CONNECTION_DIED, f"its session worker {how}"), now)
+                pending.attempts.after(Undelivered(Delivery.CONNECTION_DIED, f"its session worker {how}"), now)
             except IscsiError as spent:
                 self._finish(tag, outcome.Error(spent))
 

@@ -30,7 +30,6 @@ from iscsifs.net.ipc import (
     Register,
     StartPaths,
 )
-from iscsifs.net.session import describe_command
 from iscsifs.proto.address import Portal
 from iscsifs.proto.connection import ScsiResult
 from iscsifs.proto.errors import ConnectionLost, IscsiError
@@ -107,8 +106,7 @@ class RemoteMultipath:
         subs = self._subs
         self._next = (self._next + 1) % len(subs)
         worker, sid = subs[self._next]
-        return await worker.exchange.execute(sid, lun, cdb, data_out, expected_in, into, self._policy,
-                                             describe_command(cdb, lun, self._target))
+        return await worker.exchange.execute(sid, lun, cdb, data_out, expected_in, into, self._policy, self._target)
 
     def expect_identity(self, lun: int, serial: str, wwn: str) -> None:
         for worker, sid in self._subs:
