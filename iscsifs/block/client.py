@@ -23,6 +23,7 @@ from iscsifs.block.command import command
 from iscsifs.block.identity import Identity, identify, identity_of, inquiry, read_capacity
 from iscsifs.block.lun import DetectZeroes, Lun
 from iscsifs.block.reservation import LunPr, PrStatus, PrUnsupported, Reservations
+from iscsifs.block.stats import Stats
 from iscsifs.net.api import Executor, Target
 from iscsifs.net.connection import Connection
 from iscsifs.net.dial import Connect, tcp_connect
@@ -216,13 +217,13 @@ class Client:
         return await workers.open(self.portals(url, target), self._login_config(target), self.config.recovery,
                                   path_policy=self.config.path_policy, identify=identity_of, identities=identities)
 
-    async def open_target(self, nursery: trio.Nursery, url: IscsiUrl, target: str, *,
-                          read_only: bool = False) -> tuple[Multipath, list[tuple[LunInfo, Lun]]]:
+    async def open_target(self, nursery: trio.Nursery, url: IscsiUrl, target: str, *, read_only: bool = False,
+                          stats: Stats | None = None) -> tuple[Multipath, list[tuple[LunInfo, Lun]]]:
         """Log in, find the disk LUNs, register their identity, then bring up the other paths
-        (which are checked against it)."""
+        (which are checked against it). ``stats``: where the LUNs' commands are counted, if anywhere."""
         session = await self.login(nursery, url, target)
         try:
-            luns = await open_luns(session, read_only)
+            luns = await open_luns(session, read_only, stats)
         except BaseException:
             with trio.CancelScope(shield=True), trio.move_on_after(self.config.recovery.error_logout_timeout):
                 await session.logout()
@@ -257,11 +258,12 @@ async def _reservations(session: Target, lun: int, key: int | None) -> PrStatus 
         return None
 
 
-async def report_luns(session: Executor) -> list[int]:
+async def report_luns(session: Executor, stats: Stats | None = None) -> list[int]:
     """REPORT LUNS (SPC-4 §6.33) through LUN 0, asking again if the list did not fit."""
     alloc = 4096
     while True:
-        result = await command(session, 0, cdb.report_luns(alloc), name="REPORT LUNS", expected_in=alloc)
+        result = await command(session, 0, cdb.report_luns(alloc), name="REPORT LUNS", expected_in=alloc,
+                               stats=stats)
         luns, list_length = parse_report_luns(result.data)
         if list_length + 8 <= alloc or alloc >= 1 << 20:
             return sorted(set(luns))
@@ -277,15 +279,15 @@ class LunScan:
     skipped: frozenset[int] = frozenset()
 
 
-async def scan(session: Target) -> LunScan:
+async def scan(session: Target, stats: Stats | None = None) -> LunScan:
     """Every LUN of the target with its INQUIRY data, and capacity and identity for disks. A LUN
     whose answers fail or are malformed is skipped with a log line; the others are still shown.
     Errors of the session itself (lost, timed out) end the scan."""
     infos: list[LunInfo] = []
     skipped: set[int] = set()
-    for lun in await report_luns(session):
+    for lun in await report_luns(session, stats):
         try:
-            info = await _scan_lun(session, lun)
+            info = await _scan_lun(session, lun, stats)
         except (ScsiError, ScsiParseError) as exc:
             log.warning("LUN %d of %s skipped: %s", lun, session.target_name, exc)
             skipped.add(lun)
@@ -295,8 +297,8 @@ async def scan(session: Target) -> LunScan:
     return LunScan(infos, frozenset(skipped))
 
 
-async def _scan_lun(session: Target, lun: int) -> LunInfo | None:
-    inq = await inquiry(session, lun)
+async def _scan_lun(session: Target, lun: int, stats: Stats | None) -> LunInfo | None:
+    inq = await inquiry(session, lun, stats)
     if not inq.connected:
         return None
     capacity = None
@@ -304,26 +306,27 @@ async def _scan_lun(session: Target, lun: int) -> LunInfo | None:
     if inq.is_disk:
         # TEST UNIT READY first: it takes the UNIT ATTENTION of a fresh login and tells us the
         # unit can do I/O before we show it as a file.
-        await command(session, lun, cdb.test_unit_ready(), name="TEST UNIT READY")
-        capacity = await read_capacity(session, lun)
-        identity = await identify(session, lun)
+        await command(session, lun, cdb.test_unit_ready(), name="TEST UNIT READY", stats=stats)
+        capacity = await read_capacity(session, lun, stats)
+        identity = await identify(session, lun, stats)
     return LunInfo(session.target_name, lun, inq, capacity, identity, str(session.portal))
 
 
-async def scan_luns(session: Target) -> list[LunInfo]:
+async def scan_luns(session: Target, stats: Stats | None = None) -> list[LunInfo]:
     """``scan``'s LUNs."""
-    return (await scan(session)).luns
+    return (await scan(session, stats)).luns
 
 
 def open_lun(session: Target, info: LunInfo, read_only: bool = False,
-             detect_zeroes: DetectZeroes = DetectZeroes.OFF) -> Lun:
+             detect_zeroes: DetectZeroes = DetectZeroes.OFF, stats: Stats | None = None) -> Lun:
     assert info.capacity is not None
     # After any later login (a reconnect, another path), the LUN must still be this device.
     session.expect_identity(info.lun, info.identity.serial, info.identity.wwn)
     return Lun(session, info.lun, info.capacity, read_only=read_only or info.identity.write_protected,
                limits=info.identity.limits,
-               provisioning=info.identity.provisioning, detect_zeroes=detect_zeroes)
+               provisioning=info.identity.provisioning, detect_zeroes=detect_zeroes, stats=stats)
 
 
-async def open_luns(session: Target, read_only: bool = False) -> list[tuple[LunInfo, Lun]]:
-    return [(info, open_lun(session, info, read_only)) for info in await scan_luns(session) if info.is_disk]
+async def open_luns(session: Target, read_only: bool = False, stats: Stats | None = None) -> list[tuple[LunInfo, Lun]]:
+    return [(info, open_lun(session, info, read_only, stats=stats)) for info in await scan_luns(session, stats)
+            if info.is_disk]

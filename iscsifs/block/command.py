@@ -8,10 +8,11 @@ import logging
 
 import trio
 
-from iscsifs.block.stats import STATS
+from iscsifs.block.stats import Stats
 from iscsifs.net.api import DataOut, Executor, Into
 from iscsifs.proto.connection import ScsiResult
 from iscsifs.proto.errors import IscsiError
+from iscsifs.proto.policy import DEFAULT_POLICY
 from iscsifs.scsi.sense import (
     ScsiError,
     Sense,
@@ -32,7 +33,6 @@ BUSY_STATUSES = (Status.BUSY, Status.TASK_SET_FULL)
 # Plain ints on every command's path: an IntEnum member costs an attribute lookup each time.
 _GOOD = int(Status.GOOD)
 _COMPLETED = frozenset({int(Status.GOOD), int(Status.CONDITION_MET)})
-RETRY_TIME_LIMIT = 60.0  # seconds of BUSY / NOT READY (becoming ready) / ABORTED COMMAND, then the error
 
 
 def _transient(status: int, sense: Sense | None) -> bool:
@@ -48,10 +48,11 @@ def _transient(status: int, sense: Sense | None) -> bool:
 
 async def command(session: Executor, lun: int, cdb_bytes: bytes, *, name: str,
                   data_out: DataOut | None = None, expected_in: int = 0,
-                  into: Into | None = None) -> ScsiResult:
+                  into: Into | None = None, stats: Stats | None = None) -> ScsiResult:
     """Run a SCSI command; return on GOOD. UNIT ATTENTION is retried (and reported), BUSY, TASK SET
     FULL, ABORTED COMMAND and NOT READY (becoming ready) are retried with backoff, everything
-    else (RESERVATION CONFLICT included: someone else holds the LUN) raises ScsiError at once."""
+    else (RESERVATION CONFLICT included: someone else holds the LUN) raises ScsiError at once.
+    Each attempt is counted in ``stats``, the caller's (its mount's), if it keeps any."""
     attentions = 0
     backoff = 0.005
     first_refusal: float | None = None
@@ -60,11 +61,14 @@ async def command(session: Executor, lun: int, cdb_bytes: bytes, *, name: str,
         try:
             result = await session.execute(lun, cdb_bytes, data_out=data_out, expected_in=expected_in, into=into)
         except IscsiError:
-            STATS.record(name, trio.current_time() - started, ok=False, target=session.target_name, lun=lun)
+            if stats is not None:
+                stats.record(name, trio.current_time() - started, ok=False, target=session.target_name, lun=lun)
             raise
-        STATS.record(name, trio.current_time() - started, read=len(result.data),
-                     written=len(data_out) if data_out is not None and result.status == _GOOD else 0,
-                     ok=result.status in _COMPLETED and result.response == 0, target=session.target_name, lun=lun)
+        if stats is not None:
+            stats.record(name, trio.current_time() - started, read=len(result.data),
+                         written=len(data_out) if data_out is not None and result.status == _GOOD else 0,
+                         ok=result.status in _COMPLETED and result.response == 0, target=session.target_name,
+                         lun=lun)
         if result.response != 0:
             raise ScsiError(Status.TASK_ABORTED, None,
                             f"{name} (iSCSI response 0x{result.response:02x}, target failure)")
@@ -82,7 +86,7 @@ async def command(session: Executor, lun: int, cdb_bytes: bytes, *, name: str,
             return result
         now = trio.current_time()
         first_refusal = now if first_refusal is None else first_refusal
-        if _transient(result.status, sense) and now - first_refusal < RETRY_TIME_LIMIT:
+        if _transient(result.status, sense) and now - first_refusal < DEFAULT_POLICY.busy_retry_time:
             log.debug("LUN %d: %s answered %s; retrying in %.3f s", lun, name,
                       status_text(result.status) if sense is None else sense, backoff)
             await trio.sleep(backoff)

@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass
 
 from iscsifs.block.command import command
+from iscsifs.block.stats import Stats
 from iscsifs.net.api import Executor
 from iscsifs.scsi import cdb
 from iscsifs.scsi.response import (
@@ -38,20 +39,22 @@ from iscsifs.scsi.sense import ScsiError, SenseKey, Status
 log = logging.getLogger("iscsifs.block")
 
 
-async def inquiry(session: Executor, lun: int) -> StandardInquiry:
-    result = await command(session, lun, cdb.inquiry(255), name="INQUIRY", expected_in=255)
+async def inquiry(session: Executor, lun: int, stats: Stats | None = None) -> StandardInquiry:
+    result = await command(session, lun, cdb.inquiry(255), name="INQUIRY", expected_in=255, stats=stats)
     return parse_inquiry(result.data)
 
 
-async def read_capacity(session: Executor, lun: int) -> Capacity:
+async def read_capacity(session: Executor, lun: int, stats: Stats | None = None) -> Capacity:
     """READ CAPACITY(16), falling back to (10) for devices that do not know it (SBC-3 §5.16)."""
     try:
-        result = await command(session, lun, cdb.read_capacity_16(32), name="READ CAPACITY(16)", expected_in=32)
+        result = await command(session, lun, cdb.read_capacity_16(32), name="READ CAPACITY(16)", expected_in=32,
+                               stats=stats)
         return parse_read_capacity_16(result.data)
     except ScsiError as exc:
         if exc.sense is None or exc.sense.key != SenseKey.ILLEGAL_REQUEST:
             raise
-    result = await command(session, lun, cdb.read_capacity_10(), name="READ CAPACITY(10)", expected_in=8)
+    result = await command(session, lun, cdb.read_capacity_10(), name="READ CAPACITY(10)", expected_in=8,
+                           stats=stats)
     cap = parse_read_capacity_10(result.data)
     if cap.blocks - 1 == 0xFFFFFFFF:
         raise ScsiError(Status.CHECK_CONDITION, None, "READ CAPACITY(10) says the LUN is too large for it, "
@@ -74,18 +77,19 @@ class Identity:
         return self.limits.maximum_transfer_length
 
 
-async def _vpd(session: Executor, lun: int, page: int) -> bytes | bytearray | memoryview:
+async def _vpd(session: Executor, lun: int, page: int, stats: Stats | None) -> bytes | bytearray | memoryview:
     result = await command(session, lun, cdb.inquiry(4096, page), name=f"INQUIRY VPD 0x{page:02x}",
-                           expected_in=4096)
+                           expected_in=4096, stats=stats)
     return result.data
 
 
-async def write_protected(session: Executor, lun: int) -> bool:
+async def write_protected(session: Executor, lun: int, stats: Stats | None = None) -> bool:
     """MODE SENSE(6), or (10) for devices without it; a device that answers neither is not WP."""
     for ten in (False, True):
         built = cdb.mode_sense_10() if ten else cdb.mode_sense_6()
         try:
-            result = await command(session, lun, built, name="MODE SENSE", expected_in=512 if ten else 255)
+            result = await command(session, lun, built, name="MODE SENSE", expected_in=512 if ten else 255,
+                                   stats=stats)
             return mode_sense_write_protected(result.data, ten)
         except ScsiError as exc:
             if exc.status == Status.RESERVATION_CONFLICT:
@@ -106,9 +110,9 @@ def _unsupported(exc: ScsiError) -> bool:
     return exc.sense is not None and exc.sense.key == SenseKey.ILLEGAL_REQUEST
 
 
-async def _supported_pages(session: Executor, lun: int) -> frozenset[int]:
+async def _supported_pages(session: Executor, lun: int, stats: Stats | None) -> frozenset[int]:
     try:
-        return parse_supported_vpd_pages(await _vpd(session, lun, Vpd.SUPPORTED_PAGES))
+        return parse_supported_vpd_pages(await _vpd(session, lun, Vpd.SUPPORTED_PAGES, stats))
     except ScsiError as exc:
         if not _unsupported(exc):
             raise
@@ -116,36 +120,38 @@ async def _supported_pages(session: Executor, lun: int) -> frozenset[int]:
         return frozenset()
 
 
-async def _identity(session: Executor, lun: int, pages: frozenset[int]) -> tuple[str, str]:
+async def _identity(session: Executor, lun: int, pages: frozenset[int], stats: Stats | None) -> tuple[str, str]:
     serial = wwn = ""
     if Vpd.UNIT_SERIAL_NUMBER in pages:
-        serial = parse_unit_serial_number(await _vpd(session, lun, Vpd.UNIT_SERIAL_NUMBER))
+        serial = parse_unit_serial_number(await _vpd(session, lun, Vpd.UNIT_SERIAL_NUMBER, stats))
     if Vpd.DEVICE_IDENTIFICATION in pages:
-        wwn = world_wide_name(parse_device_identification(await _vpd(session, lun, Vpd.DEVICE_IDENTIFICATION)))
+        wwn = world_wide_name(parse_device_identification(await _vpd(session, lun, Vpd.DEVICE_IDENTIFICATION,
+                                                                     stats)))
     return serial, wwn
 
 
-async def identify(session: Executor, lun: int) -> Identity:
+async def identify(session: Executor, lun: int, stats: Stats | None = None) -> Identity:
     """Serial, WWN, block limits, provisioning and write protection. The identity pages (0x80,
     0x83) that the LUN lists must be read, or this raises (the scan then skips the LUN): a
     garbled answer must not become an identity that a later login compares against. A page a
     LUN lacks (ILLEGAL REQUEST) is left out; the others, garbled, are too, with a log line."""
-    pages = await _supported_pages(session, lun)
-    serial, wwn = await _identity(session, lun, pages)
+    pages = await _supported_pages(session, lun, stats)
+    serial, wwn = await _identity(session, lun, pages, stats)
     limits, provisioning = NO_BLOCK_LIMITS, FULL_PROVISIONING
     try:
         if Vpd.BLOCK_LIMITS in pages:
-            limits = parse_block_limits(await _vpd(session, lun, Vpd.BLOCK_LIMITS))
+            limits = parse_block_limits(await _vpd(session, lun, Vpd.BLOCK_LIMITS, stats))
         if Vpd.LOGICAL_BLOCK_PROVISIONING in pages:
-            provisioning = parse_logical_block_provisioning(await _vpd(session, lun, Vpd.LOGICAL_BLOCK_PROVISIONING))
+            provisioning = parse_logical_block_provisioning(await _vpd(session, lun, Vpd.LOGICAL_BLOCK_PROVISIONING,
+                                                                       stats))
     except (ScsiError, ScsiParseError) as exc:
         log.warning("LUN %d of %s: a VPD page is unreadable (%s); using no limits and full provisioning", lun,
                     session.target_name, exc)
-    return Identity(serial, wwn, await write_protected(session, lun), limits, provisioning)
+    return Identity(serial, wwn, await write_protected(session, lun, stats), limits, provisioning)
 
 
 async def identity_of(session: Executor, lun: int) -> tuple[str, str]:
     """(serial, wwn): what a session checks after every login (``net.api.Identify``). An answer
     that cannot be read raises, so the login is tried again rather than the LUN being taken for
-    another device."""
-    return await _identity(session, lun, await _supported_pages(session, lun))
+    another device. Not counted: net runs it on a login of its own, maybe in a session worker."""
+    return await _identity(session, lun, await _supported_pages(session, lun, None), None)

@@ -22,6 +22,7 @@ from iscsifs.block.command import command
 from iscsifs.block.errors import LunCannotUnmap, LunGrowError, LunRangeError, LunReadOnly, UnalignedRange
 from iscsifs.block.ranges import ByteRanges, RangeLock
 from iscsifs.block.reservation import LunFenced, LunPr
+from iscsifs.block.stats import Stats
 from iscsifs.net.api import Executor
 from iscsifs.scsi import cdb
 from iscsifs.scsi.response import (
@@ -61,8 +62,9 @@ class Lun:
     def __init__(self, session: Executor, lun: int, capacity: Capacity, *, read_only: bool = False,
                  max_transfer: int = DEFAULT_MAX_TRANSFER, limits: BlockLimits = NO_BLOCK_LIMITS,
                  provisioning: Provisioning = FULL_PROVISIONING,
-                 detect_zeroes: DetectZeroes = DetectZeroes.OFF) -> None:
+                 detect_zeroes: DetectZeroes = DetectZeroes.OFF, stats: Stats | None = None) -> None:
         self.session = session
+        self.stats = stats  # where its commands are counted: its mount's (None: nowhere)
         self.limits = limits
         self.provisioning = provisioning
         self.detect_zeroes = detect_zeroes
@@ -112,7 +114,7 @@ class Lun:
     async def _read_command(self, lba: int, blocks: int, into: memoryview | None) -> bytes | bytearray | memoryview:
         length = blocks * self.block_size
         result = await command(self.session, self.lun, cdb.read(lba, blocks), name="READ", expected_in=length,
-                               into=into)
+                               into=into, stats=self.stats)
         if len(result.data) != length:
             raise ScsiError(Status.CHECK_CONDITION, None,
                             f"READ at LBA {lba} returned {len(result.data)} of {length} bytes")
@@ -139,7 +141,8 @@ class Lun:
                     and await self._write_same(lba, blocks, unmap=unmap)):
                 lba += blocks
                 continue
-            await command(self.session, self.lun, cdb.write(lba, blocks), name="WRITE", data_out=chunk)
+            await command(self.session, self.lun, cdb.write(lba, blocks), name="WRITE", data_out=chunk,
+                          stats=self.stats)
             lba += blocks
 
     async def discard(self, offset: int, length: int) -> None:
@@ -163,10 +166,10 @@ class Lun:
                 n = min(end - lba, per)
                 if self.provisioning.unmap:
                     unmap_cdb, params = cdb.unmap([(lba, n)])
-                    await command(self.session, self.lun, unmap_cdb, name="UNMAP", data_out=params)
+                    await command(self.session, self.lun, unmap_cdb, name="UNMAP", data_out=params, stats=self.stats)
                 else:
                     await command(self.session, self.lun, cdb.write_same_16(lba, n, unmap=True), name="WRITE SAME",
-                                  data_out=ZEROS[:bs])
+                                  data_out=ZEROS[:bs], stats=self.stats)
                 lba += n
 
     async def lba_status(self, offset: int) -> tuple[list[tuple[int, int, str]], int | None]:
@@ -177,7 +180,7 @@ class Lun:
         lba = offset // bs
         try:
             result = await command(self.session, self.lun, cdb.get_lba_status(lba, LBA_STATUS_ALLOCATION),
-                                   name="GET LBA STATUS", expected_in=LBA_STATUS_ALLOCATION)
+                                   name="GET LBA STATUS", expected_in=LBA_STATUS_ALLOCATION, stats=self.stats)
         except ScsiError as exc:
             if self.provisioning.can_unmap or exc.sense is None or exc.sense.key != SenseKey.ILLEGAL_REQUEST:
                 raise
@@ -196,7 +199,7 @@ class Lun:
         """WRITE SAME(16) of zeros; False (and never again) where the LUN does not know it."""
         try:
             await command(self.session, self.lun, cdb.write_same_16(lba, blocks, unmap=unmap), name="WRITE SAME",
-                          data_out=ZEROS[: self.block_size])
+                          data_out=ZEROS[: self.block_size], stats=self.stats)
             return True
         except ScsiError as exc:
             if exc.sense is None or exc.sense.key != SenseKey.ILLEGAL_REQUEST:
@@ -315,7 +318,7 @@ class Lun:
                     for a, b in self.zeros.overlapping(start, end):
                         await self._write_zeros_locked(a, b)
                         self.zeros.remove(a, b)
-            await command(self.session, self.lun, cdb.synchronize_cache(), name="SYNCHRONIZE CACHE")
+            await command(self.session, self.lun, cdb.synchronize_cache(), name="SYNCHRONIZE CACHE", stats=self.stats)
         except BaseException:
             self.dirty = True
             raise

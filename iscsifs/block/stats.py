@@ -3,18 +3,19 @@
 the same as the Prometheus text exposition format (``iscsifs stats --prometheus``, and the file
 ``-o metrics_file=`` keeps for node_exporter's textfile collector).
 
-One process serves one mount, so one ``Stats`` per process (``STATS``). Latencies go into log2
-histograms of microseconds: constant memory, percentiles to within a factor of two, and exact
-Prometheus buckets at powers of two.
+A mount makes its ``Stats`` and hands it to what sends its commands (each ``Lun``, the scans:
+``block.command.command`` takes it); outside a mount there is none unless the caller makes one,
+so no two users share counts. Latencies go into log2 histograms of microseconds: constant
+memory, percentiles to within a factor of two, and exact Prometheus buckets at powers of two.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 BUCKETS = 32  # 1 µs .. ~36 min
 
@@ -35,22 +36,66 @@ class OpStats:
                 "bytes_written": self.bytes_written, "seconds": self.seconds, "histogram": self.histogram}
 
 
-@dataclass
+class Gauges(Protocol):
+    """What a mount runs now, beside the counts: asked for each snapshot, never per command."""
+
+    def sessions(self) -> int:
+        """Targets logged in."""
+        ...
+
+    def reconnects_by_target(self) -> dict[str, int]:
+        """Logins beyond each path's first, by target."""
+        ...
+
+    def paths(self) -> dict[str, list[dict[str, object]]]:
+        """Each target's paths: ``{target: [{"portal", "state", "active", "isid"}]}``."""
+        ...
+
+    def reservations(self) -> dict[str, dict[str, object]]:
+        """``"target/LUN"`` -> ``{"key", "registered", "fenced", "reservation"}``, where a key is set."""
+        ...
+
+    def workers(self) -> int:
+        """Session worker processes (0: the sessions run in the FUSE process)."""
+        ...
+
+    def worker_restarts(self) -> int:
+        """Session workers started again after they ended."""
+        ...
+
+
+class NoGauges:
+    """The gauges of a ``Stats`` that no mount reports to (a library user's, a test's)."""
+
+    def sessions(self) -> int:
+        return 0
+
+    def reconnects_by_target(self) -> dict[str, int]:
+        return {}
+
+    def paths(self) -> dict[str, list[dict[str, object]]]:
+        return {}
+
+    def reservations(self) -> dict[str, dict[str, object]]:
+        return {}
+
+    def workers(self) -> int:
+        return 0
+
+    def worker_restarts(self) -> int:
+        return 0
+
+
 class Stats:
-    started: float = field(default_factory=time.time)
-    max_latency_us: int = 0
-    # Everything is counted once, by (target, LUN, command name): the mount's totals are sums of
-    # these, made when asked, so each command pays for one dict lookup.
-    by_op: dict[tuple[str, int, str], OpStats] = field(default_factory=dict)
-    sessions: Callable[[], int] = lambda: 0  # set by the mount: how many sessions are logged in
-    reconnects: Callable[[], int] = lambda: 0  # set by the mount: logins beyond each path's first
-    # set by the mount: each target's reconnects, {target: n}
-    reconnects_by_target: Callable[[], dict[str, int]] = lambda: {}
-    workers: Callable[[], tuple[int, int]] = lambda: (0, 0)  # set by the mount: session workers, their restarts
-    # set by the mount: each target's paths, {target: [{"portal", "state", "active"}]}
-    paths: Callable[[], dict[str, list[dict[str, object]]]] = lambda: {}
-    # set by the mount: "target/LUN" -> {"key", "registered", "fenced", "reservation"} (persistent reservations)
-    reservations: Callable[[], dict[str, dict[str, object]]] = lambda: {}
+    """One mount's statistics: counts recorded per command, ``gauges`` read when asked."""
+
+    def __init__(self, gauges: Gauges | None = None) -> None:
+        self.gauges: Gauges = gauges if gauges is not None else NoGauges()
+        self.started = time.time()
+        self.max_latency_us = 0
+        # Everything is counted once, by (target, LUN, command name): the mount's totals are sums of
+        # these, made when asked, so each command pays for one dict lookup.
+        self.by_op: dict[tuple[str, int, str], OpStats] = {}
 
     def record(self, name: str, seconds: float, *, read: int = 0, written: int = 0, ok: bool = True,
                target: str = "", lun: int = 0) -> None:
@@ -110,16 +155,18 @@ class Stats:
 
     def snapshot(self) -> dict[str, object]:
         commands = self.commands
+        gauges = self.gauges
+        reconnects = gauges.reconnects_by_target()
         return {
             "uptime_s": round(time.time() - self.started, 1),
             "started": self.started,
-            "sessions": self.sessions(),
-            "paths": self.paths(),
-            "reservations": self.reservations(),
-            "reconnects": self.reconnects(),
-            "reconnects_by_target": self.reconnects_by_target(),
-            "workers": self.workers()[0],
-            "worker_restarts": self.workers()[1],
+            "sessions": gauges.sessions(),
+            "paths": gauges.paths(),
+            "reservations": gauges.reservations(),
+            "reconnects": sum(reconnects.values()),
+            "reconnects_by_target": reconnects,
+            "workers": gauges.workers(),
+            "worker_restarts": gauges.worker_restarts(),
             "commands": sum(commands.values()),
             "commands_by_kind": dict(sorted(commands.items())),
             "errors": self.errors,
@@ -134,8 +181,6 @@ class Stats:
     def to_json(self) -> bytes:
         return json.dumps(self.snapshot(), sort_keys=True).encode()
 
-
-STATS = Stats()
 
 
 # -- Prometheus text exposition format (version 0.0.4) ---------------------------------------------

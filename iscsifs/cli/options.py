@@ -1,6 +1,7 @@
 """The command line as typed values: argparse for the arguments, ``-o`` options parsed into
 ``MountOptions`` and ``ConnectOptions``, and one dataclass per command (``parse_command``).
-Options given before a subcommand (``iscsifs -d ls URL``) count as given after it."""
+Options given before a subcommand (``iscsifs -d ls URL``) count as given after it; ``-d`` is
+every command's."""
 
 from __future__ import annotations
 
@@ -50,7 +51,8 @@ EXAMPLES_HELP = """examples:
 EXIT_CODES_HELP = """exit codes:
   0  success (for a mount: the mount is live)
   1  unexpected internal error
-  2  bad command line, URL, option or mount point
+  2  bad command line, URL, option or mount point; a log or pid file that cannot be written;
+     a -o setuid drop that cannot happen
   3  portal unreachable or not answering in time
   4  login refused: authentication or authorization failed
   5  no such target or LUN
@@ -449,10 +451,17 @@ def _ls_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _details_flag(p: argparse.ArgumentParser) -> None:
+    """-d of the commands that only talk to a running mount: they send no iSCSI of their own, so
+    what -d adds is an error's details."""
+    p.add_argument("-d", dest="debug", action="store_true", help="print the details (a traceback) of an error too")
+
+
 def _stats_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="iscsifs stats", description="Statistics of a running iscsifs mount.",
                                 epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("path", metavar="PATH", help="the mount point, or any file or directory inside the mount")
+    _details_flag(p)
     output = p.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print JSON (raw numbers: bytes, microseconds)")
     output.add_argument("--prometheus", action="store_true",
@@ -467,6 +476,7 @@ def _discard_parser() -> argparse.ArgumentParser:
     p.add_argument("path", metavar="PATH", help="a LUN file of an iscsifs mount")
     p.add_argument("--offset", type=byte_count, default=0, help="where to start, in bytes (K/M/G suffixes)")
     p.add_argument("--length", type=byte_count, help="how much, in bytes (default: to the end)")
+    _details_flag(p)
     return p
 
 
@@ -476,6 +486,7 @@ def _map_parser() -> argparse.ArgumentParser:
                                 epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("path", metavar="PATH", help="a LUN file of an iscsifs mount")
     p.add_argument("--json", action="store_true", help="print JSON (offsets and lengths in bytes)")
+    _details_flag(p)
     return p
 
 
@@ -510,6 +521,7 @@ def _pr_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("path", metavar="PATH", help="a LUN file of an iscsifs mount (or its by-id/ link)")
     p.add_argument("--json", action="store_true", help="print JSON")
+    _details_flag(p)
     actions = p.add_mutually_exclusive_group()
     actions.add_argument("--register", type=_argument(parse_key), metavar="KEY",
                          help="register KEY for this mount, on every I_T nexus it has")
@@ -565,14 +577,15 @@ def parse_command(argv: list[str]) -> Command:
         return LsCommand(ns.url, parse_mount_options(ns.options), ns.json, ns.debug)
     if argv[:1] == ["stats"]:
         ns = _stats_parser().parse_args(argv[1:])
-        return StatsCommand(ns.path, ns.json, prometheus=ns.prometheus)
+        return StatsCommand(ns.path, ns.json, ns.debug, prometheus=ns.prometheus)
     if argv[:1] == ["discard"]:
         ns = _discard_parser().parse_args(argv[1:])
-        return DiscardCommand(ns.path, ns.offset, ns.length)
+        return DiscardCommand(ns.path, ns.offset, ns.length, ns.debug)
     if argv[:1] == ["map"]:
         ns = _map_parser().parse_args(argv[1:])
-        return MapCommand(ns.path, ns.json)
+        return MapCommand(ns.path, ns.json, ns.debug)
     if argv[:1] == ["pr"]:
-        return _pr_command(_pr_parser().parse_args(argv[1:]))
+        ns = _pr_parser().parse_args(argv[1:])
+        return replace(_pr_command(ns), debug=ns.debug)
     ns = _mount_parser().parse_args(argv)
     return MountCommand(ns.url, ns.mountpoint, parse_mount_options(ns.options), ns.foreground, ns.debug, ns.pid_file)

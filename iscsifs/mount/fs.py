@@ -23,7 +23,7 @@ import pyfuse3
 from iscsifs.block.buffers import BufferPool
 from iscsifs.block.lun import Lun
 from iscsifs.block.reservation import Reservations
-from iscsifs.block.stats import STATS
+from iscsifs.block.stats import Stats
 from iscsifs.mount.tree import Node, Tree
 from iscsifs.net.api import MountedTarget, PathInfo
 from iscsifs.net.arena import ArenaBuffers
@@ -73,7 +73,8 @@ class IscsiFs(pyfuse3.Operations):
     enable_writeback_cache = False  # write-through: an acknowledged write() is on the target
 
     def __init__(self, tree: Tree, *, read_only: bool = False, uid: int | None = None, gid: int | None = None,
-                 umask: int = 0o022, buffers: BufferPool | ArenaBuffers | None = None) -> None:
+                 umask: int = 0o022, buffers: BufferPool | ArenaBuffers | None = None,
+                 stats: Stats | None = None) -> None:
         super().__init__()
         self.tree = tree
         self.nodes = tree.nodes  # the same dict: looked up on every request
@@ -86,6 +87,8 @@ class IscsiFs(pyfuse3.Operations):
         # inode -> (its LUN, its target, open files): what release() gives back, even once the LUN is gone
         self._held: dict[int, tuple[Lun, MountedTarget, int]] = {}
         self.after_init: Callable[[], None] | None = None  # called once the kernel's INIT is answered
+        # The mount's statistics, shown on the root (STATS_XATTR); its LUNs count into the same object.
+        self.stats = stats if stats is not None else Stats()
 
     def init(self) -> None:
         # pyfuse3 calls this while it answers INIT, and the kernel sets the mount's readahead from
@@ -196,7 +199,7 @@ class IscsiFs(pyfuse3.Operations):
             values = {"target": target.target_name if target is not None else "", **paths}
         attrs = {XATTR_PREFIX + k.encode(): v.encode() for k, v in values.items() if v}
         if node.inode == pyfuse3.ROOT_INODE:
-            attrs[STATS_XATTR] = STATS.to_json()
+            attrs[STATS_XATTR] = self.stats.to_json()
         return attrs
 
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext | None) -> bytes:

@@ -1,7 +1,9 @@
 """Serving a mount: log in, build the tree, mount with pyfuse3, serve until unmounted.
 
-Run inside ``trio.run``. ``ready(message)`` is called once the kernel mount is live, so the CLI
-can return only then (as sshfs does).
+Run inside ``trio.run``. Starting is one transaction: once the kernel mount is made,
+``prepare()`` does the caller's last steps that may fail, then ``-o setuid`` drops privileges, and
+only then ``ready()`` tells the caller the mount is live, so the CLI returns only then (as sshfs
+does) and a failure before it unmounts and is the command's error.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import trio
 from iscsifs.block.client import Client, LunInfo, LunScan, NotFoundError, open_lun, scan
 from iscsifs.block.lun import DetectZeroes, Lun
 from iscsifs.block.reservation import Reservations
-from iscsifs.block.stats import STATS, prometheus_text
+from iscsifs.block.stats import Stats, prometheus_text
 from iscsifs.mount import logs
 from iscsifs.mount.fs import IscsiFs
 from iscsifs.mount.mountpoint import MountError, mount_device
@@ -29,7 +31,7 @@ from iscsifs.mount.watch import TargetWatch
 from iscsifs.net.api import MountedTarget
 from iscsifs.net.arena import ArenaBuffers
 from iscsifs.net.pool import Opener, PooledTarget, TargetPool
-from iscsifs.net.privileges import Credentials, PrivilegeError, drop_privileges
+from iscsifs.net.privileges import Credentials, EndingThreadResolver, PrivilegeError, drop_privileges
 from iscsifs.net.workers import Workers
 from iscsifs.proto.errors import IscsiError
 from iscsifs.scsi.persistent import PrType, key_text
@@ -92,15 +94,16 @@ class MountOptions:
 
 
 async def build_tree(nursery: trio.Nursery, client: Client, url: IscsiUrl, pool: TargetPool, *,
-                     root_is_file: bool, options: MountOptions) -> Tree:
-    """Find the LUNs (logging in through the pool), build the tree, watch each target."""
+                     root_is_file: bool, options: MountOptions, stats: Stats | None = None) -> Tree:
+    """Find the LUNs (logging in through the pool), build the tree, watch each target. Their
+    commands are counted in ``stats``, the mount's."""
     tree = Tree()
     try:
         if url.target is None:
-            await _build_portal(nursery, client, url, pool, tree, options)
+            await _build_portal(nursery, client, url, pool, tree, options, stats)
             return tree
         handle = pool.target(url.target, client.portals(url, url.target))
-        luns, known = await _scan(handle, options)
+        luns, known = await _scan(handle, options, stats)
         tree.root.target = handle
         if url.lun is not None:
             luns = [(info, lun) for info, lun in luns if info.lun == url.lun]
@@ -111,7 +114,7 @@ async def build_tree(nursery: trio.Nursery, client: Client, url: IscsiUrl, pool:
         else:
             for info, lun in luns:
                 tree.add_lun(ROOT_INODE, str(info.lun), info, lun, handle)
-        _watch(nursery, client, tree, handle, ROOT_INODE, options, known, only_lun=url.lun)
+        _watch(nursery, client, tree, handle, ROOT_INODE, options, known, stats, only_lun=url.lun)
         return tree
     except BaseException:
         with trio.CancelScope(shield=True), trio.move_on_after(client.config.recovery.error_logout_timeout):
@@ -119,14 +122,15 @@ async def build_tree(nursery: trio.Nursery, client: Client, url: IscsiUrl, pool:
         raise
 
 
-async def _scan(handle: PooledTarget, options: MountOptions) -> tuple[list[tuple[LunInfo, Lun]], LunScan]:
+async def _scan(handle: PooledTarget, options: MountOptions,
+                stats: Stats | None) -> tuple[list[tuple[LunInfo, Lun]], LunScan]:
     """The target's disk LUNs, opened, and the numbers of every LUN it reported (for the watch)."""
     handle.hold()  # not logged out between two of the scan's commands to make room for another
     try:
-        found = await scan(handle)
+        found = await scan(handle, stats)
     finally:
         handle.release()
-    luns = [(info, open_lun(handle, info, options.read_only, options.detect_zeroes)) for info in found.luns
+    luns = [(info, open_lun(handle, info, options.read_only, options.detect_zeroes, stats)) for info in found.luns
             if info.is_disk]
     handle.scan_done()
     if options.reservation_key is not None:
@@ -154,17 +158,17 @@ async def _join_all(handle: PooledTarget, luns: list[Lun], options: MountOptions
 
 
 def _watch(nursery: trio.Nursery, client: Client, tree: Tree, handle: PooledTarget, directory: int,
-           options: MountOptions, known: LunScan, only_lun: int | None = None) -> None:
+           options: MountOptions, known: LunScan, stats: Stats | None, only_lun: int | None = None) -> None:
     watch = TargetWatch(nursery, tree, handle, directory, read_only=options.read_only, only_lun=only_lun,
                         detect_zeroes=options.detect_zeroes, rescan_timeout=client.config.recovery.rescan_timeout,
-                        reservation_key=options.reservation_key, reservation=options.reservation)
+                        reservation_key=options.reservation_key, reservation=options.reservation, stats=stats)
     # Logged in again after being logged out for idleness: LUNs may have changed meanwhile.
     handle.on_reopen = watch.rescan_soon if only_lun is None else None
     watch.poll(client.config.recovery.nop_interval, handle.logged_in, known)
 
 
 async def _build_portal(nursery: trio.Nursery, client: Client, url: IscsiUrl, pool: TargetPool, tree: Tree,
-                        options: MountOptions) -> None:
+                        options: MountOptions, stats: Stats | None) -> None:
     """Every target of the portal, scanned concurrently: the pool bounds how many log in at once
     (max_sessions), and logs the least recently used out when it needs room."""
     targets = []
@@ -178,7 +182,7 @@ async def _build_portal(nursery: trio.Nursery, client: Client, url: IscsiUrl, po
 
     async def scan(name: str) -> None:
         try:
-            scanned[name] = await _scan(pool.target(name, client.portals(url, name)), options)
+            scanned[name] = await _scan(pool.target(name, client.portals(url, name)), options, stats)
         except IscsiError as exc:
             log.warning("skipping target %s: %s", name, exc)
             failures.append(exc)
@@ -193,7 +197,7 @@ async def _build_portal(nursery: trio.Nursery, client: Client, url: IscsiUrl, po
         directory = tree.add_dir(ROOT_INODE, name, handle)
         for info, lun in luns:
             tree.add_lun(directory, str(info.lun), info, lun, handle)
-        _watch(nursery, client, tree, handle, directory, options, known)
+        _watch(nursery, client, tree, handle, directory, options, known, stats)
 
 
 def abandon_unreachable(pool: TargetPool) -> None:
@@ -226,9 +230,12 @@ async def shutdown(files: list[tuple[Lun, MountedTarget]], pool: TargetPool) -> 
 
 
 async def serve(client: Client, url: IscsiUrl, mountpoint: str, options: MountOptions,
-                ready: Callable[[], None], on_exit: Callable[[], None] | None = None) -> None:
-    """Log in, mount, serve until unmounted; ``ready`` once the mount is live, ``on_exit`` after."""
-    await Mount(client, url, mountpoint, options).run(ready, on_exit)
+                prepare: Callable[[], None], ready: Callable[[], None],
+                on_exit: Callable[[], None] | None = None) -> None:
+    """Log in, mount, serve until unmounted; ``prepare`` once mounted (still privileged; it may
+    raise, which fails the mount), ``ready`` once the mount is live (it must not fail),
+    ``on_exit`` after."""
+    await Mount(client, url, mountpoint, options).run(prepare, ready, on_exit)
 
 
 class Mount:
@@ -245,12 +252,19 @@ class Mount:
         self.terminated = False  # we unmount (a signal, an error), rather than fusermount3 -u
         self.mounted = False  # the kernel mount is made
         self.dropped = False  # running as -o setuid's user: the unmount monitor unmounts
-        self.failure: BaseException | None = None  # why the mount ends on its own (the privilege drop)
+        self.live = False  # ready() was called: the caller has said it is mounted
+        self.failure: BaseException | None = None  # why the mount ends on its own (its start failed)
+        self.gauges = MountGauges()
+        self.stats = Stats(self.gauges)  # every command of this mount's LUNs and scans is counted here
 
     def __repr__(self) -> str:
         return f"<Mount {self.url} on {self.mountpoint}>"
 
-    async def run(self, ready: Callable[[], None], on_exit: Callable[[], None] | None) -> None:
+    async def run(self, prepare: Callable[[], None], ready: Callable[[], None],
+                  on_exit: Callable[[], None] | None) -> None:
+        if self.options.setuid is not None:
+            # A thread alive at the drop would keep root's privileges (net.privileges).
+            trio.socket.set_custom_hostname_resolver(EndingThreadResolver())
         async with trio.open_nursery() as nursery:
             workers = (await Workers.start(nursery, self.options.workers, credentials=self.options.setuid,
                                            preload=WORKER_PRELOAD) if self.options.workers else None)
@@ -259,25 +273,26 @@ class Mount:
                     opener: Opener = partial(self.client.login, nursery, self.url)
                 else:
                     opener = partial(self.client.login_remote, workers, self.url)
-                    STATS.workers = lambda: (len(workers.processes), sum(p.restarts for p in workers.processes))
+                    self.gauges.session_workers = workers
                 pool = TargetPool(nursery, opener, self.client.config.recovery, idle_timeout=self.options.idle_timeout,
                                   max_sessions=self.options.max_sessions)
+                self.gauges.pool = pool
                 tree = await build_tree(nursery, self.client, self.url, pool, root_is_file=self.root_is_file,
-                                        options=self.options)
+                                        options=self.options, stats=self.stats)
+                self.gauges.tree = tree
                 # With workers, read buffers come from the arena they receive Data-In into.
                 fs = IscsiFs(tree, read_only=self.options.read_only, uid=self.options.uid, gid=self.options.gid,
                              umask=self.options.umask,
-                             buffers=ArenaBuffers(workers.arena) if workers is not None else None)
-                _count(pool, tree)
+                             buffers=ArenaBuffers(workers.arena) if workers is not None else None, stats=self.stats)
                 if self.options.metrics_file is not None:
-                    nursery.start_soon(_write_metrics_every, self.options.metrics_file,
+                    nursery.start_soon(_write_metrics_every, self.options.metrics_file, self.stats,
                                        self.client.config.recovery.nop_interval)
                 try:
-                    await self._serve(nursery, fs, pool, ready)
+                    await self._serve(nursery, fs, pool, prepare, ready)
                 finally:
                     await shutdown(tree.files(), pool)
                     if self.options.metrics_file is not None:
-                        write_metrics(self.options.metrics_file)  # the last figures, logged out
+                        write_metrics(self.options.metrics_file, self.stats)  # the last figures, logged out
                     # After an external unmount (fusermount3 -u) the kernel mount is already gone.
                     if self.mounted and self.dropped:
                         # Without privileges we cannot unmount: the monitor does, once we are gone.
@@ -285,7 +300,8 @@ class Mount:
                         log.info("closed %s; the unmount monitor unmounts it", self.mountpoint)
                     elif self.mounted:
                         pyfuse3.close(unmount=self.terminated)
-                        log.info("unmounted %s", self.mountpoint)
+                        if self.live:  # else it never was, for the caller: its error says why
+                            log.info("unmounted %s", self.mountpoint)
                     if on_exit is not None:
                         on_exit()
             finally:
@@ -294,31 +310,25 @@ class Mount:
                         await workers.close()
                 nursery.cancel_scope.cancel()
 
-    async def _serve(self, nursery: trio.Nursery, fs: IscsiFs, pool: TargetPool, ready: Callable[[], None]) -> None:
+    async def _serve(self, nursery: trio.Nursery, fs: IscsiFs, pool: TargetPool, prepare: Callable[[], None],
+                     ready: Callable[[], None]) -> None:
         resolved = os.path.realpath(self.mountpoint)  # now: once mounted, resolving it would ask us
 
         async def apply_readahead() -> None:
             set_readahead(resolved, self.options.readahead_kib)
 
-        async def then_drop_privileges() -> None:
+        async def then_go_live() -> None:
             await apply_readahead()  # root's, before the drop
-            assert self.options.setuid is not None
             try:
-                drop_privileges(self.options.setuid)
-            except PrivilegeError as exc:
-                self.failure = MountError(f"not mounting {self.mountpoint}: {exc.strerror or exc}")
+                self._go_live(fs, prepare, ready)
+            except Exception as exc:  # noqa: BLE001 - raised by _serve once FUSE has stopped
+                self.failure = exc
                 self.terminated = True
                 pyfuse3.terminate()
-                return
-            self.dropped = True
-            log.info("running as %s (uid %d, gid %d), without capabilities", self.options.setuid.user,
-                     self.options.setuid.uid, self.options.setuid.gid)
-            ready()
 
         # With -o setuid the mount is reported live once it runs as the user: after the kernel's
         # INIT (readahead is set from its answer, by root) and the drop.
-        fs.after_init = lambda: nursery.start_soon(apply_readahead if self.options.setuid is None
-                                                   else then_drop_privileges)
+        fs.after_init = lambda: nursery.start_soon(apply_readahead if self.options.setuid is None else then_go_live)
         try:
             pyfuse3.init(fs, self.mountpoint, self.options.fuse_options())
         except (RuntimeError, OSError) as exc:
@@ -326,17 +336,35 @@ class Mount:
         self.mounted = True
         try:
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
-                nursery.start_soon(self._on_signals, signals, pool)
                 if self.options.setuid is None:
-                    ready()
-                n = len(fs.tree.luns())
-                log.info("mounted %s on %s (%d LUN%s)", self.url, self.mountpoint, n, "" if n == 1 else "s")
+                    # Before the signal task starts: should this fail, it must not start on a
+                    # receiver already closed (signals until then wait in it).
+                    self._go_live(fs, prepare, ready)
+                nursery.start_soon(self._on_signals, signals, pool)
                 await pyfuse3.main(min_tasks=FUSE_TASKS)
             if self.failure is not None:
                 raise self.failure
         except BaseException:
             self.terminated = True  # we are leaving on an error: the kernel mount is still there
             raise
+
+    def _go_live(self, fs: IscsiFs, prepare: Callable[[], None], ready: Callable[[], None]) -> None:
+        """What may still fail (the caller's ``prepare``, the privilege drop) before ``ready``
+        tells anyone the mount is live; the log lines after, where the mount logs from then on."""
+        prepare()
+        setuid = self.options.setuid
+        if setuid is not None:
+            try:
+                drop_privileges(setuid)
+            except PrivilegeError as exc:
+                raise MountError(f"not mounting {self.mountpoint}: {exc.strerror or exc}") from None
+            self.dropped = True
+        self.live = True
+        ready()
+        n = len(fs.tree.luns())
+        log.info("mounted %s on %s (%d LUN%s)", self.url, self.mountpoint, n, "" if n == 1 else "s")
+        if setuid is not None:
+            log.info("running as %s (uid %d, gid %d), without capabilities", setuid.user, setuid.uid, setuid.gid)
 
     async def _on_signals(self, signals: AsyncIterator[int], pool: TargetPool) -> None:
         async for signum in signals:
@@ -351,27 +379,50 @@ class Mount:
             return
 
 
-def _count(pool: TargetPool, tree: Tree) -> None:
-    """What ``iscsifs stats`` shows of the pool, read when asked."""
-    STATS.reservations = lambda: {
-        f"{target.target_name}/{lun.lun}": {"key": key_text(lun.pr.key), "registered": not lun.pr.fenced,
-                                            "fenced": lun.pr.fenced,
-                                            "reservation": lun.pr.reservation.word if lun.pr.reservation else None}
-        for lun, target in tree.files() if lun.pr.key is not None}
-    STATS.sessions = lambda: pool.logged_in
-    STATS.reconnects = lambda: sum(h.reconnects for h in pool.targets.values())
-    STATS.reconnects_by_target = lambda: {name: h.reconnects for name, h in pool.targets.items()}
-    STATS.paths = lambda: {name: [{"portal": str(p.portal), "state": p.state, "active": p.active, "isid": p.isid}
-                                  for p in handle.paths()] for name, handle in pool.targets.items()}
+class MountGauges:
+    """What ``iscsifs stats`` shows of the mount beside its counts (``block.stats.Gauges``), read
+    when asked: the pool and the tree once the mount has made them, its session workers if any."""
+
+    def __init__(self) -> None:
+        self.pool: TargetPool | None = None
+        self.tree: Tree | None = None
+        self.session_workers: Workers | None = None
+
+    def sessions(self) -> int:
+        return self.pool.logged_in if self.pool is not None else 0
+
+    def reconnects_by_target(self) -> dict[str, int]:
+        return {name: h.reconnects for name, h in self.pool.targets.items()} if self.pool is not None else {}
+
+    def paths(self) -> dict[str, list[dict[str, object]]]:
+        if self.pool is None:
+            return {}
+        return {name: [{"portal": str(p.portal), "state": p.state, "active": p.active, "isid": p.isid}
+                       for p in handle.paths()] for name, handle in self.pool.targets.items()}
+
+    def reservations(self) -> dict[str, dict[str, object]]:
+        if self.tree is None:
+            return {}
+        return {f"{target.target_name}/{lun.lun}": {"key": key_text(lun.pr.key), "registered": not lun.pr.fenced,
+                                                    "fenced": lun.pr.fenced,
+                                                    "reservation": lun.pr.reservation.word if lun.pr.reservation
+                                                    else None}
+                for lun, target in self.tree.files() if lun.pr.key is not None}
+
+    def workers(self) -> int:
+        return len(self.session_workers.processes) if self.session_workers is not None else 0
+
+    def worker_restarts(self) -> int:
+        return sum(p.restarts for p in self.session_workers.processes) if self.session_workers is not None else 0
 
 
-def write_metrics(path: str) -> None:
+def write_metrics(path: str, stats: Stats) -> None:
     """The statistics as Prometheus text, replacing ``path`` at once (a file in the same
     directory, then rename), so node_exporter's textfile collector never reads half a file."""
     tmp = os.path.join(os.path.dirname(path) or ".", f".{os.path.basename(path)}.{os.getpid()}.tmp")
     try:
         with open(tmp, "w", encoding="utf-8") as f:
-            f.write(prometheus_text(STATS.snapshot()))
+            f.write(prometheus_text(stats.snapshot()))
         os.replace(tmp, path)
     except OSError as exc:
         log.warning("cannot write the metrics file %s: %s", path, exc.strerror or exc)
@@ -379,9 +430,9 @@ def write_metrics(path: str) -> None:
             os.unlink(tmp)
 
 
-async def _write_metrics_every(path: str, interval: float) -> None:
+async def _write_metrics_every(path: str, stats: Stats, interval: float) -> None:
     while True:
-        write_metrics(path)
+        write_metrics(path, stats)
         await trio.sleep(interval)
 
 

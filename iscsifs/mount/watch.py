@@ -24,6 +24,7 @@ from iscsifs.block.client import LunScan, open_lun, report_luns, scan
 from iscsifs.block.identity import read_capacity
 from iscsifs.block.lun import DetectZeroes, Lun
 from iscsifs.block.reservation import Reservations
+from iscsifs.block.stats import Stats
 from iscsifs.mount.tree import ROOT_INODE, Tree
 from iscsifs.net.api import MountedTarget, Target
 from iscsifs.net.nursery import fail_after
@@ -45,8 +46,9 @@ class TargetWatch:
     def __init__(self, nursery: trio.Nursery, tree: Tree, target: MountedTarget, directory: int, *, read_only: bool,
                  only_lun: int | None = None, detect_zeroes: DetectZeroes = DetectZeroes.OFF,
                  rescan_timeout: float = DEFAULT_POLICY.rescan_timeout, reservation_key: int | None = None,
-                 reservation: PrType | None = None) -> None:
+                 reservation: PrType | None = None, stats: Stats | None = None) -> None:
         self.rescan_timeout = rescan_timeout
+        self.stats = stats  # the mount's: the polls, rescans and the LUNs that appear count there
         self.reservation_key = reservation_key  # a LUN that appears is registered too
         self.reservation = reservation
         self.detect_zeroes = detect_zeroes
@@ -84,7 +86,7 @@ class TargetWatch:
                 continue
             try:
                 with fail_after(self.rescan_timeout, "REPORT LUNS"):
-                    reported = set(await report_luns(session))
+                    reported = set(await report_luns(session, self.stats))
             except IscsiError as exc:
                 # The target's answer failed this poll (a malformed one included): the tree stays.
                 log.debug("polling the LUNs of %s: %s", self.target.target_name, exc)
@@ -127,7 +129,7 @@ class TargetWatch:
             return
         try:
             with fail_after(self.rescan_timeout, "READ CAPACITY"):
-                capacity = await read_capacity(self.target, lun)
+                capacity = await read_capacity(self.target, lun, self.stats)
         except IscsiError as exc:
             log.warning("reading the new capacity of LUN %d of %s failed: %s", lun, self.target.target_name, exc)
             return
@@ -174,7 +176,7 @@ class TargetWatch:
             self._rescanning = False
 
     async def rescan(self) -> None:
-        result = await scan(self.target)
+        result = await scan(self.target, self.stats)
         self._incomplete = bool(result.skipped)
         found = {info.lun: info for info in result.luns if info.is_disk}
         shown = self._luns()
@@ -195,7 +197,7 @@ class TargetWatch:
             return
         for number, info in sorted(found.items()):
             if number not in shown:
-                lun = open_lun(self.target, info, self.read_only, self.detect_zeroes)
+                lun = open_lun(self.target, info, self.read_only, self.detect_zeroes, self.stats)
                 if self.reservation_key is not None:
                     try:
                         await Reservations(self.target, number, lun.pr).join(self.reservation_key, self.reservation)

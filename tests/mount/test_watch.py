@@ -1,11 +1,16 @@
-"""The watch keeps the tree true to the target: a LUN whose answers a rescan cannot use is kept
-as it was (not removed), and the next idle poll tries the rescan again until it sees it whole."""
+"""The watch keeps the tree true to the target: unit attentions (2A/09 capacity, 3F/0E LUNs, on a
+command or as a SCSI Async Event) change a file's size and the directory; a LUN whose answers a
+rescan cannot use is kept as it was (not removed), and the next idle poll tries the rescan again
+until it sees it whole."""
 
 from __future__ import annotations
 
+import pyfuse3
+import pytest
 import trio
-from iscsifs.block.client import open_lun, scan
+from iscsifs.block.client import open_lun, scan, scan_luns
 from iscsifs.block.identity import identity_of
+from iscsifs.mount.fs import IscsiFs
 from iscsifs.mount.tree import ROOT_INODE, Tree
 from iscsifs.mount.watch import TargetWatch
 from iscsifs.net.multipath import Multipath
@@ -15,7 +20,8 @@ from iscsifs.proto.address import Portal
 from iscsifs.proto.login import LoginConfig
 from iscsifs.proto.policy import RecoveryPolicy
 
-from support.fake_target import FakePortals, FakeTarget
+from support.fake_multipath import in_pool, open_multipath
+from support.fake_target import FakePortals, FakeTarget, sense_bytes
 
 CONFIG = LoginConfig(initiator_name="iqn.2026-11.test:init", target_name="iqn.2026-11.test:tgt")
 
@@ -76,3 +82,60 @@ async def test_a_lun_the_rescan_cannot_read_stays_and_is_tried_again():
             while sorted(tree.lun_inodes(ROOT_INODE)) != [0, 1, 2]:
                 await trio.sleep(0.01)
         nursery.cancel_scope.cancel()
+
+
+# -- unit attentions --------------------------------------------------------------------------------
+
+
+async def _watched(nursery):
+    """The fake target's LUN 0 as a file in an IscsiFs, with a TargetWatch on the session."""
+    target, session = await open_multipath(nursery)
+    fs = IscsiFs(Tree())
+    (info,) = await scan_luns(session)
+    pooled = in_pool(nursery, session)
+    lun = open_lun(pooled, info)
+    inode = fs.tree.add_lun(ROOT_INODE, "0", info, lun, pooled)
+    TargetWatch(nursery, fs.tree, pooled, ROOT_INODE, read_only=False)
+    await lun.read(0, 512)  # the pool logs in (it hands out the multipath) and hears its unit attentions
+    return target, fs, lun, inode
+
+
+async def test_capacity_changed_unit_attention_updates_the_size():
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            target, fs, lun, inode = await _watched(nursery)
+            old = lun.size
+            target.disk += bytearray(1 << 16)  # the LUN grows on the target...
+            target.pending_sense.append(sense_bytes(0x06, 0x2A, 0x09))  # ...which says so on the next command
+            assert await lun.read(0, 512) == bytes(target.disk[:512])  # that command is retried
+            while lun.size == old:
+                await trio.sleep(0.01)
+            assert lun.size == len(target.disk)
+            assert (await fs.getattr(inode)).st_size == len(target.disk)
+            await lun.write(len(target.disk) - 512, b"x" * 512)  # the new end is writable
+            nursery.cancel_scope.cancel()
+
+
+async def test_reported_luns_changed_rescans_the_directory():
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            target, fs, _, _ = await _watched(nursery)
+            # Announced by a SCSI Async Event this time (RFC 7143 §11.9.1), not by a command.
+            target.luns = [0, 1]
+            sense = sense_bytes(0x06, 0x3F, 0x0E)
+            event = P.AsyncMessage(lun=0, async_event=P.AsyncEvent.SCSI_ASYNC_EVENT,
+                                   data=len(sense).to_bytes(2, "big") + sense, **target.sn())
+            await target.send(event)
+            while 1 not in fs.tree.lun_inodes(ROOT_INODE):
+                await trio.sleep(0.01)
+            assert (await fs.lookup(ROOT_INODE, b"1")).st_size == len(target.disk)
+            gone = fs.tree.lun_inodes(ROOT_INODE)[1]
+            target.luns = [0]
+            target.pending_sense.append(sense)  # this time on a command
+            await fs.nodes[fs.tree.lun_inodes(ROOT_INODE)[0]].lun.read(0, 512)
+            while 1 in fs.tree.lun_inodes(ROOT_INODE):
+                await trio.sleep(0.01)
+            with pytest.raises(pyfuse3.FUSEError) as e:
+                await fs.getattr(gone)
+            assert e.value.errno == 6  # ENXIO: a handle to a LUN that is gone
+            nursery.cancel_scope.cancel()

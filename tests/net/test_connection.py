@@ -1,6 +1,8 @@
-"""One connection against the fake target: a renegotiation the target asks for (RFC 7143 §11.9;
-the other Asynchronous Messages are the session's, tests/net/test_async_messages.py), a digest
-error, a login redirection."""
+"""One connection against the fake target: reads and writes through R2T, a closed CmdSN window,
+text requests and logout, a malformed PDU, Data-In received into the caller's buffer; a
+renegotiation the target asks for (RFC 7143 §11.9; the other Asynchronous Messages are the
+session's, tests/net/test_async_messages.py), a digest error, a login redirection. The
+sans-I/O core under it is tests/proto/test_connection.py."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import trio.testing
 from iscsifs.net.connection import Connection
 from iscsifs.proto import pdu as P
 from iscsifs.proto.address import Portal
-from iscsifs.proto.errors import Undelivered
+from iscsifs.proto.errors import ConnectionLost, Delivery, Undelivered
 from iscsifs.proto.login import LoginConfig
 from iscsifs.proto.policy import RecoveryPolicy
 from iscsifs.proto.text import Offer, encode_text, parse_text
@@ -19,6 +21,145 @@ from support.fake_target import FakeTarget, logged_in, stream_pair
 
 CONFIG = LoginConfig(initiator_name="iqn.2026-11.test:init", target_name="iqn.2026-11.test:tgt")
 READ_8 = bytes.fromhex("28000000000000000800")  # READ(10) LBA 0, 8 blocks
+
+
+# -- full feature phase: I/O, the CmdSN window, text, logout -------------------------------------------
+
+
+async def test_read_write_through_r2t_and_small_segments():
+    async with trio.open_nursery() as nursery:
+        target, session = await logged_in(nursery, CONFIG, max_cmd_sn_delta=4, mrdsl=1024)
+        assert session.params.max_recv_data_segment_length == 1024 and session.params.initial_r2t
+
+        async def serve():
+            while True:
+                req = await target.recv()
+                await target.serve_scsi(req)
+
+        nursery.start_soon(serve)
+        data = bytes(range(256)) * 40  # 10240 bytes = 20 blocks
+        res = await session.execute(0, bytes.fromhex("2a00000000010000140000"), data_out=data)
+        assert res.status == 0
+        assert bytes(target.disk[512 : 512 + len(data)]) == data
+        outs = [p for p in target.log if isinstance(p, P.DataOut)]
+        assert max(len(p.data) for p in outs) <= 1024  # the target's MaxRecvDataSegmentLength
+        res = await session.execute(0, bytes.fromhex("28000000000100001400"), expected_in=len(data))
+        assert bytes(res.data) == data
+        nursery.cancel_scope.cancel()
+
+
+async def test_closed_window_waits_until_nop_in_opens_it():
+    async with trio.open_nursery() as nursery:
+        # MaxCmdSN = ExpCmdSN - 1: the window is closed.
+        target, session = await logged_in(nursery, CONFIG, max_cmd_sn_delta=-1)
+        result = []
+
+        async def reader():
+            result.append(await session.execute(0, bytes.fromhex("28000000000000000100"), expected_in=512))
+
+        nursery.start_soon(reader)
+        await trio.testing.wait_all_tasks_blocked()
+        assert not result and not any(isinstance(p, P.ScsiCommand) for p in target.log)
+        # The target opens the window with an unsolicited NOP-In, and pings us at the same time.
+        target.delta = 1
+        await target.send(P.NopIn(0, P.RESERVED_TAG, 0x77, **target.sn(advance=False)))
+        # Both follow; the RFC sets no order between them.
+        got = sorted([await target.recv(), await target.recv()], key=lambda p: type(p).__name__)
+        nop, cmd = got
+        assert isinstance(nop, P.NopOut) and nop.target_transfer_tag == 0x77 and nop.immediate
+        assert isinstance(cmd, P.ScsiCommand)
+        await target.serve_scsi(cmd)
+        await trio.testing.wait_all_tasks_blocked()
+        assert result and result[0].status == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_text_continuation_and_logout():
+    async with trio.open_nursery() as nursery:
+        target, session = await logged_in(nursery, CONFIG, max_cmd_sn_delta=4)
+
+        async def serve_text():
+            req = await target.recv()
+            assert isinstance(req, P.TextRequest) and parse_text(req.data) == [("SendTargets", "All")]
+            full = encode_text([("TargetName", "iqn.2026-11.a:x"), ("TargetAddress", "[::1]:3260,1")])
+            await target.send(P.TextResponse(req.initiator_task_tag, 0x42, final=False, cont=True, data=full[:10],
+                                             **target.sn()))
+            req2 = await target.recv()
+            assert req2.target_transfer_tag == 0x42 and req2.initiator_task_tag == req.initiator_task_tag
+            await target.send(P.TextResponse(req.initiator_task_tag, P.RESERVED_TAG, data=full[10:], **target.sn()))
+            logout = await target.recv()
+            assert isinstance(logout, P.LogoutRequest)
+            await target.send(P.LogoutResponse(logout.initiator_task_tag, 0, **target.sn()))
+            await target.stream.aclose()
+
+        async def answer_ping():
+            ping = await target.recv()
+            assert isinstance(ping, P.NopOut) and ping.immediate and ping.initiator_task_tag != P.RESERVED_TAG
+            await target.send(P.NopIn(0, ping.initiator_task_tag, P.RESERVED_TAG, **target.sn()))
+            await serve_text()
+
+        nursery.start_soon(answer_ping)
+        with trio.fail_after(5):
+            await session.ping()
+        pairs = await session.text_request([("SendTargets", "All")])
+        assert pairs == [("TargetName", "iqn.2026-11.a:x"), ("TargetAddress", "[::1]:3260,1")]
+        await session.logout()
+        assert not session.alive
+        with pytest.raises(ConnectionLost):
+            await session.execute(0, bytes(6))
+
+
+async def test_malformed_pdu_from_target_fails_waiting_commands():
+    async with trio.open_nursery() as nursery:
+        target, session = await logged_in(nursery, CONFIG, max_cmd_sn_delta=4)
+
+        async def misbehave():
+            await target.recv()
+            await target.stream.send_all(bytes([0x3E]) + bytes(47))  # no such opcode
+
+        nursery.start_soon(misbehave)
+        with pytest.raises(Undelivered, match="unexpected PDU opcode") as lost:  # the session decides what next
+            await session.execute(0, bytes.fromhex("28000000000000000100"), expected_in=512)
+        assert lost.value.delivery is Delivery.CONNECTION_DIED and not session.alive
+
+
+@pytest.mark.parametrize("digests", [False, True])
+async def test_large_data_in_is_received_straight_into_the_callers_buffer(digests):
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            target, session = await logged_in(nursery, CONFIG, max_cmd_sn_delta=8, digests=digests)
+            assert session.params.data_digest == digests
+            session._reader.place_min = 1000  # the fake target's segments are 4 KiB
+            nursery.start_soon(target.serve)
+            target.disk[:] = bytes(range(256)) * (len(target.disk) // 256)
+            into = bytearray(40960)
+            res = await session.execute(0, bytes.fromhex("28000000000000005000"), expected_in=40960, into=into)
+            assert res.data.obj is into and into == target.disk[:40960]
+            assert session._reader.segments_placed == 10  # every 4 KiB segment of the 40 KiB
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_placed_segment_with_a_bad_data_digest_is_never_returned():
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            target, session = await logged_in(nursery, CONFIG, max_cmd_sn_delta=8, digests=True)
+            session._reader.place_min = 1000
+            nursery.start_soon(target.serve)
+
+            def corrupt(wire: bytes) -> bytes:
+                if wire[0] & 0x3F == P.Opcode.SCSI_DATA_IN and len(wire) > 4000:
+                    wire = bytearray(wire)
+                    wire[-100] ^= 0x01  # in the data segment, near its end
+                return bytes(wire)
+
+            target.corrupt = corrupt
+            into = bytearray(4096)
+            with pytest.raises(Undelivered, match="data digest mismatch"):  # sent, then the connection died
+                await session.execute(0, bytes.fromhex("28000000000000000800"), expected_in=4096, into=into)
+            nursery.cancel_scope.cancel()
+
+
+# -- Asynchronous Messages ---------------------------------------------------------------------------
 
 
 async def test_negotiation_request_is_answered_with_a_text_request():

@@ -139,6 +139,26 @@ def test_mutual_chap_never_accepts_a_target_that_skips_authentication():
         m.receive(_resp(m.start(), transit=True, keys=[("AuthMethod", "None")]))
 
 
+def test_chap_response_md5_vector():
+    # RFC 1994: MD5(identifier || secret || challenge)
+    secret, challenge = b"s3cr3tpassw0rd", bytes(range(16))
+    assert chap.chap_response(5, 7, secret, challenge) == hashlib.md5(b"\x07" + secret + challenge).digest()
+    assert chap.chap_response(7, 7, secret, challenge) == hashlib.sha256(b"\x07" + secret + challenge).digest()
+
+
+def test_chap_binary_values_are_bounded():
+    assert chap.decode_binary("0x0102", "CHAP_C") == b"\x01\x02"
+    assert chap.decode_binary("0bAQI=", "CHAP_C") == b"\x01\x02"
+    for bad in ("0x", "12", "0xzz", "0x" + "00" * 1025, "0b!!"):
+        with pytest.raises(RemoteProtocolError):
+            chap.decode_binary(bad, "CHAP_C")
+
+
+def test_chap_credentials_never_show_the_secret():
+    c = chap.ChapCredentials("user", b"topsecret", "tuser", b"othersecret")
+    assert "topsecret" not in repr(c) and "othersecret" not in repr(c)
+
+
 # -- over a stream, against the fake target ------------------------------------------------------
 
 
