@@ -1,17 +1,23 @@
 """The iscsifs command as a user meets it, each case through the real command: mount points
 (busy, left dead by a killed daemon, not empty), connection errors that name their cause,
-options before a subcommand, stats of any path in a mount, and a log file that records a target
-outage and is reopened on SIGHUP."""
+options before a subcommand, stats of any path in a mount, a log file that records a target
+outage and is reopened on SIGHUP, and starting in the background as one transaction: a log file
+or pid file that cannot be written fails the command with one line and leaves nothing mounted,
+and a failure once the mount is live is logged and ends the daemon with a non-zero status."""
 
 from __future__ import annotations
 
 import errno
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
+import sys
 import threading
+import time
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
@@ -31,7 +37,10 @@ from support.tgt import TgtDaemon, free_port
 
 
 def _one_line(r: subprocess.CompletedProcess) -> str:
-    err = r.stderr.decode()
+    return _single_line(r.stderr.decode())
+
+
+def _single_line(err: str) -> str:
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err and "[Errno" not in err, err
     return err
 
@@ -284,3 +293,202 @@ def test_without_journal_or_syslog_a_background_mount_logs_to_a_file_it_names(ma
     finally:
         unmount(mnt)
     wait_for(lambda: b"unmounted" in Path(default).read_bytes()[before:], 30)
+
+
+# -- starting in the background is one transaction ----------------------------------------------------
+
+# Runs the command given, prints its outcome as one JSON line, then, as the subreaper of what the
+# command leaves running (the daemon; an unmount monitor), one JSON line [pid, exit status] as
+# each of those ends: a daemon's exit status is otherwise nobody's to see.
+_REAPER = """
+import ctypes, json, os, subprocess, sys
+if ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0):  # PR_SET_CHILD_SUBREAPER
+    raise SystemExit("prctl(PR_SET_CHILD_SUBREAPER) failed")
+r = subprocess.run(sys.argv[1:], stdin=subprocess.DEVNULL, capture_output=True)
+print(json.dumps([r.returncode, r.stdout.decode(errors="replace"), r.stderr.decode(errors="replace")]), flush=True)
+while True:
+    try:
+        pid, status = os.wait()
+    except ChildProcessError:
+        break
+    print(json.dumps([pid, os.waitstatus_to_exitcode(status)]), flush=True)
+"""
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found.append(int(entry))
+    return found
+
+
+class Background:
+    """``iscsifs ARGS`` as users run it (no -f), under a subreaper: the command's outcome, then
+    how each process it left running ended."""
+
+    def __init__(self, args: list[str], *, env: dict | None = None, code: str | None = None) -> None:
+        command = [*ISCSIFS, *args] if code is None else [sys.executable, "-c", code, *args]
+        self.proc = subprocess.Popen([sys.executable, "-c", _REAPER, *command], stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, env={**os.environ, **(env or {})})
+        self._buffer = b""
+
+    def _line(self, deadline: float) -> str | None:
+        assert self.proc.stdout is not None
+        while b"\n" not in self._buffer:
+            left = deadline - time.monotonic()
+            assert left > 0, "timed out"
+            if select.select([self.proc.stdout], [], [], left)[0]:
+                chunk = os.read(self.proc.stdout.fileno(), 65536)
+                if not chunk:
+                    return None
+                self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return line.decode()
+
+    def outcome(self, timeout: float = 60) -> tuple[int, str, str]:
+        """The command's exit status, stdout and stderr, once it has returned."""
+        line = self._line(time.monotonic() + timeout)
+        assert line is not None, "the reaper ended without the command's outcome"
+        code, out, err = json.loads(line)
+        return code, out, err
+
+    def exits(self, timeout: float = 30) -> dict[int, int]:
+        """Once every process the command left running has ended: pid -> exit status."""
+        deadline = time.monotonic() + timeout
+        ended = {}
+        while (line := self._line(deadline)) is not None:
+            pid, code = json.loads(line)
+            ended[pid] = code
+        self.proc.wait(timeout=10)
+        return ended
+
+    def close(self) -> None:
+        """What is left of it when a test failed midway: killed, by pid, the daemon's own children
+        (session workers) too."""
+        if self.proc.poll() is None:
+            left, pending = [], [self.proc.pid]
+            while pending:
+                children = _children(pending.pop())
+                left += children
+                pending += children
+            for pid in left:
+                with suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            self.proc.kill()
+        self.proc.wait(timeout=10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+@contextmanager
+def background(args: list[str], mnt: Path, **kwargs):
+    b = Background(args, **kwargs)
+    try:
+        yield b
+    finally:
+        unmount(mnt)
+        b.close()
+
+
+NOWHERE = "iscsi://127.0.0.1:1/iqn.2026-11.test.iscsifs:nowhere"  # never reached: the command fails before
+
+
+@pytest.mark.parametrize("where", ["under a regular file", "a directory"])
+def test_a_log_file_that_cannot_be_opened_fails_at_once_with_one_line(tmp_path, where):
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    (tmp_path / "file").write_text("")
+    log_file, why = ((tmp_path / "file" / "iscsifs.log", "not a directory") if where == "under a regular file"
+                     else (tmp_path, "is a directory"))
+    with background(["-o", f"log_file={log_file}", NOWHERE, str(mnt)], mnt) as b:
+        code, out, err = b.outcome()
+        assert code == 2 and out == "", err
+        assert f"iscsifs: cannot open the log file {log_file}: {why}" in _single_line(err)
+        assert b.exits() == {}  # nothing was left running
+    assert not is_mounted(mnt)
+
+
+@needs_fuse
+def test_a_pid_file_that_cannot_be_written_undoes_the_mount_with_one_line(make_target, tmp_path):
+    t = make_target({1: 1 << 20})
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    run_dir, log_file = tmp_path / "run", tmp_path / "iscsifs.log"
+    run_dir.mkdir()
+    assert run("mount", "-t", "tmpfs", "-o", "size=4k", "none", str(run_dir)).returncode == 0
+    try:
+        (run_dir / "filler").write_bytes(b"x" * 4096)  # /run is full: an empty file still fits, a pid does not
+        pid_file = run_dir / "iscsifs.pid"
+        args = ["--pid-file", str(pid_file), "-o", f"log_file={log_file}", t.url, str(mnt)]
+        with background(args, mnt) as b:
+            code, out, err = b.outcome()
+            assert code == 2 and out == "", err
+            assert f"iscsifs: cannot write the pid file {pid_file}: no space left on device" in _single_line(err)
+            assert not is_mounted(mnt)  # it was mounted, then undone, before the command returned
+            assert b.exits() == {}  # the command waited for the daemon it had forked: nothing left running
+        assert os.listdir(run_dir) == ["filler"]
+    finally:
+        run("umount", str(run_dir))
+    logged = log_file.read_text()
+    assert f"not mounted on {mnt}: cannot write the pid file {pid_file}" in logged
+    assert "INFO: mounted" not in logged, logged
+
+
+# The FUSE loop fails a moment after the mount is live.
+_BROKEN_LOOP = """
+import sys
+
+import pyfuse3
+import trio
+
+
+async def main(*args, **kwargs):
+    await trio.sleep(1)
+    raise RuntimeError("the FUSE loop broke (as the test made it)")
+
+
+pyfuse3.main = main
+from iscsifs.cli.commands import main as iscsifs
+
+raise SystemExit(iscsifs(sys.argv[1:]))
+"""
+
+
+@needs_fuse
+def test_a_failure_once_the_mount_is_live_is_logged_and_the_daemon_exits_non_zero(make_target, tmp_path):
+    t = make_target({1: 1 << 20})
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    log_file = tmp_path / "iscsifs.log"
+    with background(["-o", f"log_file={log_file}", t.url, str(mnt)], mnt, code=_BROKEN_LOOP) as b:
+        code, out, err = b.outcome()
+        assert code == 0 and out == "" and err == "", err  # live: the command has said so, and returned
+        assert list(b.exits().values()) == [1]  # the daemon: never 0 in silence
+    logged = log_file.read_text()
+    assert "INFO: mounted" in logged
+    assert f"ERROR: the mount on {mnt} failed: the FUSE loop broke (as the test made it) (exit status 1)" in logged
+    assert "Traceback" not in logged
+    assert not is_mounted(mnt)
+
+
+@needs_fuse
+def test_a_session_worker_that_cannot_start_fails_the_mount_with_one_line(make_target, tmp_path):
+    t = make_target({1: 1 << 20})
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    site = tmp_path / "site"
+    site.mkdir()
+    # Only the worker's interpreter fails: its command line names its module.
+    (site / "sitecustomize.py").write_text('import sys\nif "iscsifs.net.worker" in sys.orig_argv:\n'
+                                           '    raise SystemExit(3)\n')
+    pythonpath = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
+    with background(["-o", "workers=1", t.url, str(mnt)], mnt, env={"PYTHONPATH": pythonpath}) as b:
+        code, out, err = b.outcome(timeout=15)  # a mount takes about a second here
+        assert code != 0 and out == "" and "session worker" in _single_line(err), err
+        assert not is_mounted(mnt)
+

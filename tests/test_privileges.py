@@ -2,7 +2,9 @@
 target runs as USER with no capabilities and no_new_privs once the mount is live, found by the
 TCP connection it holds to tgtd and checked in /proc/PID/status while I/O works, across a
 target outage, with a session worker; one privileged process stays, only to unmount, so SIGTERM,
-fusermount3 -u and kill -9 all leave no mount behind."""
+fusermount3 -u and kill -9 all leave no mount behind. In the background, as users run it, on a
+machine without syslog: the daemon keeps writing to the default log file, root's, which it
+opened before the drop; a drop that cannot happen fails the command at once, with one line."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from pathlib import Path
 import pytest
 from iscsifs.net.privileges import process_status as status
 
-from support.targets import ISCSIFS, is_mounted, mounted, needs_fuse, pattern, run, wait_for
+from support.targets import ISCSIFS, is_mounted, mounted, needs_fuse, pattern, run, unmount, wait_for
 from support.tgt import TgtDaemon
 
 pytestmark = needs_fuse
@@ -203,3 +205,100 @@ def test_bad_setuid_is_one_line(tmp_path):
     err = r.stderr.decode()
     assert r.returncode == 2 and err.count("\n") == 1 and "-o setuid is for mounting a URL" in err, err
     assert not monitors(tmp_path)
+
+
+DEFAULT_LOG = Path("/var/log/iscsifs.log")  # root's, where there is neither journal nor syslog
+
+
+def lines_of(pid: int, since: int) -> list[str]:
+    """The default log file's lines from process ``pid`` written after offset ``since``."""
+    with open(DEFAULT_LOG, "rb") as f:
+        f.seek(since)
+        return [line for line in f.read().decode(errors="replace").splitlines() if f"iscsifs[{pid}]:" in line]
+
+
+def open_for_writing(pid: int, path: Path) -> bool:
+    """Whether process ``pid`` holds ``path`` open for appending (/proc/PID/fdinfo)."""
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") != str(path):
+                continue
+            flags = int(Path(f"/proc/{pid}/fdinfo/{fd}").read_text().split("flags:")[1].split()[0], 8)
+        except OSError:
+            continue
+        if flags & os.O_WRONLY and flags & os.O_APPEND:
+            return True
+    return False
+
+
+@pytest.mark.skipif(os.path.exists("/dev/log"), reason="needs a machine without syslog (/dev/log), where the "
+                    "background logs to the default file")
+@pytest.mark.parametrize(("host", "workers"), [("127.0.0.1", 0), ("localhost", 1)])
+def test_in_the_background_it_runs_as_the_user_and_logs_to_the_default_file(target, tmp_path, host, workers):
+    """The mount that used to say "mounted", drop its privileges, fail to open root's log file and
+    end in silence, leaving a dead mount. (A host name: a lookup thread alive at the drop would
+    keep root's privileges.)"""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    pid_file = tmp_path / "iscsifs.pid"
+    since = DEFAULT_LOG.stat().st_size if DEFAULT_LOG.exists() else 0
+    env = {k: v for k, v in os.environ.items() if k != "JOURNAL_STREAM"}
+    argv = [*ISCSIFS, "--pid-file", str(pid_file), "-o", f"setuid=nobody,workers={workers},credentials={target.secret}",
+            f"iscsi://{host}:{target.port}/{IQN}", str(mnt)]
+    pid = None
+    try:
+        r = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, env=env, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert f"the mount logs to {DEFAULT_LOG}" in r.stderr.decode()
+        pid = int(pid_file.read_text())
+        assert_unprivileged(pid)
+        assert (mnt / "1").read_bytes() == target.backing.read_bytes()  # read as root, served by nobody
+        if workers:
+            holders = holders_of_connections_to(target.port)
+            assert holders and pid not in holders
+            for holder in holders:
+                assert_unprivileged(holder)
+        # Opened by root before the drop and still root's; nobody writes through the descriptor.
+        assert DEFAULT_LOG.stat().st_uid == 0 and open_for_writing(pid, DEFAULT_LOG)
+        wait_for(lambda: any("running as nobody" in line for line in lines_of(pid, since)), 10)
+        assert any(f"INFO: mounted iscsi://{host}" in line for line in lines_of(pid, since))
+    finally:
+        unmount(mnt)
+    wait_for(lambda: not os.path.exists(f"/proc/{pid}") or status(pid)["State"].startswith("Z"), 30)
+    # Written as nobody, after the drop, as the daemon ended:
+    assert any(f"closed {mnt}; the unmount monitor unmounts it" in line for line in lines_of(pid, since))
+    wait_for(lambda: not monitors(mnt), 10)
+    assert not is_mounted(mnt) and not pid_file.exists()  # the monitor removed what root wrote
+
+
+OTHER_USER = next((p for p in pwd.getpwall() if 0 < p.pw_uid != NOBODY.pw_uid), None)
+
+
+@pytest.mark.parametrize("how", ["setuid=root", "without CAP_SETUID", "as another user"])
+def test_a_drop_that_cannot_happen_fails_the_command_at_once(tmp_path, how):
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    mount = ["iscsi://127.0.0.1:1/iqn.2026-11.test.iscsifs:nowhere", str(mnt)]  # never reached
+    if how == "setuid=root":
+        argv = [*ISCSIFS, "-o", "setuid=root", *mount]
+        why = "-o setuid: cannot drop privileges to root: uid 0 keeps them"
+    elif how == "without CAP_SETUID":
+        if shutil.which("setpriv") is None:
+            pytest.skip("needs setpriv (util-linux)")
+        # Root in a container that took CAP_SETUID and CAP_SETGID away.
+        argv = ["setpriv", "--bounding-set=-setuid,-setgid", *ISCSIFS, "-o", "setuid=nobody", *mount]
+        why = "-o setuid: cannot become nobody: started as root without CAP_SETUID and CAP_SETGID"
+    else:
+        if shutil.which("setpriv") is None or OTHER_USER is None:
+            pytest.skip("needs setpriv (util-linux) and a user besides root and nobody")
+        caps = "+sys_admin,+dac_override"
+        argv = ["setpriv", f"--reuid={NOBODY.pw_uid}", f"--regid={NOBODY.pw_gid}", "--clear-groups",
+                f"--inh-caps={caps}", f"--ambient-caps={caps}", *ISCSIFS, "-o", f"setuid={OTHER_USER.pw_name}",
+                *mount]
+        why = f"setuid={OTHER_USER.pw_name} needs root (or to be started as {OTHER_USER.pw_name}"
+    r = run(*argv)
+    err = r.stderr.decode()
+    assert r.returncode == 2 and r.stdout == b"" and err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith(f"iscsifs: {why}"), err
+    assert not is_mounted(mnt) and not monitors(mnt)
+

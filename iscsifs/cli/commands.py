@@ -51,6 +51,7 @@ from iscsifs.mount.mountpoint import MountError, check_mountpoint, containing_mo
 from iscsifs.mount.serve import serve
 from iscsifs.net.dial import ConnectError
 from iscsifs.net.nursery import first_error
+from iscsifs.net.privileges import PrivilegeError, check_can_become
 from iscsifs.proto.errors import AuthenticationError, IscsiError, LoginError, TimedOut
 from iscsifs.scsi.persistent import key_text
 from iscsifs.url import IscsiUrl, UrlError, parse_url
@@ -101,8 +102,18 @@ def error_message(exc: BaseException) -> str:
 
 
 def run_mount(cmd: MountCommand) -> int:
-    if cmd.url is None and cmd.options.mount.setuid is not None:
+    """Starting a mount is one transaction: what can fail (the log file, the pid file, the
+    privilege drop, the session workers, the login, the mount) fails before the command is told
+    the mount is live, with one line and an exit code, and leaves nothing mounted. What fails
+    after is logged where the mount logs, and the daemon exits non-zero."""
+    setuid = cmd.options.mount.setuid
+    if cmd.url is None and setuid is not None:
         raise UsageError("-o setuid is for mounting a URL: the demo runs its own tgtd, as root")
+    if setuid is not None:
+        try:
+            check_can_become(setuid)
+        except PrivilegeError as exc:
+            raise UsageError(f"-o setuid: {exc.strerror or exc}") from None
     demo = Demo() if cmd.url is None else None
     if demo is not None:
         url, mountpoint = None, demo.mountpoint
@@ -121,43 +132,89 @@ def run_mount(cmd: MountCommand) -> int:
     destination = logs.background_destination(cmd.options.log_file)
     try:
         if pid_file is not None:
-            pid_file.check()
-        logs.check_writable(destination)
-    except OSError as exc:
+            try:
+                pid_file.check()
+            except OSError as exc:
+                raise UsageError(error_message(exc) if exc.strerror else str(exc)) from None
+        # Opened now, as the user who started us: a file the daemon could not open once it runs
+        # as -o setuid's user (or once the command has returned) would lose every line.
+        handler = _open_log(destination) if not cmd.foreground or cmd.options.log_file is not None else None
+    except UsageError:
         if demo is not None:
             demo.stop()
-        raise UsageError(error_message(exc) if exc.strerror else str(exc)) from None
-    if cmd.foreground and destination.kind == "file" and not destination.default:
-        logs.also_to(destination)  # -o log_file= holds in the foreground too
+        raise
+    if cmd.foreground and handler is not None:
+        logs.also_to(handler)  # -o log_file= holds in the foreground too
     # No journal and no syslog here: once the mount is live, say where its log lines go.
     note = f"no syslog on this machine (/dev/log): the mount logs to {destination}" if destination.default else ""
     report_fd = None if cmd.foreground else daemonize(note)
-    if cmd.options.mount.setuid is not None:
-        # Before trio starts a thread: the privileged process that unmounts once we are gone.
-        start_unmount_monitor(str(mountpoint), str(pid_file.path) if pid_file is not None else None)
+    start = _Start(str(mountpoint), report_fd, handler)
+    code = EXIT_ERROR  # what the daemon exits with should even the reporting below fail
     try:
-        try:
-            trio.run(_mount_main, cmd, url, str(mountpoint), demo, pid_file, destination, report_fd)
-        except BaseException as exc:
-            exc = first_error(exc)
-            if isinstance(exc, KeyboardInterrupt):
-                code, message = 130, "interrupted"
-            else:
-                code, message = exit_code_for(exc), error_message(exc)
-                if cmd.debug:
-                    log.debug("details", exc_info=exc)
-            if demo is not None:
-                demo.stop()
-            report(report_fd, code, message)
-            return code
-        return EXIT_OK
+        if setuid is not None:
+            # Before trio starts a thread: the privileged process that unmounts once we are gone.
+            start_unmount_monitor(str(mountpoint), str(pid_file.path) if pid_file is not None else None)
+        trio.run(_mount_main, cmd, url, str(mountpoint), demo, pid_file, start)
+        code = EXIT_OK
+    except BaseException as exc:
+        exc = first_error(exc)
+        if isinstance(exc, KeyboardInterrupt):
+            code, message = 130, "interrupted"
+        else:
+            code, message = exit_code_for(exc), error_message(exc)
+            if cmd.debug:
+                log.debug("details", exc_info=exc)
+        if demo is not None:
+            demo.stop()
+        start.failed(code, message)
     finally:
         if report_fd is not None:
-            os._exit(0)  # the daemon child: never return into the caller's stack
+            os._exit(code)  # the daemon child: never return into the caller's stack
+    return code
+
+
+def _open_log(destination: logs.Destination) -> logging.Handler | None:
+    try:
+        return logs.open_destination(destination)
+    except OSError as exc:
+        what = f"the log file {destination.path}" if destination.path is not None else f"{destination} (/dev/log)"
+        raise UsageError(f"cannot open {what}: {(exc.strerror or str(exc)).lower()}") from None
+
+
+class _Start:
+    """Whether the command has been told the mount is live, and so where an error goes: to the
+    waiting command (one line, its exit code) before; to the mount's log after, when nobody
+    waits any more."""
+
+    def __init__(self, mountpoint: str, report_fd: int | None, handler: logging.Handler | None) -> None:
+        self.mountpoint = mountpoint
+        self.report_fd = report_fd  # None: in the foreground
+        self.handler = handler  # the background's log, opened before the fork (None: the journal)
+        self.live = False
+
+    def __repr__(self) -> str:
+        return f"<_Start {self.mountpoint} {'live' if self.live else 'starting'}>"
+
+    def ready(self, message: str) -> None:
+        """The mount is live (and runs as -o setuid's user): nothing here may fail."""
+        report(self.report_fd, EXIT_OK, message)
+        self.live = True
+        if self.report_fd is not None:
+            detach_stdio(keep_stderr=self.handler is None)  # no handler: stderr is the journal's stream
+            logs.to_background(self.handler)
+
+    def failed(self, code: int, message: str) -> None:
+        if self.live:
+            log.error("the mount on %s failed: %s (exit status %d)", self.mountpoint, message, code)
+            return
+        report(self.report_fd, code, message)
+        if self.handler is not None:  # the log file or syslog records failed starts too
+            self.handler.handle(log.makeRecord(log.name, logging.ERROR, __file__, 0, "not mounted on %s: %s",
+                                               (self.mountpoint, message), None))
 
 
 async def _mount_main(cmd: MountCommand, url: IscsiUrl | None, mountpoint: str, demo: Demo | None,
-                      pid_file: PidFile | None, destination: logs.Destination, report_fd: int | None) -> None:
+                      pid_file: PidFile | None, start: _Start) -> None:
     message = ""
     if demo is not None:
         url = parse_url(await trio.to_thread.run_sync(demo.start))
@@ -165,17 +222,22 @@ async def _mount_main(cmd: MountCommand, url: IscsiUrl | None, mountpoint: str, 
     assert url is not None
     client = Client.for_url(url, cmd.options.connect)
 
-    def ready() -> None:
+    def prepare() -> None:
+        """The mount is made; this is the last step that may fail, still privileged."""
         if pid_file is not None:
-            pid_file.write()
-        report(report_fd, EXIT_OK, message)
-        if report_fd is not None:
-            detach_stdio(keep_stderr=destination.kind == "journal")
-            logs.to_background(destination, cmd.debug)
+            try:
+                pid_file.write()
+            except OSError as exc:
+                raise UsageError(f"cannot write the pid file {pid_file.path}: "
+                                 f"{(exc.strerror or str(exc)).lower()}") from None
+
+    def ready() -> None:
+        start.ready(message)
         sd_notify(f"READY=1\nMAINPID={os.getpid()}\nSTATUS=mounted {url} on {mountpoint}")
 
     try:
-        await serve(client, url, mountpoint, cmd.options.mount, ready, demo.stop if demo is not None else None)
+        await serve(client, url, mountpoint, cmd.options.mount, prepare, ready,
+                    demo.stop if demo is not None else None)
     finally:
         sd_notify("STOPPING=1")
         if pid_file is not None:

@@ -10,6 +10,7 @@ with "@".
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import sys
@@ -95,7 +96,9 @@ def sd_notify(state: str) -> bool:
 
 
 class PidFile:
-    """Written once the mount is live, removed when the daemon exits (only if still ours)."""
+    """Written once the mount is made, before the command is told it is live (and before -o
+    setuid drops privileges: the directory may be root's), removed when the daemon exits (only
+    if still ours)."""
 
     def __init__(self, path: str) -> None:
         self.path = Path(path).absolute()
@@ -104,6 +107,8 @@ class PidFile:
         """Before forking: the directory must exist, and no live process may own the file."""
         if not self.path.parent.is_dir():
             raise OSError(f"pid file directory {self.path.parent} does not exist")
+        if self.path.is_dir():
+            raise OSError(f"pid file {self.path} is a directory")
         try:
             pid = int(self.path.read_text().strip() or 0)
         except (OSError, ValueError):
@@ -118,9 +123,15 @@ class PidFile:
             raise OSError(f"pid file {self.path} names a running process ({pid})")
 
     def write(self) -> None:
+        """Raises OSError (a full or read-only file system), leaving nothing behind."""
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
-        tmp.write_text(f"{os.getpid()}\n")
-        os.replace(tmp, self.path)
+        try:
+            tmp.write_text(f"{os.getpid()}\n")
+            os.replace(tmp, self.path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
 
     def remove(self) -> None:
         try:

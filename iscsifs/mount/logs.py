@@ -5,8 +5,9 @@ journald priorities when stderr is the journal (sd-daemon(3)). Once a mount runs
 background they go, in this order of choice, to ``-o log_file=PATH``; to the journal, when
 systemd gave us its stream as stderr; to syslog, when ``/dev/log`` exists; else to a default
 file (``/var/log/iscsifs.log`` for root, ``~/.local/state/iscsifs.log`` otherwise), which the
-mount names on stderr before it goes to the background. A log file is reopened on SIGHUP, for
-logrotate.
+mount names on stderr before it goes to the background. Whichever it is, it is opened before
+the command forks, as the user who started it: with ``-o setuid`` the daemon keeps writing to the
+file it opened, which stays its owner's. A log file is reopened on SIGHUP, for logrotate.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ class ReopeningFileHandler(logging.FileHandler):
 
     def reopen(self) -> None:
         """The file by its name again; if it cannot be opened (gone with its directory, or not
-        ours to open since -o setuid), the old one is kept."""
+        ours to open since -o setuid: logrotate's ``create MODE USER GROUP`` or ``copytruncate``
+        suit that), the old one is kept."""
         self.acquire()
         try:
             try:
@@ -113,33 +115,35 @@ def background_destination(log_file: str | None) -> Destination:
     return Destination("file", str(default_log_file()), default=True)
 
 
-def check_writable(destination: Destination) -> None:
-    """Before going to the background: a log file that cannot be written is an error now, not
-    lines lost later. Raises OSError."""
-    if destination.path is not None:
-        Path(destination.path).parent.mkdir(parents=True, exist_ok=True)
-        with open(destination.path, "a", encoding="utf-8"):
-            pass
-
-
-def to_background(destination: Destination, debug: bool) -> None:
-    """Once the daemon's stdio is gone: its log lines go to ``destination``."""
-    root = logging.getLogger()
+def open_destination(destination: Destination) -> logging.Handler | None:
+    """The handler of a background mount's log lines, opened now: before the command forks and
+    before ``-o setuid`` drops privileges. A log file that cannot be opened is then an error the
+    command still reports (not lines lost once it has said "mounted"), and the open file outlives
+    the drop, as a root-owned file in /var/log must. None for the journal (stderr is kept).
+    Raises OSError."""
     if destination.kind == "journal":
-        return  # stderr is the journal's stream, kept when stdio was detached
+        return None
     if destination.kind == "syslog":
         handler: logging.Handler = logging.handlers.SysLogHandler(address="/dev/log")
         handler.setFormatter(logging.Formatter("iscsifs[%(process)d]: %(message)s"))
-    else:
-        assert destination.path is not None
-        handler = _file_handler(destination.path)
-    root.handlers[:] = [handler]
-
-
-def also_to(destination: Destination) -> None:
-    """A log file beside stderr (a foreground mount given -o log_file=)."""
+        return handler
     assert destination.path is not None
-    logging.getLogger().addHandler(_file_handler(destination.path))
+    directory = Path(destination.path).parent
+    if not directory.exists():  # a regular file there is left for open() to name: "not a directory"
+        directory.mkdir(parents=True, exist_ok=True)
+    return _file_handler(destination.path)
+
+
+def to_background(handler: logging.Handler | None) -> None:
+    """Once the daemon's stdio is gone: its log lines go to ``handler`` (``open_destination``'s;
+    None: the journal, whose stream stayed as stderr)."""
+    if handler is not None:
+        logging.getLogger().handlers[:] = [handler]
+
+
+def also_to(handler: logging.Handler) -> None:
+    """A log file beside stderr (a foreground mount given -o log_file=)."""
+    logging.getLogger().addHandler(handler)
 
 
 def reopen() -> None:

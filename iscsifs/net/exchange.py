@@ -66,6 +66,7 @@ class Exchange:
         self._send = send
         self._on_event = on_event
         self.pending: dict[int, _Pending] = {}
+        self._closed: IscsiError | None = None  # the worker is gone for good: every request fails so
 
     def __len__(self) -> int:
         return len(self.pending)
@@ -100,6 +101,8 @@ class Exchange:
         await self._wait(tag, _Pending(pickled(Kind.CALL, tag, call)))
 
     async def _wait(self, tag: int, pending: _Pending) -> object:
+        if self._closed is not None:
+            raise self._closed
         pending.task = trio.lowlevel.current_task()
         self.pending[tag] = pending
         self._send(pending.frame)
@@ -177,6 +180,11 @@ class Exchange:
     def frames(self) -> list[Parts]:
         """Every unanswered request's frame, in the order first sent: for a worker started again."""
         return [self.pending[tag].frame for tag in sorted(self.pending)]
+
+    def close(self, error: IscsiError) -> None:
+        """The worker is gone for good: what waits fails with ``error``, and so does what comes."""
+        self._closed = error
+        self.fail_all(error)
 
     def fail_all(self, error: BaseException) -> None:
         for tag in list(self.pending):

@@ -34,7 +34,7 @@ from iscsifs.net.ipc import (
 from iscsifs.net.privileges import Credentials
 from iscsifs.net.remote import RemoteMultipath
 from iscsifs.proto.address import Portal
-from iscsifs.proto.errors import ConnectionLost, LocalProtocolError
+from iscsifs.proto.errors import ConnectionLost, IscsiError, LocalProtocolError
 from iscsifs.proto.login import LoginConfig, new_isid
 from iscsifs.proto.policy import DEFAULT_POLICY, PathPolicy, RecoveryPolicy
 
@@ -50,6 +50,7 @@ class WorkerProcess:
         self.process: Child | None = None
         self.channel: Channel | None = None
         self.up = False
+        self.answered = False  # it has sent us a frame: it came up once, and is worth starting again
         self.exchange = Exchange(workers.arena, workers.next_tag, self.send, workers.event)
         # What a restarted worker must be told again: how each multipath was opened, and what was
         # said of it since (identities to check, start the other paths).
@@ -111,6 +112,7 @@ class WorkerProcess:
             assert self.channel is not None
             started = trio.current_time()
             async for kind, tag, payload in self.channel.frames():
+                self.answered = True
                 self.exchange.dispatch(kind, tag, payload)
             self.up = False
             self.channel.close()
@@ -122,6 +124,12 @@ class WorkerProcess:
                 self.exchange.fail_all(ConnectionLost("unmounting"))
                 return
             how = how_it_ended(process.returncode)
+            if not self.answered:
+                # It never came up (its interpreter or an import fails): starting it again would
+                # fail the same way, forever, while the mount waits. Its requests fail instead.
+                log.debug("session worker %d (pid %d) could not start (%s)", self.index, process.pid, how)
+                self.exchange.close(IscsiError(f"session worker {self.index} could not start ({how})"))
+                return
             self.exchange.worker_died(how)  # commands that have used their budget fail now
             delay = 0.1 if trio.current_time() - started > 10 else min(delay * 2, policy.worker_restart_delay)
             log.warning("session worker %d (pid %d) ended (%s); starting it again, %d request%s to issue again",
