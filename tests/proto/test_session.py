@@ -40,37 +40,37 @@ from iscsifs.proto.session import (
 
 POLICY = RecoveryPolicy(nop_interval=60, nop_timeout=5, command_timeout=3, recovery_timeout=10,
                         retries=5, probe_interval=1, max_backoff=8)
-S, I = SessionState, SessionInput
+S, E = SessionState, SessionInput
 
 SESSION_EXPECTED = {
-    (S.LOGGED_IN, I.CONNECTION_LOST): S.RECOVERING,
-    (S.LOGGED_IN, I.LOGOUT_REQUESTED): S.DRAINING,
-    (S.DRAINING, I.LOGOUT_REQUESTED): S.DRAINING,
-    (S.DRAINING, I.DRAINED): S.LOGGING_OUT,
-    (S.DRAINING, I.CONNECTION_LOST): S.RECOVERING,
-    (S.LOGGING_OUT, I.LOGGED_OUT): S.RECOVERING,
-    (S.LOGGING_OUT, I.CONNECTION_LOST): S.LOGGING_OUT,
-    (S.LOGGING_OUT, I.LOGOUT_REQUESTED): S.LOGGING_OUT,
-    (S.LOGGING_OUT, I.DRAINED): S.LOGGING_OUT,
-    (S.RECOVERING, I.LOGGED_IN): S.LOGGED_IN,
-    (S.RECOVERING, I.LOGIN_FAILED): S.RECOVERING,
-    (S.RECOVERING, I.LOGIN_REFUSED): S.FAILED,
-    (S.RECOVERING, I.CONNECTION_LOST): S.RECOVERING,
-    (S.RECOVERING, I.LOGOUT_REQUESTED): S.RECOVERING,
-    (S.RECOVERING, I.DRAINED): S.RECOVERING,
-    (S.RECOVERING, I.LOGGED_OUT): S.RECOVERING,
-    (S.FAILED, I.CONNECTION_LOST): S.FAILED,
-    (S.FAILED, I.LOGGED_OUT): S.FAILED,
-    (S.FAILED, I.DRAINED): S.FAILED,
-    **{(state, I.CLOSE): S.CLOSED for state in S},
-    **{(S.CLOSED, event): S.CLOSED for event in I},
+    (S.LOGGED_IN, E.CONNECTION_LOST): S.RECOVERING,
+    (S.LOGGED_IN, E.LOGOUT_REQUESTED): S.DRAINING,
+    (S.DRAINING, E.LOGOUT_REQUESTED): S.DRAINING,
+    (S.DRAINING, E.DRAINED): S.LOGGING_OUT,
+    (S.DRAINING, E.CONNECTION_LOST): S.RECOVERING,
+    (S.LOGGING_OUT, E.LOGGED_OUT): S.RECOVERING,
+    (S.LOGGING_OUT, E.CONNECTION_LOST): S.LOGGING_OUT,
+    (S.LOGGING_OUT, E.LOGOUT_REQUESTED): S.LOGGING_OUT,
+    (S.LOGGING_OUT, E.DRAINED): S.LOGGING_OUT,
+    (S.RECOVERING, E.LOGGED_IN): S.LOGGED_IN,
+    (S.RECOVERING, E.LOGIN_FAILED): S.RECOVERING,
+    (S.RECOVERING, E.LOGIN_REFUSED): S.FAILED,
+    (S.RECOVERING, E.CONNECTION_LOST): S.RECOVERING,
+    (S.RECOVERING, E.LOGOUT_REQUESTED): S.RECOVERING,
+    (S.RECOVERING, E.DRAINED): S.RECOVERING,
+    (S.RECOVERING, E.LOGGED_OUT): S.RECOVERING,
+    (S.FAILED, E.CONNECTION_LOST): S.FAILED,
+    (S.FAILED, E.LOGGED_OUT): S.FAILED,
+    (S.FAILED, E.DRAINED): S.FAILED,
+    **{(state, E.CLOSE): S.CLOSED for state in S},
+    **{(S.CLOSED, event): S.CLOSED for event in E},
 }
 # Missing, so refused as bugs of ours: a login or its failure while logged in, draining or logging
 # out (one session has one login at a time), a drain or a logout that was never started.
 
 
 def test_every_session_pair_is_decided():
-    for state, event in itertools.product(S, I):
+    for state, event in itertools.product(S, E):
         if (state, event) in SESSION_EXPECTED:
             assert step(SESSION_TRANSITIONS, state, event) is SESSION_EXPECTED[state, event], (state, event)
         else:
