@@ -127,6 +127,12 @@ def describe_command(cdb: bytes, lun: int, target: str) -> str:
     return f"command 0x{op:02x} {where}"
 
 
+def _lun_number(field: int) -> int:
+    """The LUN a 64-bit LUN field (as ``ScsiTask.lun`` holds it, encoded) addresses: the core
+    groups tasks by the field, task management and log lines want the number."""
+    return decode_lun(field.to_bytes(8, "big"))
+
+
 class Session:
     """Create with ``await Session.open(...)`` (logs in once, or raises) or ``Session.start(...)`` (logs
     in in the background, as a recovery does)."""
@@ -235,7 +241,7 @@ class Session:
                                              action.lun, action.initiator_task_tag)
             elif isinstance(action, ResetLun):
                 log.warning("LUN %d of %s through %s: ABORT TASK did not end a late command; resetting the LUN",
-                            action.lun, self.target_name, self.portal)
+                            _lun_number(action.lun), self.target_name, self.portal)
                 if connection is not None:
                     self._nursery.start_soon(self._task_management, connection, TmfFunction.LOGICAL_UNIT_RESET,
                                              action.lun, None)
@@ -266,8 +272,8 @@ class Session:
         self._wake.set()  # the next timer may be earlier now
 
     def _log_late(self, itt: int, lun: int) -> None:
-        log.info("command on LUN %d of %s through %s got no answer in %g s: aborting it", lun, self.target_name,
-                 self.portal, self.policy.command_timeout)
+        log.info("command on LUN %d of %s through %s got no answer in %g s: aborting it", _lun_number(lun),
+                 self.target_name, self.portal, self.policy.command_timeout)
 
     async def _run(self) -> None:
         """Sleep until the core's next timer (or an event moves it), then do what is due."""
@@ -291,8 +297,9 @@ class Session:
             self._core.nop_answered(trio.current_time())
 
     async def _task_management(self, connection: Connection, function: int, lun: int, itt: int | None) -> None:
+        """``lun`` is the core's: the LUN field as the command carried it (``ScsiTask.lun``)."""
         try:
-            done = await connection.task_management(function, lun, itt) in _TASK_GONE
+            done = await connection.task_management(function, _lun_number(lun), itt) in _TASK_GONE
         except IscsiError as exc:
             log.info("task management function %d on %s failed: %s", function, self.target_name, exc)
             done = False

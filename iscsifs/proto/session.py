@@ -236,14 +236,13 @@ TASK_LADDER: dict[tuple[TaskState, TaskInput], Rung] = {
 class _Task:
     """An outstanding command, as the core follows it."""
 
-    __slots__ = ("deadline", "expires", "lun", "state", "what")
+    __slots__ = ("deadline", "expires", "lun", "state")
 
     def __init__(self, lun: int, deadline: float, expires: float) -> None:
-        self.lun = lun
+        self.lun = lun  # as the I/O layer names it (the LUN field as sent): only compared, and handed back
         self.deadline = deadline  # of the current rung
         self.expires = expires  # the command's bound, whatever rung it is on
         self.state = TaskState.SENT
-        self.what = ""
 
 
 # -- login outcomes -------------------------------------------------------------------------------
@@ -350,12 +349,6 @@ class SessionCore:
         if self.state is SessionState.DRAINING:
             return self._drained()  # the last one the target let finish
         return NO_ACTIONS
-
-    def describe(self, initiator_task_tag: int, what: str) -> None:
-        """What the command is (its opcode and LBA), for the log lines of its ladder."""
-        task = self.tasks.get(initiator_task_tag)
-        if task is not None:
-            task.what = what
 
     def task_management_done(self, initiator_task_tag: int | None, lun: int, done: bool,
                              now: float) -> tuple[Action, ...]:
@@ -512,7 +505,7 @@ class SessionCore:
                 # after a later write to the same blocks.
                 del self.tasks[itt]
                 return [*actions, EndTask(itt, Delivery.EXPIRED, "its time ran out"),
-                        DropConnection(f"a command {task.what} still held by the target is past its time "
+                        DropConnection(f"a command still held by the target is past its time "
                                        f"({self.policy.command_bound:g} s)")]
             if task.deadline <= now:
                 actions += self._climb(itt, task, TaskInput.DEADLINE, now)

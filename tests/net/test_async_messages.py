@@ -16,6 +16,7 @@ from iscsifs.proto.errors import CommandFailed
 from iscsifs.proto.login import LoginConfig
 from iscsifs.proto.policy import RecoveryPolicy
 from iscsifs.scsi import cdb
+from iscsifs.scsi.response import encode_lun
 
 from support.fake_target import FakePortals, FakeTarget, login_and_serve
 
@@ -104,7 +105,8 @@ async def test_a_dropped_connection_reissues_its_commands_after_the_targets_time
             nursery.cancel_scope.cancel()
 
 
-async def test_a_command_never_answered_fails_with_eio_after_its_retries(autojump_clock):
+@pytest.mark.parametrize("lun", [0, 1])  # the task management for LUN 1 carries its LUN field, encoded once
+async def test_a_command_never_answered_fails_with_eio_after_its_retries(autojump_clock, lun):
     with trio.fail_after(600):
         async with trio.open_nursery() as nursery:
             fakes = FakePortals(nursery, max_cmd_sn_delta=16)
@@ -112,11 +114,12 @@ async def test_a_command_never_answered_fails_with_eio_after_its_retries(autojum
             ms = await Multipath.open(nursery, [A], CONFIG, POLICY, connect=fakes)
             started = trio.current_time()
             with pytest.raises(CommandFailed) as failed:
-                await ms.execute(0, cdb.read(1234, 8), expected_in=4096)
+                await ms.execute(lun, cdb.read(1234, 8), expected_in=4096)
             took = trio.current_time() - started
             assert took <= POLICY.command_bound  # 3 x 6 + 10
             assert failed.value.errno == errno.EIO and "LBA 1234" in str(failed.value)
             target = fakes.targets[0][1]
             assert len(target.swallowed) == POLICY.retries + 1  # sent retries + 1 times, then EIO
             assert [t.function for t in target.task_management] == [1] * (POLICY.retries + 1)  # ABORT TASK each
+            assert {t.lun for t in target.task_management} == {encode_lun(lun)}
             nursery.cancel_scope.cancel()
