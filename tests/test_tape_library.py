@@ -155,6 +155,12 @@ def test_iscsifs_ls_lists_drives_and_changer(library):
         assert row["target"] == lib.iqn and row["portal"] == tgt.portal
         assert row["size"] is None and row["block_size"] is None and row["provisioning"] is None, row
         assert row["reservations"] is None, row
+    # Drives and the changer are named by their serial (a changer's READ ELEMENT STATUS names its
+    # drives so): the one tgt shows for each LUN.
+    shown = tgt.tgtadm("--op", "show", "--mode", "target")
+    for lun in lib.luns:
+        serial = shown.split(f"        LUN: {lun}\n", 1)[1].split("SCSI SN: ", 1)[1].split("\n", 1)[0].strip()
+        assert rows[lun]["serial"] == serial, (lun, rows[lun])
     # The table says the same.
     r = run(*ISCSIFS, "ls", url)
     assert r.returncode == 0, r.stderr

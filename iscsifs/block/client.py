@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 import trio
 
 from iscsifs.block.command import command
-from iscsifs.block.identity import Identity, identify, identity_of, inquiry, read_capacity
+from iscsifs.block.identity import Identity, device_identity, identify, identity_of, inquiry, read_capacity
 from iscsifs.block.lun import DetectZeroes, Lun
 from iscsifs.block.reservation import LunPr, PrStatus, PrUnsupported, Reservations
 from iscsifs.block.stats import Stats
@@ -40,6 +40,7 @@ from iscsifs.proto.text import Offer
 from iscsifs.scsi import cdb
 from iscsifs.scsi.response import (
     Capacity,
+    DeviceType,
     ScsiParseError,
     StandardInquiry,
     parse_report_luns,
@@ -297,6 +298,10 @@ async def scan(session: Target, stats: Stats | None = None) -> LunScan:
     return LunScan(infos, frozenset(skipped))
 
 
+# Not disks, but named by their serial elsewhere: a changer lists its drives by it.
+_IDENTIFIED = frozenset({DeviceType.SEQUENTIAL_ACCESS, DeviceType.MEDIUM_CHANGER})
+
+
 async def _scan_lun(session: Target, lun: int, stats: Stats | None) -> LunInfo | None:
     inq = await inquiry(session, lun, stats)
     if not inq.connected:
@@ -309,6 +314,8 @@ async def _scan_lun(session: Target, lun: int, stats: Stats | None) -> LunInfo |
         await command(session, lun, cdb.test_unit_ready(), name="TEST UNIT READY", stats=stats)
         capacity = await read_capacity(session, lun, stats)
         identity = await identify(session, lun, stats)
+    elif inq.device_type in _IDENTIFIED:
+        identity = await device_identity(session, lun, stats)
     return LunInfo(session.target_name, lun, inq, capacity, identity, str(session.portal))
 
 

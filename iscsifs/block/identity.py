@@ -64,7 +64,8 @@ async def read_capacity(session: Executor, lun: int, stats: Stats | None = None)
 
 @dataclass(frozen=True, slots=True)
 class Identity:
-    """What a disk LUN says about itself beyond INQUIRY; empty where it says nothing."""
+    """What a LUN says about itself beyond INQUIRY (for a tape or a changer, only serial and WWN);
+    empty where it says nothing."""
 
     serial: str = ""  # VPD 0x80
     wwn: str = ""  # VPD 0x83, the best logical-unit designator
@@ -148,6 +149,12 @@ async def identify(session: Executor, lun: int, stats: Stats | None = None) -> I
         log.warning("LUN %d of %s: a VPD page is unreadable (%s); using no limits and full provisioning", lun,
                     session.target_name, exc)
     return Identity(serial, wwn, await write_protected(session, lun, stats), limits, provisioning)
+
+
+async def device_identity(session: Executor, lun: int, stats: Stats | None = None) -> Identity:
+    """Serial and WWN alone, for a LUN that is not a disk: a tape drive's serial is how a medium
+    changer's READ ELEMENT STATUS names it (SMC-3 device identifier)."""
+    return Identity(*await _identity(session, lun, await _supported_pages(session, lun, stats), stats))
 
 
 async def identity_of(session: Executor, lun: int) -> tuple[str, str]:
