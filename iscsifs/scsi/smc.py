@@ -327,31 +327,43 @@ def _mtx_tag(tag: VolumeTag | None) -> str:
     return "".join(out)
 
 
-def _mtx_sources(drives: list[ElementDescriptor], storage: list[ElementDescriptor],
-                 empty: list[int]) -> list[int]:
-    """mtx's two passes (mtxl.c ReadElementStatus): a full drive's source address names a slot
-    when that slot is now empty; otherwise the drive is given the next empty slot in turn, or
-    -1 (printed as Unknown). mtx reads the source address whatever SVALID says."""
+@dataclass(frozen=True, slots=True)
+class MtxNumbering:
+    """A status as mtx numbers it (mtxl.c ReadElementStatus): ``drives[n]`` is drive n,
+    ``storage[n - 1]`` slot n (the storage slots, then the import/export elements), ``sources[n]``
+    the 0-based storage index drive n's medium goes back to, or -1. Elements that are not
+    installed are left out, as mtx leaves them out."""
+
+    drives: tuple[ElementDescriptor, ...]
+    storage: tuple[ElementDescriptor, ...]
+    slot_count: int  # storage slots proper, import/export elements not counted
+    sources: tuple[int, ...]
+
+
+def mtx_numbering(status: LibraryStatus) -> MtxNumbering:
+    """mtx's two passes for the sources: a full drive's source address names a slot when that
+    slot is now empty; otherwise the drive is given the next empty slot proper in turn, or -1
+    (printed as Unknown). mtx reads the source address whatever SVALID says."""
+    drives = tuple(e for e in status.drives if (e.asc, e.ascq) != _MTX_ABSENT_DRIVE)
+    slots = tuple(e for e in status.slots if (e.asc, e.ascq) != _MTX_ABSENT_SLOT)
+    storage = slots + tuple(status.import_export)
     sources = [-1] * len(drives)
     for i, drive in enumerate(drives):
         if drive.full:
-            for j, slot in enumerate(storage):
-                if slot.address == drive.source_storage_element_address and not slot.full:
+            for j, element in enumerate(storage):
+                if element.address == drive.source_storage_element_address and not element.full:
                     sources[i] = j
-    unused = iter(empty)
+    unused = iter(j for j, slot in enumerate(slots) if not slot.full)
     for i, drive in enumerate(drives):
         if drive.full and sources[i] < 0:
             sources[i] = next(unused, -1)
-    return sources
+    return MtxNumbering(drives, storage, len(slots), tuple(sources))
 
 
 def mtx_status_text(status: LibraryStatus, device: str = "/dev/changer") -> str:
     """What ``mtx -f DEVICE status`` (mtx 1.3.12, mtx.c Status) prints for this library."""
-    drives = [e for e in status.drives if (e.asc, e.ascq) != _MTX_ABSENT_DRIVE]
-    slots = [e for e in status.slots if (e.asc, e.ascq) != _MTX_ABSENT_SLOT]
-    storage = slots + list(status.import_export)  # import/export after the slots, numbered on
-    empty = [j for j, slot in enumerate(slots) if not slot.full]
-    sources = _mtx_sources(drives, storage, empty)
+    numbering = mtx_numbering(status)
+    drives, storage, sources = numbering.drives, numbering.storage, numbering.sources
     lines = [f"  Storage Changer {device}:{len(drives)} Drives, {len(storage)} Slots "
              f"( {len(status.import_export)} Import/Export )"]
     for i, drive in enumerate(drives):
