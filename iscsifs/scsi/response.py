@@ -171,7 +171,7 @@ class Vpd(enum.IntEnum):
     LOGICAL_BLOCK_PROVISIONING = 0xB2
 
 
-def _vpd_body(data: bytes | bytearray | memoryview, page: int) -> bytes:
+def vpd_body(data: bytes | bytearray | memoryview, page: int) -> bytes:
     d = bytes(data)
     if len(d) < 4 or d[1] != page:
         raise ScsiParseError(f"VPD page 0x{page:02x} answer is not that page")
@@ -179,11 +179,11 @@ def _vpd_body(data: bytes | bytearray | memoryview, page: int) -> bytes:
 
 
 def parse_supported_vpd_pages(data: bytes | bytearray | memoryview) -> frozenset[int]:
-    return frozenset(_vpd_body(data, Vpd.SUPPORTED_PAGES))
+    return frozenset(vpd_body(data, Vpd.SUPPORTED_PAGES))
 
 
 def parse_unit_serial_number(data: bytes | bytearray | memoryview) -> str:
-    return _vpd_body(data, Vpd.UNIT_SERIAL_NUMBER).decode("ascii", "replace").strip(" \0")
+    return vpd_body(data, Vpd.UNIT_SERIAL_NUMBER).decode("ascii", "replace").strip(" \0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,7 +207,7 @@ class Designator:
 
 
 def parse_device_identification(data: bytes | bytearray | memoryview) -> list[Designator]:
-    body = _vpd_body(data, Vpd.DEVICE_IDENTIFICATION)
+    body = vpd_body(data, Vpd.DEVICE_IDENTIFICATION)
     out: list[Designator] = []
     i = 0
     while i + 4 <= len(body):
@@ -250,7 +250,7 @@ NO_BLOCK_LIMITS = BlockLimits(0, 0)
 
 
 def parse_block_limits(data: bytes | bytearray | memoryview) -> BlockLimits:
-    body = _vpd_body(data, Vpd.BLOCK_LIMITS).ljust(40, b"\0")
+    body = vpd_body(data, Vpd.BLOCK_LIMITS).ljust(40, b"\0")
 
     def word(at: int) -> int:
         return int.from_bytes(body[at : at + 4], "big")
@@ -276,7 +276,7 @@ FULL_PROVISIONING = Provisioning()  # what a LUN without the page is
 
 
 def parse_logical_block_provisioning(data: bytes | bytearray | memoryview) -> Provisioning:
-    body = _vpd_body(data, Vpd.LOGICAL_BLOCK_PROVISIONING).ljust(3, b"\0")
+    body = vpd_body(data, Vpd.LOGICAL_BLOCK_PROVISIONING).ljust(3, b"\0")
     flags = body[1]
     # LBPRZ is bit 2 of byte 5 in SBC-3; SBC-4 widens it to bits 4..2 (any non-zero: zeros).
     return Provisioning(bool(flags & 0x80), bool(flags & 0x40), bool(flags & 0x1C), body[2] & 0x07 == 2)
