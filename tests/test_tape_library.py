@@ -14,9 +14,13 @@ import struct
 import subprocess
 
 import pytest
+from iscsifs.block.client import NotFoundError
+from iscsifs.block.sync import ChangerLun, TapeLun
 from iscsifs.proto.pdu import crc32c
 from iscsifs.scsi.response import DeviceType
+from iscsifs.scsi.smc import mtx_status_text
 
+from support.tape_image import read_tape_image
 from support.targets import ISCSIFS, needs_tgt, run
 from support.tgt import TapeLibrary, TgtDaemon
 
@@ -212,3 +216,30 @@ def test_tape_images(library):
         assert f"Beginning of Tape(16): Capacity {TAPE_SIZE_MB} MB" in r.stdout, r.stdout
         assert re.search(rf"End of Data\(32\): Blk No\. 1, prev 0, curr {FIRST_BLOCK},\s+next {FIRST_BLOCK}",
                          r.stdout), r.stdout
+
+
+def test_the_synchronous_api_loads_writes_reads_and_unloads(library):
+    """``block.sync``: ChangerLun and TapeLun as a script uses them, each with its own login."""
+    tgt, lib = library
+    base = f"{tgt.url}/{lib.iqn}"
+    with ChangerLun(f"{base}/{lib.changer_lun}") as changer:
+        changer.load(4, drive=1)  # the last tape, into the second drive: no other test uses them
+        assert "Data Transfer Element 1:Full (Storage Element 4 Loaded):VolumeTag = 00000004" in \
+            mtx_status_text(changer.status())
+    with TapeLun(f"{base}/{lib.drive_luns[1]}") as tape:
+        assert tape.write_block(b"first block") is False
+        tape.write_block(b"second, longer block" * 100)
+    # Closing after the writes wrote the filemark, as st does: the image holds one file.
+    assert read_tape_image(lib.tapes["00000004"]).files == [[b"first block", b"second, longer block" * 100], []]
+    with TapeLun(f"{base}/{lib.drive_luns[1]}") as tape:
+        tape.rewind()
+        assert tape.read_block(4096) == b"first block"
+        assert tape.read_block(4096) == b"second, longer block" * 100
+        assert tape.read_block(4096) == b""  # the filemark
+        assert tape.read_block(4096) == b""  # end of data
+        assert tape.status().text().startswith("SCSI 2 tape drive:\nFile number=1, block number=0")
+    with ChangerLun(f"{base}/{lib.changer_lun}") as changer:
+        changer.unload(drive=1)
+        assert "Data Transfer Element 1:Empty" in mtx_status_text(changer.status())
+    with pytest.raises(NotFoundError, match="is not a tape drive"):
+        TapeLun(f"{base}/{lib.changer_lun}")

@@ -1,11 +1,15 @@
 """A plain synchronous API over the async one (libiscsi has both).
 
-    from iscsifs.block.sync import LunFile, discover
+    from iscsifs.block.sync import ChangerLun, LunFile, TapeLun, discover
     print(discover("iscsi://127.0.0.1"))
     with LunFile("iscsi://127.0.0.1/iqn.2026-11.example:disk1/1") as lun:
         header = lun.read(0, 512)
         lun.write(4096, b"data")
         lun.flush()
+    with ChangerLun("iscsi://127.0.0.1/iqn.2026-11.example:vtl/3") as changer:
+        changer.load(1, drive=0)  # mtx's numbering: slots from 1, drives from 0
+    with TapeLun("iscsi://127.0.0.1/iqn.2026-11.example:vtl/1") as tape:
+        tape.write_block(b"one block")  # closing writes the filemark, as st does
 
 Each object runs its own trio event loop in a background thread; calls block until done.
 """
@@ -15,10 +19,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import TypeVar, TypeVarTuple, Unpack
+from typing import Self, TypeVar, TypeVarTuple, Unpack
 
 import trio
 
+from iscsifs.block.changer import Changer
 from iscsifs.block.client import (
     Client,
     ConnectOptions,
@@ -26,7 +31,12 @@ from iscsifs.block.client import (
     LunInfo,
     NotFoundError,
 )
+from iscsifs.block.identity import device_identity, inquiry
 from iscsifs.block.lun import Lun
+from iscsifs.block.tape import TapeDrive, TapeStatus
+from iscsifs.net.multipath import Multipath
+from iscsifs.scsi.response import DeviceType
+from iscsifs.scsi.smc import LibraryStatus
 from iscsifs.url import IscsiUrl, UrlError, parse_url
 
 _T = TypeVar("_T")
@@ -144,3 +154,152 @@ class LunFile:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _Device:
+    """A LUN that is not a disk (``device_type``), logged in to from a LUN URL; after any later
+    login (another path, a reconnect) it must still be this device."""
+
+    device_type: DeviceType
+    what: str
+
+    def __init__(self, url: str, *, initiator_name: str | None = None) -> None:
+        u, client = _client(url, initiator_name)
+        if u.target is None or u.lun is None:
+            raise UrlError(f"{type(self).__name__} needs a LUN URL (iscsi://host/iqn/lun)")
+        self.lun = u.lun
+        self._loop = _LoopThread()
+        try:
+            self._session: Multipath = self._loop.run(client.login, self._loop.nursery, u, u.target)
+            try:
+                info = self._loop.run(inquiry, self._session, u.lun)
+                if not info.connected or info.device_type != self.device_type:
+                    raise NotFoundError(f"LUN {u.lun} of {u.target} does not exist or is not {self.what}")
+                identity = self._loop.run(device_identity, self._session, u.lun)
+            except BaseException:
+                self._loop.run(self._session.logout)
+                raise
+            self._session.expect_identity(u.lun, identity.serial, identity.wwn)
+            self._session.start_paths()
+        except BaseException:
+            self._loop.stop()
+            raise
+        self.closed = False
+
+    def _before_logout(self) -> None:
+        """What closing does before it logs out."""
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self._before_logout()
+        finally:
+            try:
+                self._loop.run(self._session.logout)
+            finally:
+                self._loop.stop()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class ChangerLun(_Device):
+    """A medium changer LUN with mtx's verbs (``iscsifs.block.changer``): drives from 0, slots
+    from 1."""
+
+    device_type = DeviceType.MEDIUM_CHANGER
+    what = "a medium changer"
+
+    def __init__(self, url: str, *, initiator_name: str | None = None) -> None:
+        super().__init__(url, initiator_name=initiator_name)
+        self.changer = Changer(self._session, self.lun)
+
+    def status(self) -> LibraryStatus:
+        return self._loop.run(self.changer.status)
+
+    def drive_serials(self) -> dict[int, str]:
+        return self._loop.run(self.changer.drive_serials)
+
+    def load(self, slot: int, drive: int = 0) -> None:
+        self._loop.run(self.changer.load, slot, drive)
+
+    def unload(self, slot: int | None = None, drive: int = 0) -> None:
+        self._loop.run(self.changer.unload, slot, drive)
+
+    def transfer(self, slot_from: int, slot_to: int) -> None:
+        self._loop.run(self.changer.transfer, slot_from, slot_to)
+
+    def exchange(self, slot_a: int, slot_b: int) -> None:
+        self._loop.run(self.changer.exchange, slot_a, slot_b)
+
+    def inventory(self) -> None:
+        self._loop.run(self.changer.inventory)
+
+    def first(self, drive: int = 0) -> None:
+        self._loop.run(self.changer.first, drive)
+
+    def last(self, drive: int = 0) -> None:
+        self._loop.run(self.changer.last, drive)
+
+    def next(self, drive: int = 0) -> None:
+        self._loop.run(self.changer.next, drive)
+
+
+class TapeLun(_Device):
+    """A tape drive LUN as Linux's /dev/nst0 behaves (``iscsifs.block.tape``): one block per
+    read or write, non-rewinding; closing after a write writes a filemark."""
+
+    device_type = DeviceType.SEQUENTIAL_ACCESS
+    what = "a tape drive"
+
+    def __init__(self, url: str, *, initiator_name: str | None = None) -> None:
+        super().__init__(url, initiator_name=initiator_name)
+        self.drive = TapeDrive(self._session, self.lun)
+
+    def read_block(self, max_length: int) -> bytes:
+        return self._loop.run(self.drive.read_block, max_length)
+
+    def write_block(self, data: bytes | bytearray | memoryview) -> bool:
+        """True when the block crossed the early warning (end of medium is near)."""
+        return self._loop.run(self.drive.write_block, data)
+
+    def write_filemarks(self, count: int = 1) -> None:
+        self._loop.run(self.drive.write_filemarks, count)
+
+    def rewind(self) -> None:
+        self._loop.run(self.drive.rewind)
+
+    def fsf(self, count: int = 1) -> None:
+        self._loop.run(self.drive.fsf, count)
+
+    def bsf(self, count: int = 1) -> None:
+        self._loop.run(self.drive.bsf, count)
+
+    def fsr(self, count: int = 1) -> None:
+        self._loop.run(self.drive.fsr, count)
+
+    def bsr(self, count: int = 1) -> None:
+        self._loop.run(self.drive.bsr, count)
+
+    def eod(self) -> None:
+        self._loop.run(self.drive.eod)
+
+    def tell(self) -> int:
+        return self.drive.tell()
+
+    def offline(self) -> None:
+        self._loop.run(self.drive.offline)
+
+    def load(self) -> None:
+        self._loop.run(self.drive.load)
+
+    def status(self) -> TapeStatus:
+        return self._loop.run(self.drive.status)
+
+    def _before_logout(self) -> None:
+        self._loop.run(self.drive.close_after_write)
