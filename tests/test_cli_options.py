@@ -19,6 +19,9 @@ COMMANDS = {
     "discard": ["discard", "/mnt/1", "--length", "4096"],
     "map": ["map", "/mnt/1"],
     "pr": ["pr", "/mnt/1", "--release"],
+    "inq": ["inq", "/mnt/1", "--page", "0x83"],
+    "opcodes": ["opcodes", "/mnt/1"],
+    "raw": ["raw", "-r", "512", "/mnt/1", "28", "0", "0", "0", "0", "0", "0", "0", "1", "0"],
 }
 
 

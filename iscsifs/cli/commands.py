@@ -8,30 +8,39 @@ sd_notify, the pid file), ``logs``, ``demo``, ``report`` (what ls and stats prin
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import logging
 import os
 import re
 import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import setproctitle
 import trio
 
 from iscsifs.block.client import Client, LunInfo, NotFoundError
+from iscsifs.block.command import command
 from iscsifs.block.stats import prometheus_text
 from iscsifs.cli.daemon import PidFile, daemonize, detach_stdio, report, sd_notify
 from iscsifs.cli.demo import Demo
 from iscsifs.cli.options import (
     Command,
     DiscardCommand,
+    InqCommand,
     LsCommand,
     MapCommand,
     MountCommand,
+    OpcodesCommand,
+    Options,
     PrAction,
     PrCommand,
+    RawCommand,
+    RawUsageError,
     StatsCommand,
     UsageError,
     parse_command,
@@ -46,14 +55,34 @@ from iscsifs.cli.report import (
     stats_text,
 )
 from iscsifs.mount import logs
-from iscsifs.mount.fs import DISCARD_XATTR, MAP_XATTR_PREFIX, PR_ACTION_XATTR, PR_XATTR, STATS_XATTR
+from iscsifs.mount.fs import (
+    CAP_SYS_RAWIO,
+    DISCARD_XATTR,
+    MAP_XATTR_PREFIX,
+    PR_ACTION_XATTR,
+    PR_XATTR,
+    QUERY_XATTR_PREFIX,
+    RAW_MAX_DATA,
+    RAW_XATTR,
+    STATS_XATTR,
+    RawRequest,
+    RawResult,
+    pack_raw_request,
+    unpack_raw_result,
+)
 from iscsifs.mount.mountpoint import MountError, check_mountpoint, containing_mount, start_unmount_monitor
 from iscsifs.mount.serve import serve
 from iscsifs.net.dial import ConnectError
-from iscsifs.net.nursery import first_error
+from iscsifs.net.multipath import Multipath
+from iscsifs.net.nursery import first_error, single_error
 from iscsifs.net.privileges import PrivilegeError, check_can_become
 from iscsifs.proto.errors import AuthenticationError, IscsiError, LoginError, TimedOut
+from iscsifs.scsi import cdb as cdbs
+from iscsifs.scsi import raw as sg
+from iscsifs.scsi import vpd
 from iscsifs.scsi.persistent import key_text
+from iscsifs.scsi.response import ScsiParseError
+from iscsifs.scsi.sense import ScsiError, Status, parse_sense
 from iscsifs.url import IscsiUrl, UrlError, parse_url
 
 log = logging.getLogger("iscsifs")
@@ -69,6 +98,12 @@ EXIT_TARGET = 7  # the target misbehaved or failed a command
 
 
 def exit_code_for(exc: BaseException) -> int:
+    if isinstance(exc, RawUsageError):
+        return sg.EXIT_SYNTAX_ERROR
+    if isinstance(exc, RawFileError):
+        return sg.EXIT_FILE_ERROR
+    if isinstance(exc, RawTimeout):
+        return sg.EXIT_TIMEOUT
     if isinstance(exc, (UsageError, UrlError)):
         return EXIT_USAGE
     if isinstance(exc, (ConnectError, TimedOut)):
@@ -456,6 +491,265 @@ def run_pr(cmd: PrCommand) -> int:
     return EXIT_OK
 
 
+# -- inq, opcodes, raw: SCSI commands of the user's ----------------------------------------------------
+
+
+class RawFileError(Exception):
+    """raw's data-out or data-in file failed (exit code 15, sg3_utils' SG_LIB_FILE_ERROR)."""
+
+
+class RawTimeout(Exception):
+    """raw's command took longer than -t (exit code 33, sg3_utils' SG_LIB_CAT_TIMEOUT)."""
+
+
+class _Lun(Protocol):
+    max_data: int  # the most data-in or data-out one command may carry this way
+
+    async def query(self, cdb: bytes, expected_in: int) -> RawResult:
+        """A command that changes nothing (INQUIRY, REPORT SUPPORTED OPERATION CODES)."""
+        ...
+
+    async def raw(self, request: RawRequest) -> RawResult: ...
+
+
+class _LunFile:
+    """A LUN through a running mount's LUN file: the mount's session runs the commands (its I_T
+    nexus, its reservations), through the extended attributes iscsifs.mount.fs describes."""
+
+    max_data = RAW_MAX_DATA
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    async def query(self, cdb: bytes, expected_in: int) -> RawResult:
+        # The mount takes the data-in length from the CDB's ALLOCATION LENGTH.
+        name = (QUERY_XATTR_PREFIX + cdb.hex().encode()).decode()
+        try:
+            value = await trio.to_thread.run_sync(os.getxattr, self.path, name)
+        except OSError as exc:
+            raise Refused(f"cannot query {self.path}: {_REFUSALS.get(exc.errno or 0, error_message(exc))}") from None
+        return unpack_raw_result(value)
+
+    async def raw(self, request: RawRequest) -> RawResult:
+        def send() -> bytes:
+            os.setxattr(self.path, RAW_XATTR.decode(), pack_raw_request(request))
+            return os.getxattr(self.path, RAW_XATTR.decode())
+
+        try:
+            return unpack_raw_result(await trio.to_thread.run_sync(send))
+        except OSError as exc:
+            if exc.errno == errno.ETIMEDOUT:
+                raise RawTimeout(f"the command took longer than {request.timeout_ms / 1000:g} s") from None
+            why = ("only root or a holder of CAP_SYS_RAWIO may send SCSI commands through the mount"
+                   if exc.errno in (errno.EPERM, errno.EACCES) else error_message(exc))
+            raise Refused(f"cannot send the command through {self.path}: {why}") from None
+
+
+class _LunLogin:
+    """A LUN through a login of our own (a URL), as ``ls`` makes."""
+
+    max_data = 1 << 24
+
+    def __init__(self, session: Multipath, lun: int) -> None:
+        self.session = session
+        self.lun = lun
+
+    async def query(self, cdb: bytes, expected_in: int) -> RawResult:
+        return await self.raw(RawRequest(cdb, expected_in))
+
+    async def raw(self, request: RawRequest) -> RawResult:
+        timeout = request.timeout_ms / 1000 if request.timeout_ms else float("inf")
+        with trio.move_on_after(timeout) as scope:
+            result = await self.session.execute(self.lun, request.cdb, data_out=request.data_out or None,
+                                                expected_in=request.expected_in)
+        if scope.cancelled_caught:
+            raise RawTimeout(f"the command took longer than {timeout:g} s")
+        return RawResult(result.status, result.response, bytes(result.sense), result.residual, bytes(result.data))
+
+
+@asynccontextmanager
+async def _reach(target: str, options: Options) -> AsyncIterator[_Lun]:
+    """The LUN ``target`` names: a LUN file of a running mount, or iscsi://host/iqn/lun."""
+    if not target.startswith("iscsi://"):
+        if containing_mount(target) is None:
+            raise UsageError(f"{target} is not in an iscsifs mount (nor an iscsi:// URL)")
+        if not os.path.isfile(target):
+            raise UsageError(f"{target} is not a LUN file")
+        yield _LunFile(target)
+        return
+    url = parse_url(target)
+    if not url.target or url.lun is None:
+        raise UsageError(f"{target} names no LUN (iscsi://host/target-iqn/lun)")
+    client = Client.for_url(url, options.connect)
+    with single_error():
+        async with trio.open_nursery() as nursery:
+            session = await client.login(nursery, url, url.target)
+            try:
+                try:
+                    # A fresh login's UNIT ATTENTION (29/00) is ours to take, not the user's command's.
+                    await command(session, url.lun, cdbs.test_unit_ready(), name="TEST UNIT READY")
+                except ScsiError:
+                    pass  # not ready, no such LUN, ...: the user's command says so itself
+                yield _LunLogin(session, url.lun)
+            finally:
+                with trio.CancelScope(shield=True), trio.move_on_after(client.config.recovery.error_logout_timeout):
+                    await session.logout()
+                nursery.cancel_scope.cancel()
+
+
+def _good(result: RawResult, what: str) -> bytes:
+    if result.response != 0:
+        raise ScsiError(Status.TASK_ABORTED, None, f"{what} (iSCSI response 0x{result.response:02x}, target failure)")
+    if result.status not in (Status.GOOD, Status.CONDITION_MET):
+        raise ScsiError(result.status, parse_sense(result.sense), what)
+    return result.data
+
+
+async def _fetch(lun: _Lun, build: Callable[[int], bytes], length_of: Callable[[bytes], int], what: str,
+                 first: int, most: int) -> bytes:
+    """A query whose answer says how long it is: asked again with room for all of it."""
+    alloc = min(first, most, lun.max_data)
+    while True:
+        data = _good(await lun.query(build(alloc), alloc), what)
+        want = length_of(data)
+        if want <= len(data) or len(data) < alloc or alloc >= min(most, lun.max_data):
+            return data
+        alloc = min(want, most, lun.max_data)
+
+
+async def _standard_inquiry(lun: _Lun) -> vpd.StandardInquiryData:
+    data = await _fetch(lun, cdbs.inquiry, lambda d: d[4] + 5 if len(d) > 4 else 0, "INQUIRY", 255, 0xFFFF)
+    return vpd.parse_standard_inquiry(data)
+
+
+async def _vpd_page(lun: _Lun, page: int) -> bytes:
+    return await _fetch(lun, lambda n: cdbs.inquiry(n, page), lambda d: int.from_bytes(d[2:4], "big") + 4,
+                        f"INQUIRY of VPD page 0x{page:02x}", 4096, 0xFFFF)
+
+
+def _json(value: Any) -> str:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    return json.dumps(value, indent=2)
+
+
+async def _inq(cmd: InqCommand) -> list[str]:
+    async with _reach(cmd.target, cmd.options) as lun:
+        if cmd.page is None:
+            inq = await _standard_inquiry(lun)
+            try:
+                pages: vpd.SupportedVpdPages | None = vpd.parse_supported_vpd_pages(await _vpd_page(lun, 0))
+            except (ScsiError, ScsiParseError):
+                pages = None  # a LUN without VPD pages (SPC-2 and older)
+            if cmd.json:
+                return [_json({"standard": dataclasses.asdict(inq),
+                               "supported_vpd_pages": None if pages is None else list(pages.pages)})]
+            return vpd.render_standard_inquiry(inq) + (vpd.render_supported_vpd_pages(pages) if pages else [])
+        data = await _vpd_page(lun, cmd.page)
+    try:
+        page = vpd.parse_vpd_page(data)
+    except ScsiParseError as exc:
+        if cmd.json:
+            return [_json({"page": cmd.page, "hex": data.hex(), "error": str(exc)})]
+        return [f"VPD page 0x{cmd.page:02x} (not decoded: {exc}):", *sg.hex_dump(data)]
+    return [_json(page)] if cmd.json else vpd.render_vpd_page(page)
+
+
+def run_inq(cmd: InqCommand) -> int:
+    print("\n".join(trio.run(_inq, cmd)))
+    return EXIT_OK
+
+
+async def _opcodes(cmd: OpcodesCommand) -> list[str]:
+    async with _reach(cmd.target, cmd.options) as lun:
+        inq = await _standard_inquiry(lun)
+        data = await _fetch(lun, vpd.report_supported_operation_codes,
+                            lambda d: int.from_bytes(d[:4], "big") + 4 if len(d) >= 4 else 0,
+                            "REPORT SUPPORTED OPERATION CODES", 8192, 0xFFFFFFFF)
+    codes = vpd.parse_supported_operation_codes(data)
+    pdt = inq.peripheral_device_type
+    if cmd.json:
+        return [_json({"vendor": inq.t10_vendor_identification, "product": inq.product_identification,
+                       "revision": inq.product_revision_level, "peripheral_device_type": pdt,
+                       "commands": [{**dataclasses.asdict(c), "name": vpd.command_name(
+                           c.operation_code, c.service_action if c.servactv else None, pdt)}
+                           for c in codes.commands]})]
+    return vpd.render_opcodes_inquiry(inq) + vpd.render_operation_codes(codes, pdt)
+
+
+def run_opcodes(cmd: OpcodesCommand) -> int:
+    print("\n".join(trio.run(_opcodes, cmd)))
+    return EXIT_OK
+
+
+def has_cap_sys_rawio(status: str) -> bool:
+    """CAP_SYS_RAWIO among the effective capabilities of /proc/self/status: what SG_IO asks."""
+    for line in status.splitlines():
+        key, _, value = line.partition(":")
+        if key == "CapEff":
+            try:
+                return bool(int(value.strip(), 16) >> CAP_SYS_RAWIO & 1)
+            except ValueError:
+                return False
+    return False
+
+
+def _data_out(cmd: RawCommand) -> bytes:
+    if not cmd.send:
+        return b""
+    name = cmd.infile or "stdin"
+    try:
+        if cmd.infile is None or cmd.infile == "-":
+            data = sys.stdin.buffer.read(cmd.send)
+        else:
+            with open(cmd.infile, "rb") as f:
+                data = f.read(cmd.send)
+    except OSError as exc:
+        raise RawFileError(f"cannot read the data to send: {error_message(exc)}") from None
+    if len(data) < cmd.send:
+        raise RawFileError(f"{name} holds {len(data)} bytes, not the {cmd.send} to send (-s)")
+    return data
+
+
+async def _raw(cmd: RawCommand, request: RawRequest) -> RawResult:
+    async with _reach(cmd.target, cmd.options) as lun:
+        if max(cmd.request, cmd.send) > lun.max_data:
+            raise RawUsageError(f"at most {lun.max_data} bytes (-r, -s) through {cmd.target}")
+        return await lun.raw(request)
+
+
+def run_raw(cmd: RawCommand) -> int:
+    with open("/proc/self/status") as f:
+        if not has_cap_sys_rawio(f.read()):
+            print("iscsifs: raw needs root or CAP_SYS_RAWIO (as SG_IO does)", file=sys.stderr)
+            return sg.EXIT_SYNTAX_ERROR
+    request = RawRequest(cmd.cdb, cmd.request, max(1, int(cmd.timeout * 1000)), _data_out(cmd))
+    if cmd.verbose:
+        print(f"    cdb to send: {' '.join(f'{b:02x}' for b in cmd.cdb)} ", file=sys.stderr)
+    result = trio.run(_raw, cmd, request)
+    if result.response != 0:
+        print(f"iscsifs: the target failed the command (iSCSI response 0x{result.response:02x})", file=sys.stderr)
+        return sg.EXIT_OTHER
+    report = sg.SgRawReport(result.status, result.sense, result.data, cmd.request, cmd.nosense)
+    lines = report.lines()
+    received = next((i for i, line in enumerate(lines) if line.startswith("Received ")), None)
+    if cmd.outfile is not None and received is not None:
+        where = "stdout" if cmd.outfile == "-" else cmd.outfile
+        lines[received:] = [f"Writing {len(result.data)} bytes of data to {where}"]
+    print("\n".join(lines), file=sys.stderr)
+    if cmd.outfile is not None and received is not None:
+        try:
+            if cmd.outfile == "-":
+                sys.stdout.buffer.write(result.data)
+                sys.stdout.buffer.flush()
+            else:
+                with open(cmd.outfile, "wb") as out:
+                    out.write(result.data)
+        except OSError as exc:
+            raise RawFileError(f"cannot write the data received: {error_message(exc)}") from None
+    return report.exit_status
+
+
 # -- entry point -----------------------------------------------------------------------------------
 
 
@@ -489,6 +783,12 @@ def run(cmd: Command) -> int:
         return run_map(cmd)
     if isinstance(cmd, PrCommand):
         return run_pr(cmd)
+    if isinstance(cmd, InqCommand):
+        return run_inq(cmd)
+    if isinstance(cmd, OpcodesCommand):
+        return run_opcodes(cmd)
+    if isinstance(cmd, RawCommand):
+        return run_raw(cmd)
     return run_mount(cmd)
 
 

@@ -11,7 +11,7 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 from iscsifs import __version__, compiled
 from iscsifs.block.client import DIGEST_OFFERS, ConnectOptions
@@ -22,6 +22,7 @@ from iscsifs.proto.address import Portal
 from iscsifs.proto.chap import parse_algorithms
 from iscsifs.proto.policy import PathPolicy, RecoveryPolicy
 from iscsifs.scsi.persistent import PR_TYPE_WORDS, PrType, parse_key, parse_pr_type
+from iscsifs.scsi.raw import CdbArgumentError, parse_cdb_arguments
 from iscsifs.url import UrlError, is_iscsi_name, parse_hostport
 
 T = TypeVar("T")
@@ -29,6 +30,10 @@ T = TypeVar("T")
 
 class UsageError(Exception):
     """A bad command line, option or mount point (exit code 2)."""
+
+
+class RawUsageError(Exception):
+    """A bad ``iscsifs raw`` command line: exit code 1, sg_raw's SG_LIB_SYNTAX_ERROR."""
 
 
 EXAMPLES_HELP = """examples:
@@ -45,6 +50,9 @@ EXAMPLES_HELP = """examples:
                                                        take part in a shared LUN's reservations (see iscsifs pr)
   iscsifs pr /mnt/db/0                                 the LUN's registered keys and its reservation
   iscsifs pr /mnt/db/0 --preempt 0xa1                  fence the host whose key is 0xa1 and take its reservation
+  iscsifs inq --page 0x83 /mnt/db/0                    the LUN's device identification, as sg_vpd prints it
+  iscsifs opcodes iscsi://san.example/iqn...:db/0      the commands the LUN supports, as sg_opcodes prints them
+  iscsifs raw -r 512 -o - /mnt/db/0 28 00 00 00 00 00 00 00 01 00 > lba0     READ(10) of LBA 0, as sg_raw does
   fusermount3 -u /mnt/san                              flush, log out, unmount
 """
 
@@ -59,6 +67,9 @@ EXIT_CODES_HELP = """exit codes:
   6  the FUSE mount failed, or the mount point is already a mount point
   7  the target failed a command or broke the protocol; discard, map or pr refused (the LUN cannot,
      a reservation conflicts, a key is not registered)
+iscsifs raw exits as sg_raw does (sg3_utils' codes), not as above: 1 a bad command line or no permission,
+  2 not ready, 3 medium or hardware error, 5 illegal request, 6 unit attention, 7 data protect,
+  24 reservation conflict, 33 timed out, 99 other; a PATH or URL that cannot be reached still gives 2 to 7
 """
 
 OPTIONS_HELP = """options (-o, comma-separated, repeatable):
@@ -392,7 +403,42 @@ class PrCommand:
     debug: bool = False
 
 
-Command = MountCommand | LsCommand | StatsCommand | DiscardCommand | MapCommand | PrCommand
+@dataclass(frozen=True, slots=True)
+class InqCommand:
+    target: str  # a LUN file of a running mount, or iscsi://host/iqn/lun
+    options: Options
+    page: int | None = None  # a VPD page; None: the standard INQUIRY data and the supported pages
+    json: bool = False
+    debug: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class OpcodesCommand:
+    target: str
+    options: Options
+    json: bool = False
+    debug: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RawCommand:
+    """sg_raw's command line (sg3_utils 1.46), with a LUN file or a LUN URL for the device."""
+
+    target: str
+    cdb: bytes
+    options: Options
+    request: int = 0  # -r: data-in bytes wanted
+    send: int = 0  # -s: data-out bytes, from infile
+    infile: str | None = None  # None: stdin
+    outfile: str | None = None  # "-": stdout; None: a hex dump on stderr
+    nosense: bool = False
+    timeout: float = 20.0  # sg_raw's default
+    verbose: int = 0
+    debug: bool = False
+
+
+Command = (MountCommand | LsCommand | StatsCommand | DiscardCommand | MapCommand | PrCommand | InqCommand
+           | OpcodesCommand | RawCommand)
 
 
 def byte_count(text: str) -> int:
@@ -410,7 +456,11 @@ def _mount_parser() -> argparse.ArgumentParser:
               "       iscsifs ls [-o OPTIONS] [--json] URL\n       iscsifs stats [--json | --prometheus] PATH\n"
               "       iscsifs discard PATH [--offset N] [--length N]\n       iscsifs map PATH [--json]\n"
               "       iscsifs pr PATH [--json] [--register KEY | --unregister | --reserve TYPE | --release | --clear |"
-              " --preempt KEY]",
+              " --preempt KEY]\n"
+              "       iscsifs inq [-o OPTIONS] [--page N] [--json] PATH|URL\n"
+              "       iscsifs opcodes [-o OPTIONS] [--json] PATH|URL\n"
+              "       iscsifs raw [-O OPTIONS] [-r LEN] [-s LEN [-i FILE]] [-o FILE | -b] [-n] [-t SECS] [-v]"
+              " PATH|URL CDB0 CDB1 ...",
         description="Mount iSCSI LUNs as regular files. With no URL, mount a demo on a throwaway local tgtd.",
         epilog="URL: iscsi://[user[%password]@]host[:port][/target-iqn[/lun]]  (IPv6 hosts in [brackets])\n"
                "     query keys (libiscsi's): ?target_user=U&target_password=P&header_digest=D&data_digest=D\n"
@@ -551,7 +601,132 @@ def _pr_command(ns: argparse.Namespace) -> PrCommand:
     return PrCommand(ns.path, json=ns.json)
 
 
-SUBCOMMANDS = ("ls", "stats", "discard", "map", "pr")
+# -- inq, opcodes, raw: SCSI commands of the user's, through a mount's LUN file or a login of their own --
+
+LUN_TARGET_HELP = "a LUN file of a running iscsifs mount (its session is used), or iscsi://host/iqn/lun"
+LOGIN_OPTIONS_HELP = ("options for a URL's own login: initiator_name, credentials, chap_algs, header_digest, "
+                      "data_digest (as for a mount)")
+
+
+def page_code(text: str) -> int:
+    """A VPD page code: decimal, or hex with 0x (``--page 0x83`` is ``--page 131``)."""
+    try:
+        value = int(text, 16) if text.lower().startswith("0x") else int(text, 10)
+    except ValueError:
+        raise ValueError(f"{text[:20]!r} is not a page code (decimal, or hex as 0x83)") from None
+    if not 0 <= value <= 0xFF:
+        raise ValueError(f"{text[:20]} is not a page code (0 to 255)")
+    return value
+
+
+def sg_length(text: str) -> int:
+    """A length as sg_raw takes it: decimal, hex as 0x1f or 1fh, with an optional k (x1024)."""
+    m = re.fullmatch(r"(?:0x([0-9a-f]+)|([0-9a-f]+)h|(\d+))(k?)", text.strip(), re.IGNORECASE)
+    if not m:
+        raise ValueError(f"{text[:20]!r} is not a length (decimal, 0x hex, or with a k suffix)")
+    value = int(m.group(1), 16) if m.group(1) else int(m.group(2), 16) if m.group(2) else int(m.group(3))
+    return value * (1024 if m.group(4) else 1)
+
+
+def _timeout(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds <= 86400:
+        raise ValueError(f"{text[:20]!r} is not a number of seconds (0 < s <= 86400)")
+    return seconds
+
+
+def _inq_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="iscsifs inq", description="A LUN's standard INQUIRY data and VPD pages, "
+                                "decoded as sg_inq and sg_vpd print them. Needs read access to a LUN file.",
+                                epilog="VPD pages decoded: 0x00, 0x80, 0x83, 0xb0, 0xb1, 0xb2 (others in hex)\n"
+                                       "examples:\n  iscsifs inq /mnt/db/0\n  iscsifs inq --page 0x83 --json "
+                                       "iscsi://san.example/iqn.2026-11.example:db/0\n\n"
+                                       + LOGIN_OPTIONS_HELP + "\n\n" + EXIT_CODES_HELP,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("target", metavar="PATH|URL", help=LUN_TARGET_HELP)
+    p.add_argument("--page", type=_argument(page_code), metavar="N",
+                   help="this VPD page (decimal, or hex as 0x83); default: the standard INQUIRY data")
+    p.add_argument("--json", action="store_true", help="print the decoded fields as JSON")
+    p.add_argument("-o", dest="options", action="append", default=[], metavar="OPTIONS")
+    p.add_argument("-d", dest="debug", action="store_true", help="log protocol events")
+    return p
+
+
+def _opcodes_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="iscsifs opcodes", description="The commands a LUN supports (REPORT SUPPORTED "
+                                "OPERATION CODES), as sg_opcodes prints them. Needs read access to a LUN file.",
+                                epilog="example:\n  iscsifs opcodes /mnt/db/0\n\n" + LOGIN_OPTIONS_HELP + "\n\n"
+                                       + EXIT_CODES_HELP,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("target", metavar="PATH|URL", help=LUN_TARGET_HELP)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("-o", dest="options", action="append", default=[], metavar="OPTIONS")
+    p.add_argument("-d", dest="debug", action="store_true", help="log protocol events")
+    return p
+
+
+class _RawParser(argparse.ArgumentParser):
+    """sg_raw exits 1 for a bad command line, in one line."""
+
+    def error(self, message: str) -> NoReturn:
+        raise RawUsageError(message)
+
+
+RAW_EPILOG = """The CDB is given as hex bytes, one per argument. Everything is printed as sg_raw prints it, on
+stderr (the status, the sense decoded, "Received N bytes of data" and a hex dump); data-in goes to stdout
+only with -o - or -b. Only root or a holder of CAP_SYS_RAWIO may use it (as SG_IO), through a mount too.
+examples:
+  iscsifs raw -r 512 -o - /mnt/db/0 28 00 00 00 00 00 00 00 01 00 > lba0     READ(10) of LBA 0
+  iscsifs raw -s 512 -i lba0 iscsi://san.example/iqn...:db/0 2a 00 00 00 00 00 00 00 01 00
+  iscsifs raw /mnt/db/0 00 00 00 00 00 00                                       TEST UNIT READY
+
+""" + EXIT_CODES_HELP
+
+
+def _raw_parser() -> argparse.ArgumentParser:
+    p = _RawParser(prog="iscsifs raw", description="Send any SCSI command to a LUN, as sg_raw does: through a "
+                   "running mount's session (its I_T nexus and reservations), or a login of its own to a URL.",
+                   epilog=RAW_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("target", metavar="PATH|URL", help=LUN_TARGET_HELP)
+    p.add_argument("cdb", nargs="*", metavar="CDB", help="the CDB, one hex byte per argument")
+    p.add_argument("-r", "--request", type=_argument(sg_length), default=0, metavar="LEN",
+                   help="data-in length to ask for (k suffix, 0x or h for hex)")
+    p.add_argument("-s", "--send", type=_argument(sg_length), default=0, metavar="LEN",
+                   help="data-out length, read from --infile (default stdin)")
+    p.add_argument("-i", "--infile", metavar="FILE", help="where the data-out comes from (with -s)")
+    p.add_argument("-o", "--outfile", metavar="FILE", help="write the data-in, binary, to FILE (- for stdout)")
+    p.add_argument("-b", "--binary", action="store_true", help="write the data-in, binary, to stdout")
+    p.add_argument("-n", "--nosense", action="store_true", help="do not print the sense")
+    p.add_argument("-t", "--timeout", type=_argument(_timeout), default=20.0, metavar="SECS",
+                   help="how long the command may take (default 20 seconds)")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="print the CDB sent too")
+    p.add_argument("-O", dest="options", action="append", default=[], metavar="OPTIONS",
+                   help="a URL's login options, as -o of iscsifs ls (here -o is sg_raw's --outfile)")
+    p.add_argument("-d", dest="debug", action="store_true", help="log protocol events")
+    return p
+
+
+def _raw_command(ns: argparse.Namespace) -> RawCommand:
+    try:
+        cdb = parse_cdb_arguments(ns.cdb)
+    except CdbArgumentError as exc:
+        raise RawUsageError(str(exc)) from None
+    if ns.infile is not None and not ns.send:
+        raise RawUsageError("--infile needs --send LEN")
+    if ns.binary and ns.outfile not in (None, "-"):
+        raise RawUsageError("--binary writes to stdout: it goes without --outfile FILE")
+    try:
+        options = parse_mount_options(ns.options)
+    except UsageError as exc:
+        raise RawUsageError(str(exc)) from None
+    return RawCommand(ns.target, cdb, options, ns.request, ns.send, ns.infile, "-" if ns.binary else ns.outfile,
+                      ns.nosense, ns.timeout, ns.verbose, ns.debug)
+
+
+SUBCOMMANDS = ("ls", "stats", "discard", "map", "pr", "inq", "opcodes", "raw")
 _TAKES_VALUE = ("-o", "--pid-file")
 
 
@@ -587,5 +762,13 @@ def parse_command(argv: list[str]) -> Command:
     if argv[:1] == ["pr"]:
         ns = _pr_parser().parse_args(argv[1:])
         return replace(_pr_command(ns), debug=ns.debug)
+    if argv[:1] == ["inq"]:
+        ns = _inq_parser().parse_args(argv[1:])
+        return InqCommand(ns.target, parse_mount_options(ns.options), ns.page, ns.json, ns.debug)
+    if argv[:1] == ["opcodes"]:
+        ns = _opcodes_parser().parse_args(argv[1:])
+        return OpcodesCommand(ns.target, parse_mount_options(ns.options), ns.json, ns.debug)
+    if argv[:1] == ["raw"]:
+        return _raw_command(_raw_parser().parse_args(argv[1:]))
     ns = _mount_parser().parse_args(argv)
     return MountCommand(ns.url, ns.mountpoint, parse_mount_options(ns.options), ns.foreground, ns.debug, ns.pid_file)

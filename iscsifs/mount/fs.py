@@ -14,11 +14,15 @@ import json
 import logging
 import os
 import stat
+import struct
 import time
+from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import NoReturn
 
 import pyfuse3
+import trio
 
 from iscsifs.block.buffers import BufferPool
 from iscsifs.block.lun import Lun
@@ -46,12 +50,121 @@ MAP_XATTR_PREFIX = b"user.iscsifs.map."
 # "unregister", "reserve TYPE", "release", "clear" or "preempt KEY [TYPE]" does it (write access).
 PR_XATTR = b"user.iscsi.pr"
 PR_ACTION_XATTR = b"user.iscsifs.pr"
+# A SCSI command of the caller's own, on the mount's session (so on its I_T nexus, with its
+# reservations): ``iscsifs raw``, and ``iscsifs inq`` / ``iscsifs opcodes`` through a LUN file.
+# - RAW_XATTR: setting it runs the command in the request (framing below) and keeps its result
+#   for the caller's pid (the FUSE request's); reading it gives that pid its last result. Only for
+#   root or a holder of CAP_SYS_RAWIO (as SG_IO is), whoever calls setxattr: checked here, from
+#   /proc/PID/status, and EPERM for anyone else. The kernel asks write access to the file too.
+# - QUERY_XATTR_PREFIX + the CDB in hex: reading it runs that CDB and gives the result at once.
+#   Only INQUIRY and REPORT SUPPORTED OPERATION CODES, which change nothing: read access is enough.
+# Framing, big-endian. Request: RAW_REQUEST (version 1, CDB length, data-in length wanted, the
+#   timeout in milliseconds, 0 for the mount's own), the CDB, then the data-out (its length is
+#   what remains). Result: RAW_RESULT (version 1, SCSI status, iSCSI response, sense length,
+#   residual count), the sense, then the data-in received.
+# An xattr value holds at most 64 KiB: the data either way is at most RAW_MAX_DATA bytes.
+RAW_XATTR = b"user.iscsifs.raw"
+QUERY_XATTR_PREFIX = b"user.iscsifs.query."
+RAW_REQUEST = struct.Struct(">BxHII")
+RAW_RESULT = struct.Struct(">BBBxHI")
+RAW_VERSION = 1
+RAW_MAX_DATA = 65536 - 1024
+RAW_RESULTS_KEPT = 64  # callers whose last result is kept; the oldest goes first
+CAP_SYS_RAWIO = 17
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR
 
 
 def format_paths(paths: list[PathInfo]) -> str:
     """``user.iscsi.paths``: one line per path, "PORTAL STATE", with " active" on those in use."""
     return "\n".join(f"{p.portal} {p.state}{' active' if p.active else ''}" for p in paths)
+
+
+@dataclass(frozen=True, slots=True)
+class RawRequest:
+    cdb: bytes
+    expected_in: int
+    timeout_ms: int = 0  # 0: the mount's command timeouts alone
+    data_out: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class RawResult:
+    status: int
+    response: int = 0
+    sense: bytes = b""
+    residual: int = 0
+    data: bytes = b""
+
+
+def pack_raw_request(request: RawRequest) -> bytes:
+    return (RAW_REQUEST.pack(RAW_VERSION, len(request.cdb), request.expected_in, request.timeout_ms)
+            + request.cdb + request.data_out)
+
+
+def unpack_raw_request(value: bytes) -> RawRequest:
+    """ValueError for anything that is not a request of ours."""
+    if len(value) < RAW_REQUEST.size:
+        raise ValueError("short request")
+    version, cdb_length, expected_in, timeout_ms = RAW_REQUEST.unpack_from(value)
+    cdb = value[RAW_REQUEST.size : RAW_REQUEST.size + cdb_length]
+    data_out = value[RAW_REQUEST.size + cdb_length :]
+    if version != RAW_VERSION or not 6 <= cdb_length == len(cdb) or expected_in > RAW_MAX_DATA \
+            or len(data_out) > RAW_MAX_DATA:
+        raise ValueError("malformed request")
+    return RawRequest(cdb, expected_in, timeout_ms, data_out)
+
+
+def pack_raw_result(result: RawResult) -> bytes:
+    return (RAW_RESULT.pack(RAW_VERSION, result.status, result.response, len(result.sense), result.residual)
+            + result.sense + result.data)
+
+
+def unpack_raw_result(value: bytes) -> RawResult:
+    if len(value) < RAW_RESULT.size:
+        raise ValueError("short result")
+    version, status, response, sense_length, residual = RAW_RESULT.unpack_from(value)
+    sense = value[RAW_RESULT.size : RAW_RESULT.size + sense_length]
+    if version != RAW_VERSION or len(sense) != sense_length:
+        raise ValueError("malformed result")
+    return RawResult(status, response, sense, residual, value[RAW_RESULT.size + sense_length :])
+
+
+def may_raw_io(status: str) -> bool:
+    """Whether the process whose /proc/PID/status this is may send any SCSI command, as SG_IO
+    asks: effective uid 0, or CAP_SYS_RAWIO among its effective capabilities."""
+    fields = {key: value for key, _, value in (line.partition(":") for line in status.splitlines())}
+    uids = fields.get("Uid", "").split()
+    try:
+        caps = int(fields.get("CapEff", "0").strip() or "0", 16)
+    except ValueError:
+        caps = 0
+    return (len(uids) > 1 and uids[1] == "0") or bool(caps >> CAP_SYS_RAWIO & 1)
+
+
+def _may_raw_io(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return may_raw_io(f.read())
+    except OSError:
+        return False  # gone, or not ours to see: no
+
+
+def query_cdb(name: bytes) -> bytes | None:
+    """The CDB a QUERY_XATTR_PREFIX name asks for, if it is one that may be run on read access."""
+    try:
+        cdb = bytes.fromhex(name.decode("ascii"))
+    except ValueError:
+        return None
+    # INQUIRY; MAINTENANCE IN with REPORT SUPPORTED OPERATION CODES.
+    if (len(cdb) == 6 and cdb[0] == 0x12) or (len(cdb) == 12 and cdb[0] == 0xA3 and cdb[1] & 0x1F == 0x0C):
+        return cdb
+    return None
+
+
+def query_expected_in(cdb: bytes) -> int:
+    """The ALLOCATION LENGTH of a query CDB (SPC-4 §6.6.1, §6.35.1), within RAW_MAX_DATA."""
+    length = int.from_bytes(cdb[3:5], "big") if cdb[0] == 0x12 else int.from_bytes(cdb[6:10], "big")
+    return min(length, RAW_MAX_DATA)
 
 
 def _failure(op: str, lun: Lun, exc: Exception) -> pyfuse3.FUSEError:
@@ -89,6 +202,8 @@ class IscsiFs(pyfuse3.Operations):
         self.after_init: Callable[[], None] | None = None  # called once the kernel's INIT is answered
         # The mount's statistics, shown on the root (STATS_XATTR); its LUNs count into the same object.
         self.stats = stats if stats is not None else Stats()
+        # RAW_XATTR: each caller's (pid's) last result, at most RAW_RESULTS_KEPT of them.
+        self._raw_results: OrderedDict[int, bytes] = OrderedDict()
 
     def init(self) -> None:
         # pyfuse3 calls this while it answers INIT, and the kernel sets the mount's readahead from
@@ -212,6 +327,19 @@ class IscsiFs(pyfuse3.Operations):
             except Exception as exc:  # noqa: BLE001 - the one boundary: see _failure
                 raise _failure("reading reservations", node.lun, exc) from None
             return json.dumps(status.to_json(), separators=(",", ":")).encode()
+        if name.startswith(QUERY_XATTR_PREFIX) and node.lun is not None:
+            cdb = query_cdb(name[len(QUERY_XATTR_PREFIX) :])
+            if cdb is None:
+                raise pyfuse3.FUSEError(errno.EINVAL)
+            return pack_raw_result(await self._raw(node.lun, RawRequest(cdb, query_expected_in(cdb))))
+        if name == RAW_XATTR and node.lun is not None:
+            pid = ctx.pid if ctx is not None else 0
+            if not await trio.to_thread.run_sync(_may_raw_io, pid):
+                raise pyfuse3.FUSEError(errno.EPERM)
+            kept = self._raw_results.get(pid)
+            if kept is None:
+                raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+            return kept
         value = self._xattrs(node).get(name)
         if value is None:
             raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
@@ -225,6 +353,20 @@ class IscsiFs(pyfuse3.Operations):
         except Exception as exc:  # noqa: BLE001 - the one boundary: see _failure
             raise _failure("map", lun, exc) from None
         return json.dumps({"size": lun.size, "next": following, "extents": extents}, separators=(",", ":")).encode()
+
+    async def _raw(self, lun: Lun, request: RawRequest) -> RawResult:
+        """One command as the caller sent it: no retries (a UNIT ATTENTION is the caller's to
+        see), within the mount's command timeouts and, if the request has one, its own."""
+        timeout = request.timeout_ms / 1000 if request.timeout_ms else float("inf")
+        try:
+            with trio.move_on_after(timeout) as scope:
+                result = await lun.session.execute(lun.lun, request.cdb, data_out=request.data_out or None,
+                                                   expected_in=request.expected_in)
+        except Exception as exc:  # noqa: BLE001 - the one boundary: see _failure
+            raise _failure(f"SCSI command 0x{request.cdb[0]:02x}", lun, exc) from None
+        if scope.cancelled_caught:
+            raise pyfuse3.FUSEError(errno.ETIMEDOUT)
+        return RawResult(result.status, result.response, bytes(result.sense), result.residual, bytes(result.data))
 
     async def _reservation_action(self, reservations: Reservations, lun: Lun, value: bytes) -> None:
         words = value.decode("ascii", "replace").split()
@@ -274,6 +416,20 @@ class IscsiFs(pyfuse3.Operations):
             return
         if name == PR_ACTION_XATTR and node.lun is not None and node.target is not None:
             await self._reservation_action(Reservations(node.target, node.lun.lun, node.lun.pr), node.lun, value)
+            return
+        if name == RAW_XATTR and node.lun is not None:
+            pid = ctx.pid if ctx is not None else 0
+            if not await trio.to_thread.run_sync(_may_raw_io, pid):
+                raise pyfuse3.FUSEError(errno.EPERM)
+            try:
+                request = unpack_raw_request(value)
+            except ValueError:
+                raise pyfuse3.FUSEError(errno.EINVAL) from None
+            self._raw_results.pop(pid, None)
+            answer = pack_raw_result(await self._raw(node.lun, request))
+            self._raw_results[pid] = answer
+            while len(self._raw_results) > RAW_RESULTS_KEPT:
+                self._raw_results.popitem(last=False)
             return
         # The identity comes from the device; nothing else can be stored on a LUN.
         raise pyfuse3.FUSEError(errno.EPERM if name in self._xattrs(node) else errno.ENOTSUP)
