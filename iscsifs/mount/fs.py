@@ -1,4 +1,5 @@
-"""The FUSE filesystem: one directory per target, one regular file per disk LUN.
+"""The FUSE filesystem: one directory per target, one regular file per disk LUN, tape drive and
+medium changer (the last two as st's /dev/nst0 and mtx's status: ``iscsifs.mount.tape``).
 
 This is the only module that speaks FUSE and the only place FUSEError is raised: every error
 from below is turned into an errno here (``_failure``), so a file user sees what a local disk
@@ -25,9 +26,12 @@ import pyfuse3
 import trio
 
 from iscsifs.block.buffers import BufferPool
+from iscsifs.block.changer import Changer
 from iscsifs.block.lun import Lun
 from iscsifs.block.reservation import Reservations
 from iscsifs.block.stats import Stats
+from iscsifs.block.tape import TapeDrive
+from iscsifs.mount.tape import ChangerFile, TapeFile
 from iscsifs.mount.tree import Node, Tree
 from iscsifs.net.api import MountedTarget, PathInfo
 from iscsifs.net.arena import ArenaBuffers
@@ -72,6 +76,12 @@ RAW_MAX_DATA = 65536 - 1024
 RAW_RESULTS_KEPT = 64  # callers whose last result is kept; the oldest goes first
 CAP_SYS_RAWIO = 17
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR
+# File handles of the changers' opens, each with the status text it read; below it, a handle is
+# the inode (disks and tapes), which never comes near.
+TEXT_FH_BASE = 1 << 48
+# FUSE's RELEASE is asynchronous: close(2) returns before it is answered, so the next open of a
+# tape closed just before may come first. It waits this long for that release before EBUSY.
+TAPE_RELEASE_GRACE = 1.0
 
 
 def format_paths(paths: list[PathInfo]) -> str:
@@ -167,7 +177,7 @@ def query_expected_in(cdb: bytes) -> int:
     return min(length, RAW_MAX_DATA)
 
 
-def _failure(op: str, lun: Lun, exc: Exception) -> pyfuse3.FUSEError:
+def _failure(op: str, lun: Lun | TapeDrive | Changer, exc: Exception) -> pyfuse3.FUSEError:
     """The errno of a failed request, and its log line. An ``IscsiError`` (whatever a target, the
     network or a deadline caused) carries what a local disk would give; anything else is a bug
     of ours: EIO and a traceback in the log, and the mount goes on serving."""
@@ -187,7 +197,7 @@ class IscsiFs(pyfuse3.Operations):
 
     def __init__(self, tree: Tree, *, read_only: bool = False, uid: int | None = None, gid: int | None = None,
                  umask: int = 0o022, buffers: BufferPool | ArenaBuffers | None = None,
-                 stats: Stats | None = None) -> None:
+                 stats: Stats | None = None, mountpoint: str = "") -> None:
         super().__init__()
         self.tree = tree
         self.nodes = tree.nodes  # the same dict: looked up on every request
@@ -204,6 +214,10 @@ class IscsiFs(pyfuse3.Operations):
         self.stats = stats if stats is not None else Stats()
         # RAW_XATTR: each caller's (pid's) last result, at most RAW_RESULTS_KEPT of them.
         self._raw_results: OrderedDict[int, bytes] = OrderedDict()
+        self.mountpoint = mountpoint  # where the mount is: a changer's status names its file by it
+        # A changer file's opens: handle -> the status text read at open.
+        self._texts: dict[int, bytes] = {}
+        self._next_text_fh = TEXT_FH_BASE
 
     def init(self) -> None:
         # pyfuse3 calls this while it answers INIT, and the kernel sets the mount's readahead from
@@ -235,6 +249,14 @@ class IscsiFs(pyfuse3.Operations):
             a.st_size = node.lun.size
             a.st_blksize = node.lun.block_size
             a.st_blocks = (node.lun.size + 511) // 512
+        elif node.tape is not None or node.changer is not None:
+            # A tape or a changer has no size: 0, and reads are never cut at it (direct_io).
+            writable = node.tape is not None and not self.read_only
+            a.st_mode = stat.S_IFREG | ((0o666 if writable else 0o444) & ~self.umask)
+            a.st_nlink = 1
+            a.st_size = 0
+            a.st_blksize = 4096
+            a.st_blocks = 0
         elif node.link:
             a.st_mode = stat.S_IFLNK | 0o777
             a.st_nlink = 1
@@ -270,6 +292,11 @@ class IscsiFs(pyfuse3.Operations):
     async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields,
                       fh: int | None, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         node = self._node(inode)
+        if fields.update_size and (node.tape is not None or node.changer is not None):
+            # O_TRUNC (tar cf, a shell's >) on a tape, as on st's device: nothing to do.
+            if attr.st_size != 0:
+                raise pyfuse3.FUSEError(errno.EINVAL)
+            return self._attr(node)
         if fields.update_size:
             # A LUN keeps the size the target gives it; truncating sets where the file being
             # written on it ends (iscsifs.block.lun: cp and qemu-img convert rely on it), growing fails.
@@ -310,6 +337,11 @@ class IscsiFs(pyfuse3.Operations):
                       "revision": info.inquiry.revision, "serial": info.identity.serial, "wwn": info.identity.wwn,
                       "block_size": str(lun.block_size), "target": info.target, **paths, "lun": str(info.lun),
                       "provisioning": "thin" if info.identity.provisioning.thin else "full"}
+        elif node.info is not None:  # a tape drive or a changer
+            info = node.info
+            values = {"vendor": info.inquiry.vendor, "product": info.inquiry.product,
+                      "revision": info.inquiry.revision, "serial": info.identity.serial, "wwn": info.identity.wwn,
+                      "target": info.target, **paths, "lun": str(info.lun)}
         else:
             values = {"target": target.target_name if target is not None else "", **paths}
         attrs = {XATTR_PREFIX + k.encode(): v.encode() for k, v in values.items() if v}
@@ -465,6 +497,10 @@ class IscsiFs(pyfuse3.Operations):
 
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext | None) -> pyfuse3.FileInfo:
         node = self._node(inode)
+        if node.tape is not None:
+            return await self._open_tape(node, node.tape, flags)
+        if node.changer is not None:
+            return await self._open_changer(node, node.changer, flags)
         if node.lun is None:
             raise pyfuse3.FUSEError(errno.EISDIR)
         if flags & _WRITE_FLAGS and not self._writable(node):
@@ -484,9 +520,69 @@ class IscsiFs(pyfuse3.Operations):
         self._held[inode] = (node.lun, target, self._held[inode][2] + 1 if inode in self._held else 1)
         return pyfuse3.FileInfo(fh=inode, keep_cache=False, direct_io=bool(flags & os.O_DIRECT))
 
+    async def _open_tape(self, node: Node, tape: TapeFile, flags: int) -> pyfuse3.FileInfo:
+        """As st opens /dev/nst0: one opener at a time (EBUSY); without O_NONBLOCK, a drive with no
+        tape fails (ENOMEDIUM), and so does opening a write-protected tape for writing (EROFS)."""
+        writing = bool(flags & _WRITE_FLAGS)
+        if writing and self.read_only:
+            raise pyfuse3.FUSEError(errno.EROFS)
+        if tape.open:
+            with trio.move_on_after(TAPE_RELEASE_GRACE):
+                await tape.released.wait()
+            if tape.open:
+                raise pyfuse3.FUSEError(errno.EBUSY)
+        tape.open = True  # taken before any await: a second open meanwhile is refused
+        tape.released = trio.Event()
+        opened = False
+        try:
+            if not flags & os.O_NONBLOCK:
+                try:
+                    async with tape.lock:
+                        status = await tape.drive.status()
+                except Exception as exc:  # noqa: BLE001 - the one boundary: see _failure
+                    raise _failure("open", tape.drive, exc) from None
+                if status.door_open:
+                    raise pyfuse3.FUSEError(errno.ENOMEDIUM)
+                if writing and status.write_protected:
+                    raise pyfuse3.FUSEError(errno.EROFS)
+            opened = True
+        finally:
+            if not opened:
+                tape.open = False
+                tape.released.set()
+        target = node.target
+        assert target is not None  # every device file has one (Tree.add_device)
+        target.hold()  # an open file keeps its target logged in (net.pool)
+        # direct_io: every read(2) and write(2) comes as it was made (one block each), neither
+        # cached nor merged. The largest block is what one FUSE write request carries (max_write,
+        # which libfuse and the kernel agree at INIT): a longer write(2) comes as several requests,
+        # each written as a block. A tape cannot seek.
+        return pyfuse3.FileInfo(fh=node.inode, keep_cache=False, direct_io=True, nonseekable=True)
+
+    async def _open_changer(self, node: Node, changer: ChangerFile, flags: int) -> pyfuse3.FileInfo:
+        """The library's status, read now, as ``mtx -f FILE status`` prints it for the file's path."""
+        if flags & _WRITE_FLAGS:
+            raise pyfuse3.FUSEError(errno.EROFS)
+        device = os.path.join(self.mountpoint, os.fsdecode(self.tree.path(node.inode)))
+        try:
+            text = await changer.status_text(device)
+        except Exception as exc:  # noqa: BLE001 - the one boundary: see _failure
+            raise _failure("reading the changer's status", changer.changer, exc) from None
+        fh = self._next_text_fh
+        self._next_text_fh += 1
+        self._texts[fh] = text
+        return pyfuse3.FileInfo(fh=fh, keep_cache=False, direct_io=True)
+
     # pyfuse3 replies with any buffer (fuse_read_async takes the buffer protocol); its stub says bytes.
     async def read(self, fh: int, off: int, size: int) -> memoryview:  # type: ignore[override]
-        lun = self._lun(fh)
+        if fh >= TEXT_FH_BASE:
+            return memoryview(self._texts[fh])[off : off + size]
+        node = self._node(fh)
+        lun = node.lun
+        if lun is None:
+            if node.tape is not None:
+                return await self._read_tape(node.tape, size)
+            raise pyfuse3.FUSEError(errno.EISDIR)
         buf = self._buffers.take(lun.read_span(off, size))
         try:
             return await lun.read_into(off, size, buf)
@@ -499,8 +595,20 @@ class IscsiFs(pyfuse3.Operations):
             # with session workers, a command into the arena cannot be cancelled before its answer).
             self._buffers.give(buf)
 
+    async def _read_tape(self, tape: TapeFile, size: int) -> memoryview:
+        """One block, of its real length; b"" at a filemark (then past it) and at the end of data.
+        The offset means nothing on a tape."""
+        try:
+            async with tape.lock:
+                block = await tape.drive.read_block(size)
+        except Exception as exc:  # noqa: BLE001 - the one boundary: see _failure
+            raise _failure("read", tape.drive, exc) from None
+        return memoryview(block)
+
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         node = self._node(fh)
+        if node.tape is not None:
+            return await self._write_tape(node, node.tape, buf)
         lun = self._lun(fh)
         if not self._writable(node):
             raise pyfuse3.FUSEError(errno.EROFS)
@@ -511,20 +619,73 @@ class IscsiFs(pyfuse3.Operations):
         node.mtime_ns = time.time_ns()
         return n
 
+    async def _write_tape(self, node: Node, tape: TapeFile, buf: bytes) -> int:
+        """One block (WRITE(6)); past the early warning st's dance: ENOSPC every other write."""
+        if self.read_only:
+            raise pyfuse3.FUSEError(errno.EROFS)
+        try:
+            async with tape.lock:
+                await tape.drive.write_block(buf)
+        except Exception as exc:  # noqa: BLE001 - the one boundary: see _failure
+            raise _failure("write", tape.drive, exc) from None
+        node.mtime_ns = time.time_ns()
+        return len(buf)
+
     async def flush(self, fh: int) -> None:
         # close(2): make what this file wrote durable, and report it if that fails.
+        if fh >= TEXT_FH_BASE:
+            return
+        node = self._node(fh)
+        if node.tape is not None:
+            await self._end_tape_file(node.tape)
+            return
         await self._sync(fh)
 
+    async def _end_tape_file(self, tape: TapeFile) -> None:
+        """A file written ends with a filemark, as st writes one on close. Here at close(2) (FLUSH),
+        which the kernel waits for, rather than at the release of the last descriptor, which it
+        does not wait for: so a filemark is on the tape when close returns (a script's next move,
+        an unload, comes after it), and its failure is close's. st waits for the last descriptor:
+        a descriptor shared by two processes (a shell's ``{ a; b; } > FILE``) ends a tape file at
+        each process's close here."""
+        try:
+            async with tape.lock:
+                await tape.drive.close_after_write()
+        except Exception as exc:  # noqa: BLE001 - the one boundary: see _failure
+            raise _failure("writing a filemark", tape.drive, exc) from None
+
     async def fsync(self, fh: int, datasync: bool) -> None:
+        if fh >= TEXT_FH_BASE or self._node(fh).tape is not None:
+            return  # a tape's blocks are written when write(2) returns
         await self._sync(fh)
 
     async def release(self, fh: int) -> None:
+        if fh >= TEXT_FH_BASE:
+            self._texts.pop(fh, None)
+            return
+        node = self.nodes.get(fh)
+        if node is not None and node.tape is not None:
+            await self._release_tape(node, node.tape)
+            return
         lun, target, count = self._held.pop(fh)
         target.release()
         if count > 1:
             self._held[fh] = (lun, target, count - 1)
         else:
             lun.closed()
+
+    async def _release_tape(self, node: Node, tape: TapeFile) -> None:
+        # The filemark was written at close (flush) unless that failed; release cannot report.
+        try:
+            async with tape.lock:
+                await tape.drive.close_after_write()
+        except Exception as exc:  # noqa: BLE001 - the one boundary: see _failure
+            _failure("writing a filemark", tape.drive, exc)
+        finally:
+            tape.open = False
+            tape.released.set()
+            if node.target is not None:
+                node.target.release()
 
     async def _sync(self, fh: int) -> None:
         lun = self._lun(fh)

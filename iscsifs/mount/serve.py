@@ -19,13 +19,16 @@ from functools import partial
 import pyfuse3
 import trio
 
+from iscsifs.block.changer import Changer
 from iscsifs.block.client import Client, LunInfo, LunScan, NotFoundError, open_lun, scan
 from iscsifs.block.lun import DetectZeroes, Lun
 from iscsifs.block.reservation import Reservations
 from iscsifs.block.stats import Stats, prometheus_text
+from iscsifs.block.tape import TapeDrive
 from iscsifs.mount import logs
 from iscsifs.mount.fs import IscsiFs
 from iscsifs.mount.mountpoint import MountError, mount_device
+from iscsifs.mount.tape import ChangerFile, TapeFile
 from iscsifs.mount.tree import ROOT_INODE, Tree, usable_name
 from iscsifs.mount.watch import TargetWatch
 from iscsifs.net.api import MountedTarget
@@ -35,6 +38,7 @@ from iscsifs.net.privileges import Credentials, EndingThreadResolver, PrivilegeE
 from iscsifs.net.workers import Workers
 from iscsifs.proto.errors import IscsiError
 from iscsifs.scsi.persistent import PrType, key_text
+from iscsifs.scsi.response import DeviceType
 from iscsifs.url import IscsiUrl
 
 log = logging.getLogger("iscsifs")
@@ -114,6 +118,8 @@ async def build_tree(nursery: trio.Nursery, client: Client, url: IscsiUrl, pool:
         else:
             for info, lun in luns:
                 tree.add_lun(ROOT_INODE, str(info.lun), info, lun, handle)
+            if url.lun is None:
+                add_devices(tree, ROOT_INODE, known, handle, stats)
         _watch(nursery, client, tree, handle, ROOT_INODE, options, known, stats, only_lun=url.lun)
         return tree
     except BaseException:
@@ -157,6 +163,19 @@ async def _join_all(handle: PooledTarget, luns: list[Lun], options: MountOptions
         raise
 
 
+def add_devices(tree: Tree, directory: int, found: LunScan, target: MountedTarget, stats: Stats | None) -> None:
+    """The target's tape drives and medium changers as files beside its disks, named by LUN number
+    as they are. Each drive gets its one ``TapeDrive`` for the mount's life: the position is kept
+    there. They are shown as the scan found them; a rescan adds or removes disks only."""
+    for info in found.luns:
+        kind = info.inquiry.device_type
+        name = str(info.lun)
+        if kind == DeviceType.SEQUENTIAL_ACCESS:
+            tree.add_device(directory, name, info, target, tape=TapeFile(TapeDrive(target, info.lun, stats)))
+        elif kind == DeviceType.MEDIUM_CHANGER:
+            tree.add_device(directory, name, info, target, changer=ChangerFile(Changer(target, info.lun, stats)))
+
+
 def _watch(nursery: trio.Nursery, client: Client, tree: Tree, handle: PooledTarget, directory: int,
            options: MountOptions, known: LunScan, stats: Stats | None, only_lun: int | None = None) -> None:
     watch = TargetWatch(nursery, tree, handle, directory, read_only=options.read_only, only_lun=only_lun,
@@ -197,6 +216,7 @@ async def _build_portal(nursery: trio.Nursery, client: Client, url: IscsiUrl, po
         directory = tree.add_dir(ROOT_INODE, name, handle)
         for info, lun in luns:
             tree.add_lun(directory, str(info.lun), info, lun, handle)
+        add_devices(tree, directory, known, handle, stats)
         _watch(nursery, client, tree, handle, directory, options, known, stats)
 
 
@@ -282,7 +302,7 @@ class Mount:
                 self.gauges.tree = tree
                 # With workers, read buffers come from the arena they receive Data-In into.
                 fs = IscsiFs(tree, read_only=self.options.read_only, uid=self.options.uid, gid=self.options.gid,
-                             umask=self.options.umask,
+                             umask=self.options.umask, mountpoint=os.path.abspath(self.mountpoint),
                              buffers=ArenaBuffers(workers.arena) if workers is not None else None, stats=self.stats)
                 if self.options.metrics_file is not None:
                     nursery.start_soon(_write_metrics_every, self.options.metrics_file, self.stats,
@@ -362,7 +382,11 @@ class Mount:
         self.live = True
         ready()
         n = len(fs.tree.luns())
-        log.info("mounted %s on %s (%d LUN%s)", self.url, self.mountpoint, n, "" if n == 1 else "s")
+        tapes = sum(1 for node in fs.tree.nodes.values() if node.tape is not None)
+        changers = sum(1 for node in fs.tree.nodes.values() if node.changer is not None)
+        devices = (f", {tapes} tape drive{'' if tapes == 1 else 's'}" if tapes else "") + (
+            f", {changers} medium changer{'' if changers == 1 else 's'}" if changers else "")
+        log.info("mounted %s on %s (%d LUN%s%s)", self.url, self.mountpoint, n, "" if n == 1 else "s", devices)
         if setuid is not None:
             log.info("running as %s (uid %d, gid %d), without capabilities", setuid.user, setuid.uid, setuid.gid)
 

@@ -1,7 +1,7 @@
 """The inode tree a mount shows: the root; one directory per target (or, for a target URL, the
 LUN files at the root; or the root itself as the one LUN mounted on a regular file); one file
-per disk LUN; and ``by-id/`` links. No FUSE here: ``fs.py`` serves the tree and ``watch.py``
-keeps it true to the target."""
+per disk LUN, tape drive and medium changer; and ``by-id/`` links (disks only). No FUSE here:
+``fs.py`` serves the tree and ``watch.py`` keeps it true to the target."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from iscsifs.block.client import LunInfo
 from iscsifs.block.lun import Lun
+from iscsifs.mount.tape import ChangerFile, TapeFile
 from iscsifs.net.api import MountedTarget
 
 ROOT_INODE = 1  # FUSE's (pyfuse3.ROOT_INODE)
@@ -48,10 +49,12 @@ class Node:
     children: dict[bytes, int] = field(default_factory=dict)
     mtime_ns: int = field(default_factory=time.time_ns)
     link: bytes = b""  # for a symbolic link (by-id/): where it points
+    tape: TapeFile | None = None  # a tape drive's file
+    changer: ChangerFile | None = None  # a medium changer's file
 
     @property
     def is_dir(self) -> bool:
-        return self.lun is None and not self.link
+        return self.lun is None and not self.link and self.tape is None and self.changer is None
 
 
 class Tree:
@@ -87,18 +90,30 @@ class Tree:
             self._link(link, inode)
         return inode
 
+    def add_device(self, parent: int, name: str, info: LunInfo, target: MountedTarget, *,
+                   tape: TapeFile | None = None, changer: ChangerFile | None = None) -> int:
+        """A tape drive's or a medium changer's file (one of ``tape``, ``changer``)."""
+        inode = self._add(parent, name, info)
+        node = self.nodes[inode]
+        node.target, node.tape, node.changer = target, tape, changer
+        return inode
+
+    def path(self, inode: int) -> bytes:
+        """The node's path from the mount's root (b"" for the root)."""
+        parts = []
+        while inode != ROOT_INODE:
+            parts.append(self.nodes[inode].name)
+            inode = self.nodes[inode].parent
+        return b"/".join(reversed(parts))
+
     def _link(self, name: str, lun_inode: int) -> None:
         """by-id/NAME -> the LUN file, relative (so it holds wherever the mount is)."""
         if self.by_id is None:
             self.by_id = self.add_dir(ROOT_INODE, BY_ID)
         if os.fsencode(name) in self.nodes[self.by_id].children:
             return  # the same device seen twice (through another target): the first keeps the name
-        parts, inode = [], lun_inode
-        while inode != ROOT_INODE:
-            parts.append(self.nodes[inode].name)
-            inode = self.nodes[inode].parent
         link = self._add(self.by_id, name)
-        self.nodes[link].link = b"../" + b"/".join(reversed(parts))
+        self.nodes[link].link = b"../" + self.path(lun_inode)
         self._links[lun_inode] = link
 
     def remove(self, inode: int) -> list[tuple[int, bytes]]:
