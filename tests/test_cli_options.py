@@ -22,6 +22,8 @@ COMMANDS = {
     "inq": ["inq", "/mnt/1", "--page", "0x83"],
     "opcodes": ["opcodes", "/mnt/1"],
     "raw": ["raw", "-r", "512", "/mnt/1", "28", "0", "0", "0", "0", "0", "0", "0", "1", "0"],
+    "mt": ["mt", "/mnt/t/1", "fsf", "2"],
+    "mtx": ["mtx", "/mnt/t/3", "load", "1", "0"],
 }
 
 

@@ -59,7 +59,8 @@ def test_every_mount_option_is_in_the_manual_and_in_help():
 def parsers() -> dict[str, argparse.ArgumentParser]:
     return {"": options._mount_parser(), "ls": options._ls_parser(), "stats": options._stats_parser(),
             "discard": options._discard_parser(), "map": options._map_parser(), "pr": options._pr_parser(),
-            "inq": options._inq_parser(), "opcodes": options._opcodes_parser(), "raw": options._raw_parser()}
+            "inq": options._inq_parser(), "opcodes": options._opcodes_parser(), "raw": options._raw_parser(),
+            "mt": options._mt_parser(), "mtx": options._mtx_parser()}
 
 
 def test_every_command_and_argument_is_in_the_manual():

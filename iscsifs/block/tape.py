@@ -310,7 +310,8 @@ class TapeDrive:
         before = 0
         for f in range(self.file):
             if f not in self._lengths:
-                raise TapeError(f"tell: the length of file {f} is not known (rewind first)")
+                raise TapeError(f"tell: the length of file {f} is not known: this drive has not read or written it "
+                                "since the tape was loaded (rewind and read through it)")
             before += self._lengths[f] + 1
         return before + self.block
 

@@ -1,4 +1,5 @@
-"""The ``iscsifs`` command: mount (or the demo), ``ls``, ``stats``, ``discard``, ``map`` and ``pr``; exit codes.
+"""The ``iscsifs`` command: mount (or the demo), ``ls``, ``stats``, ``discard``, ``map``, ``pr``, ``inq``,
+``opcodes``, ``raw``, ``mt`` and ``mtx``; exit codes.
 
 Errors are one line on stderr and a documented exit code; never a traceback (``-d`` adds one).
 Its parts: ``options`` (the command line as typed values), ``daemon`` (going to the background,
@@ -35,6 +36,8 @@ from iscsifs.cli.options import (
     LsCommand,
     MapCommand,
     MountCommand,
+    MtCommand,
+    MtxCommand,
     OpcodesCommand,
     Options,
     PrAction,
@@ -58,7 +61,13 @@ from iscsifs.mount import logs
 from iscsifs.mount.fs import (
     CAP_SYS_RAWIO,
     DISCARD_XATTR,
+    KIND_XATTR,
     MAP_XATTR_PREFIX,
+    MT_STATUS_XATTR,
+    MT_TELL_XATTR,
+    MT_XATTR,
+    MTX_STATUS_XATTR,
+    MTX_XATTR,
     PR_ACTION_XATTR,
     PR_XATTR,
     QUERY_XATTR_PREFIX,
@@ -491,6 +500,158 @@ def run_pr(cmd: PrCommand) -> int:
     return EXIT_OK
 
 
+# -- mt and mtx: a tape library through the mount's files ----------------------------------------------
+
+
+def _device_file(path: str, want: str, what: str) -> None:
+    """UsageError (exit 2) unless ``path`` is a file of kind ``want`` (fs.KIND_XATTR) of a mount."""
+    if containing_mount(path) is None:
+        raise UsageError(f"{path} is not in an iscsifs mount")
+    try:
+        kind = os.getxattr(path, KIND_XATTR.decode()).decode()
+    except OSError as exc:
+        if exc.errno != errno.ENODATA:
+            raise UsageError(error_message(exc)) from None
+        kind = ""
+    if kind != want:
+        raise UsageError(f"{path} is not {what} (it is {'a ' + kind + ' file' if kind else 'a directory'})")
+
+
+_MT_REFUSALS = {
+    errno.EBUSY: "the drive's file is open (st refuses a second opener so): close it first",
+    errno.ENOMEDIUM: "no tape in the drive",
+    errno.EROFS: "the tape or the mount is read-only",
+    errno.EOPNOTSUPP: "the drive does not support it",
+    errno.EIO: "the drive refused it, or the position is not known; the mount's log says which",
+    errno.EINVAL: "invalid argument (setblk: only 0, variable-block mode)",
+    errno.ENOSPC: "the end of the medium",
+    errno.EACCES: "permission denied (mt needs write access to the drive's file)",
+    errno.EPERM: "permission denied (mt needs write access to the drive's file)",
+}
+
+
+def _mt_refused(cmd: MtCommand, exc: OSError) -> Refused:
+    number = exc.errno or 0
+    why = _MT_REFUSALS.get(number, (exc.strerror or "").lower())
+    return Refused(f"{cmd.path}: mt {cmd.verb}: {os.strerror(number).lower()} ({why})" if number
+                   else f"{cmd.path}: mt {cmd.verb}: {error_message(exc)}")
+
+
+def run_mt(cmd: MtCommand) -> int:
+    _device_file(cmd.path, "tape", "a tape drive's file (mt works on a tape drive)")
+    try:
+        if cmd.verb == "status":
+            fields = json.loads(os.getxattr(cmd.path, MT_STATUS_XATTR.decode()))
+            print(json.dumps(fields, indent=2) if cmd.json else fields["text"], end="\n" if cmd.json else "")
+            return EXIT_OK
+        if cmd.verb == "tell":
+            block = int(os.getxattr(cmd.path, MT_TELL_XATTR.decode()))
+            print(json.dumps({"block": block}) if cmd.json else f"At block {block}.")
+            return EXIT_OK
+        request = cmd.verb if cmd.count is None else f"{cmd.verb} {cmd.count}"
+        os.setxattr(cmd.path, MT_XATTR.decode(), request.encode())
+    except OSError as exc:
+        raise _mt_refused(cmd, exc) from None
+    return EXIT_OK
+
+
+_MTX_REFUSALS = {
+    errno.ENOMEDIUM: "nothing there: the source slot or drive is empty",
+    errno.EBUSY: "the destination is full, or the drive's file is open",
+    errno.EINVAL: "no such slot or drive",
+    errno.ENOSPC: "no slot to unload to",
+    errno.EACCES: "permission denied (moving media needs write access to the changer's file)",
+    errno.EPERM: "permission denied (moving media needs write access to the changer's file)",
+}
+
+
+def _mtx_status(path: str) -> dict[str, Any]:  # Any: the JSON of fs.IscsiFs._mtx_status
+    try:
+        status: dict[str, Any] = json.loads(os.getxattr(path, MTX_STATUS_XATTR.decode()))
+    except OSError as exc:
+        raise Refused(f"cannot read the status of {path}: {error_message(exc)}") from None
+    return status
+
+
+def _mtx_check(cmd: MtxCommand, status: dict[str, Any]) -> str:
+    """What mtx would refuse, from the status (one line; nothing is sent then), else what it
+    prints once the move is done."""
+    slots: list[dict[str, Any]] = status["slots"] + status["import_export"]
+    drives: list[dict[str, Any]] = status["drives"]
+
+    def slot(n: int) -> dict[str, Any]:
+        if not 1 <= n <= len(slots):
+            raise Refused(f"{cmd.path}: slot {n} is out of range: the library has slots 1 to {len(slots)}; "
+                          "nothing was changed")
+        element: dict[str, Any] = slots[n - 1]
+        return element
+
+    def drive(n: int) -> dict[str, Any]:
+        if not 0 <= n < len(drives):
+            raise Refused(f"{cmd.path}: drive {n} is out of range: the library has drives 0 to {len(drives) - 1}; "
+                          "nothing was changed")
+        element: dict[str, Any] = drives[n]
+        return element
+
+    args = cmd.args
+    if cmd.verb == "load":
+        number = args[1] if len(args) == 2 else 0
+        source, destination = slot(args[0]), drive(number)
+        if not source["full"]:
+            raise Refused(f"{cmd.path}: slot {args[0]} is empty: nothing to load; nothing was changed")
+        if destination["full"]:
+            loaded = destination["source_slot"]
+            raise Refused(f"{cmd.path}: drive {number} is full" + (f" (slot {loaded} loaded)" if loaded else "")
+                          + "; nothing was changed")
+        return f"Loading media from Storage Element {args[0]} into drive {number}...done"
+    if cmd.verb == "unload":
+        number = args[1] if len(args) == 2 else 0
+        source = drive(number)
+        if args:
+            slot(args[0])
+        if not source["full"]:
+            raise Refused(f"{cmd.path}: drive {number} is empty: nothing to unload; nothing was changed")
+        home = args[0] if args else source["source_slot"]
+        if home is not None and slot(home)["full"]:
+            raise Refused(f"{cmd.path}: slot {home} is already full; nothing was changed")
+        return f"Unloading drive {number} into Storage Element {home}...done" if home is not None else ""
+    if cmd.verb == "transfer":
+        if not slot(args[0])["full"]:
+            raise Refused(f"{cmd.path}: slot {args[0]} is empty: nothing to transfer; nothing was changed")
+        if slot(args[1])["full"]:
+            raise Refused(f"{cmd.path}: slot {args[1]} is already full; nothing was changed")
+    if cmd.verb in ("first", "last", "next"):
+        drive(args[0] if args else 0)
+    return ""
+
+
+def run_mtx(cmd: MtxCommand) -> int:
+    _device_file(cmd.path, "changer", "a medium changer's file (mtx works on a changer)")
+    if cmd.verb == "status":
+        if cmd.json:
+            print(json.dumps(_mtx_status(cmd.path), indent=2))
+            return EXIT_OK
+        try:
+            with open(cmd.path, "rb") as f:  # the file reads as mtx's status text, read at open
+                text = f.read()
+        except OSError as exc:
+            raise Refused(f"cannot read the status of {cmd.path}: {error_message(exc)}") from None
+        sys.stdout.buffer.write(text)
+        sys.stdout.buffer.flush()
+        return EXIT_OK
+    done = _mtx_check(cmd, _mtx_status(cmd.path))
+    try:
+        os.setxattr(cmd.path, MTX_XATTR.decode(), " ".join([cmd.verb, *map(str, cmd.args)]).encode())
+    except OSError as exc:
+        number = exc.errno or 0
+        why = _MTX_REFUSALS.get(number, "")
+        raise Refused(f"{cmd.path}: mtx {cmd.verb}: {os.strerror(number).lower()}" + (f" ({why})" if why else "")
+                      + "; nothing was changed") from None
+    if done:
+        print(done)
+    return EXIT_OK
+
+
 # -- inq, opcodes, raw: SCSI commands of the user's ----------------------------------------------------
 
 
@@ -789,6 +950,10 @@ def run(cmd: Command) -> int:
         return run_opcodes(cmd)
     if isinstance(cmd, RawCommand):
         return run_raw(cmd)
+    if isinstance(cmd, MtCommand):
+        return run_mt(cmd)
+    if isinstance(cmd, MtxCommand):
+        return run_mtx(cmd)
     return run_mount(cmd)
 
 

@@ -53,6 +53,8 @@ EXAMPLES_HELP = """examples:
   iscsifs inq --page 0x83 /mnt/db/0                    the LUN's device identification, as sg_vpd prints it
   iscsifs opcodes iscsi://san.example/iqn...:db/0      the commands the LUN supports, as sg_opcodes prints them
   iscsifs raw -r 512 -o - /mnt/db/0 28 00 00 00 00 00 00 00 01 00 > lba0     READ(10) of LBA 0, as sg_raw does
+  iscsifs mt /mnt/vtl/iqn...:vtl/1 rewind             rewind a tape drive's file, as mt-st's mt does
+  iscsifs mtx /mnt/vtl/iqn...:vtl/3 load 1 0           slot 1's tape into drive 0, as mtx does
   fusermount3 -u /mnt/san                              flush, log out, unmount
 """
 
@@ -66,7 +68,8 @@ EXIT_CODES_HELP = """exit codes:
   5  no such target or LUN
   6  the FUSE mount failed, or the mount point is already a mount point
   7  the target failed a command or broke the protocol; discard, map or pr refused (the LUN cannot,
-     a reservation conflicts, a key is not registered)
+     a reservation conflicts, a key is not registered); mt or mtx refused (no tape, an empty slot, a
+     full drive or slot, the drive's file open, a verb the drive does not support)
 iscsifs raw exits as sg_raw does (sg3_utils' codes), not as above: 1 a bad command line or no permission,
   2 not ready, 3 medium or hardware error, 5 illegal request, 6 unit attention, 7 data protect,
   24 reservation conflict, 33 timed out, 99 other; a PATH or URL that cannot be reached still gives 2 to 7
@@ -403,6 +406,37 @@ class PrCommand:
     debug: bool = False
 
 
+MT_VERBS = ("status", "tell", "rewind", "fsf", "bsf", "fsr", "bsr", "eod", "weof", "setblk", "offline", "eject",
+            "load", "erase")
+MT_COUNTED = ("fsf", "bsf", "fsr", "bsr", "weof", "setblk")  # the verbs that take a COUNT
+MTX_VERBS = ("status", "load", "unload", "transfer", "exchange", "inventory", "first", "last", "next")
+# mtx's arguments: (fewest, most), each a number (slots from 1, drives from 0).
+MTX_ARITY = {"status": (0, 0), "load": (1, 2), "unload": (0, 2), "transfer": (2, 2), "exchange": (2, 2),
+             "inventory": (0, 0), "first": (0, 1), "last": (0, 1), "next": (0, 1)}
+
+
+@dataclass(frozen=True, slots=True)
+class MtCommand:
+    """mt-st's ``mt -f PATH VERB [COUNT]`` on a drive's file of a running mount."""
+
+    path: str
+    verb: str
+    count: int | None = None  # None: the verb's default (1; setblk has none)
+    json: bool = False
+    debug: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class MtxCommand:
+    """mtx's ``mtx -f PATH VERB ARGS`` on a changer's file of a running mount."""
+
+    path: str
+    verb: str
+    args: tuple[int, ...] = ()
+    json: bool = False
+    debug: bool = False
+
+
 @dataclass(frozen=True, slots=True)
 class InqCommand:
     target: str  # a LUN file of a running mount, or iscsi://host/iqn/lun
@@ -438,7 +472,7 @@ class RawCommand:
 
 
 Command = (MountCommand | LsCommand | StatsCommand | DiscardCommand | MapCommand | PrCommand | InqCommand
-           | OpcodesCommand | RawCommand)
+           | OpcodesCommand | RawCommand | MtCommand | MtxCommand)
 
 
 def byte_count(text: str) -> int:
@@ -460,7 +494,9 @@ def _mount_parser() -> argparse.ArgumentParser:
               "       iscsifs inq [-o OPTIONS] [--page N] [--json] PATH|URL\n"
               "       iscsifs opcodes [-o OPTIONS] [--json] PATH|URL\n"
               "       iscsifs raw [-O OPTIONS] [-r LEN] [-s LEN [-i FILE]] [-o FILE | -b] [-n] [-t SECS] [-v]"
-              " PATH|URL CDB0 CDB1 ...",
+              " PATH|URL CDB0 CDB1 ...\n"
+              "       iscsifs mt [--json] PATH VERB [COUNT]\n"
+              "       iscsifs mtx [--json] PATH VERB [SLOT|DRIVE ...]",
         description="Mount iSCSI LUNs as regular files. With no URL, mount a demo on a throwaway local tgtd.",
         epilog="URL: iscsi://[user[%password]@]host[:port][/target-iqn[/lun]]  (IPv6 hosts in [brackets])\n"
                "     query keys (libiscsi's): ?target_user=U&target_password=P&header_digest=D&data_digest=D\n"
@@ -601,6 +637,77 @@ def _pr_command(ns: argparse.Namespace) -> PrCommand:
     return PrCommand(ns.path, json=ns.json)
 
 
+# -- mt and mtx: a tape library through its running mount ---------------------------------------------
+
+MT_EXAMPLES = """examples:
+  iscsifs mt /mnt/vtl/iqn...:vtl/1 status      mt-st's status text (--json: its fields)
+  iscsifs mt /mnt/vtl/iqn...:vtl/1 rewind; tar tf /mnt/vtl/iqn...:vtl/1
+  iscsifs mt /mnt/vtl/iqn...:vtl/1 fsf 1       past the first filemark: the second tape file
+  iscsifs mt /mnt/vtl/iqn...:vtl/1 eod         to the end of data, to append another file
+  iscsifs mt /mnt/vtl/iqn...:vtl/1 tell        At block N.
+verbs: status, tell, rewind, fsf N, bsf N, fsr N, bsr N, eod, weof N, setblk 0, offline (eject), load, erase
+"""
+
+MTX_EXAMPLES = """examples:
+  iscsifs mtx /mnt/vtl/iqn...:vtl/3 status         mtx's status text (--json: slots, drives, barcodes, files)
+  iscsifs mtx /mnt/vtl/iqn...:vtl/3 load 1 0       slot 1's tape into drive 0
+  iscsifs mtx /mnt/vtl/iqn...:vtl/3 unload 1 0     drive 0's tape into slot 1 (no slot: where it came from)
+  iscsifs mtx /mnt/vtl/iqn...:vtl/3 transfer 2 4   slot 2's tape into slot 4
+verbs: status, load SLOT [DRIVE], unload [SLOT] [DRIVE], transfer SLOT SLOT, exchange SLOT SLOT, inventory,
+  first [DRIVE], last [DRIVE], next [DRIVE]
+"""
+
+
+def _mt_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="iscsifs mt", description="mt-st's verbs on a tape drive's file of a running "
+                                "mount, on the mount's own drive (where the position is kept). Refused (EBUSY) "
+                                "while the file is open, as st refuses a second opener.",
+                                epilog=MT_EXAMPLES + "\n" + EXIT_CODES_HELP,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("path", metavar="PATH", help="a tape drive's file of an iscsifs mount")
+    p.add_argument("verb", metavar="VERB", choices=MT_VERBS, help="one of: " + ", ".join(MT_VERBS))
+    p.add_argument("count", metavar="COUNT", nargs="?", type=int, help="how many (default 1; setblk: the block size)")
+    p.add_argument("--json", action="store_true", help="print JSON (status: its fields; tell: the block)")
+    _details_flag(p)
+    return p
+
+
+def _mt_command(ns: argparse.Namespace) -> MtCommand:
+    if ns.count is not None and ns.verb not in MT_COUNTED:
+        raise UsageError(f"mt {ns.verb} takes no count")
+    if ns.count is not None and ns.count < 0:
+        raise UsageError("mt: negative repeat count")
+    if ns.verb == "setblk" and ns.count is None:
+        raise UsageError("mt setblk needs the block size (0: variable-block mode)")
+    return MtCommand(ns.path, ns.verb, ns.count, ns.json, ns.debug)
+
+
+def _mtx_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="iscsifs mtx", description="mtx's verbs on a medium changer's file of a "
+                                "running mount, in mtx's numbering (slots from 1, drives from 0). Moving media "
+                                "needs write access to the changer's file (read-only: in practice, root).",
+                                epilog=MTX_EXAMPLES + "\n" + EXIT_CODES_HELP,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("path", metavar="PATH", help="a medium changer's file of an iscsifs mount")
+    p.add_argument("verb", metavar="VERB", choices=MTX_VERBS, help="one of: " + ", ".join(MTX_VERBS))
+    p.add_argument("args", metavar="SLOT|DRIVE", nargs="*", type=int, help="the verb's slot and drive numbers")
+    p.add_argument("--json", action="store_true", help="print JSON (with status)")
+    _details_flag(p)
+    return p
+
+
+def _mtx_command(ns: argparse.Namespace) -> MtxCommand:
+    low, high = MTX_ARITY[ns.verb]
+    if not low <= len(ns.args) <= high:
+        want = f"{low}" if low == high else f"{low} to {high}"
+        raise UsageError(f"mtx {ns.verb} takes {want} number{'s' if high != 1 else ''}, not {len(ns.args)}")
+    if any(n < 0 for n in ns.args):
+        raise UsageError(f"mtx {ns.verb}: a slot or drive number is never negative")
+    if ns.json and ns.verb != "status":
+        raise UsageError("--json goes with mtx status")
+    return MtxCommand(ns.path, ns.verb, tuple(ns.args), ns.json, ns.debug)
+
+
 # -- inq, opcodes, raw: SCSI commands of the user's, through a mount's LUN file or a login of their own --
 
 LUN_TARGET_HELP = "a LUN file of a running iscsifs mount (its session is used), or iscsi://host/iqn/lun"
@@ -726,7 +833,7 @@ def _raw_command(ns: argparse.Namespace) -> RawCommand:
                       ns.nosense, ns.timeout, ns.verbose, ns.debug)
 
 
-SUBCOMMANDS = ("ls", "stats", "discard", "map", "pr", "inq", "opcodes", "raw")
+SUBCOMMANDS = ("ls", "stats", "discard", "map", "pr", "inq", "opcodes", "raw", "mt", "mtx")
 _TAKES_VALUE = ("-o", "--pid-file")
 
 
@@ -770,5 +877,9 @@ def parse_command(argv: list[str]) -> Command:
         return OpcodesCommand(ns.target, parse_mount_options(ns.options), ns.json, ns.debug)
     if argv[:1] == ["raw"]:
         return _raw_command(_raw_parser().parse_args(argv[1:]))
+    if argv[:1] == ["mt"]:
+        return _mt_command(_mt_parser().parse_args(argv[1:]))
+    if argv[:1] == ["mtx"]:
+        return _mtx_command(_mtx_parser().parse_args(argv[1:]))
     ns = _mount_parser().parse_args(argv)
     return MountCommand(ns.url, ns.mountpoint, parse_mount_options(ns.options), ns.foreground, ns.debug, ns.pid_file)

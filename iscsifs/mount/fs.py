@@ -10,6 +10,7 @@ with EIO and a logged traceback but never the mount. No handler blocks: all I/O 
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import logging
@@ -26,7 +27,7 @@ import pyfuse3
 import trio
 
 from iscsifs.block.buffers import BufferPool
-from iscsifs.block.changer import Changer
+from iscsifs.block.changer import Changer, match_drive_luns, mtx_view, serial_of
 from iscsifs.block.lun import Lun
 from iscsifs.block.reservation import Reservations
 from iscsifs.block.stats import Stats
@@ -37,6 +38,7 @@ from iscsifs.net.api import MountedTarget, PathInfo
 from iscsifs.net.arena import ArenaBuffers
 from iscsifs.proto.errors import IscsiError
 from iscsifs.scsi.persistent import PrType, parse_key, parse_pr_type
+from iscsifs.scsi.smc import ElementDescriptor, ElementType, LibraryStatus
 
 log = logging.getLogger("iscsifs.mount.fs")
 
@@ -75,6 +77,30 @@ RAW_VERSION = 1
 RAW_MAX_DATA = 65536 - 1024
 RAW_RESULTS_KEPT = 64  # callers whose last result is kept; the oldest goes first
 CAP_SYS_RAWIO = 17
+# What kind of file this is, "disk", "tape" or "changer" (not listed): ``iscsifs mt`` and
+# ``iscsifs mtx`` tell a wrong file from a refusal by it.
+KIND_XATTR = b"user.iscsifs.kind"
+# ``iscsifs mt``, mt-st's verbs on a drive's file, run on the mount's own TapeDrive (the position
+# is tracked there; a second one would not know it). Stateless, so nothing is kept per caller:
+# - setting MT_XATTR to "VERB [COUNT]" runs a verb that moves the tape or changes the drive
+#   (MT_VERBS; the kernel asks write access to the file, as for any user.* setxattr);
+# - reading MT_STATUS_XATTR gives ``mt status``'s fields as JSON, with mt-st's text under "text";
+#   reading MT_TELL_XATTR gives ``mt tell``'s block number (read access).
+# st lets mt reach an open tape only through the opener's own descriptor; a second opener gets
+# EBUSY. Here the verb comes from another process, so while the file is open it is refused so.
+MT_XATTR = b"user.iscsifs.mt"
+MT_STATUS_XATTR = b"user.iscsifs.mt.status"
+MT_TELL_XATTR = b"user.iscsifs.mt.tell"
+MT_VERBS = ("rewind", "fsf", "bsf", "fsr", "bsr", "eod", "weof", "setblk", "offline", "eject", "load", "erase")
+# ``iscsifs mtx``, mtx's verbs on a changer's file: setting MTX_XATTR to "VERB ARGS" (MTX_VERBS,
+# mtx's numbering) moves media, as root only in practice: the changer's file is read-only (0444)
+# and the kernel asks write access for a user.* setxattr. Reading MTX_STATUS_XATTR gives the
+# library as JSON: slots, import/export elements, drives with their barcodes and each drive's
+# file in the mount. A drive a verb loads or unloads is told (its position restarts at the new
+# tape's beginning), and refused with EBUSY while its file is open.
+MTX_XATTR = b"user.iscsifs.mtx"
+MTX_STATUS_XATTR = b"user.iscsifs.mtx.status"
+MTX_VERBS = ("load", "unload", "transfer", "exchange", "inventory", "first", "last", "next")
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR
 # File handles of the changers' opens, each with the status text it read; below it, a handle is
 # the inode (disks and tapes), which never comes near.
@@ -189,6 +215,17 @@ def _failure(op: str, lun: Lun | TapeDrive | Changer, exc: Exception) -> pyfuse3
         return pyfuse3.FUSEError(exc.errno)
     log.error("%s on %s/%d failed: internal error", op, lun.session.target_name, lun.lun, exc_info=exc)
     return pyfuse3.FUSEError(errno.EIO)
+
+
+def _kind(node: Node) -> str:
+    """KIND_XATTR: what a file is; "" for a directory or a link."""
+    if node.lun is not None:
+        return "disk"
+    if node.tape is not None:
+        return "tape"
+    if node.changer is not None:
+        return "changer"
+    return ""
 
 
 class IscsiFs(pyfuse3.Operations):
@@ -364,6 +401,15 @@ class IscsiFs(pyfuse3.Operations):
             if cdb is None:
                 raise pyfuse3.FUSEError(errno.EINVAL)
             return pack_raw_result(await self._raw(node.lun, RawRequest(cdb, query_expected_in(cdb))))
+        if name == KIND_XATTR:
+            kind = _kind(node)
+            if not kind:
+                raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+            return kind.encode()
+        if name in (MT_STATUS_XATTR, MT_TELL_XATTR) and node.tape is not None:
+            return await self._mt_query(node.tape, tell=name == MT_TELL_XATTR)
+        if name == MTX_STATUS_XATTR and node.changer is not None:
+            return await self._mtx_status(node, node.changer)
         if name == RAW_XATTR and node.lun is not None:
             pid = ctx.pid if ctx is not None else 0
             if not await trio.to_thread.run_sync(_may_raw_io, pid):
@@ -430,6 +476,180 @@ class IscsiFs(pyfuse3.Operations):
         except Exception as exc:  # noqa: BLE001 - the one boundary: see _failure
             raise _failure(f"persistent reservation {action}", lun, exc) from None
 
+    # -- mt and mtx: the verbs of mt-st and mtx, through the files (MT_XATTR, MTX_XATTR) -----------
+
+    async def _take_tape(self, tape: TapeFile) -> None:
+        """Hold the drive as an opener does for the length of a verb: EBUSY while its file is open
+        (st refuses a second opener so), and an open meanwhile waits, then gets EBUSY."""
+        if tape.open:
+            with trio.move_on_after(TAPE_RELEASE_GRACE):
+                await tape.released.wait()
+            if tape.open:
+                raise pyfuse3.FUSEError(errno.EBUSY)
+        tape.open = True
+        tape.released = trio.Event()
+
+    def _give_tape(self, tape: TapeFile) -> None:
+        tape.open = False
+        tape.released.set()
+
+    async def _mt_query(self, tape: TapeFile, *, tell: bool) -> bytes:
+        await self._take_tape(tape)
+        try:
+            async with tape.lock:
+                if tell:
+                    return str(tape.drive.tell()).encode()
+                status = await tape.drive.status()
+        except Exception as exc:  # noqa: BLE001 - the one boundary: see _failure
+            raise _failure("mt tell" if tell else "mt status", tape.drive, exc) from None
+        finally:
+            self._give_tape(tape)
+        fields = dataclasses.asdict(status)
+        fields["general_status"] = status.general_status
+        fields["text"] = status.text()
+        return json.dumps(fields, separators=(",", ":")).encode()
+
+    async def _mt_verb(self, tape: TapeFile, value: bytes) -> None:
+        words = value.decode("ascii", "replace").split()
+        if not 1 <= len(words) <= 2 or words[0] not in MT_VERBS or (len(words) == 2 and not words[1].isdigit()):
+            raise pyfuse3.FUSEError(errno.EINVAL)
+        verb, count = words[0], int(words[1]) if len(words) == 2 else 1
+        if verb in ("weof", "erase") and self.read_only:
+            raise pyfuse3.FUSEError(errno.EROFS)
+        await self._take_tape(tape)
+        drive = tape.drive
+        try:
+            async with tape.lock:
+                if verb == "rewind":
+                    await drive.rewind()
+                elif verb == "fsf":
+                    await drive.fsf(count)
+                elif verb == "bsf":
+                    await drive.bsf(count)
+                elif verb == "fsr":
+                    await drive.fsr(count)
+                elif verb == "bsr":
+                    await drive.bsr(count)
+                elif verb == "eod":
+                    await drive.eod()
+                elif verb == "weof":
+                    await drive.weof(count)
+                elif verb == "setblk":
+                    await drive.setblk(count)
+                elif verb in ("offline", "eject"):
+                    await drive.offline()
+                elif verb == "load":
+                    await drive.load()
+                else:
+                    await drive.erase()
+        except Exception as exc:  # noqa: BLE001 - the one boundary: see _failure
+            raise _failure(f"mt {verb}", drive, exc) from None
+        finally:
+            self._give_tape(tape)
+
+    def _drive_files(self, node: Node, status: LibraryStatus) -> dict[int, Node]:
+        """mtx's drive number -> the file of that drive in the changer's target: the drives'
+        identifiers matched to the drive LUNs' serials (``match_drive_luns``)."""
+        view = mtx_view(status)
+        serials = {n: serial_of(d.identifier) for n, d in enumerate(view.drives) if d.identifier is not None}
+        tapes = {n.info.lun: n for n in self.nodes.values()
+                 if n.tape is not None and n.info is not None and n.target is node.target}
+        matched = match_drive_luns(serials, [n.info for n in tapes.values() if n.info is not None])
+        return {drive: tapes[lun] for drive, lun in matched.items()}
+
+    def _file_path(self, inode: int) -> str:
+        return os.path.join(self.mountpoint, os.fsdecode(self.tree.path(inode)))
+
+    async def _mtx_status(self, node: Node, changer: ChangerFile) -> bytes:
+        try:
+            status = await changer.changer.status()
+        except Exception as exc:  # noqa: BLE001 - the one boundary: see _failure
+            raise _failure("reading the changer's status", changer.changer, exc) from None
+        view = mtx_view(status)
+        files = self._drive_files(node, status)
+
+        def element(number_name: str, number: int, e: ElementDescriptor) -> dict[str, object]:
+            tag = e.primary_volume_tag
+            return {number_name: number, "full": e.full, "barcode": tag.identifier if tag and tag.identifier else None}
+
+        drives = []
+        for n, d in enumerate(view.drives):
+            file = files.get(n)
+            drives.append({**element("drive", n, d), "source_slot": view.source_slot(n) if d.full else None,
+                           "lun": file.info.lun if file is not None and file.info is not None else None,
+                           "file": self._file_path(file.inode) if file is not None else None})
+        storage = [element("slot", n, e) for n, e in enumerate(view.storage, 1)]
+        kinds = [e.element_type == ElementType.IMPORT_EXPORT for e in view.storage]
+        return json.dumps({"device": self._file_path(node.inode), "drives": drives,
+                           "slots": [e for e, ie in zip(storage, kinds, strict=True) if not ie],
+                           "import_export": [e for e, ie in zip(storage, kinds, strict=True) if ie]},
+                          separators=(",", ":")).encode()
+
+    async def _mtx_verb(self, node: Node, changer_file: ChangerFile, value: bytes) -> None:
+        words = value.decode("ascii", "replace").split()
+        verb, args = (words[0], words[1:]) if words else ("", [])
+        arity = {"load": (1, 2), "unload": (0, 2), "transfer": (2, 2), "exchange": (2, 2), "inventory": (0, 0),
+                 "first": (0, 1), "last": (0, 1), "next": (0, 1)}.get(verb)
+        if arity is None or not arity[0] <= len(args) <= arity[1] or not all(a.isdigit() for a in args):
+            raise pyfuse3.FUSEError(errno.EINVAL)
+        numbers = [int(a) for a in args]
+        changer = changer_file.changer
+        # The drive the verb loads or unloads, if any: held (EBUSY while its file is open), then told.
+        drive_number: int | None = None
+        if verb in ("load", "unload"):
+            drive_number = numbers[1] if len(numbers) == 2 else 0
+        elif verb in ("first", "last", "next"):
+            drive_number = numbers[0] if numbers else 0
+        tape: TapeFile | None = None
+        if drive_number is not None:
+            try:
+                status = await changer.status()
+            except Exception as exc_status:  # noqa: BLE001 - the one boundary: see _failure
+                raise _failure("reading the changer's status", changer, exc_status) from None
+            file = self._drive_files(node, status).get(drive_number)
+            tape = file.tape if file is not None else None
+        if tape is not None:
+            await self._take_tape(tape)
+        try:
+            if verb == "load":
+                await changer.load(numbers[0], numbers[1] if len(numbers) == 2 else 0)
+            elif verb == "unload":
+                await changer.unload(numbers[0] if numbers else None, numbers[1] if len(numbers) == 2 else 0)
+            elif verb == "transfer":
+                await changer.transfer(numbers[0], numbers[1])
+            elif verb == "exchange":
+                await changer.exchange(numbers[0], numbers[1])
+            elif verb == "inventory":
+                await changer.inventory()
+            elif verb == "first":
+                await changer.first(numbers[0] if numbers else 0)
+            elif verb == "last":
+                await changer.last(numbers[0] if numbers else 0)
+            else:
+                await changer.next(numbers[0] if numbers else 0)
+        except Exception as exc_move:  # noqa: BLE001 - the one boundary: see _failure
+            if tape is not None:
+                self._give_tape(tape)
+            raise _failure(f"mtx {verb}", changer, exc_move) from None
+        if tape is not None:
+            await self._after_move(tape, unloaded=verb == "unload")
+
+    async def _after_move(self, tape: TapeFile, *, unloaded: bool) -> None:
+        """Tell the drive what the changer did: an unloaded drive has no tape (its TEST UNIT READY
+        says so), a loaded one a tape at its beginning, maybe another one (``TapeDrive.load``:
+        rewinds, forgets the old tape's layout). tgt raises no UNIT ATTENTION after a move that
+        would tell it. The move is done whatever this gives: a failure is only logged."""
+        try:
+            async with tape.lock:
+                if unloaded:
+                    await tape.drive.status()
+                else:
+                    await tape.drive.load()
+        except Exception as exc:  # noqa: BLE001 - the one boundary: see _failure
+            _failure("telling the drive of the move", tape.drive, exc)
+        finally:
+            self._give_tape(tape)
+
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext | None) -> list[bytes]:
         return list(self._xattrs(self._node(inode)))
 
@@ -448,6 +668,12 @@ class IscsiFs(pyfuse3.Operations):
             return
         if name == PR_ACTION_XATTR and node.lun is not None and node.target is not None:
             await self._reservation_action(Reservations(node.target, node.lun.lun, node.lun.pr), node.lun, value)
+            return
+        if name == MT_XATTR and node.tape is not None:
+            await self._mt_verb(node.tape, value)
+            return
+        if name == MTX_XATTR and node.changer is not None:
+            await self._mtx_verb(node, node.changer, value)
             return
         if name == RAW_XATTR and node.lun is not None:
             pid = ctx.pid if ctx is not None else 0
