@@ -1,5 +1,6 @@
 """Nothing a target sends ends the mount: the mount stack against a hostile target
-(``support.hostile``), driven by hypothesis. The suite's summary prints how many answers it sent."""
+(``support.hostile``: disks, tape drives and a changer), driven by hypothesis. The suite's summary
+prints how many answers it sent."""
 
 from __future__ import annotations
 
@@ -25,15 +26,21 @@ def test_a_hostile_target_never_ends_the_mount(seed, hostility):
 def test_the_hostile_scenarios_exercise_the_stack():
     # On its own (whatever else ran): a fixed set of scenarios must get past the scan into file
     # I/O, against answers that are really spoiled, or the test above would prove nothing.
-    start = (TALLY.answers, TALLY.hostile, TALLY.operations, TALLY.failed_operations, TALLY.scans_refused)
+    # The tape drives and the changer too: tape blocks written must come back where the answers
+    # were left alone.
+    def counts() -> tuple[int, ...]:
+        return (TALLY.answers, TALLY.hostile, TALLY.operations, TALLY.failed_operations, TALLY.scans_refused,
+                TALLY.device_operations, TALLY.blocks_read_back)
+
+    start = counts()
     for seed in range(40):
         run(seed, 0.1)
-    answers, hostile, operations, failed, refused = (
-        now - then for now, then in zip((TALLY.answers, TALLY.hostile, TALLY.operations, TALLY.failed_operations,
-                                          TALLY.scans_refused), start, strict=True))
+    answers, hostile, operations, failed, refused, device_operations, read_back = (
+        now - then for now, then in zip(counts(), start, strict=True))
     assert answers >= 1500 and hostile >= 100, TALLY
     assert operations >= 500 and failed >= 10 and operations - failed >= 400, TALLY
     assert refused < 40, TALLY
+    assert device_operations >= 1000 and read_back >= 50, TALLY
 
 
 # -- the same against real tgt, through a proxy that spoils its answers, under a live mount ---------

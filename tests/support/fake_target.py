@@ -47,8 +47,14 @@ class FakeTarget:
         self.swallowed: list[P.ScsiCommand] = []
         self.task_management: list[P.TaskMgmtRequest] = []
         self.answer_task_management = True
+        self.backlog: list[P.Pdu] = []  # what came while a write's Data-Out was awaited, next for recv()
 
     async def recv(self) -> P.Pdu:
+        if self.backlog:
+            return self.backlog.pop(0)
+        return await self._recv_wire()
+
+    async def _recv_wire(self) -> P.Pdu:
         while True:
             pdu = self.reader.next_pdu()
             if pdu is not None:
@@ -181,27 +187,47 @@ class FakeTarget:
                 await self.send(P.DataIn(0, req.initiator_task_tag, P.RESERVED_TAG, data_sn=i, buffer_offset=off,
                                          final=last, has_status=last, data=data[off : off + self.mrdsl],
                                          **self.sn(advance=last)))
-        elif op == 0x2A:  # WRITE(10) by R2T bursts of 3000 bytes
+        elif op == 0x2A:  # WRITE(10)
             lba = int.from_bytes(req.cdb[2:6], "big")
-            buf = bytearray(req.data)
-            r2t_sn = 0
-            while len(buf) < req.expected_data_transfer_length:
-                want = min(3000, req.expected_data_transfer_length - len(buf))
-                await self.send(P.R2T(0, req.initiator_task_tag, 0x900 + r2t_sn, r2t_sn=r2t_sn,
-                                      buffer_offset=len(buf), desired_data_transfer_length=want,
-                                      **self.sn(advance=False)))
-                r2t_sn += 1
-                got = 0
-                while True:
-                    d = await self.recv()
-                    assert isinstance(d, P.DataOut) and d.buffer_offset == len(buf)
-                    buf += d.data
-                    got += len(d.data)
-                    if d.final:
-                        break
-                assert got == want
+            buf = await self.data_out(req)
             self.disk[lba * 512 : lba * 512 + len(buf)] = buf
             await self.send(P.ScsiResponse(req.initiator_task_tag, 0, 0, **self.sn()))
+
+    async def data_out(self, req: P.ScsiCommand) -> bytearray:
+        """A write command's data: what came with it, then the rest by R2T bursts of 3000 bytes."""
+        buf = bytearray(req.data)
+        r2t_sn = 0
+        while len(buf) < req.expected_data_transfer_length:
+            want = min(3000, req.expected_data_transfer_length - len(buf))
+            await self.send(P.R2T(0, req.initiator_task_tag, 0x900 + r2t_sn, r2t_sn=r2t_sn,
+                                  buffer_offset=len(buf), desired_data_transfer_length=want,
+                                  **self.sn(advance=False)))
+            r2t_sn += 1
+            got = 0
+            while True:
+                d = await self._recv_wire()
+                if not (isinstance(d, P.DataOut) and d.initiator_task_tag == req.initiator_task_tag):
+                    self.backlog.append(d)  # another command meanwhile: served after this one
+                    continue
+                assert d.buffer_offset == len(buf), (d, len(buf))
+                buf += d.data
+                got += len(d.data)
+                if d.final:
+                    break
+            assert got == want
+        return buf
+
+    async def check_condition_with_data(self, req: P.ScsiCommand, data: bytes, sense: bytes) -> None:
+        """Data-In without status, then CHECK CONDITION with ``sense`` (a tape's short block)."""
+        self.exp_cmd_sn = req.cmd_sn + 1
+        data = data[: req.expected_data_transfer_length]
+        if data:
+            await self.send(P.DataIn(0, req.initiator_task_tag, P.RESERVED_TAG, data_sn=0, buffer_offset=0,
+                                     final=True, data=data, **self.sn(advance=False)))
+        residual = req.expected_data_transfer_length - len(data)
+        await self.send(P.ScsiResponse(req.initiator_task_tag, 0, 0x02, data=len(sense).to_bytes(2, "big") + sense,
+                                       residual_count=residual, underflow=residual > 0, exp_data_sn=1 if data else 0,
+                                       **self.sn()))
 
 
 def sense_bytes(key: int, asc: int, ascq: int) -> bytes:

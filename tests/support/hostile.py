@@ -1,6 +1,8 @@
 """A hostile target: the in-memory fake target, answering the mount's SCSI commands with data cut
 short, extended past what was asked, replaced by random bytes, random sense data or a random
-status, as a SAN array with a firmware bug or a target that wants the mount dead would.
+status, as a SAN array with a firmware bug or a target that wants the mount dead would. Beside
+its disks it serves a tape library (``support.fake_library``: two drives and a changer), whose
+SSC and SMC answers it spoils the same way.
 
 ``scenario`` runs the real mount stack (``build_tree``: the pool, the scan, the watch with its
 idle poll, rescans and capacity refreshes; ``IscsiFs`` for file operations) against it, on trio's
@@ -32,14 +34,17 @@ if __name__ == "__main__":  # run as a script: the tests' own imports, as pytest
     sys.path[:0] = [os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
 
 from iscsifs.block.client import Client, ClientConfig
-from iscsifs.mount.fs import MAP_XATTR_PREFIX, IscsiFs
+from iscsifs.mount.fs import MAP_XATTR_PREFIX, MT_STATUS_XATTR, MT_XATTR, MTX_STATUS_XATTR, MTX_XATTR, IscsiFs
 from iscsifs.mount.serve import MountOptions, build_tree, shutdown
+from iscsifs.mount.tree import Tree
 from iscsifs.net.pool import TargetPool
 from iscsifs.proto import pdu as P
 from iscsifs.proto.errors import IscsiError
 from iscsifs.proto.policy import RecoveryPolicy
+from iscsifs.scsi.response import decode_lun
 from iscsifs.url import parse_url
 
+from support.fake_library import Answer, FakeChanger, FakeTapeDrive, Library
 from support.fake_target import FakeTarget, login_and_serve, sense_bytes, stream_pair
 
 TARGET = "iqn.2026-11.test:hostile"
@@ -61,6 +66,8 @@ class Tally:
     operations: int = 0
     failed_operations: int = 0
     errnos: dict[int, int] = field(default_factory=dict)
+    device_operations: int = 0  # of those, on a tape drive's or a changer's file
+    blocks_read_back: int = 0  # tape blocks read that are the block written there
 
 
 TALLY = Tally()  # over the whole test run: the suite's summary prints it
@@ -73,7 +80,13 @@ class World:
         self.rng = rng
         self.hostility = hostility
         self.disk = bytearray(1 << 16)
-        self.luns = [0, 1]
+        # A library: drives at LUNs 3 and 4, the changer at 5, slot 1's tape in drive 0.
+        self.library = Library.of(slots=4, drives=2)
+        drives = [FakeTapeDrive(self.library, n) for n in range(2)]
+        changer = FakeChanger(self.library, drives)
+        self.devices: dict[int, FakeTapeDrive | FakeChanger] = {3: drives[0], 4: drives[1], 5: changer}
+        assert changer.answer(bytes([0xA5, 0, 0, 0, 0x04, 0x00, 0x01, 0x00, 0, 0, 0, 0]), b"") == Answer()
+        self.luns = [0, 1, 3, 4, 5]
 
     def mutation(self) -> str:
         TALLY.answers += 1
@@ -97,6 +110,17 @@ class HostileTarget(FakeTarget):
 
     async def scsi(self, req: P.ScsiCommand) -> None:
         op = req.cdb[0]
+        device = self.world.devices.get(decode_lun(req.lun.to_bytes(8, "big")))
+        if device is not None and op != 0xA0 and not (self.pending_status or self.pending_sense or self.swallow):
+            data_out = bytes(await self.data_out(req)) if req.write else b""
+            answer = device.answer(bytes(req.cdb), data_out)
+            if answer.sense is None:
+                await self.respond(req, answer.data)
+            elif self.world.mutation() == "keep":
+                await self.check_condition_with_data(req, answer.data, answer.sense)
+            else:  # the sense spoiled: random bytes in its place
+                await self.check_condition_with_data(req, answer.data, self.world.garbage(40))
+            return
         if op == 0x35:  # SYNCHRONIZE CACHE(10)
             await self.respond(req, b"")
         elif op == 0x9E and req.cdb[1] & 0x1F == 0x12:  # GET LBA STATUS: every block mapped
@@ -170,6 +194,99 @@ async def _file_operations(fs: IscsiFs, rng: random.Random) -> None:
         await _operation(fs, fs.getxattr, inode, MAP_XATTR_PREFIX + b"0", None)
         await _operation(fs, fs.listxattr, inode, None)
         await fs.release(fh)
+    for inode in sorted(i for i, n in fs.nodes.items() if n.tape is not None):
+        await _tape_operations(fs, inode, rng)
+    for inode in sorted(i for i, n in fs.nodes.items() if n.changer is not None):
+        await _changer_operations(fs, inode, rng)
+
+
+async def _open(fs: IscsiFs, inode: int, flags: int) -> int | None:
+    """An open that may fail (with an errno, within the bound): its handle, or None."""
+    TALLY.operations += 1
+    TALLY.device_operations += 1
+    with trio.fail_after(OPERATION_BOUND):
+        try:
+            return (await fs.open(inode, flags, None)).fh
+        except pyfuse3.FUSEError as exc:
+            assert exc.errno > 0, exc
+            TALLY.failed_operations += 1
+            TALLY.errnos[exc.errno] = TALLY.errnos.get(exc.errno, 0) + 1
+            return None
+
+
+async def _device_operation(fs: IscsiFs, call: object, *args: object) -> object:
+    TALLY.device_operations += 1
+    result: list[object] = []
+
+    async def keep() -> None:
+        result.append(await call(*args))  # type: ignore[operator]
+
+    await _operation(fs, keep)
+    return result[0] if result else None
+
+
+async def _tape_operations(fs: IscsiFs, inode: int, rng: random.Random) -> None:
+    """What tar and mt do with a drive's file: write a tape file, rewind, read it back, space."""
+    fh = await _open(fs, inode, os.O_RDWR)
+    blocks = [rng.randbytes(rng.choice((1, 512, 10240, 70000))) for _ in range(rng.randrange(1, 4))]
+    if fh is not None:
+        for block in blocks:
+            await _device_operation(fs, fs.write, fh, 0, block)
+        await _device_operation(fs, fs.flush, fh)  # close(2): a filemark
+        await fs.release(fh)
+    for verb in (b"bsf 1", b"bsr %d" % len(blocks)):  # back to the first block just written
+        await _device_operation(fs, fs.setxattr, inode, MT_XATTR, verb, None)
+    fh = await _open(fs, inode, os.O_RDONLY)
+    if fh is not None:
+        for block in blocks:
+            got = await _device_operation(fs, fs.read, fh, 0, 1 << 17)
+            if got is not None and bytes(got) == block:  # type: ignore[arg-type]
+                TALLY.blocks_read_back += 1
+        await fs.release(fh)
+    for verb in rng.sample((b"rewind", b"eod", b"fsr 2", b"bsr 1", b"weof 1", b"load", b"erase", b"setblk 0",
+                            b"fsf x", b"offline"), 3):
+        await _device_operation(fs, fs.setxattr, inode, MT_XATTR, verb, None)
+    await _device_operation(fs, fs.getxattr, inode, MT_STATUS_XATTR, None)
+
+
+async def _changer_operations(fs: IscsiFs, inode: int, rng: random.Random) -> None:
+    """What mtx does with a changer's file: its status, and moves that may or may not be possible."""
+    fh = await _open(fs, inode, os.O_RDONLY)
+    if fh is not None:
+        await _device_operation(fs, fs.read, fh, 0, 4096)
+        await fs.release(fh)
+    await _device_operation(fs, fs.getxattr, inode, MTX_STATUS_XATTR, None)
+    for verb in rng.sample((b"load 1 0", b"load 2 1", b"unload", b"unload 3 1", b"transfer 2 4", b"exchange 1 3",
+                            b"next 0", b"first 1", b"inventory", b"load 99 7", b"eject"), 3):
+        await _device_operation(fs, fs.setxattr, inode, MTX_XATTR, verb, None)
+
+
+async def mount(nursery: trio.Nursery, world: World,
+                live: set[HostileTarget] | None = None) -> tuple[IscsiFs, Tree, TargetPool]:
+    """The real mount stack (the pool, the scan, the watch; ``IscsiFs`` for file operations) over
+    ``world``'s targets, one per connection, each in ``live`` while its connection is up. Fails
+    as ``build_tree`` does (IscsiError: the command line's one line and exit code)."""
+
+    async def serve(target: HostileTarget) -> None:
+        if live is not None:
+            live.add(target)
+        try:
+            await login_and_serve(target)
+        finally:
+            if live is not None:
+                live.discard(target)
+
+    async def connect(portal: object) -> trio.SocketStream:
+        ours, theirs = stream_pair()
+        nursery.start_soon(serve, HostileTarget(theirs, world, max_cmd_sn_delta=16))
+        return ours
+
+    client = Client(ClientConfig(initiator_name="iqn.2026-11.test:hostile-initiator", recovery=POLICY,
+                                 connect=connect))
+    pool = TargetPool(nursery, partial(client.login, nursery, URL))
+    with trio.fail_after(OPERATION_BOUND):
+        tree = await build_tree(nursery, client, URL, pool, root_is_file=False, options=MountOptions())
+    return IscsiFs(tree), tree, pool
 
 
 async def scenario(rng: random.Random, hostility: float, rounds: int = 3) -> None:
@@ -178,35 +295,17 @@ async def scenario(rng: random.Random, hostility: float, rounds: int = 3) -> Non
     world = World(rng, hostility)
     live: set[HostileTarget] = set()  # targets whose connection is up: where unit attentions go
     async with trio.open_nursery() as nursery:
-
-        async def serve(target: HostileTarget) -> None:
-            live.add(target)
-            try:
-                await login_and_serve(target)
-            finally:
-                live.discard(target)
-
-        async def connect(portal: object) -> trio.SocketStream:
-            ours, theirs = stream_pair()
-            nursery.start_soon(serve, HostileTarget(theirs, world, max_cmd_sn_delta=16))
-            return ours
-
-        client = Client(ClientConfig(initiator_name="iqn.2026-11.test:hostile-initiator", recovery=POLICY,
-                                     connect=connect))
-        pool = TargetPool(nursery, partial(client.login, nursery, URL))
         try:
-            with trio.fail_after(OPERATION_BOUND):
-                tree = await build_tree(nursery, client, URL, pool, root_is_file=False, options=MountOptions())
+            fs, tree, pool = await mount(nursery, world, live)
         except IscsiError:
             TALLY.scans_refused += 1  # the command line's one line and exit code; nothing was mounted
             nursery.cancel_scope.cancel()
             return
-        fs = IscsiFs(tree)
         for _ in range(rounds):
             await _file_operations(fs, rng)
             change = rng.randrange(4)
             if change == 0:
-                world.luns[:] = rng.choice(([0, 1], [0, 1, 2], [0, 2], [0]))
+                world.luns[:] = rng.choice(([0, 1, 3, 4, 5], [0, 1, 2, 3, 4, 5], [0, 2, 4, 5], [0]))
             elif change == 1:
                 world.disk.extend(bytes(512 * rng.randrange(1, 64)))
             for target in list(live):
