@@ -51,6 +51,20 @@ def test_raw_read10_through_a_url_is_the_backing_file(target):
     assert lines[3].startswith(" 00     " + " ".join(f"{b:02x}" for b in target.backing[1].read_bytes()[:8]))
 
 
+def test_the_library_api_sends_raw_commands_too(target):
+    from iscsifs.block.sync import LunFile
+
+    with LunFile(target.lun_url(1)) as lun:
+        result = lun.raw(bytes.fromhex(" ".join(READ10_LBA0_16)), expected_in=8192)
+        assert result.status == 0 and bytes(result.data) == target.backing[1].read_bytes()[:8192]
+        # WRITE(10) of LBA 1 with data out, then a CHECK CONDITION comes back as a result, not an error.
+        block = os.urandom(512)
+        assert lun.raw(bytes.fromhex("2a00 00000001 00 0001 00"), data_out=block).status == 0
+        assert target.backing[1].read_bytes()[512:1024] == block
+        refused = lun.raw(bytes.fromhex("28 00 ffffffff 00 0001 00"), expected_in=512)
+        assert refused.status == 0x02 and refused.sense[2] & 0x0F == 0x05  # ILLEGAL REQUEST (LBA out of range)
+
+
 @needs_fuse
 def test_raw_through_a_mount_uses_its_session(target, tmp_path):
     mnt = tmp_path / "mnt"

@@ -238,7 +238,11 @@ def test_the_synchronous_api_loads_writes_reads_and_unloads(library):
         assert tape.read_block(4096) == b""  # the filemark
         assert tape.read_block(4096) == b""  # end of data
         assert tape.status().text().startswith("SCSI 2 tape drive:\nFile number=1, block number=0")
+        # Any command, as sg_raw: INQUIRY says sequential-access (peripheral device type 1).
+        inquiry = tape.raw(bytes.fromhex("12 00 00 00 24 00"), expected_in=36)
+        assert inquiry.status == 0 and inquiry.data[0] & 0x1F == 1
     with ChangerLun(f"{base}/{lib.changer_lun}") as changer:
+        assert changer.raw(bytes.fromhex("12 00 00 00 24 00"), expected_in=36).data[0] & 0x1F == 8
         changer.unload(drive=1)
         assert "Data Transfer Element 1:Empty" in mtx_status_text(changer.status())
     with pytest.raises(NotFoundError, match="is not a tape drive"):

@@ -10,6 +10,9 @@
         changer.load(1, drive=0)  # mtx's numbering: slots from 1, drives from 0
     with TapeLun("iscsi://127.0.0.1/iqn.2026-11.example:vtl/1") as tape:
         tape.write_block(b"one block")  # closing writes the filemark, as st does
+    with LunFile("iscsi://127.0.0.1/iqn.2026-11.example:disk1/1") as lun:  # any SCSI command, as sg_raw
+        result = lun.raw(bytes.fromhex("28000000000000000100"), expected_in=512)  # READ(10) of LBA 0
+        print(result.status, bytes(result.data[:16]))
 
 Each object runs its own trio event loop in a background thread; calls block until done.
 """
@@ -35,6 +38,7 @@ from iscsifs.block.identity import device_identity, inquiry
 from iscsifs.block.lun import Lun
 from iscsifs.block.tape import TapeDrive, TapeStatus
 from iscsifs.net.multipath import Multipath
+from iscsifs.proto.connection import ScsiResult
 from iscsifs.scsi.response import DeviceType
 from iscsifs.scsi.smc import LibraryStatus
 from iscsifs.url import IscsiUrl, UrlError, parse_url
@@ -99,6 +103,13 @@ def list_luns(url: str, *, initiator_name: str | None = None) -> list[LunInfo]:
     return trio.run(client.scan_target, u, u.target)
 
 
+def raw(loop: _LoopThread, session: Multipath, lun: int, cdb: bytes, data_out: bytes | None,
+        expected_in: int) -> ScsiResult:
+    """One command, its answer as it came: a CHECK CONDITION is a result (its ``sense``), not an
+    error; only a command that could not be delivered raises (iscsifs.proto.errors)."""
+    return loop.run(partial(session.execute, lun, cdb, data_out=data_out or None, expected_in=expected_in))
+
+
 class LunFile:
     """One disk LUN, addressed in bytes, from a LUN URL (iscsi://host/iqn/lun)."""
 
@@ -137,6 +148,11 @@ class LunFile:
 
     def flush(self) -> None:
         self._loop.run(self._lun.flush)
+
+    def raw(self, cdb: bytes, *, data_out: bytes | None = None, expected_in: int = 0) -> ScsiResult:
+        """Any SCSI command on this LUN's session, as sg_raw sends it: the status, the sense and the
+        data, whatever the status (see ``raw``). Bypasses what ``read`` caches and ``write`` orders."""
+        return raw(self._loop, self._session, self._lun.lun, cdb, data_out, expected_in)
 
     def close(self) -> None:
         if self.closed:
@@ -188,6 +204,11 @@ class _Device:
 
     def _before_logout(self) -> None:
         """What closing does before it logs out."""
+
+    def raw(self, cdb: bytes, *, data_out: bytes | None = None, expected_in: int = 0) -> ScsiResult:
+        """Any SCSI command on this LUN's session, as sg_raw sends it (see ``raw``). A tape drive's
+        position is tracked by ``TapeLun``: a raw command that moves the tape makes it wrong."""
+        return raw(self._loop, self._session, self.lun, cdb, data_out, expected_in)
 
     def close(self) -> None:
         if self.closed:
