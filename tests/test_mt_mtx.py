@@ -131,7 +131,12 @@ def test_mt_and_mtx_through_the_mount(library, tmp_path):
             r = run("tar", "cf", str(drive0), "-b", "20", "-C", str(src), "c")
             assert r.returncode == 0, r.stderr
             files = read_tape_image(lib.tapes[lib.barcodes[0]]).files
-            assert len(files) == 4 and all(files[:3]) and files[3] == []
+            assert len(files) == 4 and files[3] == []
+            # Each tape file holds its archive, in tar's 10 KiB records: the same archive made again
+            # (same files, same times) to a pipe.
+            for file, name in zip(files[:3], "abc", strict=True):
+                archive = run("tar", "cf", "-", "-b", "20", "-C", str(src), name).stdout
+                assert file == [archive[i : i + 10240] for i in range(0, len(archive), 10240)]
 
             # Where mt-st's fsf and bsf land: fsf N after the N-th filemark; bsf before it.
             ok("mt", str(drive0), "rewind")
