@@ -23,6 +23,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))  # the tests' private tgtd and mount helpers
+sys.path.insert(0, str(REPO))
+
+from bench.machine import this_machine  # noqa: E402
 
 from support.targets import is_mounted, unmount  # noqa: E402
 from support.tgt import TgtDaemon  # noqa: E402
@@ -97,6 +100,8 @@ def main() -> int:
     finally:
         backing.unlink(missing_ok=True)
         shm.rmdir()
+    print(f"Machine: {this_machine().line()}; A {'pure Python' if args.pure_a else 'as built'}, "
+          f"B as built\n")
     print(f"| job | A ({args.a}) | B ({args.b}) | B/A, median of pairs | pairs |")
     print("| --- | ---: | ---: | ---: | --- |")
     for rw, bs, qd in jobs:

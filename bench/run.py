@@ -16,9 +16,12 @@ of 1 LUN with idle_timeout, and how many sessions tgt still sees once it has pas
 after tgtd listens again (killed, down 30 s, restarted) a read that waited through the outage
 completes; the MiB/s of writing zeros with dd, with detect_zeroes off and on, against the peer
 stack; and the peak RSS of the iscsifs processes under load. iscsifs runs once per
-``--workers`` value (-o workers=N), and once more as pure Python (ISCSIFS_PURE_PYTHON: what
-the compiled build gives, in the same run), and every stack's processes are charged their CPU
-time per request, so the table shows which process is the bottleneck. Both stacks run the 4 KiB
+``--workers`` value (-o workers=N), and as compiled and pure Python (ISCSIFS_PURE_PYTHON) in
+turn, --pairs times (A B A B: what the compiled build gives, pair by pair, as machines drift within
+a run), and every stack's processes are charged their CPU time per request, so the table shows
+which process is the bottleneck. Every table is printed with the machine it was measured on
+(bench/machine.py: the CPU model, the Python build) and the one-wait ceiling of 4 KiB reads at
+QD32, the figure machines of one kind differ most in. Both stacks run the 4 KiB
 jobs and the sequential read again through bench/delayproxy.c, which delays each direction by
 --delay-us (250 µs: a SAN is not loopback, and pipelining only shows with a delay). Per 4 KiB
 read at QD32, it counts trio task steps, task switches, loop turns and allocations of the FUSE
@@ -35,6 +38,7 @@ import os
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -46,6 +50,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))  # the tests' private tgtd
+
+from bench.machine import this_machine  # noqa: E402
+from iscsifs.compiled import build as iscsifs_build  # noqa: E402
 
 from support.tgt import TgtDaemon, free_port  # noqa: E402
 
@@ -403,6 +410,9 @@ def main() -> int:
                     help="the delay each way of the proxied rows, both stacks (default 250 µs; 0 skips them)")
     ap.add_argument("--no-pure", dest="pure", action="store_false",
                     help="skip the column of the same iscsifs run as pure Python ($ISCSIFS_PURE_PYTHON)")
+    ap.add_argument("--pairs", type=int, default=2,
+                    help="compiled and pure Python in turn, this many times each (default 2: A B A B); "
+                         "the main column is the median of the compiled runs")
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("bench: run as root (tgtd, FUSE mounts)")
@@ -425,6 +435,9 @@ def main() -> int:
     delayed: dict[str, dict[str, float | None]] = {job.name: {} for job in JOBS}
     steps: dict[str, dict[str, float | None]] = {}
     zero_mib = min(256, args.size_mib)
+    rounds: dict[str, list[dict[str, float | None]]] = {}
+    machine = this_machine()
+    build = iscsifs_build()
     try:
         with TgtDaemon(work / "tgt") as tgt:
             tgt.add_target(IQN)
@@ -433,11 +446,16 @@ def main() -> int:
 
             opts = ["-o", args.iscsifs_options] if args.iscsifs_options else []
             assert tgt.proc is not None
-            runs = [("iscsifs" if w == 0 else f"workers={w}", w, {}) for w in args.workers]
-            if args.pure:
-                runs.append(("pure Python", 0, {"ISCSIFS_PURE_PYTHON": "1"}))
-            for key, workers, env in runs:
-                mnt = work / key.replace(" ", "-")
+            # Compiled (the main column, workers=0) and pure Python in turn, A B A B, then the other
+            # workers= values once each. Each run's figures go to rounds[key], one dict per run.
+            paired = args.pure and build == "compiled"
+            runs = [("iscsifs", 0, {})] * (args.pairs if paired else 1)
+            if paired:
+                runs = [run for pair in zip(runs, [("pure Python", 0, {"ISCSIFS_PURE_PYTHON": "1"})] * args.pairs,
+                                            strict=True) for run in pair]
+            runs += [(f"workers={w}", w, {}) for w in args.workers if w]
+            for n, (key, workers, env) in enumerate(runs):
+                mnt = work / f"{key.replace(' ', '-')}-{n}"
                 mnt.mkdir()
                 fs = subprocess.Popen([*ISCSIFS, "-f", "-o", f"workers={workers}", *opts, f"{tgt.url}/{IQN}", str(mnt)],
                                       stderr=subprocess.DEVNULL, env=dict(os.environ, **env))
@@ -447,9 +465,15 @@ def main() -> int:
                 worker_pids = children(fs.pid)
                 watch = {"FUSE process": fs.pid, **{f"worker {i + 1}": p for i, p in enumerate(worker_pids)},
                          "tgtd": tgt.proc.pid}
-                fio_jobs(results, key, mnt / "1", args.runtime, watch, costs)
-                rss[key] = peak_rss_mib(fs.pid, *worker_pids)
+                one: dict[str, dict[str, float | None]] = {job.name: {} for job in JOBS}
+                fio_jobs(one, key, mnt / "1", args.runtime, watch, costs)  # costs: the last run's
+                rounds.setdefault(key, []).append({name: r[key] for name, r in one.items()})
+                rss[key] = max(rss.get(key, 0.0), peak_rss_mib(fs.pid, *worker_pids))
                 subprocess.run(["fusermount3", "-u", str(mnt)], timeout=60)
+            for key, runs_of_key in rounds.items():
+                for job in JOBS:
+                    values = [r[job.name] for r in runs_of_key if r[job.name] is not None]
+                    results[job.name][key] = statistics.median(values) if values else None  # type: ignore[type-var]
 
             steps["iscsifs"] = steps_per_request(f"{tgt.url}/{IQN}", work, build_c("malloccount.so", work, "-shared",
                                                                                   "-fPIC"))
@@ -533,8 +557,16 @@ def main() -> int:
     def num(v: float | None) -> str:
         return f"{v:.0f}" if v is not None else "-"
 
-    print(f"\n{os.uname().nodename}, {os.cpu_count()} CPUs, LUN of {args.size_mib} MiB in /dev/shm, "
+    ceiling = results["rand read 4K QD32"].get("ceiling1w")
+
+    def on_this_machine() -> None:
+        """The line every table is printed under: a figure without its machine says nothing."""
+        print(f"Machine: {machine.line()}; iscsifs {build}; one-wait ceiling, 4K randread QD32: "
+              f"{num(ceiling)} IOPS\n")
+
+    print(f"\n{os.uname().nodename}, LUN of {args.size_mib} MiB in /dev/shm, "
           f"fio libaio direct=1 (buffered: psync), {args.runtime:g} s per job\n")
+    on_this_machine()
 
     def above(needed: float | None, r: dict[str, float | None]) -> str:
         for key, what in (("ceiling", "above both ceilings"), ("ceiling1w", "above the one-wait ceiling")):
@@ -567,10 +599,24 @@ def main() -> int:
           f"| | | | | | | | 0 once idle | |")
     print(f"| read resumed after tgtd listens again ({args.outage:g} s outage) | s | {recovered:.2f} "
           f"| | | | | | | | < 3 | |")
-    others = [f"workers={w}" for w in args.workers if w] + (["pure Python"] if args.pure else [])
+    others = [f"workers={w}" for w in args.workers if w] + (["pure Python"] if "pure Python" in rounds else [])
+    if "pure Python" in rounds:
+        print("\nCompiled (A) and pure Python (B, $ISCSIFS_PURE_PYTHON) in turn, A B A B, same run:\n")
+        on_this_machine()
+        print("| job | compiled, median | pure Python, median | compiled / pure, median of pairs | pairs |")
+        print("| --- | ---: | ---: | ---: | --- |")
+        for job in JOBS:
+            pairs = [a[job.name] / b[job.name] for a, b in zip(rounds["iscsifs"], rounds["pure Python"], strict=True)
+                     if a[job.name] and b[job.name]]  # type: ignore[operator]
+            r = results[job.name]
+            print(f"| {job.name} | {num(r.get('iscsifs'))} | {num(r.get('pure Python'))} | "
+                  f"{f'{statistics.median(pairs):.2f}x' if pairs else '-'} | {', '.join(f'{p:.2f}' for p in pairs)} |")
+    elif args.pure:
+        print(f"\nNo compiled build to pair with pure Python: iscsifs is {build} here.")
     if others:
         print("\nWith the sessions in worker processes (-o workers=N), and as pure Python ($ISCSIFS_PURE_PYTHON, "
               "not the compiled build), same run:\n")
+        on_this_machine()
         print("| job | iscsifs (workers=0) | " + " | ".join(others) + " | qemu-nbd+nbdfuse | "
               + " | ".join(f"{k} vs peer" for k in others) + " |")
         columns = " | ".join("---:" for _ in others)
@@ -581,6 +627,7 @@ def main() -> int:
                   + f" | {num(r.get('peer'))} | " + " | ".join(ratio(r.get(k), r.get("peer")) for k in others) + " |")
     if any(delayed[name] for name in DELAY_JOBS):
         print(f"\nThrough a proxy that delays each direction by {args.delay_us} µs (bench/delayproxy.c), same run:\n")
+        on_this_machine()
         print("| job | iscsifs | qemu-nbd+nbdfuse | vs peer | goal |")
         print("| --- | ---: | ---: | ---: | --- |")
         for name in DELAY_JOBS:
@@ -589,6 +636,7 @@ def main() -> int:
                   f"{ratio(r.get('iscsifs'), r.get('peer'))} | >= 1x peer |")
     if steps:
         print(f"\nPer 4 KiB random read at QD32 ({STEP_REQUESTS} reads; bench/steps.py, strace -c -f):\n")
+        on_this_machine()
         print("| stack | trio task steps | task switches | loop turns | allocations | system calls |")
         print("| --- | ---: | ---: | ---: | ---: | ---: |")
 
@@ -598,7 +646,8 @@ def main() -> int:
         for key, per in steps.items():
             print(f"| {key} | {one(per.get('steps'))} | {one(per.get('switches'))} | {one(per.get('turns'))} | "
                   f"{one(per.get('allocations'))} | {one(per.get('syscalls'))} |")
-    print("\nCPU time per request, µs, of each process (over the job, ramp included):\n")
+    print("\nCPU time per request, µs, of each process (over the job, ramp included; of the last run of each):\n")
+    on_this_machine()
     print("| job | stack | by process |")
     print("| --- | --- | --- |")
     for job in JOBS:
@@ -606,7 +655,8 @@ def main() -> int:
             spent = ", ".join(f"{name} {us:.0f}" for name, us in cost.items())
             print(f"| {job.name} | {key} | {spent}, total {sum(cost.values()):.0f} |")
     if args.json:
-        args.json.write_text(json.dumps({"jobs": results, "cpu_us_per_request": costs, "rss_mib": rss,
+        args.json.write_text(json.dumps({"machine": machine.to_json(), "iscsifs_build": build, "rounds": rounds,
+                                         "jobs": results, "cpu_us_per_request": costs, "rss_mib": rss,
                                          "portal_mount_s": mounted,
                                          "portal_ls_s": listed, "portal500": p500, "recovery_s": recovered,
                                          "zeros_mib_s": zeros, "delayed": delayed, "steps": steps},
