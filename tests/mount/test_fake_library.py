@@ -1,6 +1,7 @@
 """Tape drives and a changer that follow SSC-3 and SMC-3 where tgt does not (``support.fake_library``:
 end of data as BLANK CHECK 00/05, a longer block's negative INFORMATION, full READ ELEMENT STATUS
-answers with DVCID identifiers, an import/export element), through the mount's file operations
+answers with DVCID identifiers, an import/export element, a drive that reports a tape loaded and
+is becoming ready for a while), through the mount's file operations
 (``IscsiFs``), on trio's virtual clock. tgt's library is tested in ``tests/test_mt_mtx.py``."""
 
 from __future__ import annotations
@@ -110,6 +111,9 @@ async def test_a_library_that_follows_the_standards(autojump_clock):
         assert library.slots[0] is not None and library.drives[0] is None
         assert await fuse_errno(fs.open(drive0, os.O_RDONLY, None)) == errno.ENOMEDIUM
         await fs.setxattr(changer, MTX_XATTR, b"load 1 1", None)
+        # The drive says the tape changed (28/00), then is becoming ready (04/01) for a while, as
+        # real drives do: the mount waits it out, and serves the new tape from its beginning.
+        assert library.attention[1] is False and library.becoming_ready[1] == 0
         assert await read_blocks(fs, drive1, 2) == a
         before = (list(library.slots), list(library.drives))
         assert await fuse_errno(fs.setxattr(changer, MTX_XATTR, b"load 1 0", None)) == errno.ENOMEDIUM

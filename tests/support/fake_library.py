@@ -30,6 +30,10 @@ DESTINATION_FULL = (0x3B, 0x0D)
 SOURCE_EMPTY = (0x3B, 0x0E)
 
 TRANSPORT, STORAGE, IMPORT_EXPORT, DATA_TRANSFER = 1, 2, 3, 4
+BECOMING_READY = 3  # commands a drive answers NOT READY 04/01 after the changer gave it a tape
+MEDIUM_MAY_HAVE_CHANGED = (0x28, 0x00)
+LUN_BECOMING_READY = (0x04, 0x01)
+UNIT_ATTENTION = 0x6
 FIRST_ADDRESS = {TRANSPORT: 0x0001, DATA_TRANSFER: 0x0100, IMPORT_EXPORT: 0x0300, STORAGE: 0x0400}
 
 
@@ -96,10 +100,17 @@ class Library:
     # Each drive: loaded (a LOAD, or the changer's move, made it ready) and its position.
     loaded: list[bool] = field(default_factory=list)
     position: list[int] = field(default_factory=list)
+    # A drive given a tape by the changer, as real drives do and tgt's do not: the next command
+    # gets UNIT ATTENTION 28/00 (not ready to ready: the medium may have changed), and the next
+    # ``BECOMING_READY`` ones NOT READY 04/01 (becoming ready) while it threads the tape.
+    attention: list[bool] = field(default_factory=list)
+    becoming_ready: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.loaded = [c is not None for c in self.drives]
         self.position = [0] * len(self.drives)
+        self.attention = [False] * len(self.drives)
+        self.becoming_ready = [0] * len(self.drives)
 
     @classmethod
     def of(cls, slots: int = 4, drives: int = 2) -> Library:
@@ -131,6 +142,13 @@ class FakeTapeDrive:
         op = cdb[0]
         if op == 0x12:
             return _inquiry(cdb, 0x01, b"fake tape drive", self.serial, self.naa)
+        lib, n = self.library, self.index
+        if lib.attention[n]:
+            lib.attention[n] = False
+            return Answer(sense=sense(UNIT_ATTENTION, MEDIUM_MAY_HAVE_CHANGED))
+        if lib.becoming_ready[n]:
+            lib.becoming_ready[n] -= 1
+            return Answer(sense=sense(NOT_READY, LUN_BECOMING_READY))
         if op == 0x05:  # READ BLOCK LIMITS: any length from 1 byte to 16 MiB - 1
             return Answer(bytes([0]) + (0xFFFFFF).to_bytes(3, "big") + (1).to_bytes(2, "big"))
         if op == 0x1E:  # PREVENT ALLOW MEDIUM REMOVAL
@@ -343,6 +361,7 @@ class FakeChanger:
             cartridge.home = source
         if s_holder is lib.drives:
             lib.loaded[s_index] = False
-        if d_holder is lib.drives:  # a drive loads what it is given, at the beginning
+        if d_holder is lib.drives:  # a drive loads what it is given, at the beginning, and says so
             lib.loaded[d_index], lib.position[d_index] = True, 0
+            lib.attention[d_index], lib.becoming_ready[d_index] = True, BECOMING_READY
         return Answer()
