@@ -20,7 +20,7 @@ from iscsifs.cli.commands import EXIT_TARGET, EXIT_USAGE
 from iscsifs.cli.options import MT_VERBS as CLI_MT
 from iscsifs.cli.options import MTX_VERBS as CLI_MTX
 from iscsifs.cli.options import MtCommand, MtxCommand, UsageError, parse_command
-from iscsifs.mount.fs import MT_VERBS, MTX_VERBS, MTX_XATTR
+from iscsifs.mount.fs import MT_VERBS, MT_XATTR, MTX_VERBS, MTX_XATTR
 
 from support.tape_image import read_tape_image
 from support.targets import HAVE_FUSE, ISCSIFS, mounted, needs_fuse, run
@@ -42,8 +42,37 @@ def test_mt_and_mtx_parse():
     assert parse_command(["mt", "/m/1", "status", "--json"]) == MtCommand("/m/1", "status", json=True)
     assert parse_command(["mtx", "/m/3", "load", "1", "0"]) == MtxCommand("/m/3", "load", (1, 0))
     assert parse_command(["mtx", "/m/3", "unload"]) == MtxCommand("/m/3", "unload")
+    # As mt-st and mtx take them: -f (mt's -t too), $TAPE and $CHANGER, a verb's beginning,
+    # mt-st's other names, counts in hexadecimal and with k.
+    # A verb's beginning is the first verb it begins, in mt-st's order (rewind before rewoffl).
+    assert parse_command(["mt", "-f", "/m/1", "rew"]) == MtCommand("/m/1", "rewind")
+    assert parse_command(["mt", "-f", "/m/1", "r"]) == MtCommand("/m/1", "rewind")
+    assert parse_command(["mt", "-t", "/m/1", "stat"]) == MtCommand("/m/1", "status")
+    assert parse_command(["mt", "/m/1", "seod"]) == MtCommand("/m/1", "eod")
+    assert parse_command(["mt", "/m/1", "rewoffl"]) == MtCommand("/m/1", "offline")
+    assert parse_command(["mt", "/m/1", "fsf", "0x10"]) == MtCommand("/m/1", "fsf", 16)
+    assert parse_command(["mt", "/m/1", "setblk", "1k"]) == MtCommand("/m/1", "setblk", 1024)
+    assert parse_command(["mt", "/m/1", "erase", "1"]) == MtCommand("/m/1", "erase")
+    assert parse_command(["mtx", "-f", "/m/3", "next", "1"]) == MtxCommand("/m/3", "next", (1,))
+    old = {k: os.environ.pop(k, None) for k in ("TAPE", "CHANGER")}
+    try:
+        os.environ["TAPE"] = "/m/1"
+        assert parse_command(["mt", "fsf"]) == MtCommand("/m/1", "fsf")
+        assert parse_command(["mtx", "inventory"]) == MtxCommand("/m/1", "inventory")  # mtx falls back on $TAPE
+        os.environ["CHANGER"] = "/m/3"
+        assert parse_command(["mtx", "status"]) == MtxCommand("/m/3", "status")
+        del os.environ["TAPE"], os.environ["CHANGER"]
+        with pytest.raises(UsageError, match=r"set \$TAPE"):
+            parse_command(["mt", "rewind"])
+    finally:
+        for k, v in old.items():
+            os.environ.pop(k, None)
+            if v is not None:
+                os.environ[k] = v
     for argv in (["mt", "/m/1", "rewind", "2"], ["mt", "/m/1", "setblk"], ["mtx", "/m/3", "load"],
-                 ["mtx", "/m/3", "transfer", "1"], ["mtx", "/m/3", "load", "1", "--json"]):
+                 ["mtx", "/m/3", "transfer", "1"], ["mtx", "/m/3", "load", "1", "--json"], ["mt", "/m/1", "zz"],
+                 ["mt", "/m/1", "fsf", "-1"], ["mt", "/m/1", "fsf", "x"], ["mtx", "/m/3", "load", "one"],
+                 ["mtx", "/m/3", "fly"]):
         with pytest.raises(UsageError):
             parse_command(argv)
     # The mount's verbs are the command line's, status and tell aside (read through getxattr).
@@ -199,8 +228,15 @@ def test_mt_and_mtx_through_the_mount(library, tmp_path):
             assert raised.value.errno == errno.ENOMEDIUM
             assert changer.read_bytes() == before
 
-            # The changer's file and mtx status, line by line; --json maps drives to files.
-            assert changer.read_bytes().decode().splitlines() == ok("mtx", str(changer), "status").splitlines()
+            # mtx status names the changer as it was given (here relative to the current directory),
+            # the file as the mount reaches it; the rest is the same, line by line.
+            relative = run(*ISCSIFS, "mtx", "-f", str(changer.name), "status", cwd=directory, timeout=60)
+            assert relative.returncode == 0, relative.stderr
+            assert relative.stdout.decode().splitlines()[0].startswith(f"  Storage Changer {changer.name}:2 Drives")
+            text = changer.read_bytes().decode().splitlines()
+            assert text[0].startswith(f"  Storage Changer {changer}:2 Drives")
+            assert text == ok("mtx", str(changer), "status").splitlines()
+            assert text[1:] == relative.stdout.decode().splitlines()[1:]
             status = json.loads(ok("mtx", str(changer), "status", "--json"))
             assert [d["file"] for d in status["drives"]] == [str(drive0), str(drive1)]
             assert [d["lun"] for d in status["drives"]] == list(lib.drive_luns)
@@ -208,6 +244,19 @@ def test_mt_and_mtx_through_the_mount(library, tmp_path):
             assert [s["barcode"] for s in status["slots"]] == [lib.barcodes[1], None, lib.barcodes[2],
                                                                 lib.barcodes[3]]
             assert status["import_export"] == [] and status["device"] == str(changer)
+
+            # next and first print what mtx prints: the unload to the tape's slot, then the load.
+            slots = [s["full"] for s in status["slots"]]  # slot 2 is empty: drive 1 holds its tape
+            assert slots == [True, False, True, True]
+            assert ok("mtx", str(changer), "next", "1").splitlines() == [
+                "Unloading drive 1 into Storage Element 2...done",
+                "Loading media from Storage Element 3 into drive 1...done"]
+            assert ok("mtx", str(changer), "first", "1").splitlines() == [
+                "Unloading drive 1 into Storage Element 3...done",
+                "Loading media from Storage Element 1 into drive 1...done"]
+            assert ok("mtx", str(changer), "first", "1") == "loading...done\n"
+            ok("mtx", "-f", str(changer), "unload", "1", "1")
+            ok("mtx", "-f", str(changer), "load", "2", "1")  # back as it was: the first tape in drive 1
 
             # The largest block: what one FUSE request carries, 256 pages (1 MiB) from a page-aligned
             # buffer as tar's and dd's are. One write(2) of 1 MiB is one block; a longer one comes as
@@ -240,3 +289,33 @@ def test_mt_and_mtx_through_the_mount(library, tmp_path):
                 for n, element in enumerate(status.drives):
                     if element.full:
                         library_changer.unload(drive=n)
+
+
+@needs_fuse
+@needs_library
+def test_mt_positions_a_tape_on_a_read_only_mount(library, tmp_path):
+    """Reading a tape back is a read-only job: mt-st opens the device read-only to position it, and
+    so does ``iscsifs mt`` (the kernel refuses any setxattr on a read-only mount)."""
+    tgt, lib = library
+    with ChangerLun(f"{tgt.url}/{lib.iqn}/{lib.changer_lun}") as changer:
+        changer.load(4, drive=0)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    try:
+        with mounted(tgt.url, mnt, "-o", "ro"):
+            drive = mnt / lib.iqn / str(lib.drive_luns[0])
+            ok("mt", str(drive), "eod")
+            ok("mt", "-f", str(drive), "rewind")
+            assert tell(drive) == 0
+            assert "BOT ONLINE" in ok("mt", str(drive), "status")
+            line = refused(EXIT_TARGET, "mt", str(drive), "weof")
+            assert "read-only" in line
+            with pytest.raises(OSError) as raised:  # what the verbs went through before: refused here
+                os.setxattr(drive, MT_XATTR.decode(), b"rewind")
+            assert raised.value.errno == errno.EROFS
+            with pytest.raises(OSError) as raised:
+                os.open(drive, os.O_WRONLY)
+            assert raised.value.errno == errno.EROFS
+    finally:
+        with ChangerLun(f"{tgt.url}/{lib.iqn}/{lib.changer_lun}") as changer:
+            changer.unload(drive=0)

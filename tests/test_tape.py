@@ -220,7 +220,7 @@ async def test_mode_erase_unload_and_no_medium(library):
             status = await drive.status()
             assert status.door_open and not status.online
             assert status.text().splitlines()[1] == "File number=-1, block number=-1, partition=0."
-            assert status.text().splitlines()[-1] == " DR_OPEN"
+            assert status.text().splitlines()[-1] == " DR_OPEN IM_REP_EN"
             with pytest.raises(NoMedium):
                 await drive.rewind()
             await drive.load()

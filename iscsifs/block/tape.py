@@ -147,7 +147,9 @@ class TapeStatus:
     online: bool
     write_protected: bool
     door_open: bool  # no tape (DR_OPEN)
-    buffered: bool  # IM_REP_EN: the drive buffers writes (MODE SENSE BUFFERED MODE)
+    # IM_REP_EN: st sets it whenever it writes asynchronously (do_async_writes, its default), or
+    # buffers writes in fixed-block mode, or the drive buffers (MODE SENSE): so with or without a tape.
+    buffered: bool
     partition: int = 0
     soft_errors: int = 0
 
@@ -697,7 +699,7 @@ class TapeDrive:
             raise _error("TEST UNIT READY", tc)
         if self.medium is False:
             return TapeStatus(-1, -1, 0, 0, bot=False, eof=False, eot=False, eod=False, online=False,
-                              write_protected=False, door_open=True, buffered=False)
+                              write_protected=False, door_open=True, buffered=True)
         mode = await self.mode()
         file = -1 if self.file is None else self.file
         block = -1 if self.block is None else self.block
@@ -705,7 +707,7 @@ class TapeDrive:
                           bot=block == 0 and file == 0, eof=block == 0 and file != 0,
                           eot=self.past_early_warning, eod=self.at_eod and not self.past_early_warning,
                           online=True, write_protected=mode.write_protected, door_open=False,
-                          buffered=mode.buffered_mode != 0)
+                          buffered=True)  # st's asynchronous writes (see TapeStatus.buffered)
 
 
 __all__ = [

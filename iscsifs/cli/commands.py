@@ -63,6 +63,8 @@ from iscsifs.mount.fs import (
     DISCARD_XATTR,
     KIND_XATTR,
     MAP_XATTR_PREFIX,
+    MT_DO_PREFIX,
+    MT_READ_VERBS,
     MT_STATUS_XATTR,
     MT_TELL_XATTR,
     MT_XATTR,
@@ -548,8 +550,12 @@ def run_mt(cmd: MtCommand) -> int:
             block = int(os.getxattr(cmd.path, MT_TELL_XATTR.decode()))
             print(json.dumps({"block": block}) if cmd.json else f"At block {block}.")
             return EXIT_OK
-        request = cmd.verb if cmd.count is None else f"{cmd.verb} {cmd.count}"
-        os.setxattr(cmd.path, MT_XATTR.decode(), request.encode())
+        if cmd.verb in MT_READ_VERBS:  # read access, as mt-st's open for them: a read-only mount too
+            name = MT_DO_PREFIX.decode() + (cmd.verb if cmd.count is None else f"{cmd.verb}.{cmd.count}")
+            os.getxattr(cmd.path, name)
+        else:  # weof, erase: they write, so through setxattr, which asks write access
+            request = cmd.verb if cmd.count is None else f"{cmd.verb} {cmd.count}"
+            os.setxattr(cmd.path, MT_XATTR.decode(), request.encode())
     except OSError as exc:
         raise _mt_refused(cmd, exc) from None
     return EXIT_OK
@@ -597,12 +603,12 @@ def _mtx_check(cmd: MtxCommand, status: dict[str, Any]) -> str:
     if cmd.verb == "load":
         number = args[1] if len(args) == 2 else 0
         source, destination = slot(args[0]), drive(number)
-        if not source["full"]:
-            raise Refused(f"{cmd.path}: slot {args[0]} is empty: nothing to load; nothing was changed")
-        if destination["full"]:
+        if destination["full"]:  # mtx looks at the drive first
             loaded = destination["source_slot"]
             raise Refused(f"{cmd.path}: drive {number} is full" + (f" (slot {loaded} loaded)" if loaded else "")
                           + "; nothing was changed")
+        if not source["full"]:
+            raise Refused(f"{cmd.path}: slot {args[0]} is empty: nothing to load; nothing was changed")
         return f"Loading media from Storage Element {args[0]} into drive {number}...done"
     if cmd.verb == "unload":
         number = args[1] if len(args) == 2 else 0
@@ -621,8 +627,27 @@ def _mtx_check(cmd: MtxCommand, status: dict[str, Any]) -> str:
         if slot(args[1])["full"]:
             raise Refused(f"{cmd.path}: slot {args[1]} is already full; nothing was changed")
     if cmd.verb in ("first", "last", "next"):
-        drive(args[0] if args else 0)
+        return _mtx_go_to_lines(cmd, status, drive(args[0] if args else 0), args[0] if args else 0)
     return ""
+
+
+def _mtx_go_to_lines(cmd: MtxCommand, status: dict[str, Any], element: dict[str, Any], number: int) -> str:
+    """What mtx prints for first, last and next (mtx.c's Unload/Load lines, or "loading...done"
+    when the drive holds that slot's tape already); "" when the mount is left to refuse."""
+    proper: list[dict[str, Any]] = status["slots"]  # first, last and next skip import/export elements
+    current = element["source_slot"] if element["full"] else None
+    if cmd.verb == "first":
+        wanted: int | None = 1
+    elif cmd.verb == "last":
+        wanted = len(proper)
+    else:
+        wanted = next((n for n in range((current or 0) + 1, len(proper) + 1) if proper[n - 1]["full"]), None)
+    if wanted is None or not 1 <= wanted <= len(proper):
+        return ""
+    if current == wanted:
+        return "loading...done"
+    lines = [f"Unloading drive {number} into Storage Element {current}...done"] if current is not None else []
+    return "\n".join([*lines, f"Loading media from Storage Element {wanted} into drive {number}...done"])
 
 
 def run_mtx(cmd: MtxCommand) -> int:
@@ -636,6 +661,11 @@ def run_mtx(cmd: MtxCommand) -> int:
                 text = f.read()
         except OSError as exc:
             raise Refused(f"cannot read the status of {cmd.path}: {error_message(exc)}") from None
+        # mtx names the changer as -f gave it; the file, as the mount reaches it.
+        header, newline, rest = text.partition(b"\n")
+        header = re.sub(rb"^(  Storage Changer ).*(:\d+ Drives, )", lambda m: m.group(1) + os.fsencode(cmd.path)
+                        + m.group(2), header, count=1)
+        text = header + newline + rest
         sys.stdout.buffer.write(text)
         sys.stdout.buffer.flush()
         return EXIT_OK

@@ -641,71 +641,140 @@ def _pr_command(ns: argparse.Namespace) -> PrCommand:
 
 MT_EXAMPLES = """examples:
   iscsifs mt /mnt/vtl/iqn...:vtl/1 status      mt-st's status text (--json: its fields)
-  iscsifs mt /mnt/vtl/iqn...:vtl/1 rewind; tar tf /mnt/vtl/iqn...:vtl/1
-  iscsifs mt /mnt/vtl/iqn...:vtl/1 fsf 1       past the first filemark: the second tape file
+  iscsifs mt -f /mnt/vtl/iqn...:vtl/1 rewind; tar tf /mnt/vtl/iqn...:vtl/1
+  TAPE=/mnt/vtl/iqn...:vtl/1 iscsifs mt fsf 1  past the first filemark: the second tape file
   iscsifs mt /mnt/vtl/iqn...:vtl/1 eod         to the end of data, to append another file
   iscsifs mt /mnt/vtl/iqn...:vtl/1 tell        At block N.
-verbs: status, tell, rewind, fsf N, bsf N, fsr N, bsr N, eod, weof N, setblk 0, offline (eject), load, erase
+verbs: status, tell, rewind, fsf N, bsf N, fsr N, bsr N, eod (seod), weof N, setblk 0, offline (eject,
+  rewoffl), load, erase; a unique beginning of a verb is that verb (rew, stat), as in mt-st
+the drive: PATH, or -f PATH, or $TAPE
 """
 
 MTX_EXAMPLES = """examples:
   iscsifs mtx /mnt/vtl/iqn...:vtl/3 status         mtx's status text (--json: slots, drives, barcodes, files)
-  iscsifs mtx /mnt/vtl/iqn...:vtl/3 load 1 0       slot 1's tape into drive 0
+  iscsifs mtx -f /mnt/vtl/iqn...:vtl/3 load 1 0    slot 1's tape into drive 0
   iscsifs mtx /mnt/vtl/iqn...:vtl/3 unload 1 0     drive 0's tape into slot 1 (no slot: where it came from)
-  iscsifs mtx /mnt/vtl/iqn...:vtl/3 transfer 2 4   slot 2's tape into slot 4
+  CHANGER=/mnt/vtl/iqn...:vtl/3 iscsifs mtx next   drive 0's tape back, the next slot's in
 verbs: status, load SLOT [DRIVE], unload [SLOT] [DRIVE], transfer SLOT SLOT, exchange SLOT SLOT, inventory,
   first [DRIVE], last [DRIVE], next [DRIVE]
+the changer: PATH, or -f PATH, or $CHANGER, or $TAPE (as mtx)
 """
+
+MT_ALIASES = {"seod": "eod", "rewoffl": "offline"}  # mt-st's other names for the same operation
+
+
+def _mt_verb(word: str) -> str:
+    """A verb as mt-st reads it: the first name (or other name) that begins with ``word``, in the
+    order of MT_VERBS, where rewind comes before offline's other name rewoffl, as in mt-st's table."""
+    for name in (*MT_VERBS, *MT_ALIASES):
+        if word and name.startswith(word):
+            return MT_ALIASES.get(name, name)
+    raise UsageError(f"mt: unknown command {word!r}; the verbs: {', '.join(MT_VERBS)}")
+
+
+def _mt_count(word: str) -> int:
+    """A COUNT as mt-st reads it: decimal, 0x hexadecimal or 0 octal, with k, M or G after it."""
+    scale = {"k": 1 << 10, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(word[-1:], 1)
+    try:
+        value = int(word[:-1] if scale != 1 else word, 0) * scale
+    except ValueError:
+        raise UsageError(f"mt: {word!r} is not a count") from None
+    if value < 0:
+        raise UsageError("mt: negative repeat count")
+    return value
+
+
+def _device_and_words(ns: argparse.Namespace, what: str, variables: tuple[str, ...],
+                      is_verb: Callable[[str], bool]) -> tuple[str, list[str]]:
+    """The device file and the verb's words: -f PATH, else a first word that is not a verb, else
+    the environment (mt-st's $TAPE; mtx's $CHANGER, then $TAPE)."""
+    words: list[str] = list(ns.words)
+    if ns.file is not None:
+        return ns.file, words
+    if words and not is_verb(words[0]):
+        return words[0], words[1:]
+    for variable in variables:
+        if os.environ.get(variable):
+            return os.environ[variable], words
+    raise UsageError(f"no {what}: give its file (PATH or -f PATH) or set ${' or $'.join(variables)}")
 
 
 def _mt_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="iscsifs mt", description="mt-st's verbs on a tape drive's file of a running "
-                                "mount, on the mount's own drive (where the position is kept). Refused (EBUSY) "
-                                "while the file is open, as st refuses a second opener.",
+    p = argparse.ArgumentParser(prog="iscsifs mt", usage="iscsifs mt [-f PATH] [--json] [PATH] VERB [COUNT]",
+                                description="mt-st's verbs on a tape drive's file of a running mount, on the mount's "
+                                "own drive (where the position is kept). Refused (EBUSY) while the file is open, as "
+                                "st refuses a second opener. Positioning works on a read-only mount too; weof and "
+                                "erase need write access to the file.",
                                 epilog=MT_EXAMPLES + "\n" + EXIT_CODES_HELP,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("path", metavar="PATH", help="a tape drive's file of an iscsifs mount")
-    p.add_argument("verb", metavar="VERB", choices=MT_VERBS, help="one of: " + ", ".join(MT_VERBS))
-    p.add_argument("count", metavar="COUNT", nargs="?", type=int, help="how many (default 1; setblk: the block size)")
+    p.add_argument("-f", "-t", dest="file", metavar="PATH", help="the tape drive's file (else $TAPE)")
+    p.add_argument("words", metavar="[PATH] VERB [COUNT]", nargs="+",
+                   help="the drive's file, unless -f or $TAPE names it; one of: " + ", ".join(MT_VERBS)
+                   + "; how many (default 1; setblk: the block size)")
     p.add_argument("--json", action="store_true", help="print JSON (status: its fields; tell: the block)")
     _details_flag(p)
     return p
 
 
+def _is_mt_verb(word: str) -> bool:
+    try:
+        _mt_verb(word)
+    except UsageError:
+        return False
+    return True
+
+
 def _mt_command(ns: argparse.Namespace) -> MtCommand:
-    if ns.count is not None and ns.verb not in MT_COUNTED:
-        raise UsageError(f"mt {ns.verb} takes no count")
-    if ns.count is not None and ns.count < 0:
-        raise UsageError("mt: negative repeat count")
-    if ns.verb == "setblk" and ns.count is None:
+    path, words = _device_and_words(ns, "tape drive", ("TAPE",), _is_mt_verb)
+    if not 1 <= len(words) <= 2:
+        raise UsageError("mt: give one verb and at most one count" if words else "mt: no verb")
+    verb = _mt_verb(words[0])
+    count = _mt_count(words[1]) if len(words) == 2 else None
+    if verb in ("erase", "load"):
+        count = None  # mt-st takes a count here (the erase's kind, a loader's slot): nothing on these drives
+    if count is not None and verb not in MT_COUNTED:
+        raise UsageError(f"mt {verb} takes no count")
+    if verb == "setblk" and count is None:
         raise UsageError("mt setblk needs the block size (0: variable-block mode)")
-    return MtCommand(ns.path, ns.verb, ns.count, ns.json, ns.debug)
+    return MtCommand(path, verb, count, ns.json, ns.debug)
 
 
 def _mtx_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="iscsifs mtx", description="mtx's verbs on a medium changer's file of a "
+    p = argparse.ArgumentParser(prog="iscsifs mtx", usage="iscsifs mtx [-f PATH] [--json] [PATH] VERB [SLOT|DRIVE ...]",
+                                description="mtx's verbs on a medium changer's file of a "
                                 "running mount, in mtx's numbering (slots from 1, drives from 0). Moving media "
                                 "needs write access to the changer's file (read-only: in practice, root).",
                                 epilog=MTX_EXAMPLES + "\n" + EXIT_CODES_HELP,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("path", metavar="PATH", help="a medium changer's file of an iscsifs mount")
-    p.add_argument("verb", metavar="VERB", choices=MTX_VERBS, help="one of: " + ", ".join(MTX_VERBS))
-    p.add_argument("args", metavar="SLOT|DRIVE", nargs="*", type=int, help="the verb's slot and drive numbers")
+    p.add_argument("-f", dest="file", metavar="PATH", help="the changer's file (else $CHANGER or $TAPE)")
+    p.add_argument("words", metavar="[PATH] VERB [SLOT|DRIVE ...]", nargs="+",
+                   help="the changer's file, unless -f or the environment names it; one of: " + ", ".join(MTX_VERBS)
+                   + "; the verb's slot and drive numbers")
     p.add_argument("--json", action="store_true", help="print JSON (with status)")
     _details_flag(p)
     return p
 
 
 def _mtx_command(ns: argparse.Namespace) -> MtxCommand:
-    low, high = MTX_ARITY[ns.verb]
-    if not low <= len(ns.args) <= high:
+    path, words = _device_and_words(ns, "medium changer", ("CHANGER", "TAPE"), lambda w: w in MTX_VERBS)
+    if not words:
+        raise UsageError("mtx: no verb")
+    verb = words[0]
+    if verb not in MTX_VERBS:
+        raise UsageError(f"mtx: unknown command {verb!r}; the verbs: {', '.join(MTX_VERBS)}")
+    try:
+        args = [int(w) for w in words[1:]]
+    except ValueError:
+        raise UsageError(f"mtx {verb}: slot and drive numbers are whole numbers") from None
+    low, high = MTX_ARITY[verb]
+    if not low <= len(args) <= high:
         want = f"{low}" if low == high else f"{low} to {high}"
-        raise UsageError(f"mtx {ns.verb} takes {want} number{'s' if high != 1 else ''}, not {len(ns.args)}")
-    if any(n < 0 for n in ns.args):
-        raise UsageError(f"mtx {ns.verb}: a slot or drive number is never negative")
-    if ns.json and ns.verb != "status":
+        raise UsageError(f"mtx {verb} takes {want} number{'s' if high != 1 else ''}, not {len(args)}")
+    if any(n < 0 for n in args):
+        raise UsageError(f"mtx {verb}: a slot or drive number is never negative")
+    if ns.json and verb != "status":
         raise UsageError("--json goes with mtx status")
-    return MtxCommand(ns.path, ns.verb, tuple(ns.args), ns.json, ns.debug)
+    return MtxCommand(path, verb, tuple(args), ns.json, ns.debug)
 
 
 # -- inq, opcodes, raw: SCSI commands of the user's, through a mount's LUN file or a login of their own --

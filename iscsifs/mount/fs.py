@@ -82,16 +82,21 @@ CAP_SYS_RAWIO = 17
 KIND_XATTR = b"user.iscsifs.kind"
 # ``iscsifs mt``, mt-st's verbs on a drive's file, run on the mount's own TapeDrive (the position
 # is tracked there; a second one would not know it). Stateless, so nothing is kept per caller:
-# - setting MT_XATTR to "VERB [COUNT]" runs a verb that moves the tape or changes the drive
-#   (MT_VERBS; the kernel asks write access to the file, as for any user.* setxattr);
+# - reading MT_DO_PREFIX + "VERB[.COUNT]" runs a verb that moves the tape or changes the mode
+#   (MT_READ_VERBS): read access, as mt-st opens the device read-only for them, and so on a
+#   read-only mount too, where the kernel refuses every setxattr (EROFS);
+# - setting MT_XATTR to "VERB [COUNT]" runs any verb (MT_VERBS); the verbs that write (weof,
+#   erase) only so, as the kernel asks write access to the file for a user.* setxattr;
 # - reading MT_STATUS_XATTR gives ``mt status``'s fields as JSON, with mt-st's text under "text";
-#   reading MT_TELL_XATTR gives ``mt tell``'s block number (read access).
+#   reading MT_TELL_XATTR gives ``mt tell``'s block number.
 # st lets mt reach an open tape only through the opener's own descriptor; a second opener gets
 # EBUSY. Here the verb comes from another process, so while the file is open it is refused so.
 MT_XATTR = b"user.iscsifs.mt"
 MT_STATUS_XATTR = b"user.iscsifs.mt.status"
 MT_TELL_XATTR = b"user.iscsifs.mt.tell"
 MT_VERBS = ("rewind", "fsf", "bsf", "fsr", "bsr", "eod", "weof", "setblk", "offline", "eject", "load", "erase")
+MT_DO_PREFIX = b"user.iscsifs.mt.do."
+MT_READ_VERBS = tuple(v for v in MT_VERBS if v not in ("weof", "erase"))
 # ``iscsifs mtx``, mtx's verbs on a changer's file: setting MTX_XATTR to "VERB ARGS" (MTX_VERBS,
 # mtx's numbering) moves media, as root only in practice: the changer's file is read-only (0444)
 # and the kernel asks write access for a user.* setxattr. Reading MTX_STATUS_XATTR gives the
@@ -408,6 +413,12 @@ class IscsiFs(pyfuse3.Operations):
             return kind.encode()
         if name in (MT_STATUS_XATTR, MT_TELL_XATTR) and node.tape is not None:
             return await self._mt_query(node.tape, tell=name == MT_TELL_XATTR)
+        if name.startswith(MT_DO_PREFIX) and node.tape is not None:
+            verb = name[len(MT_DO_PREFIX) :].replace(b".", b" ", 1)
+            if verb.split(b" ", 1)[0].decode("ascii", "replace") not in MT_READ_VERBS:
+                raise pyfuse3.FUSEError(errno.EINVAL)  # weof and erase write: setxattr MT_XATTR
+            await self._mt_verb(node.tape, verb)
+            return b""
         if name == MTX_STATUS_XATTR and node.changer is not None:
             return await self._mtx_status(node, node.changer)
         if name == RAW_XATTR and node.lun is not None:

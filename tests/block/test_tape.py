@@ -308,7 +308,7 @@ async def test_offline_is_no_medium_until_load():
     for verb in (drive.read_block(10), drive.write_block(b"x"), drive.fsf(1), drive.rewind()):
         with pytest.raises(NoMedium):
             await verb
-    assert (await drive.status()).text().endswith("General status bits on (40000):\n DR_OPEN\n")
+    assert (await drive.status()).text().endswith("General status bits on (50000):\n DR_OPEN IM_REP_EN\n")
     await drive.load()
     assert tape.log[-2:] == [bytes([0x1B, 0, 0, 0, 0x03, 0]), bytes([0x01, 0, 0, 0, 0, 0])]
     assert await drive.read_block(100) == A
