@@ -70,12 +70,15 @@ def test_two_workers_read_and_write_exactly(make_target, tmp_path):
 
 @pytest.mark.skipif(shutil.which("fio") is None, reason="needs fio")
 def test_a_killed_worker_is_restarted_under_fio_verify(make_target, tmp_path):
-    t = make_target({1: 16 << 20}, fill=False)
+    # 64 MiB of 4 KiB writes, then as many verifying reads: seconds even on a fast machine (a CI
+    # rehearsal saw fio done with 16 MiB before a first kill 0.7 s in), so the first kill comes
+    # early and the later ones find fio still writing or verifying.
+    t = make_target({1: 64 << 20}, fill=False)
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     with mounted(t.url, mnt, "-o", "workers=1,recovery_timeout=30") as m:
         fio = subprocess.Popen(
-            ["fio", "--name=verify", f"--filename={mnt / '1'}", "--rw=randwrite", "--bs=4k", "--size=16m",
+            ["fio", "--name=verify", f"--filename={mnt / '1'}", "--rw=randwrite", "--bs=4k", "--size=64m",
              "--iodepth=16", "--ioengine=libaio", "--direct=1", "--verify=crc32c", "--verify_fatal=1",
              "--do_verify=1", "--output-format=terse"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
@@ -84,8 +87,8 @@ def test_a_killed_worker_is_restarted_under_fio_verify(make_target, tmp_path):
         isids = [p["isid"] for p in _stats(mnt)["paths"][t.iqn]]
         assert len(isids) == 1 and len(isids[0]) == 12
         try:
-            for _ in range(3):  # mid-write, and again while it reads back and verifies
-                time.sleep(0.7)
+            for pause in (0.2, 0.7, 0.7):  # mid-write, and again while it reads back and verifies
+                time.sleep(pause)
                 if fio.poll() is not None:
                     break
                 victims = _workers(m.proc.pid)
