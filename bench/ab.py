@@ -12,13 +12,16 @@ what its mount runs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -44,23 +47,45 @@ def fio(path: Path, rw: str, bs: str, iodepth: int, runtime: float) -> float:
     return float(stats["iops"] if bs == "4k" else stats["bw"] / 1024)
 
 
-def measure(checkout: Path, url: str, mnt: Path, runtime: float, pure: bool,
-            jobs: tuple[tuple[str, str, int], ...]) -> dict[tuple[str, str, int], float]:
-    env = dict(os.environ, PYTHONPATH=str(checkout))
-    if pure:
-        env["ISCSIFS_PURE_PYTHON"] = "1"
-    proc = subprocess.Popen([sys.executable, "-m", "iscsifs", "-f", url, str(mnt)], cwd=checkout, env=env,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+@contextlib.contextmanager
+def random_lun(work: Path, iqn: str, size_mib: int = 256) -> Iterator[str]:
+    """A private tgtd with one LUN (1) of random data in /dev/shm; yields the target's URL."""
+    shm = Path(tempfile.mkdtemp(prefix="iscsifs-bench-", dir="/dev/shm"))
+    try:
+        backing = shm / "lun.img"
+        with open(backing, "wb") as f:
+            f.write(os.urandom(1 << 20) * size_mib)  # real data: a sparse file would flatter reads
+        with TgtDaemon(work / "tgt") as tgt:
+            tgt.add_target(iqn)
+            tgt.add_lun(iqn, 1, backing)
+            yield f"{tgt.url}/{iqn}"
+    finally:
+        shutil.rmtree(shm, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def mount(url: str, mnt: Path, env: dict[str, str], cwd: Path | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """``iscsifs -f URL MNT`` with ``env`` added, live until the block ends; then unmounted."""
+    proc = subprocess.Popen([sys.executable, "-m", "iscsifs", "-f", url, str(mnt)], cwd=cwd,
+                            env=dict(os.environ, **env), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 30
         while not is_mounted(mnt):
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"ab: the mount of {checkout} did not come up")
+                raise SystemExit(f"bench: the mount of {url} on {mnt} did not come up")
             time.sleep(0.05)
-        return {job: fio(mnt / "1", *job, runtime) for job in jobs}
+        yield proc
     finally:
         unmount(mnt)
         proc.wait(timeout=30)
+
+
+def measure(checkout: Path, url: str, mnt: Path, runtime: float, pure: bool,
+            jobs: tuple[tuple[str, str, int], ...]) -> dict[tuple[str, str, int], float]:
+    env = {"PYTHONPATH": str(checkout), **({"ISCSIFS_PURE_PYTHON": "1"} if pure else {})}
+    with mount(url, mnt, env, cwd=checkout):
+        return {job: fio(mnt / "1", *job, runtime) for job in jobs}
 
 
 def main() -> int:
@@ -79,27 +104,20 @@ def main() -> int:
     if os.geteuid() != 0:
         raise SystemExit("ab: run as root (tgtd, FUSE mounts)")
     work = Path(tempfile.mkdtemp(prefix="iscsifs-ab-"))
-    shm = Path(tempfile.mkdtemp(prefix="iscsifs-ab-", dir="/dev/shm"))
-    backing = shm / "lun.img"
-    with open(backing, "wb") as f:
-        f.write(os.urandom(1 << 20) * 256)  # real data: a sparse file would flatter reads
     sides = {"A": args.a.resolve(), "B": args.b.resolve()}  # the same checkout twice is fine
     results: dict[str, dict[tuple[str, str, int], list[float]]] = {s: {j: [] for j in jobs} for s in sides}
     try:
-        with TgtDaemon(work / "tgt") as tgt:
-            tgt.add_target(IQN)
-            tgt.add_lun(IQN, 1, backing)
+        with random_lun(work, IQN) as url:
             for n in range(args.rounds):
                 for side, checkout in sides.items():
                     mnt = work / f"mnt-{side}"
                     mnt.mkdir(exist_ok=True)
-                    for job, value in measure(checkout, f"{tgt.url}/{IQN}", mnt, args.runtime,
-                                                       args.pure_a and side == "A", jobs).items():
+                    for job, value in measure(checkout, url, mnt, args.runtime, args.pure_a and side == "A",
+                                              jobs).items():
                         results[side][job].append(value)
                     print(f"ab: round {n + 1} {side} done", file=sys.stderr)
     finally:
-        backing.unlink(missing_ok=True)
-        shm.rmdir()
+        shutil.rmtree(work, ignore_errors=True)
     print(f"Machine: {this_machine().line()}; A {'pure Python' if args.pure_a else 'as built'}, "
           f"B as built\n")
     print(f"| job | A ({args.a}) | B ({args.b}) | B/A, median of pairs | pairs |")

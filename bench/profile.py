@@ -30,14 +30,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))  # the tests' private tgtd and mount helpers
 sys.path.insert(0, str(REPO))
 
+from bench.ab import mount, random_lun  # noqa: E402
 from bench.machine import this_machine  # noqa: E402
-
-from support.targets import is_mounted, unmount  # noqa: E402
-from support.tgt import TgtDaemon  # noqa: E402
 
 IQN = "iqn.2026-11.bench.iscsifs:profile"
 JOBS = (("randread", 32), ("randread", 1))
-BUILDS = {"compiled": {}, "pure": {"ISCSIFS_PURE_PYTHON": "1"}}
+BUILDS: dict[str, dict[str, str]] = {"compiled": {}, "pure": {"ISCSIFS_PURE_PYTHON": "1"}}
 # Where a sample's innermost frame is, by the first pattern its text matches.
 PLACES = (
     ("system call", re.compile(r"^(__)?(epoll_wait|epoll_ctl|writev|readv|read|write|recv\w*|send\w*|"
@@ -131,40 +129,21 @@ def main() -> int:
     if os.geteuid() != 0:
         raise SystemExit("profile: run as root (tgtd, FUSE mounts)")
     work = Path(tempfile.mkdtemp(prefix="iscsifs-profile-"))
-    shm = Path(tempfile.mkdtemp(prefix="iscsifs-profile-", dir="/dev/shm"))
-    backing = shm / "lun.img"
-    with open(backing, "wb") as f:
-        f.write(os.urandom(1 << 20) * 256)
     runs: dict[tuple[str, str, int], list[dict[str, object]]] = collections.defaultdict(list)
     try:
-        with TgtDaemon(work / "tgt") as tgt:
-            tgt.add_target(IQN)
-            tgt.add_lun(IQN, 1, backing)
+        with random_lun(work, IQN) as url:
             for n in range(args.rounds):
                 for build, env in BUILDS.items():
                     mnt = work / f"mnt-{build}"
                     mnt.mkdir(exist_ok=True)
-                    proc = subprocess.Popen([sys.executable, "-m", "iscsifs", "-f", f"{tgt.url}/{IQN}", str(mnt)],
-                                            env=dict(os.environ, **env), stdin=subprocess.DEVNULL,
-                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                    try:
-                        deadline = time.monotonic() + 30
-                        while not is_mounted(mnt):
-                            if proc.poll() is not None or time.monotonic() > deadline:
-                                raise SystemExit("profile: the mount did not come up")
-                            time.sleep(0.05)
+                    with mount(url, mnt, env) as proc:
                         for rw, qd in JOBS:
                             r = profile_job(mnt, proc.pid, rw, qd, args.runtime, args.py_spy,
                                             work / f"{build}-{rw}-{qd}-{n}.txt")
                             runs[(build, rw, qd)].append(r)
                             print(f"profile: round {n + 1} {build} {rw} QD{qd}: {r['iops']:.0f} IOPS, "
                                   f"{r['cpu_us']:.0f} us CPU per request", file=sys.stderr)
-                    finally:
-                        unmount(mnt)
-                        proc.wait(timeout=30)
     finally:
-        backing.unlink(missing_ok=True)
-        shm.rmdir()
         shutil.rmtree(work, ignore_errors=True)
 
     print(f"Machine: {this_machine().line()}\n")
@@ -185,12 +164,14 @@ def main() -> int:
               f"{100 * by_place['other'] / total:.0f} % |")
     for (build, rw, qd), rs in runs.items():
         frames = sum((r["frames"] for r in rs), collections.Counter())  # type: ignore[misc]
-        total = sum(frames.values()) or 1
-        print(f"\nInnermost frames, {build}, {rw} QD{qd} ({total} samples):\n")
-        print("| share | where | frame |")
-        print("| ---: | --- | --- |")
-        for frame, count in frames.most_common(args.top):
-            print(f"| {100 * count / total:.1f} % | {place(frame)} | `{frame[:110]}` |")
+        total = sum(frames.values())
+        print(f"\n{build}, {rw} QD{qd}:")
+        if total:  # py-spy ran
+            print(f"\nInnermost frames ({total} samples):\n")
+            print("| share | where | frame |")
+            print("| ---: | --- | --- |")
+            for frame, count in frames.most_common(args.top):
+                print(f"| {100 * count / total:.1f} % | {place(frame)} | `{frame[:110]}` |")
         counters = [r["counters"] for r in rs if r["counters"]]
         if counters:  # per request: the job's IOPS over perf's window
             per = float(rs[0]["iops"]) * float(rs[0]["window"])  # type: ignore[arg-type]

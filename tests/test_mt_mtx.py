@@ -24,7 +24,7 @@ from iscsifs.mount.fs import MT_VERBS, MT_XATTR, MTX_VERBS, MTX_XATTR
 
 from support.tape_image import read_tape_image
 from support.targets import HAVE_FUSE, ISCSIFS, mounted, needs_fuse, run
-from support.tgt import TgtDaemon
+from support.tgt import tape_library_daemon
 
 pytestmark = [pytest.mark.timeout(240)]
 needs_library = pytest.mark.skipif(shutil.which("tgtimg") is None or shutil.which("tar") is None,
@@ -88,11 +88,8 @@ def library(tmp_path_factory):
     """A private tgtd with a library of 2 drives (LUNs 1, 2), a changer (LUN 3), 4 tapes, and a disk."""
     if not HAVE_FUSE:
         pytest.skip("needs FUSE")
-    workdir = tmp_path_factory.mktemp("vtl-mt")
-    with TgtDaemon(workdir / "tgt") as tgt:
-        lib = tgt.add_tape_library(IQN, workdir / "media", drives=2, tapes=4, tape_size_mb=64)
-        tgt.add_lun(IQN, DISK_LUN, workdir / "disk.img", size=1 << 20)
-        yield tgt, lib
+    with tape_library_daemon(tmp_path_factory.mktemp("vtl-mt"), IQN, disk_lun=DISK_LUN) as pair:
+        yield pair
 
 
 def iscsifs(*args: str):

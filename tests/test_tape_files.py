@@ -32,7 +32,7 @@ from iscsifs.scsi.smc import mtx_status_text
 
 from support.tape_image import read_tape_image
 from support.targets import HAVE_FUSE, mounted, needs_fuse, run
-from support.tgt import TapeLibrary, TgtDaemon
+from support.tgt import TapeLibrary, TgtDaemon, tape_library_daemon
 
 pytestmark = [pytest.mark.timeout(180)]
 needs_library = pytest.mark.skipif(shutil.which("tgtimg") is None or shutil.which("tar") is None,
@@ -47,9 +47,8 @@ def library(tmp_path_factory):
     """A private tgtd with a library of 2 drives (LUNs 1, 2), a changer (LUN 3) and 4 tapes."""
     if not HAVE_FUSE:
         pytest.skip("needs FUSE")
-    workdir = tmp_path_factory.mktemp("vtl-files")
-    with TgtDaemon(workdir / "tgt") as tgt:
-        yield tgt, tgt.add_tape_library(IQN, workdir / "media", drives=2, tapes=4, tape_size_mb=64)
+    with tape_library_daemon(tmp_path_factory.mktemp("vtl-files"), IQN) as pair:
+        yield pair
 
 
 def lun_url(tgt: TgtDaemon, lib: TapeLibrary, lun: int) -> str:

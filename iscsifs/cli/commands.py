@@ -443,13 +443,18 @@ _PR_REFUSALS = {
 }
 
 
-def _pr_status(path: str) -> dict[str, Any]:  # Any: the JSON of block.reservation.PrStatus
+def _xattr_json(path: str, name: bytes, what: str, refusals: dict[int, str]) -> dict[str, Any]:
+    """A JSON object the mount gives as an extended attribute's value (Any: each attribute's own
+    shape, described where the mount makes it); one line if it cannot be read."""
     try:
-        status: dict[str, Any] = json.loads(os.getxattr(path, PR_XATTR.decode()))
+        value: dict[str, Any] = json.loads(os.getxattr(path, name.decode()))
     except OSError as exc:
-        raise Refused(f"cannot read the reservations of {path}: "
-                      f"{_PR_REFUSALS.get(exc.errno or 0, error_message(exc))}") from None
-    return status
+        raise Refused(f"cannot read {what} of {path}: {refusals.get(exc.errno or 0, error_message(exc))}") from None
+    return value
+
+
+def _pr_status(path: str) -> dict[str, Any]:  # block.reservation.PrStatus's JSON
+    return _xattr_json(path, PR_XATTR, "the reservations", _PR_REFUSALS)
 
 
 def _pr_request(cmd: PrCommand) -> str:
@@ -571,12 +576,8 @@ _MTX_REFUSALS = {
 }
 
 
-def _mtx_status(path: str) -> dict[str, Any]:  # Any: the JSON of fs.IscsiFs._mtx_status
-    try:
-        status: dict[str, Any] = json.loads(os.getxattr(path, MTX_STATUS_XATTR.decode()))
-    except OSError as exc:
-        raise Refused(f"cannot read the status of {path}: {error_message(exc)}") from None
-    return status
+def _mtx_status(path: str) -> dict[str, Any]:  # fs.IscsiFs._mtx_status's JSON
+    return _xattr_json(path, MTX_STATUS_XATTR, "the status", {})
 
 
 def _mtx_check(cmd: MtxCommand, status: dict[str, Any]) -> str:

@@ -4,8 +4,10 @@ context manager."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -139,3 +141,15 @@ class TgtDaemon(PrivateTgtd):
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@contextlib.contextmanager
+def tape_library_daemon(workdir: Path, iqn: str, *, disk_lun: int | None = None) -> Iterator[tuple[TgtDaemon,
+                                                                                                   TapeLibrary]]:
+    """A private tgtd with tgt's README.vtl library on ``iqn`` (2 drives on LUNs 1 and 2, the
+    changer on 3, 4 tapes of 64 MB), and a 1 MiB disk on ``disk_lun`` if given."""
+    with TgtDaemon(workdir / "tgt") as tgt:
+        lib = tgt.add_tape_library(iqn, workdir / "media", drives=2, tapes=4, tape_size_mb=64)
+        if disk_lun is not None:
+            tgt.add_lun(iqn, disk_lun, workdir / "disk.img", size=1 << 20)
+        yield tgt, lib
