@@ -646,7 +646,7 @@ MT_EXAMPLES = """examples:
   iscsifs mt /mnt/vtl/iqn...:vtl/1 eod         to the end of data, to append another file
   iscsifs mt /mnt/vtl/iqn...:vtl/1 tell        At block N.
 verbs: status, tell, rewind, fsf N, bsf N, fsr N, bsr N, eod (seod), weof N, setblk 0, offline (eject,
-  rewoffl), load, erase; a unique beginning of a verb is that verb (rew, stat), as in mt-st
+  rewoffl), load, erase; a beginning of a verb is the first verb it begins (rew, stat), as in mt-st
 the drive: PATH, or -f PATH, or $TAPE
 """
 
