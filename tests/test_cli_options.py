@@ -69,3 +69,11 @@ def test_d_stats_of_a_mount(make_target, tmp_path):
         r = run(*ISCSIFS, "-d", "stats", str(mnt))
         assert r.returncode == 0, r.stderr
         assert "commands" in r.stdout.decode()
+
+
+def test_cache_option():
+    assert options.parse_mount_options([]).mount.cache is options.CacheMode.NONE
+    assert options.parse_mount_options(["cache=writeback"]).mount.cache is options.CacheMode.WRITEBACK
+    assert options.parse_mount_options(["cache=writeback,cache=none"]).mount.cache is options.CacheMode.NONE
+    with pytest.raises(options.UsageError, match="cache=always is not none or writeback"):
+        options.parse_mount_options(["cache=always"])

@@ -16,6 +16,7 @@ from typing import NoReturn, TypeVar
 from iscsifs import __version__, compiled
 from iscsifs.block.client import DIGEST_OFFERS, ConnectOptions
 from iscsifs.block.lun import DetectZeroes
+from iscsifs.mount.fs import CacheMode
 from iscsifs.mount.serve import MountOptions
 from iscsifs.net.privileges import Credentials
 from iscsifs.proto.address import Portal
@@ -89,6 +90,8 @@ OPTIONS_HELP = """options (-o, comma-separated, repeatable):
   path_policy=P          failover (default: one active path, the others standby) or round-robin
   detect_zeroes=M        off (default), on (zero blocks go out as WRITE SAME) or unmap (deallocated where it
                          reads as zeros)
+  cache=MODE             none (default: a write(2) returns once the target has it) or writeback (the kernel
+                         gathers buffered writes and sends them later; fsync and close report their errors)
   metrics_file=PATH      keep PATH a Prometheus text file of the mount's metrics, rewritten every nop_interval
                          (for node_exporter's textfile collector; iscsifs stats --prometheus prints the same)
   log_file=PATH          where a background mount logs (default: the journal or syslog; without either, a file)
@@ -210,6 +213,14 @@ def _detect_zeroes(o: Options, key: str, val: str) -> Options:
     return replace(o, mount=replace(o.mount, detect_zeroes=mode))
 
 
+def _cache(o: Options, key: str, val: str) -> Options:
+    try:
+        mode = CacheMode(val)
+    except ValueError:
+        raise UsageError(f"cache={val[:20]} is not none or writeback") from None
+    return replace(o, mount=replace(o.mount, cache=mode))
+
+
 def _log_file(o: Options, key: str, val: str) -> Options:
     if not val:
         raise UsageError("log_file= needs a path")
@@ -288,6 +299,7 @@ VALUED: dict[str, Apply] = {
         k, v, 0, MAX_READAHEAD_KIB, f"a number of KiB (0 to {MAX_READAHEAD_KIB})"))),
     "portal": _portal,
     "detect_zeroes": _detect_zeroes,
+    "cache": _cache,
     "log_file": _log_file,
     "idle_timeout": lambda o, k, v: replace(o, mount=replace(o.mount, idle_timeout=_seconds(
         k, v, 86400 * 365, "a number of seconds (0: never)", zero=True))),

@@ -26,7 +26,7 @@ from iscsifs.block.reservation import Reservations
 from iscsifs.block.stats import Stats, prometheus_text
 from iscsifs.block.tape import TapeDrive
 from iscsifs.mount import logs
-from iscsifs.mount.fs import IscsiFs
+from iscsifs.mount.fs import CacheMode, IscsiFs
 from iscsifs.mount.mountpoint import MountError, mount_device
 from iscsifs.mount.tape import ChangerFile, TapeFile
 from iscsifs.mount.tree import ROOT_INODE, Tree, usable_name
@@ -77,6 +77,7 @@ class MountOptions:
     kernel: frozenset[str] = frozenset()  # generic mount flags passed through: nodev, noexec, noatime...
     readahead_kib: int = DEFAULT_READAHEAD_KIB
     detect_zeroes: DetectZeroes = DetectZeroes.OFF
+    cache: CacheMode = CacheMode.NONE  # the kernel's page cache for writes (mount.fs)
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     max_sessions: int = DEFAULT_MAX_SESSIONS
     workers: int = 0  # session worker processes (net.remote); 0: the sessions run in this process
@@ -303,7 +304,8 @@ class Mount:
                 # With workers, read buffers come from the arena they receive Data-In into.
                 fs = IscsiFs(tree, read_only=self.options.read_only, uid=self.options.uid, gid=self.options.gid,
                              umask=self.options.umask, mountpoint=os.path.abspath(self.mountpoint),
-                             buffers=ArenaBuffers(workers.arena) if workers is not None else None, stats=self.stats)
+                             buffers=ArenaBuffers(workers.arena) if workers is not None else None, stats=self.stats,
+                             writeback=self.options.cache is CacheMode.WRITEBACK)
                 if self.options.metrics_file is not None:
                     nursery.start_soon(_write_metrics_every, self.options.metrics_file, self.stats,
                                        self.client.config.recovery.nop_interval)

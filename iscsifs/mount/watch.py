@@ -145,7 +145,9 @@ class TargetWatch:
             return
         log.info("LUN %d of %s is now %d bytes (was %d)", lun.lun, self.target.target_name, capacity.size, lun.size)
         lun.set_capacity(capacity)
-        await _invalidate_inode(inode)
+        # Its cached pages were of the old device. (Under the writeback cache the kernel keeps the
+        # old size: it takes none from getattr, and nothing else can tell it.)
+        await _invalidate_inode(inode, attr_only=False)
 
     # -- LUNs added and removed ----------------------------------------------------------------------
 
@@ -221,9 +223,9 @@ def _invalidate_entry(parent: int, name: bytes) -> None:
         log.debug("invalidating %r: %s", name, exc)
 
 
-async def _invalidate_inode(inode: int) -> None:
+async def _invalidate_inode(inode: int, attr_only: bool = True) -> None:
     # May block in the kernel while it writes back pages: never on the trio thread.
     try:
-        await trio.to_thread.run_sync(pyfuse3.invalidate_inode, inode, True)
+        await trio.to_thread.run_sync(pyfuse3.invalidate_inode, inode, attr_only)
     except Exception as exc:  # noqa: BLE001 - not mounted (tests) or the kernel forgot it: both harmless
         log.debug("invalidating inode %d: %s", inode, exc)

@@ -1,0 +1,293 @@
+"""-o cache=writeback, on tgt and istgt: the kernel gathers buffered writes, and what that must
+never cost. close() returns once the data is on the target, fsync means SYNCHRONIZE CACHE after
+every dirty page, a failed write-back surfaces at fsync and close, writes past the end never
+reach the LUN, a resize drops the cached pages, kill -9 after sync loses nothing, and random
+buffered, mmap and O_DIRECT I/O leaves the LUN equal to a model of it. Also the default
+(cache=none): the preferred I/O size that lets cp write 1 MiB at a time."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import mmap
+import os
+import random
+import shutil
+import signal
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from support.istgt import IstgtDaemon
+from support.targets import mounted, needs_fuse, pattern, run, wait_for
+
+pytestmark = needs_fuse
+
+SIZE = 8 << 20
+WB = ("-o", "cache=writeback")
+
+
+@dataclass
+class Lab:
+    url: str  # a target's URL
+    name: str  # the LUN's file, relative to the mount
+    backing: Path  # what the target stores the LUN in
+
+
+@contextlib.contextmanager
+def _lab(kind: str, make_target, tmp_path: Path) -> Iterator[Lab]:
+    if kind == "tgt":
+        t = make_target({1: SIZE})
+        yield Lab(t.url, "1", t.backing[1])
+        return
+    if not shutil.which("istgt"):
+        pytest.skip("needs istgt (Debian package istgt)")
+    with IstgtDaemon(tmp_path / "istgt", {"disk1": SIZE}) as d:
+        d.backing("disk1").write_bytes(pattern(SIZE, seed=3))
+        yield Lab(f"{d.url}/{d.iqn('disk1')}", "0", d.backing("disk1"))
+
+
+@pytest.fixture(params=["tgt", "istgt"])
+def lab(request, make_target, tmp_path) -> Iterator[Lab]:
+    with _lab(request.param, make_target, tmp_path) as found:
+        yield found
+
+
+def _stats(mnt: Path) -> dict[str, int]:
+    return json.loads(os.getxattr(mnt, "user.iscsifs.stats"))["commands_by_kind"]
+
+
+def _writes(stats: dict[str, int]) -> int:
+    return sum(n for kind, n in stats.items() if kind.startswith("WRITE"))
+
+
+def test_close_returns_once_the_gathered_writes_are_on_the_target(lab, tmp_path):
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    data = os.urandom(3 << 20)
+    with mounted(lab.url, mnt, *WB):
+        f = mnt / lab.name
+        before = _writes(_stats(mnt))
+        with open(f, "r+b", buffering=0) as out:
+            out.seek(1000)  # pages written in part: the kernel reads them first
+            for i in range(0, len(data), 4096):
+                assert out.write(data[i : i + 4096]) == 4096
+        # Closed, no fsync: the target has every byte already.
+        assert lab.backing.read_bytes()[1000 : 1000 + len(data)] == data
+        written = _writes(_stats(mnt)) - before
+        # 768 write(2)s of 4 KiB went out as far fewer, larger WRITEs: the cache is on.
+        assert 0 < written <= 768 // 8, written
+        assert os.stat(f).st_size == SIZE
+
+
+def test_fsync_sends_synchronize_cache_after_every_dirty_page(lab, tmp_path):
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    data = os.urandom(1 << 20)
+    with mounted(lab.url, mnt, *WB), open(mnt / lab.name, "r+b", buffering=0) as out:
+        out.seek(SIZE - len(data))
+        out.write(data)
+        syncs = _stats(mnt).get("SYNCHRONIZE CACHE", 0)
+        os.fsync(out.fileno())
+        assert lab.backing.read_bytes()[SIZE - len(data) :] == data
+        assert _stats(mnt).get("SYNCHRONIZE CACHE", 0) == syncs + 1
+
+
+def test_a_write_past_the_end_is_refused_at_fsync_and_close_and_never_grows_the_lun(lab, tmp_path):
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    original = lab.backing.read_bytes()
+    with mounted(lab.url, mnt, *WB) as m:
+        f = mnt / lab.name
+        with open(f, "r+b", buffering=0) as out:
+            # The kernel takes it into its cache: write(2) cannot know yet (README).
+            assert os.pwrite(out.fileno(), b"y" * 8192, SIZE - 4096) == 8192
+            with pytest.raises(OSError) as e:
+                os.fsync(out.fileno())
+            assert e.value.errno == errno.ENOSPC
+        # What lay on the LUN was written; nothing past it, and the LUN is as large as it was.
+        assert lab.backing.read_bytes() == original[: SIZE - 4096] + b"y" * 4096
+        assert lab.backing.stat().st_size == SIZE
+        fd = os.open(f, os.O_WRONLY)
+        try:
+            os.pwrite(fd, b"z" * 4096, SIZE)
+        finally:
+            with pytest.raises(OSError) as e:
+                os.close(fd)  # no fsync: close reports it
+        assert e.value.errno == errno.ENOSPC
+        assert lab.backing.stat().st_size == SIZE
+    assert m.stderr.count("goes past the end of the LUN") == 2, m.stderr  # logged, once each
+
+
+def test_a_target_that_refuses_the_write_back_fails_fsync_and_close(make_target, tmp_path):
+    t = make_target({1: SIZE})
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    original = t.backing[1].read_bytes()
+    with mounted(t.url, mnt, *WB) as m:
+        f = mnt / "1"
+        with open(f, "r+b", buffering=0) as out:
+            out.read(4096)  # the session is up: nothing to write yet
+            t.tgt.tgtadm("--op", "update", "--mode", "logicalunit", "--tid", t.tid, "--lun", "1",
+                         "--params", "readonly=1")
+            # write(2) puts the data in the kernel's cache, which cannot know yet (README).
+            assert os.pwrite(out.fileno(), b"w" * 65536, 0) == 65536
+            with pytest.raises(OSError) as e:
+                os.fsync(out.fileno())
+            assert e.value.errno == errno.EROFS  # the target's DATA PROTECT, as a write(2) would get it
+            os.pwrite(out.fileno(), b"v" * 65536, 1 << 20)
+            with pytest.raises(OSError) as e:
+                out.close()
+            assert e.value.errno == errno.EIO  # close reports any failed write-back as EIO
+        assert t.backing[1].read_bytes() == original
+    for offset in (0, 1 << 20):
+        line = f"writing 65536 bytes at offset {offset} of LUN 1 of {t.iqn} failed"
+        assert m.stderr.count(line) == 1, m.stderr
+
+
+def test_cp_onto_the_lun_under_the_writeback_cache(lab, tmp_path):
+    # cp opens with O_TRUNC: the kernel sets the size to 0 and, under the writeback cache,
+    # believes only itself from then on (README: "The page cache"). The LUN keeps what lies past
+    # the copy, and a truncate to the LUN's size, whose answer the kernel takes, shows it again.
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    image = tmp_path / "image"
+    image.write_bytes(os.urandom(5000))
+    original = lab.backing.read_bytes()
+    with mounted(lab.url, mnt, *WB):
+        f = mnt / lab.name
+        assert run("cp", str(image), str(f)).returncode == 0
+        assert lab.backing.read_bytes() == image.read_bytes() + original[5000:]
+        assert os.stat(f).st_size == 5000
+        assert f.read_bytes() == image.read_bytes()
+        assert run("truncate", "-s", str(SIZE), str(f)).returncode == 0
+        assert os.stat(f).st_size == SIZE
+        assert f.read_bytes() == image.read_bytes() + original[5000:]
+    assert lab.backing.read_bytes() == image.read_bytes() + original[5000:]
+
+
+@pytest.mark.parametrize("cache", ["none", "writeback"])
+def test_a_resized_lun_drops_its_cached_pages(make_target, tmp_path, cache):
+    t = make_target({1: SIZE, 2: 1 << 20})
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    lun2 = t.backing[2]
+    with mounted(t.url, mnt, "-o", f"cache={cache}") as m:
+        f = mnt / "2"
+        with open(f, "rb") as held:  # open throughout: its open does not drop the pages then
+            assert held.read() == lun2.read_bytes()  # now in the page cache
+            # The same LUN number, a bigger device with other bytes.
+            t.tgt.tgtadm("--op", "delete", "--mode", "logicalunit", "--tid", t.tid, "--lun", "2")
+            lun2.write_bytes(pattern(2 << 20, seed=42))
+            t.tgt.add_lun(t.iqn, 2, lun2)
+            with open(mnt / "1", "rb", buffering=0) as other:
+                other.read(512)  # brings the target's UNIT ATTENTION
+            wait_for(lambda: f"is now {2 << 20} bytes" in m.stderr)
+            held.seek(0)
+            assert held.read(1 << 20) == pattern(1 << 20, seed=42)
+        if cache == "none":  # under the writeback cache the kernel keeps the size it had
+            wait_for(lambda: os.stat(f).st_size == 2 << 20)
+            assert f.read_bytes() == pattern(2 << 20, seed=42)
+
+
+def test_kill_9_after_sync_loses_nothing(make_target, tmp_path):
+    t = make_target({1: SIZE})
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    data = os.urandom(2 << 20)
+    with mounted(t.url, mnt, *WB) as m:
+        with open(mnt / "1", "r+b") as out:
+            out.seek(4096)
+            out.write(data)
+        os.sync()
+        m.proc.send_signal(signal.SIGKILL)
+        m.proc.wait(timeout=30)
+    assert t.backing[1].read_bytes()[4096 : 4096 + len(data)] == data
+
+
+class Model:
+    """The LUN as it must be, beside three ways into the file: buffered, O_DIRECT and mmap."""
+
+    def __init__(self, path: Path, initial: bytes) -> None:
+        self.bytes = bytearray(initial)
+        self.buffered = os.open(path, os.O_RDWR)
+        self.direct = os.open(path, os.O_RDWR | os.O_DIRECT)
+        self.map_fd = os.open(path, os.O_RDWR)
+        self.map = mmap.mmap(self.map_fd, len(initial))
+        self.aligned = mmap.mmap(-1, 1 << 20)  # O_DIRECT wants aligned memory
+
+    def close(self) -> None:
+        self.map.flush()
+        self.map.close()
+        self.aligned.close()
+        for fd in (self.buffered, self.direct, self.map_fd):
+            os.close(fd)
+
+    def step(self, rng: random.Random) -> str:
+        size = len(self.bytes)
+        way = rng.choice(["buffered", "direct", "mmap"])
+        writing = rng.random() < 0.6
+        if way == "direct":
+            length = rng.randrange(1, 65) * 4096
+            offset = rng.randrange(0, (size - length) // 4096 + 1) * 4096
+        else:
+            length = rng.randrange(1, 200_000)
+            offset = rng.randrange(0, size - length + 1)
+        what = f"{way} {'write' if writing else 'read'} of {length} at {offset}"
+        if writing:
+            data = rng.randbytes(length)
+            self.bytes[offset : offset + length] = data
+            if way == "buffered":
+                assert os.pwrite(self.buffered, data, offset) == length, what
+            elif way == "direct":
+                self.aligned[:length] = data
+                assert os.pwritev(self.direct, [memoryview(self.aligned)[:length]], offset) == length, what
+            else:
+                self.map[offset : offset + length] = data
+        else:
+            if way == "buffered":
+                got = os.pread(self.buffered, length, offset)
+            elif way == "direct":
+                n = os.preadv(self.direct, [memoryview(self.aligned)[:length]], offset)
+                got = bytes(self.aligned[:n])
+            else:
+                got = self.map[offset : offset + length]
+            assert got == self.bytes[offset : offset + length], what
+        if rng.random() < 0.05:
+            os.fsync(self.buffered)
+        return what
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_random_buffered_mmap_and_direct_io_leaves_the_lun_equal_to_the_model(lab, tmp_path, seed):
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    rng = random.Random(seed)
+    with mounted(lab.url, mnt, *WB):
+        model = Model(mnt / lab.name, lab.backing.read_bytes())
+        try:
+            for _ in range(400):
+                model.step(rng)
+        finally:
+            model.close()
+    assert lab.backing.read_bytes() == model.bytes
+
+
+def test_lun_files_ask_for_large_io(make_target, tmp_path):
+    # cp, cat and tar take st_blksize as their buffer size: with the block size, cp wrote 128 KiB
+    # at a time, each a round trip; with 1 MiB, its writes are as large as FUSE carries.
+    t = make_target({1: SIZE})
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    with mounted(t.url, mnt):
+        assert os.stat(mnt / "1").st_blksize == 1 << 20
+        image = tmp_path / "image"
+        image.write_bytes(os.urandom(4 << 20))
+        before = _stats(mnt)
+        r = run("cp", str(image), str(mnt / "1"))
+        assert r.returncode == 0, r.stderr
+        assert _writes(_stats(mnt)) - _writes(before) == 4  # four write(2)s of 1 MiB, each one WRITE
+        assert t.backing[1].read_bytes()[: 4 << 20] == image.read_bytes()
