@@ -343,6 +343,82 @@ def dd_zeros(path: Path, mib: int) -> float:
     return mib / (time.monotonic() - started)
 
 
+COPY_ROWS = ("dd bs=1M oflag=direct", "cp, then sync", "cat to a file")
+
+
+def copies(path: Path, image: Path, out: Path) -> dict[str, float]:
+    """MiB/s of the ways people copy an image onto a LUN and a LUN into a file: dd with 1 MiB
+    direct writes (the rate of large writes), cp and then sync (buffered writes of what cp
+    chooses from st_blksize, one at a time), and cat of the LUN into a file in /dev/shm (caches
+    dropped first: the reads go to the target)."""
+    mib = image.stat().st_size >> 20
+    rates: dict[str, float] = {}
+
+    def timed(name: str, command: str) -> None:
+        subprocess.run(["sync"], check=True)
+        Path("/proc/sys/vm/drop_caches").write_text("3")
+        started = time.monotonic()
+        subprocess.run(["sh", "-c", command], check=True, capture_output=True, timeout=900)
+        rates[name] = mib / (time.monotonic() - started)
+        print(f"bench: {path}: {name}: {rates[name]:.0f} MiB/s", file=sys.stderr)
+
+    timed(COPY_ROWS[0], f"dd if={image} of={path} bs=1M oflag=direct conv=notrunc status=none")
+    timed(COPY_ROWS[1], f"cp {image} {path} && sync")
+    timed(COPY_ROWS[2], f"cat {path} > {out}")
+    out.unlink()
+    return rates
+
+
+def copy_section(work: Path, shm: Path, tgt: TgtDaemon, opts: list[str], have_peer: bool, procs: list[subprocess.Popen],
+                 mounts: list[Path], mib: int) -> dict[str, dict[str, float]]:
+    """``copies`` on a LUN (2) of exactly ``mib`` MiB: iscsifs with -o cache=none and
+    cache=writeback, and the peer stack. Stack -> row -> MiB/s."""
+    image = shm / "image.img"
+    with open(image, "wb") as f:
+        f.write(os.urandom(1 << 20) * mib)
+    lun = shm / "copy.img"
+    with open(lun, "wb") as f:
+        f.write(os.urandom(1 << 20) * mib)
+    tgt.add_lun(IQN, 2, lun)
+    out: dict[str, dict[str, float]] = {}
+    for cache in ("none", "writeback"):
+        mnt = work / f"copy-{cache}"
+        mnt.mkdir()
+        fs = subprocess.Popen([*ISCSIFS, "-f", "-o", f"cache={cache}", *opts, f"{tgt.url}/{IQN}", str(mnt)],
+                              stderr=subprocess.DEVNULL)
+        procs.append(fs)
+        mounts.append(mnt)
+        wait_for(lambda mnt=mnt: is_mounted(mnt), 30, "the iscsifs mount")
+        out[f"iscsifs cache={cache}"] = copies(mnt / "2", image, shm / "out.img")
+        subprocess.run(["fusermount3", "-u", str(mnt)], timeout=60)
+    if have_peer:
+        with peer_stack(work, f"{tgt.url}/{IQN}/2", procs, mounts, "copy") as (path, _watch):
+            out["peer"] = copies(path, image, shm / "out.img")
+    image.unlink()
+    return out
+
+
+def print_copies(copied: dict[str, dict[str, float]], mib: int) -> None:
+    """The copy rows, with each iscsifs mode against its own dd and against the peer's same row."""
+    def rate(stack: str, row: str) -> str:
+        v = copied.get(stack, {}).get(row)
+        return f"{v:.0f}" if v else "-"
+
+    def of(a: float | None, b: float | None) -> str:
+        return f"{a / b:.2f}x" if a and b else "-"
+
+    peer = copied.get("peer", {})
+    print(f"| job ({mib} MiB) | unit | " + " | ".join(copied) + " | " +
+          " | ".join(f"{k} vs peer" for k in copied if k != "peer") + " | cp vs own dd |")
+    print("| --- | --- | " + " | ".join("---:" for _ in copied) + " | " +
+          " | ".join("---:" for k in copied if k != "peer") + " | --- |")
+    for row in COPY_ROWS:
+        own = ", ".join(f"{k}: {of(v.get(row), v.get(COPY_ROWS[0]))}" for k, v in copied.items()) \
+            if row == COPY_ROWS[1] else ""
+        print(f"| {row} | MiB/s | " + " | ".join(rate(k, row) for k in copied) + " | " +
+              " | ".join(of(v.get(row), peer.get(row)) for k, v in copied.items() if k != "peer") + f" | {own} |")
+
+
 def tgt_sessions(tgt: TgtDaemon) -> int:
     """The I_T nexuses (sessions) tgt has, over all its targets."""
     return tgt.tgtadm("--op", "show", "--mode", "target").count("I_T nexus: ")
@@ -410,6 +486,8 @@ def main() -> int:
                     help="the delay each way of the proxied rows, both stacks (default 250 µs; 0 skips them)")
     ap.add_argument("--no-pure", dest="pure", action="store_false",
                     help="skip the column of the same iscsifs run as pure Python ($ISCSIFS_PURE_PYTHON)")
+    ap.add_argument("--copy-mib", type=int, default=512, help="the image dd, cp and cat copy (default 512 MiB)")
+    ap.add_argument("--copies-only", action="store_true", help="only the dd, cp and cat rows (a minute)")
     ap.add_argument("--pairs", type=int, default=2,
                     help="compiled and pure Python in turn, this many times each (default 2: A B A B); "
                          "the main column is the median of the compiled runs")
@@ -438,6 +516,7 @@ def main() -> int:
     rounds: dict[str, list[dict[str, float | None]]] = {}
     machine = this_machine()
     build = iscsifs_build()
+    copied: dict[str, dict[str, float]] = {}
     try:
         with TgtDaemon(work / "tgt") as tgt:
             tgt.add_target(IQN)
@@ -445,6 +524,12 @@ def main() -> int:
             lun_url = f"{tgt.url}/{IQN}/1"
 
             opts = ["-o", args.iscsifs_options] if args.iscsifs_options else []
+            copied = copy_section(work, shm, tgt, opts, have_peer, procs, mounts, args.copy_mib)
+            if args.copies_only:
+                print(f"\nCopies, {os.uname().nodename}, tgtd LUN in /dev/shm:\n")
+                print(f"Machine: {machine.line()}; iscsifs {build}\n")
+                print_copies(copied, args.copy_mib)
+                return 0
             assert tgt.proc is not None
             # Compiled (the main column, workers=0) and pure Python in turn, A B A B, then the other
             # workers= values once each. Each run's figures go to rounds[key], one dict per run.
@@ -599,6 +684,9 @@ def main() -> int:
           f"| | | | | | | | 0 once idle | |")
     print(f"| read resumed after tgtd listens again ({args.outage:g} s outage) | s | {recovered:.2f} "
           f"| | | | | | | | < 3 | |")
+    print("\nCopying an image onto a LUN and a LUN into a file, as people do (same run):\n")
+    on_this_machine()
+    print_copies(copied, args.copy_mib)
     others = [f"workers={w}" for w in args.workers if w] + (["pure Python"] if "pure Python" in rounds else [])
     if "pure Python" in rounds:
         print("\nCompiled (A) and pure Python (B, $ISCSIFS_PURE_PYTHON) in turn, A B A B, same run:\n")
@@ -659,7 +747,8 @@ def main() -> int:
                                          "jobs": results, "cpu_us_per_request": costs, "rss_mib": rss,
                                          "portal_mount_s": mounted,
                                          "portal_ls_s": listed, "portal500": p500, "recovery_s": recovered,
-                                         "zeros_mib_s": zeros, "delayed": delayed, "steps": steps},
+                                         "zeros_mib_s": zeros, "delayed": delayed, "steps": steps,
+                                         "copies_mib_s": copied},
                                         indent=2))
     return 0
 

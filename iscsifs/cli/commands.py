@@ -389,7 +389,10 @@ def run_discard(cmd: DiscardCommand) -> int:
     fd, st = _lun_file(cmd.path)
     try:
         length = st.st_size - cmd.offset if cmd.length is None else cmd.length
-        bs = st.st_blksize
+        try:
+            bs = int(os.getxattr(fd, "user.iscsi.block_size"))  # st_blksize is the preferred I/O size (1 MiB)
+        except (OSError, ValueError):
+            raise UsageError(f"{cmd.path} is not a disk LUN's file") from None
         if cmd.offset % bs or length % bs or length < 0 or cmd.offset + length > st.st_size:
             raise UsageError(f"the range must be whole {bs}-byte blocks inside the LUN ({st.st_size} bytes): "
                              f"offset {cmd.offset}, length {length}")
