@@ -3,10 +3,12 @@ each, A B A B ..., and the ratio B/A pair by pair. Pairs taken a minute apart ho
 runs of ``bench/run.py`` minutes apart do not: on a shared VM the machine's own speed drifts
 by a fifth between runs (its pyfuse3 and iscsi-perf ceilings move with it).
 
-    sudo .venv/bin/python bench/ab.py --a /tmp/before --b . [--rounds 4] [--runtime 4] [--pure-a]
+    sudo .venv/bin/python bench/ab.py --a /tmp/before --b . [--rounds 4] [--runtime 4]
+                                      [--a-options OPTS] [--b-options OPTS]
 
 Each of --a and --b is a checkout (``git worktree add /tmp/before COMMIT``); its ``iscsifs`` is
-what its mount runs.
+what its mount runs, with the side's mount options if given (``--a . --b . --b-options
+workers=1``: what an option gives).
 """
 
 from __future__ import annotations
@@ -64,9 +66,11 @@ def random_lun(work: Path, iqn: str, size_mib: int = 256) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def mount(url: str, mnt: Path, env: dict[str, str], cwd: Path | None = None) -> Iterator[subprocess.Popen[bytes]]:
-    """``iscsifs -f URL MNT`` with ``env`` added, live until the block ends; then unmounted."""
-    proc = subprocess.Popen([sys.executable, "-m", "iscsifs", "-f", url, str(mnt)], cwd=cwd,
+def mount(url: str, mnt: Path, env: dict[str, str], cwd: Path | None = None,
+          options: str = "") -> Iterator[subprocess.Popen[bytes]]:
+    """``iscsifs -f [-o OPTIONS] URL MNT`` with ``env`` added, live until the block ends; then unmounted."""
+    proc = subprocess.Popen([sys.executable, "-m", "iscsifs", "-f", *(["-o", options] if options else []), url,
+                             str(mnt)], cwd=cwd,
                             env=dict(os.environ, **env), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
@@ -81,10 +85,9 @@ def mount(url: str, mnt: Path, env: dict[str, str], cwd: Path | None = None) -> 
         proc.wait(timeout=30)
 
 
-def measure(checkout: Path, url: str, mnt: Path, runtime: float, pure: bool,
+def measure(checkout: Path, url: str, mnt: Path, runtime: float, options: str,
             jobs: tuple[tuple[str, str, int], ...]) -> dict[tuple[str, str, int], float]:
-    env = {"PYTHONPATH": str(checkout), **({"ISCSIFS_PURE_PYTHON": "1"} if pure else {})}
-    with mount(url, mnt, env, cwd=checkout):
+    with mount(url, mnt, {"PYTHONPATH": str(checkout)}, cwd=checkout, options=options):
         return {job: fio(mnt / "1", *job, runtime) for job in jobs}
 
 
@@ -92,8 +95,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--a", type=Path, required=True, help="checkout A (the one compared against)")
     ap.add_argument("--b", type=Path, required=True, help="checkout B")
-    ap.add_argument("--pure-a", action="store_true",
-                    help="run A as pure Python ($ISCSIFS_PURE_PYTHON): with --a . --b ., what compiling gives")
+    ap.add_argument("--a-options", default="", help="A's mount options (-o)")
+    ap.add_argument("--b-options", default="", help="B's mount options (-o)")
     ap.add_argument("--jobs", help="only these jobs, as rw:bs:qd,... "
                     "(default: randread:4k:32,randwrite:4k:32,randread:4k:1,read:1m:8)")
     ap.add_argument("--rounds", type=int, default=4)
@@ -112,14 +115,14 @@ def main() -> int:
                 for side, checkout in sides.items():
                     mnt = work / f"mnt-{side}"
                     mnt.mkdir(exist_ok=True)
-                    for job, value in measure(checkout, url, mnt, args.runtime, args.pure_a and side == "A",
-                                              jobs).items():
+                    options = args.a_options if side == "A" else args.b_options
+                    for job, value in measure(checkout, url, mnt, args.runtime, options, jobs).items():
                         results[side][job].append(value)
                     print(f"ab: round {n + 1} {side} done", file=sys.stderr)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"Machine: {this_machine().line()}; A {'pure Python' if args.pure_a else 'as built'}, "
-          f"B as built\n")
+    print(f"Machine: {this_machine().line()}; A -o {args.a_options or '(none)'}, "
+          f"B -o {args.b_options or '(none)'}\n")
     print(f"| job | A ({args.a}) | B ({args.b}) | B/A, median of pairs | pairs |")
     print("| --- | ---: | ---: | ---: | --- |")
     for rw, bs, qd in jobs:

@@ -20,7 +20,7 @@ class Machine:
     virtual: bool  # the CPU says it runs under a hypervisor
     kernel: str
     python: str  # e.g. "CPython 3.11.7"
-    optimized: bool  # built with --enable-optimizations (PGO): compiled code and the interpreter differ
+    optimized: bool  # built with --enable-optimizations (PGO): the interpreter itself differs
     lto: bool  # built with --with-lto
 
     @property

@@ -1,14 +1,14 @@
-"""Where the FUSE process's time goes, compiled against pure Python, on this machine: one tgtd
-LUN, a mount of each build in turn (A B A B), fio 4 KiB random reads at QD32 and QD1 on each,
-and during each job ``perf stat`` of the FUSE process (hardware counters where the machine has
-them; a VM may offer software events only) with its CPU time, then ``py-spy record --native`` of
-it (every native frame: the interpreter, mypyc's generated C, pyfuse3's Cython, libc).
+"""Where the FUSE process's time goes on this machine: one tgtd LUN, a mount (and one per
+``--compare`` set of mount options, in turn: A B A B), fio 4 KiB random reads at QD32 and QD1 on
+each, and during each job ``perf stat`` of the FUSE process (hardware counters where the machine
+has them; a VM may offer software events only) with its CPU time, then ``py-spy record --native``
+of it (every native frame: the interpreter, pyfuse3's Cython, libc).
 
-    sudo .venv/bin/python bench/profile.py [--py-spy PATH] [--runtime 8] [--rounds 2]
+    sudo .venv/bin/python bench/profile.py [--py-spy PATH] [--runtime 8] [--rounds 2] [--compare OPTS]
 
-It prints, per build and job: IOPS, the FUSE process's CPU per request, perf's counts per
+It prints, per mount and job: IOPS, the FUSE process's CPU per request, perf's counts per
 request, and the share of py-spy's samples by where the innermost frame is (the interpreter,
-compiled iscsifs, iscsifs as Python, trio, pyfuse3, system calls, other), then the top frames.
+iscsifs, trio, pyfuse3, system calls, other), then the top frames.
 """
 
 from __future__ import annotations
@@ -35,15 +35,13 @@ from bench.machine import this_machine  # noqa: E402
 
 IQN = "iqn.2026-11.bench.iscsifs:profile"
 JOBS = (("randread", 32), ("randread", 1))
-BUILDS: dict[str, dict[str, str]] = {"compiled": {}, "pure": {"ISCSIFS_PURE_PYTHON": "1"}}
 # Where a sample's innermost frame is, by the first pattern its text matches.
 PLACES = (
     ("system call", re.compile(r"^(__)?(epoll_wait|epoll_ctl|writev|readv|read|write|recv\w*|send\w*|"
                                r"syscall|__GI___\w+|do_syscall\w*|__libc_\w+|futex\w*)\b")),
-    ("compiled iscsifs", re.compile(r"CPy(Def|Py|Gen|Lam)_|\(iscsifs/[^)]*\.so|__mypyc")),
     ("pyfuse3", re.compile(r"pyfuse3|_pyfuse3|__pyx_")),
     ("trio", re.compile(r"[/(]trio/")),
-    ("iscsifs as Python", re.compile(r"[/(]iscsifs/")),
+    ("iscsifs", re.compile(r"[/(]iscsifs/")),
     ("interpreter", re.compile(r"_?Py\w+|libpython|ceval|\(python3")),
 )
 
@@ -124,7 +122,9 @@ def main() -> int:
     ap.add_argument("--py-spy", default=shutil.which("py-spy"), help="py-spy's path (pip install py-spy)")
     ap.add_argument("--runtime", type=float, default=8, help="seconds per fio job")
     ap.add_argument("--rounds", type=int, default=2, help="A B rounds")
-    ap.add_argument("--top", type=int, default=12, help="innermost frames listed per build and job")
+    ap.add_argument("--compare", action="append", default=[], metavar="OPTS",
+                    help="also a mount with these -o options, in turn with the default one (repeatable)")
+    ap.add_argument("--top", type=int, default=12, help="innermost frames listed per mount and job")
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("profile: run as root (tgtd, FUSE mounts)")
@@ -133,13 +133,14 @@ def main() -> int:
     try:
         with random_lun(work, IQN) as url:
             for n in range(args.rounds):
-                for build, env in BUILDS.items():
-                    mnt = work / f"mnt-{build}"
+                for n_mount, options in enumerate(["", *args.compare]):
+                    build = f"-o {options}" if options else "default"
+                    mnt = work / f"mnt-{n_mount}"
                     mnt.mkdir(exist_ok=True)
-                    with mount(url, mnt, env) as proc:
+                    with mount(url, mnt, {}, options=options) as proc:
                         for rw, qd in JOBS:
                             r = profile_job(mnt, proc.pid, rw, qd, args.runtime, args.py_spy,
-                                            work / f"{build}-{rw}-{qd}-{n}.txt")
+                                            work / f"{n_mount}-{rw}-{qd}-{n}.txt")
                             runs[(build, rw, qd)].append(r)
                             print(f"profile: round {n + 1} {build} {rw} QD{qd}: {r['iops']:.0f} IOPS, "
                                   f"{r['cpu_us']:.0f} us CPU per request", file=sys.stderr)
@@ -147,7 +148,7 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
 
     print(f"Machine: {this_machine().line()}\n")
-    print("| build | job | IOPS, median | FUSE process CPU per request, µs | of which user, system | "
+    print("| mount | job | IOPS, median | FUSE process CPU per request, µs | of which user, system | "
           + " | ".join(name for name, _ in PLACES) + " | other |")
     print("| --- | --- | ---: | ---: | ---: | " + " | ".join("---:" for _ in PLACES) + " | ---: |")
     for (build, rw, qd), rs in runs.items():

@@ -16,10 +16,10 @@ of 1 LUN with idle_timeout, and how many sessions tgt still sees once it has pas
 after tgtd listens again (killed, down 30 s, restarted) a read that waited through the outage
 completes; the MiB/s of writing zeros with dd, with detect_zeroes off and on, against the peer
 stack; and the peak RSS of the iscsifs processes under load. iscsifs runs once per
-``--workers`` value (-o workers=N), and as compiled and pure Python (ISCSIFS_PURE_PYTHON) in
-turn, --pairs times (A B A B: what the compiled build gives, pair by pair, as machines drift within
-a run), and every stack's processes are charged their CPU time per request, so the table shows
-which process is the bottleneck. Every table is printed with the machine it was measured on
+``--workers`` value (-o workers=N), and every stack's processes are charged their CPU time per
+request, so the table shows which process is the bottleneck. It also copies an image onto a LUN
+and the LUN into a file as people do (dd, cp, cat), with -o cache=none and cache=writeback.
+Every table is printed with the machine it was measured on
 (bench/machine.py: the CPU model, the Python build) and the one-wait ceiling of 4 KiB reads at
 QD32, the figure machines of one kind differ most in. Both stacks run the 4 KiB
 jobs and the sequential read again through bench/delayproxy.c, which delays each direction by
@@ -52,7 +52,6 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))  # the tests' private tgtd
 
 from bench.machine import this_machine  # noqa: E402
-from iscsifs.compiled import build as iscsifs_build  # noqa: E402
 
 from support.tgt import TgtDaemon, free_port  # noqa: E402
 
@@ -484,13 +483,8 @@ def main() -> int:
                     help="the -o workers=N values to measure, comma-separated (default 0,1; 0 is the main column)")
     ap.add_argument("--delay-us", type=int, default=250,
                     help="the delay each way of the proxied rows, both stacks (default 250 µs; 0 skips them)")
-    ap.add_argument("--no-pure", dest="pure", action="store_false",
-                    help="skip the column of the same iscsifs run as pure Python ($ISCSIFS_PURE_PYTHON)")
     ap.add_argument("--copy-mib", type=int, default=512, help="the image dd, cp and cat copy (default 512 MiB)")
     ap.add_argument("--copies-only", action="store_true", help="only the dd, cp and cat rows (a minute)")
-    ap.add_argument("--pairs", type=int, default=2,
-                    help="compiled and pure Python in turn, this many times each (default 2: A B A B); "
-                         "the main column is the median of the compiled runs")
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("bench: run as root (tgtd, FUSE mounts)")
@@ -515,7 +509,6 @@ def main() -> int:
     zero_mib = min(256, args.size_mib)
     rounds: dict[str, list[dict[str, float | None]]] = {}
     machine = this_machine()
-    build = iscsifs_build()
     copied: dict[str, dict[str, float]] = {}
     try:
         with TgtDaemon(work / "tgt") as tgt:
@@ -527,17 +520,13 @@ def main() -> int:
             copied = copy_section(work, shm, tgt, opts, have_peer, procs, mounts, args.copy_mib)
             if args.copies_only:
                 print(f"\nCopies, {os.uname().nodename}, tgtd LUN in /dev/shm:\n")
-                print(f"Machine: {machine.line()}; iscsifs {build}\n")
+                print(f"Machine: {machine.line()}\n")
                 print_copies(copied, args.copy_mib)
                 return 0
             assert tgt.proc is not None
-            # Compiled (the main column, workers=0) and pure Python in turn, A B A B, then the other
-            # workers= values once each. Each run's figures go to rounds[key], one dict per run.
-            paired = args.pure and build == "compiled"
-            runs = [("iscsifs", 0, {})] * (args.pairs if paired else 1)
-            if paired:
-                runs = [run for pair in zip(runs, [("pure Python", 0, {"ISCSIFS_PURE_PYTHON": "1"})] * args.pairs,
-                                            strict=True) for run in pair]
+            # The main column (workers=0), then the other workers= values. Each run's figures go
+            # to rounds[key], one dict per run.
+            runs: list[tuple[str, int, dict[str, str]]] = [("iscsifs", 0, {})]
             runs += [(f"workers={w}", w, {}) for w in args.workers if w]
             for n, (key, workers, env) in enumerate(runs):
                 mnt = work / f"{key.replace(' ', '-')}-{n}"
@@ -646,7 +635,7 @@ def main() -> int:
 
     def on_this_machine() -> None:
         """The line every table is printed under: a figure without its machine says nothing."""
-        print(f"Machine: {machine.line()}; iscsifs {build}; one-wait ceiling, 4K randread QD32: "
+        print(f"Machine: {machine.line()}; one-wait ceiling, 4K randread QD32: "
               f"{num(ceiling)} IOPS\n")
 
     print(f"\n{os.uname().nodename}, LUN of {args.size_mib} MiB in /dev/shm, "
@@ -687,23 +676,9 @@ def main() -> int:
     print("\nCopying an image onto a LUN and a LUN into a file, as people do (same run):\n")
     on_this_machine()
     print_copies(copied, args.copy_mib)
-    others = [f"workers={w}" for w in args.workers if w] + (["pure Python"] if "pure Python" in rounds else [])
-    if "pure Python" in rounds:
-        print("\nCompiled (A) and pure Python (B, $ISCSIFS_PURE_PYTHON) in turn, A B A B, same run:\n")
-        on_this_machine()
-        print("| job | compiled, median | pure Python, median | compiled / pure, median of pairs | pairs |")
-        print("| --- | ---: | ---: | ---: | --- |")
-        for job in JOBS:
-            pairs = [a[job.name] / b[job.name] for a, b in zip(rounds["iscsifs"], rounds["pure Python"], strict=True)
-                     if a[job.name] and b[job.name]]  # type: ignore[operator]
-            r = results[job.name]
-            print(f"| {job.name} | {num(r.get('iscsifs'))} | {num(r.get('pure Python'))} | "
-                  f"{f'{statistics.median(pairs):.2f}x' if pairs else '-'} | {', '.join(f'{p:.2f}' for p in pairs)} |")
-    elif args.pure:
-        print(f"\nNo compiled build to pair with pure Python: iscsifs is {build} here.")
+    others = [f"workers={w}" for w in args.workers if w]
     if others:
-        print("\nWith the sessions in worker processes (-o workers=N), and as pure Python ($ISCSIFS_PURE_PYTHON, "
-              "not the compiled build), same run:\n")
+        print("\nWith the sessions in worker processes (-o workers=N), same run:\n")
         on_this_machine()
         print("| job | iscsifs (workers=0) | " + " | ".join(others) + " | qemu-nbd+nbdfuse | "
               + " | ".join(f"{k} vs peer" for k in others) + " |")
@@ -743,7 +718,7 @@ def main() -> int:
             spent = ", ".join(f"{name} {us:.0f}" for name, us in cost.items())
             print(f"| {job.name} | {key} | {spent}, total {sum(cost.values()):.0f} |")
     if args.json:
-        args.json.write_text(json.dumps({"machine": machine.to_json(), "iscsifs_build": build, "rounds": rounds,
+        args.json.write_text(json.dumps({"machine": machine.to_json(), "rounds": rounds,
                                          "jobs": results, "cpu_us_per_request": costs, "rss_mib": rss,
                                          "portal_mount_s": mounted,
                                          "portal_ls_s": listed, "portal500": p500, "recovery_s": recovered,

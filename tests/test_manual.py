@@ -5,7 +5,6 @@ is in one and not the other; mandoc finds nothing wrong with it; pip installs it
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shutil
 import subprocess
@@ -96,9 +95,8 @@ def test_mandoc_finds_nothing_wrong():
 def test_pip_installs_the_manual_page(tmp_path):
     """``pip install .`` installs what the wheel holds under its data: the page goes to
     share/man/man8 of the prefix (a venv's, or /usr/local)."""
-    # Pure Python: the page is the same either way, and tests/test_ecosystem.py installs the compiled build.
     r = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(ROOT)],
-                       capture_output=True, text=True, timeout=300, env=dict(os.environ, ISCSIFS_PURE_PYTHON="1"))
+                       capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     (wheel,) = tmp_path.glob("iscsifs-*.whl")
     with zipfile.ZipFile(wheel) as z:

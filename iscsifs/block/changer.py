@@ -13,8 +13,7 @@ The status is read afresh by every verb: the library is shared (another host's `
 target's administrator), so nothing about its media is cached; only the transport element's
 address, which ``move`` needs, is kept from the last MODE SENSE.
 
-Errors, each an ``IscsiError`` with the errno a tape user expects (this module is not compiled:
-mypyc would drop their ``errno``, see ``iscsifs.compiled``):
+Errors, each an ``IscsiError`` with the errno a tape user expects:
 
 - ``NoMedium`` (``ENOMEDIUM``, "No medium found"): loading from an empty slot, unloading an empty
   drive, moving from an empty element, ``next`` with no full slot after the drive's. It is what

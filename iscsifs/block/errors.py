@@ -1,6 +1,5 @@
 """The errors of byte-offset I/O on a LUN (``iscsifs.block.lun``), each with the ``errno`` a file
-user sees. A module of their own, never compiled: mypyc drops the class-level attributes of the
-exception classes it compiles, and the ``errno`` of these is one.
+user sees, as a class attribute.
 """
 
 from __future__ import annotations

@@ -1,8 +1,6 @@
 """What a LUN is: INQUIRY, READ CAPACITY, its identity and limits (VPD pages) and write
 protection (MODE SENSE), each through the command policy (``iscsifs.block.command``).
-
-Not compiled (``iscsifs.compiled``): nothing here runs per I/O, and ``identity_of`` travels to
-the session workers by reference (pickled), which a function compiled with mypyc cannot.
+``identity_of`` travels to the session workers by reference (pickled).
 """
 
 from __future__ import annotations

@@ -62,8 +62,8 @@ class RangeLock:
 
 
 class HeldRange:
-    """One ``RangeLock.hold``: a class rather than an async generator, which compiles (mypyc) and
-    costs no generator per write."""
+    """One ``RangeLock.hold``: a class rather than an async generator, which costs no generator
+    per write."""
 
     __slots__ = ("_entry", "_lock")
 

@@ -19,8 +19,7 @@ the request tgt sends part of it, so the block is spaced back over and read agai
 length; a filemark's and the end of data's data-in is junk; a backward SPACE over filemarks lands
 one block too far back, so ``bsf`` rewinds and spaces forward; LOAD UNLOAD is read as START STOP
 UNIT, so its LOEJ bit is set; fixed-block mode crashes tgtd on some block lengths, so only variable
-mode is offered. This module is not compiled with mypyc
-(``iscsifs.compiled``), so its errors may carry their ``errno`` as class attributes.
+mode is offered.
 """
 
 from __future__ import annotations

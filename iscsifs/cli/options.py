@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import NoReturn, TypeVar
 
-from iscsifs import __version__, compiled
+from iscsifs import __version__
 from iscsifs.block.client import DIGEST_OFFERS, ConnectOptions
 from iscsifs.block.lun import DetectZeroes
 from iscsifs.mount.fs import CacheMode
@@ -520,19 +520,19 @@ def _mount_parser() -> argparse.ArgumentParser:
     p.add_argument("-f", dest="foreground", action="store_true", help="stay in the foreground")
     p.add_argument("-d", dest="debug", action="store_true", help="log protocol events (implies nothing else)")
     p.add_argument("--pid-file", metavar="PATH", help="write the daemon's pid here once the mount is live")
-    p.add_argument("--version", action=_Version, help="show the version and the build (compiled or pure Python)")
+    p.add_argument("--version", action=_Version, help="show the version")
     return p
 
 
 class _Version(argparse.Action):
-    """``--version``: the version and which build runs (``iscsifs.compiled``), found only when asked."""
+    """``--version``: the version."""
 
     def __init__(self, option_strings: list[str], dest: str, help: str | None = None) -> None:
         super().__init__(option_strings, dest, nargs=0, help=help)
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
                  option_string: str | None = None) -> None:
-        print(f"iscsifs {__version__}, {compiled.describe()}")
+        print(f"iscsifs {__version__}")
         parser.exit()
 
 

@@ -971,8 +971,6 @@ class IscsiFs(pyfuse3.Operations):
 
     # -- what a LUN tree cannot do -----------------------------------------------------------------
 
-    # Each written out: mypyc compiles this class, and a method assigned to another name in the
-    # class body would not be one.
     async def create(self, *args: object, **kwargs: object) -> NoReturn:
         raise pyfuse3.FUSEError(errno.EPERM)
 
