@@ -5,7 +5,8 @@
 One private tgtd serves one LUN backed by a file in /dev/shm. On that same LUN, in one run:
   * iscsifs: the file of a live mount, driven by fio (libaio, direct=1; and one buffered
     sequential read, as cat and cp do);
-  * the peer stack: qemu-nbd (-f raw --cache=none, its iscsi:// driver) + nbdfuse, same fio jobs;
+  * the peer stack: qemu-nbd (-f raw --cache=none, its iscsi:// driver) + nbdfuse, same fio jobs,
+    in turn with iscsifs --pairs times (A B A B), so the ratio is taken pair by pair;
   * libiscsi's iscsi-perf (the raw C initiator, no file system) where it can run the job;
   * bench/nullfs.py: a pyfuse3 file system that does no I/O at all, the ceiling of any file
     system on trio + pyfuse3 on this machine (what FUSE dispatch and pyfuse3 alone cost); and
@@ -483,6 +484,9 @@ def main() -> int:
                     help="the -o workers=N values to measure, comma-separated (default 0,1; 0 is the main column)")
     ap.add_argument("--delay-us", type=int, default=250,
                     help="the delay each way of the proxied rows, both stacks (default 250 µs; 0 skips them)")
+    ap.add_argument("--pairs", type=int, default=2,
+                    help="iscsifs and the peer stack in turn, this many times each (default 2: A B A B); "
+                         "each column is the median of its runs, and the ratio is given pair by pair")
     ap.add_argument("--copy-mib", type=int, default=512, help="the image dd, cp and cat copy (default 512 MiB)")
     ap.add_argument("--copies-only", action="store_true", help="only the dd, cp and cat rows (a minute)")
     args = ap.parse_args()
@@ -524,9 +528,11 @@ def main() -> int:
                 print_copies(copied, args.copy_mib)
                 return 0
             assert tgt.proc is not None
-            # The main column (workers=0), then the other workers= values. Each run's figures go
-            # to rounds[key], one dict per run.
-            runs: list[tuple[str, int, dict[str, str]]] = [("iscsifs", 0, {})]
+            # The main column (workers=0) and the peer stack in turn, --pairs times (A B A B: on a
+            # shared VM the machine's speed drifts by a fifth within minutes, so only ratios taken
+            # side by side hold), then the other workers= values. Each run's figures go to
+            # rounds[key], one dict per run.
+            runs: list[tuple[str, int, dict[str, str]]] = [("iscsifs", 0, {})] * args.pairs
             runs += [(f"workers={w}", w, {}) for w in args.workers if w]
             for n, (key, workers, env) in enumerate(runs):
                 mnt = work / f"{key.replace(' ', '-')}-{n}"
@@ -544,6 +550,11 @@ def main() -> int:
                 rounds.setdefault(key, []).append({name: r[key] for name, r in one.items()})
                 rss[key] = max(rss.get(key, 0.0), peak_rss_mib(fs.pid, *worker_pids))
                 subprocess.run(["fusermount3", "-u", str(mnt)], timeout=60)
+                if key == "iscsifs" and have_peer:
+                    with peer_stack(work, lun_url, procs, mounts, f"pair{n}") as (path, peer_watch):
+                        one = {job.name: {} for job in JOBS}
+                        fio_jobs(one, "peer", path, args.runtime, {**peer_watch, "tgtd": tgt.proc.pid}, costs)
+                        rounds.setdefault("peer", []).append({name: r["peer"] for name, r in one.items()})
             for key, runs_of_key in rounds.items():
                 for job in JOBS:
                     values = [r[job.name] for r in runs_of_key if r[job.name] is not None]
@@ -585,7 +596,6 @@ def main() -> int:
 
             if have_peer:
                 with peer_stack(work, lun_url, procs, mounts, "direct") as (path, watch):
-                    fio_jobs(results, "peer", path, args.runtime, {**watch, "tgtd": tgt.proc.pid}, costs)
                     zeros["peer"] = dd_zeros(path, zero_mib)
                     steps["peer"] = {"syscalls": syscalls_per_request(list(watch.values()), path, work)}
 
@@ -673,6 +683,17 @@ def main() -> int:
           f"| | | | | | | | 0 once idle | |")
     print(f"| read resumed after tgtd listens again ({args.outage:g} s outage) | s | {recovered:.2f} "
           f"| | | | | | | | < 3 | |")
+    if "peer" in rounds:
+        print("\niscsifs (A) and the peer stack (B) in turn, A B A B, same run:\n")
+        on_this_machine()
+        print("| job | iscsifs, median | peer, median | iscsifs / peer, median of pairs | pairs |")
+        print("| --- | ---: | ---: | ---: | --- |")
+        for job in JOBS:
+            pairs = [a[job.name] / b[job.name] for a, b in zip(rounds["iscsifs"], rounds["peer"], strict=True)
+                     if a[job.name] and b[job.name]]  # type: ignore[operator]
+            r = results[job.name]
+            print(f"| {job.name} | {num(r.get('iscsifs'))} | {num(r.get('peer'))} | "
+                  f"{f'{statistics.median(pairs):.2f}x' if pairs else '-'} | {', '.join(f'{p:.2f}' for p in pairs)} |")
     print("\nCopying an image onto a LUN and a LUN into a file, as people do (same run):\n")
     on_this_machine()
     print_copies(copied, args.copy_mib)
