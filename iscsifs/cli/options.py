@@ -165,6 +165,7 @@ def _workers(key: str, val: str) -> int:
 # Each entry is checked and typed where it is: a bad value is one line (exit 2) naming the option.
 
 Apply = Callable[["Options", str, str], "Options"]
+E = TypeVar("E", bound=enum.Enum)
 
 
 def _umask(o: Options, key: str, val: str) -> Options:
@@ -205,20 +206,15 @@ def _portal(o: Options, key: str, val: str) -> Options:
     return replace(o, connect=replace(o.connect, portals=(*o.connect.portals, portal)))
 
 
-def _detect_zeroes(o: Options, key: str, val: str) -> Options:
-    try:
-        mode = DetectZeroes(val)
-    except ValueError:
-        raise UsageError(f"detect_zeroes={val[:20]} is not off, on or unmap") from None
-    return replace(o, mount=replace(o.mount, detect_zeroes=mode))
-
-
-def _cache(o: Options, key: str, val: str) -> Options:
-    try:
-        mode = CacheMode(val)
-    except ValueError:
-        raise UsageError(f"cache={val[:20]} is not none or writeback") from None
-    return replace(o, mount=replace(o.mount, cache=mode))
+def _mount_choice(kind: type[E], choices: str, set_value: Callable[[MountOptions, E], MountOptions]) -> Apply:
+    """A mount option whose value is one of ``kind``'s."""
+    def apply(o: Options, key: str, val: str) -> Options:
+        try:
+            value = kind(val)
+        except ValueError:
+            raise UsageError(f"{key}={val[:20]} is not {choices}") from None
+        return replace(o, mount=set_value(o.mount, value))
+    return apply
 
 
 def _log_file(o: Options, key: str, val: str) -> Options:
@@ -298,8 +294,8 @@ VALUED: dict[str, Apply] = {
     "readahead": lambda o, k, v: replace(o, mount=replace(o.mount, readahead_kib=_number(
         k, v, 0, MAX_READAHEAD_KIB, f"a number of KiB (0 to {MAX_READAHEAD_KIB})"))),
     "portal": _portal,
-    "detect_zeroes": _detect_zeroes,
-    "cache": _cache,
+    "detect_zeroes": _mount_choice(DetectZeroes, "off, on or unmap", lambda m, v: replace(m, detect_zeroes=v)),
+    "cache": _mount_choice(CacheMode, "none or writeback", lambda m, v: replace(m, cache=v)),
     "log_file": _log_file,
     "idle_timeout": lambda o, k, v: replace(o, mount=replace(o.mount, idle_timeout=_seconds(
         k, v, 86400 * 365, "a number of seconds (0: never)", zero=True))),
