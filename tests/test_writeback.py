@@ -2,8 +2,9 @@
 never cost. close() returns once the data is on the target, fsync means SYNCHRONIZE CACHE after
 every dirty page, a failed write-back surfaces at fsync and close, writes past the end never
 reach the LUN, a resize drops the cached pages, kill -9 after sync loses nothing, and random
-buffered, mmap and O_DIRECT I/O leaves the LUN equal to a model of it. Also the default
-(cache=none): the preferred I/O size that lets cp write 1 MiB at a time."""
+buffered, mmap and O_DIRECT I/O leaves the LUN equal to a model of it. A tape drive's file
+keeps its blocks. Also the default (cache=none): the preferred I/O size that lets cp write 1 MiB
+at a time."""
 
 from __future__ import annotations
 
@@ -20,9 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from iscsifs.block.sync import ChangerLun, TapeLun
 
 from support.istgt import IstgtDaemon
+from support.tape_image import read_tape_image
 from support.targets import mounted, needs_fuse, pattern, run, wait_for
+from support.tgt import tape_library_daemon
 
 pytestmark = needs_fuse
 
@@ -277,7 +281,7 @@ def test_random_buffered_mmap_and_direct_io_leaves_the_lun_equal_to_the_model(la
 
 
 def test_lun_files_ask_for_large_io(make_target, tmp_path):
-    # cp, cat and tar take st_blksize as their buffer size: with the block size, cp wrote 128 KiB
+    # cp and cat (coreutils) take st_blksize as their buffer size: with the block size, cp wrote 128 KiB
     # at a time, each a round trip; with 1 MiB, its writes are as large as FUSE carries.
     t = make_target({1: SIZE})
     mnt = tmp_path / "mnt"
@@ -291,3 +295,31 @@ def test_lun_files_ask_for_large_io(make_target, tmp_path):
         assert r.returncode == 0, r.stderr
         assert _writes(_stats(mnt)) - _writes(before) == 4  # four write(2)s of 1 MiB, each one WRITE
         assert t.backing[1].read_bytes()[: 4 << 20] == image.read_bytes()
+
+
+@pytest.mark.skipif(shutil.which("tgtimg") is None or shutil.which("tar") is None,
+                    reason="needs tgtimg (Debian package tgt) and tar")
+def test_a_tape_drive_under_the_writeback_cache_still_writes_a_block_per_write(tmp_path):
+    # A drive's file is direct_io: no page cache, whatever the mount's cache mode.
+    record = 20 * 512
+    with tape_library_daemon(tmp_path / "vtl", "iqn.2026-12.test.iscsifs:vtl-wb") as (tgt, lib):
+        mnt = tmp_path / "mnt"
+        mnt.mkdir()
+        changer_url = f"{tgt.url}/{lib.iqn}/{lib.changer_lun}"
+        with ChangerLun(changer_url) as changer:
+            changer.load(1, drive=0)
+        drive = mnt / lib.iqn / str(lib.drive_luns[0])
+        src = tmp_path / "src"
+        src.mkdir()
+        (src / "a").write_bytes(os.urandom(30000))
+        with mounted(tgt.url, mnt, *WB):
+            r = run("tar", "cf", str(drive), "-b", "20", "-C", str(src), "a")
+            assert r.returncode == 0, r.stderr
+            with TapeLun(f"{tgt.url}/{lib.iqn}/{lib.drive_luns[0]}") as tape:
+                tape.rewind()
+            r = run("tar", "xOf", str(drive), "-b", "20", "a")
+            assert r.returncode == 0 and r.stdout == (src / "a").read_bytes(), r.stderr
+        with ChangerLun(changer_url) as changer:
+            changer.unload(drive=0)
+        files = read_tape_image(lib.tapes[lib.barcodes[0]]).files
+        assert files[0] and all(len(block) == record for block in files[0])

@@ -44,7 +44,7 @@ from iscsifs.scsi.smc import ElementDescriptor, ElementType, LibraryStatus
 log = logging.getLogger("iscsifs.mount.fs")
 
 ATTR_TIMEOUT = 1.0
-# A LUN file's st_blksize, the size cp, cat and dd-less tools read and write in: the largest
+# A LUN file's st_blksize, the size cp and cat (coreutils) read and write in: the largest
 # FUSE request (max_write, agreed at INIT). With the block size (512) cp wrote 128 KiB at a
 # time, each a round trip: 194 MiB/s where dd bs=1M oflag=direct did 396-598; with 1 MiB,
 # 354-490 MiB/s (bench/README.md, VM 2).
