@@ -25,10 +25,11 @@ def test_identity_xattrs_match_libiscsi(make_target, tmp_path):
         assert r.returncode == 0, r.stderr
         attrs = dict(re.findall(r'^(user\.iscsi\.\w+)="(.*)"$', r.stdout.decode(), re.M))
         assert set(attrs) == {f"user.iscsi.{k}" for k in ("vendor", "product", "revision", "serial", "wwn",
-                                                          "block_size", "target", "portal", "paths", "lun",
+                                                          "block_size", "size", "target", "portal", "paths", "lun",
                                                           "provisioning")}
         assert attrs["user.iscsi.target"] == t.iqn and attrs["user.iscsi.lun"] == "1"
         assert attrs["user.iscsi.portal"] == t.tgt.portal and attrs["user.iscsi.block_size"] == "4096"
+        assert attrs["user.iscsi.size"] == str(1 << 20) == str(os.stat(mnt / "1").st_size)
         assert attrs["user.iscsi.wwn"].startswith("naa.")
         assert attrs["user.iscsi.paths"] == f"{t.tgt.portal} logged_in active"  # the one path, in use
         assert os.getxattr(mnt, "user.iscsi.paths") == os.getxattr(mnt / "1", "user.iscsi.paths")

@@ -25,7 +25,7 @@ from iscsifs.block.sync import ChangerLun, TapeLun
 
 from support.istgt import IstgtDaemon
 from support.tape_image import read_tape_image
-from support.targets import mounted, needs_fuse, pattern, run, wait_for
+from support.targets import ISCSIFS, mounted, needs_fuse, pattern, run, wait_for
 from support.tgt import tape_library_daemon
 
 pytestmark = needs_fuse
@@ -112,6 +112,9 @@ def test_a_write_past_the_end_is_refused_at_fsync_and_close_and_never_grows_the_
             with pytest.raises(OSError) as e:
                 os.fsync(out.fileno())
             assert e.value.errno == errno.ENOSPC
+            # The kernel keeps the size it grew to (README), the mount the LUN's.
+            assert os.fstat(out.fileno()).st_size == SIZE + 4096
+            assert os.getxattr(f, "user.iscsi.size") == str(SIZE).encode()
         # What lay on the LUN was written; nothing past it, and the LUN is as large as it was.
         assert lab.backing.read_bytes() == original[: SIZE - 4096] + b"y" * 4096
         assert lab.backing.stat().st_size == SIZE
@@ -167,7 +170,12 @@ def test_cp_onto_the_lun_under_the_writeback_cache(lab, tmp_path):
         assert lab.backing.read_bytes() == image.read_bytes() + original[5000:]
         assert os.stat(f).st_size == 5000
         assert f.read_bytes() == image.read_bytes()
-        assert run("truncate", "-s", str(SIZE), str(f)).returncode == 0
+        # iscsifs map takes the LUN's size from the mount, not from stat.
+        r = run(*ISCSIFS, "map", "--json", str(f))
+        assert r.returncode == 0, r.stderr
+        assert sum(e["length"] for e in json.loads(r.stdout)["extents"]) == SIZE
+        size = os.getxattr(f, "user.iscsi.size").decode()
+        assert run("truncate", "-s", size, str(f)).returncode == 0
         assert os.stat(f).st_size == SIZE
         assert f.read_bytes() == image.read_bytes() + original[5000:]
     assert lab.backing.read_bytes() == image.read_bytes() + original[5000:]
@@ -203,12 +211,15 @@ def test_kill_9_after_sync_loses_nothing(make_target, tmp_path):
     mnt.mkdir()
     data = os.urandom(2 << 20)
     with mounted(t.url, mnt, *WB) as m:
-        with open(mnt / "1", "r+b") as out:
-            out.seek(4096)
-            out.write(data)
-        os.sync()
-        m.proc.send_signal(signal.SIGKILL)
-        m.proc.wait(timeout=30)
+        fd = os.open(mnt / "1", os.O_WRONLY)
+        try:
+            assert os.pwrite(fd, data, 4096) == len(data)
+            os.sync()  # the file still open: no flush of close's has written it
+            m.proc.send_signal(signal.SIGKILL)
+            m.proc.wait(timeout=30)
+        finally:
+            with contextlib.suppress(OSError):
+                os.close(fd)  # the mount is gone
     assert t.backing[1].read_bytes()[4096 : 4096 + len(data)] == data
 
 

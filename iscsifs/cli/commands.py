@@ -385,16 +385,26 @@ _REFUSALS = {
 }
 
 
-def run_discard(cmd: DiscardCommand) -> int:
-    fd, st = _lun_file(cmd.path)
+def _geometry(path: str, fd: int) -> tuple[int, int]:
+    """The LUN's size and block size, as the mount knows them: st_blksize is the preferred I/O
+    size (1 MiB), and under -o cache=writeback st_size is the kernel's, not the LUN's."""
     try:
-        length = st.st_size - cmd.offset if cmd.length is None else cmd.length
-        try:
-            bs = int(os.getxattr(fd, "user.iscsi.block_size"))  # st_blksize is the preferred I/O size (1 MiB)
-        except (OSError, ValueError):
-            raise UsageError(f"{cmd.path} is not a disk LUN's file") from None
-        if cmd.offset % bs or length % bs or length < 0 or cmd.offset + length > st.st_size:
-            raise UsageError(f"the range must be whole {bs}-byte blocks inside the LUN ({st.st_size} bytes): "
+        return int(os.getxattr(fd, "user.iscsi.size")), int(os.getxattr(fd, "user.iscsi.block_size"))
+    except OSError as exc:
+        if exc.errno == errno.ENODATA:
+            raise UsageError(f"{path} is not a disk LUN's file") from None
+        raise UsageError(f"cannot read {path}: {error_message(exc)}") from None
+    except ValueError:
+        raise UsageError(f"{path} is not a disk LUN's file") from None
+
+
+def run_discard(cmd: DiscardCommand) -> int:
+    fd, _st = _lun_file(cmd.path)
+    try:
+        size, bs = _geometry(cmd.path, fd)
+        length = size - cmd.offset if cmd.length is None else cmd.length
+        if cmd.offset % bs or length % bs or length < 0 or cmd.offset + length > size:
+            raise UsageError(f"the range must be whole {bs}-byte blocks inside the LUN ({size} bytes): "
                              f"offset {cmd.offset}, length {length}")
         try:
             os.setxattr(cmd.path, DISCARD_XATTR.decode(), f"{cmd.offset} {length}".encode())
@@ -409,8 +419,11 @@ def run_discard(cmd: DiscardCommand) -> int:
 
 
 def run_map(cmd: MapCommand) -> int:
-    fd, st = _lun_file(cmd.path)
-    os.close(fd)
+    fd, _st = _lun_file(cmd.path)
+    try:
+        size, _bs = _geometry(cmd.path, fd)
+    finally:
+        os.close(fd)
     progress = sys.stderr.isatty() and not cmd.json
     extents: list[tuple[int, int, str]] = []
     offset: int | None = 0
@@ -422,7 +435,7 @@ def run_map(cmd: MapCommand) -> int:
         extents += [tuple(e) for e in page["extents"]]
         offset = page["next"]
         if progress and offset is not None:
-            print(f"\riscsifs: mapped {100 * offset // st.st_size}% of {human_bytes(st.st_size)}", end="",
+            print(f"\riscsifs: mapped {100 * offset // max(1, size)}% of {human_bytes(size)}", end="",
                   file=sys.stderr, flush=True)
     if progress:
         print("\r\033[K", end="", file=sys.stderr, flush=True)
@@ -430,7 +443,7 @@ def run_map(cmd: MapCommand) -> int:
     if cmd.json:
         print(json.dumps({"extents": [{"offset": o, "length": n, "state": s} for o, n, s in extents]}, indent=2))
     else:
-        print(map_text(extents, st.st_size))
+        print(map_text(extents, size))
     return EXIT_OK
 
 

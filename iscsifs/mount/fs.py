@@ -396,7 +396,8 @@ class IscsiFs(pyfuse3.Operations):
             info, lun = node.info, node.lun
             values = {"vendor": info.inquiry.vendor, "product": info.inquiry.product,
                       "revision": info.inquiry.revision, "serial": info.identity.serial, "wwn": info.identity.wwn,
-                      "block_size": str(lun.block_size), "target": info.target, **paths, "lun": str(info.lun),
+                      "block_size": str(lun.block_size), "size": str(lun.size), "target": info.target, **paths,
+                      "lun": str(info.lun),
                       "provisioning": "thin" if info.identity.provisioning.thin else "full"}
         elif node.info is not None:  # a tape drive or a changer
             info = node.info
@@ -994,4 +995,3 @@ class IscsiFs(pyfuse3.Operations):
 
     async def link(self, *args: object, **kwargs: object) -> NoReturn:
         raise pyfuse3.FUSEError(errno.EPERM)
-
