@@ -330,6 +330,8 @@ def test_a_tape_drive_under_the_writeback_cache_still_writes_a_block_per_write(t
                 tape.rewind()
             r = run("tar", "xOf", str(drive), "-b", "20", "a")
             assert r.returncode == 0 and r.stdout == (src / "a").read_bytes(), r.stderr
+            r = run(*ISCSIFS, "map", str(drive))  # a drive has no size nor blocks to map: one line, exit 2
+            assert r.returncode == 2 and r.stderr.decode() == f"iscsifs: {drive} is not a disk LUN's file\n"
         with ChangerLun(changer_url) as changer:
             changer.unload(drive=0)
         files = read_tape_image(lib.tapes[lib.barcodes[0]]).files

@@ -362,19 +362,31 @@ class Refused(Exception):
     """The mount refused a discard or a map (exit code 7: the LUN cannot, or may not)."""
 
 
-def _lun_file(path: str) -> tuple[int, os.stat_result]:
-    """An open descriptor on a LUN file of a running iscsifs mount, and its stat."""
+def _lun_file(path: str) -> tuple[int, int, int]:
+    """An open descriptor on a disk LUN's file of a running iscsifs mount, with the LUN's size and
+    block size as the mount knows them (its attributes): st_blksize is the preferred I/O size
+    (1 MiB), and under -o cache=writeback st_size is the kernel's, not the LUN's."""
     if containing_mount(path) is None:
         raise UsageError(f"{path} is not in an iscsifs mount")
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError as exc:
         raise UsageError(error_message(exc)) from None
-    st = os.fstat(fd)
-    if not os.path.isfile(path):
+    try:
+        if not os.path.isfile(path):
+            raise UsageError(f"{path} is not a LUN file")
+        try:
+            size, block_size = int(os.getxattr(fd, "user.iscsi.size")), int(os.getxattr(fd, "user.iscsi.block_size"))
+        except OSError as exc:
+            if exc.errno == errno.ENODATA:
+                raise UsageError(f"{path} is not a disk LUN's file") from None
+            raise UsageError(f"cannot read {path}: {error_message(exc)}") from None
+        except ValueError:
+            raise UsageError(f"{path} is not a disk LUN's file") from None
+    except BaseException:
         os.close(fd)
-        raise UsageError(f"{path} is not a LUN file")
-    return fd, st
+        raise
+    return fd, size, block_size
 
 
 _REFUSALS = {
@@ -385,23 +397,9 @@ _REFUSALS = {
 }
 
 
-def _geometry(path: str, fd: int) -> tuple[int, int]:
-    """The LUN's size and block size, as the mount knows them: st_blksize is the preferred I/O
-    size (1 MiB), and under -o cache=writeback st_size is the kernel's, not the LUN's."""
-    try:
-        return int(os.getxattr(fd, "user.iscsi.size")), int(os.getxattr(fd, "user.iscsi.block_size"))
-    except OSError as exc:
-        if exc.errno == errno.ENODATA:
-            raise UsageError(f"{path} is not a disk LUN's file") from None
-        raise UsageError(f"cannot read {path}: {error_message(exc)}") from None
-    except ValueError:
-        raise UsageError(f"{path} is not a disk LUN's file") from None
-
-
 def run_discard(cmd: DiscardCommand) -> int:
-    fd, _st = _lun_file(cmd.path)
+    fd, size, bs = _lun_file(cmd.path)
     try:
-        size, bs = _geometry(cmd.path, fd)
         length = size - cmd.offset if cmd.length is None else cmd.length
         if cmd.offset % bs or length % bs or length < 0 or cmd.offset + length > size:
             raise UsageError(f"the range must be whole {bs}-byte blocks inside the LUN ({size} bytes): "
@@ -419,11 +417,8 @@ def run_discard(cmd: DiscardCommand) -> int:
 
 
 def run_map(cmd: MapCommand) -> int:
-    fd, _st = _lun_file(cmd.path)
-    try:
-        size, _bs = _geometry(cmd.path, fd)
-    finally:
-        os.close(fd)
+    fd, size, _bs = _lun_file(cmd.path)
+    os.close(fd)
     progress = sys.stderr.isatty() and not cmd.json
     extents: list[tuple[int, int, str]] = []
     offset: int | None = 0
