@@ -16,6 +16,7 @@ import os
 import random
 import shutil
 import signal
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ from iscsifs.block.sync import ChangerLun, TapeLun
 
 from support.istgt import IstgtDaemon
 from support.tape_image import read_tape_image
-from support.targets import ISCSIFS, mounted, needs_fuse, pattern, run, wait_for
+from support.targets import ISCSIFS, mounted, needs_fuse, pattern, run, unmount, wait_for
 from support.tgt import tape_library_daemon
 
 pytestmark = needs_fuse
@@ -153,6 +154,39 @@ def test_a_target_that_refuses_the_write_back_fails_fsync_and_close(make_target,
     for offset in (0, 1 << 20):
         line = f"writing 65536 bytes at offset {offset} of LUN 1 of {t.iqn} failed"
         assert m.stderr.count(line) == 1, m.stderr
+
+
+def test_a_background_mount_as_nobody_gathers_writes_and_logs_a_refused_write_back(make_target, tmp_path):
+    # As users run it: no -f, privileges dropped, a log file (opened before the drop).
+    t = make_target({1: SIZE})
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    pid_file, log_file = tmp_path / "iscsifs.pid", tmp_path / "iscsifs.log"
+    argv = [*ISCSIFS, "--pid-file", str(pid_file), "-o", f"cache=writeback,setuid=nobody,log_file={log_file}",
+            t.url, str(mnt)]
+    data = os.urandom(1 << 20)
+    try:
+        r = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        pid = int(pid_file.read_text())
+        assert os.stat(f"/proc/{pid}").st_uid != 0  # running as nobody
+        before = _writes(_stats(mnt))
+        with open(mnt / "1", "r+b", buffering=0) as out:
+            for i in range(0, len(data), 4096):
+                out.write(data[i : i + 4096])
+        assert t.backing[1].read_bytes()[: len(data)] == data  # closed: on the target
+        assert 0 < _writes(_stats(mnt)) - before <= 256 // 8  # 256 write(2)s, gathered
+        t.tgt.tgtadm("--op", "update", "--mode", "logicalunit", "--tid", t.tid, "--lun", "1", "--params", "readonly=1")
+        fd = os.open(mnt / "1", os.O_WRONLY)
+        os.pwrite(fd, b"x" * 4096, 0)
+        with pytest.raises(OSError) as e:
+            os.close(fd)
+        assert e.value.errno == errno.EIO
+        wait_for(lambda: f"writing 4096 bytes at offset 0 of LUN 1 of {t.iqn} failed" in log_file.read_text())
+    finally:
+        unmount(mnt)
+    wait_for(lambda: not pid_file.exists(), 30)  # the daemon ended, and its pid file went
+    assert t.backing[1].read_bytes()[: len(data)] == data
 
 
 def test_cp_onto_the_lun_under_the_writeback_cache(lab, tmp_path):
