@@ -148,7 +148,8 @@ def payload(*, default: Any) -> Any:
 
 
 class Pdu:
-    """Base of all PDUs; subclasses are frozen dataclasses made by ``@pdu``, registered by opcode."""
+    """Base of all PDUs; subclasses are dataclasses made by ``@pdu``, registered by opcode, and
+    frozen to the type checker (see ``pdu``)."""
 
     OPCODE: ClassVar[int]
     FIXED: ClassVar[tuple[int, int]] = (0, 0)
@@ -178,8 +179,13 @@ _P = TypeVar("_P", bound=Pdu)
 
 @dataclass_transform(frozen_default=True, field_specifiers=(at, flag, part, payload, field))
 def pdu(cls: type[_P]) -> type[_P]:
-    """Make ``cls`` a frozen, slotted dataclass, derive its codec from its table, register it."""
-    made = dataclass(frozen=True, slots=True)(cls)
+    """Make ``cls`` a slotted dataclass, derive its codec from its table, register it.
+
+    Frozen to the type checker (``dataclass_transform``: mypy --strict refuses an assignment to a
+    field), not at run time: a frozen dataclass's ``__init__`` sets each field through
+    ``object.__setattr__``, which cost 1.9 µs per SCSI Command built and 3.7 µs per Data-In
+    parsed on the machine that measured it (a plain slotted one: 0.3 µs), on every 4 KiB command."""
+    made = dataclass(slots=True)(cls)
     _derive_codec(made)
     REGISTRY[made.OPCODE] = made
     return made

@@ -126,7 +126,7 @@ class PduReader:
             return None
         opcode, header_end, data_start, _cls, dsl, _data_end, _total_end = framing
         if opcode != _DATA_IN or dsl < self.place_min:
-            return self.next_pdu()
+            return self._whole(framing)
         if self._end < data_start:
             return None
         view = memoryview(self._buf)
@@ -141,8 +141,10 @@ class PduReader:
     def next_pdu(self) -> Pdu | None:
         """The next whole PDU (data segment included); None until it is all buffered."""
         framing = self._framing()
-        if framing is None:
-            return None
+        return None if framing is None else self._whole(framing)
+
+    def _whole(self, framing: tuple[int, int, int, type[Pdu], int, int, int]) -> Pdu | None:
+        """``next_pdu`` with its ``_framing`` already read (``next`` read it twice per PDU)."""
         opcode, header_end, data_start, cls, dsl, data_end, total_end = framing
         if self._end < total_end:
             return None
