@@ -1,10 +1,11 @@
 """What the iSCSI stack costs without FUSE: 4 KiB random reads through ``Lun.read_into`` (the
-path a FUSE read takes below ``IscsiFs.read``) on one tgtd LUN, from ``--qd`` tasks at once in
-one trio loop, and the CPU time that process spends per read (user and system: our Python,
-trio, and the socket's system calls, with the loopback receive a send runs for tgtd).
+path a FUSE read takes below ``IscsiFs.read``), or writes through ``Lun.write`` with ``--rw
+write``, on one tgtd LUN, from ``--qd`` tasks at once in one trio loop, and the CPU time that
+process spends per command (user and system: our Python, trio, and the socket's system calls,
+with the loopback receive a send runs for tgtd).
 
-    sudo .venv/bin/python bench/stack.py [--a CHECKOUT] [--b CHECKOUT] [--qd 32] [--requests 20000]
-                                         [--rounds 3]
+    sudo .venv/bin/python bench/stack.py [--a CHECKOUT] [--b CHECKOUT] [--rw read|write] [--qd 32]
+                                         [--requests 20000] [--rounds 3]
 
 With ``--b``, checkouts A and B in turn (A B A B), each in a process of its own that imports its
 own ``iscsifs``, and the ratio of their CPU per read pair by pair. CPU time per read moves less
@@ -33,7 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 IQN = "iqn.2026-12.bench.iscsifs:stack"
 
 
-def child(checkout: Path, url: str, qd: int, requests: int) -> None:
+def child(checkout: Path, url: str, rw: str, qd: int, requests: int) -> None:
     """In the child: read, then print {"cpu_us": ..., "iops": ...} as one JSON line."""
     sys.path.insert(0, str(checkout))
     import trio
@@ -52,10 +53,14 @@ def child(checkout: Path, url: str, qd: int, requests: int) -> None:
             async def reader(seed: int) -> None:
                 nonlocal left
                 buf = bytearray(4096)
+                data = os.urandom(4096)
                 rnd = random.Random(seed)
                 while left > 0:
                     left -= 1
-                    await lun.read_into(rnd.randrange(blocks) * 4096, 4096, buf)
+                    if rw == "write":
+                        await lun.write(rnd.randrange(blocks) * 4096, data)
+                    else:
+                        await lun.read_into(rnd.randrange(blocks) * 4096, 4096, buf)
 
             for warm in (True, False):  # the first pass warms tgtd's and the interpreter's caches
                 left = requests // 4 if warm else requests
@@ -76,13 +81,14 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--a", type=Path, default=REPO, help="checkout A (default: this one)")
     ap.add_argument("--b", type=Path, help="checkout B, in turn with A")
-    ap.add_argument("--qd", type=int, default=32, help="reads in flight")
-    ap.add_argument("--requests", type=int, default=20000, help="reads per measurement")
+    ap.add_argument("--rw", choices=("read", "write"), default="read", help="4 KiB random reads or writes")
+    ap.add_argument("--qd", type=int, default=32, help="commands in flight")
+    ap.add_argument("--requests", type=int, default=20000, help="commands per measurement")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--child", nargs=2, metavar=("CHECKOUT", "URL"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        child(Path(args.child[0]), args.child[1], args.qd, args.requests)
+        child(Path(args.child[0]), args.child[1], args.rw, args.qd, args.requests)
         return 0
     if os.geteuid() != 0:
         raise SystemExit("stack: run as root (tgtd)")
@@ -98,19 +104,19 @@ def main() -> int:
         with random_lun(work, IQN, size_mib=64) as url:
             for n in range(args.rounds):
                 for side, checkout in sides.items():
-                    out = subprocess.run([sys.executable, __file__, "--qd", str(args.qd), "--requests",
+                    out = subprocess.run([sys.executable, __file__, "--rw", args.rw, "--qd", str(args.qd), "--requests",
                                           str(args.requests), "--child", str(checkout), url],
                                          capture_output=True, text=True, timeout=600, cwd=checkout)
                     if out.returncode != 0:
                         raise SystemExit(f"stack: {side} failed: {out.stderr.strip().splitlines()[-1:]}")
                     results[side].append(json.loads(out.stdout.splitlines()[-1]))
-                    print(f"stack: round {n + 1} {side}: {results[side][-1]['cpu_us']:.1f} µs CPU per read",
+                    print(f"stack: round {n + 1} {side}: {results[side][-1]['cpu_us']:.1f} µs CPU per command",
                           file=sys.stderr)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"Machine: {this_machine().line()}; 4 KiB random reads at QD{args.qd}, "
+    print(f"Machine: {this_machine().line()}; 4 KiB random {args.rw}s at QD{args.qd}, "
           f"{args.requests} per measurement\n")
-    print("| checkout | CPU per read, µs, median | runs | IOPS, median |")
+    print(f"| checkout | CPU per {args.rw}, µs, median | runs | IOPS, median |")
     print("| --- | ---: | --- | ---: |")
     for side, checkout in sides.items():
         cpu = [r["cpu_us"] for r in results[side]]
@@ -118,7 +124,7 @@ def main() -> int:
               f"{statistics.median(r['iops'] for r in results[side]):.0f} |")
     if "B" in results:
         pairs = [b["cpu_us"] / a["cpu_us"] for a, b in zip(results["A"], results["B"], strict=True)]
-        print(f"\nB/A CPU per read, median of pairs: {statistics.median(pairs):.3f} "
+        print(f"\nB/A CPU per {args.rw}, median of pairs: {statistics.median(pairs):.3f} "
               f"(pairs {', '.join(f'{p:.2f}' for p in pairs)})")
     return 0
 
