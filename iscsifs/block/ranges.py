@@ -66,6 +66,7 @@ class RangeLock:
 
     def hold(self, first: int, last: int) -> HeldRange:
         """``async with lock.hold(first, last):`` the blocks first..last are ours."""
+        assert first <= last, (first, last)  # an empty range would break the order the bisection relies on
         return HeldRange(self, first, last)
 
     def _free(self, first: int, last: int) -> bool:
