@@ -1,5 +1,5 @@
 """Two versions of iscsifs, A and B, in turn on one tgtd LUN: the same fio jobs on a mount of
-each, A B A B ..., and the ratio B/A pair by pair. Pairs taken a minute apart hold where whole
+each, A B B A A B ..., and the ratio B/A pair by pair. Pairs taken a minute apart hold where whole
 runs of ``bench/run.py`` minutes apart do not: on a shared VM the machine's own speed drifts
 by a fifth between runs (its pyfuse3 and iscsi-perf ceilings move with it).
 
@@ -112,7 +112,9 @@ def main() -> int:
     try:
         with random_lun(work, IQN) as url:
             for n in range(args.rounds):
-                for side, checkout in sides.items():
+                # A B, then B A, and so on: on VM 2 the side measured second read 0.89x the first at
+                # 4 KiB QD32 whichever it was (bench/README.md), so a fixed order biases every pair.
+                for side, checkout in sorted(sides.items(), reverse=bool(n % 2)):
                     mnt = work / f"mnt-{side}"
                     mnt.mkdir(exist_ok=True)
                     options = args.a_options if side == "A" else args.b_options

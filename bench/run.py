@@ -6,7 +6,7 @@ One private tgtd serves one LUN backed by a file in /dev/shm. On that same LUN, 
   * iscsifs: the file of a live mount, driven by fio (libaio, direct=1; and one buffered
     sequential read, as cat and cp do);
   * the peer stack: qemu-nbd (-f raw --cache=none, its iscsi:// driver) + nbdfuse, same fio jobs,
-    in turn with iscsifs --pairs times (A B A B), so the ratio is taken pair by pair;
+    in turn with iscsifs --pairs times (A B, then B A), so the ratio is taken pair by pair;
   * libiscsi's iscsi-perf (the raw C initiator, no file system) where it can run the job;
   * bench/nullfs.py: a pyfuse3 file system that does no I/O at all, the ceiling of any file
     system on trio + pyfuse3 on this machine (what FUSE dispatch and pyfuse3 alone cost); and
@@ -27,7 +27,9 @@ jobs and the sequential read again through bench/delayproxy.c, which delays each
 --delay-us (250 µs: a SAN is not loopback, and pipelining only shows with a delay). Per 4 KiB
 read at QD32, it counts trio task steps, task switches, loop turns and allocations of the FUSE
 process (bench/steps.py, bench/malloccount.c) and the system calls of each stack's processes
-(strace -c -f). Prints Markdown tables with the ratios the performance issues ask for.
+(strace -c -f), and splits the FUSE process's CPU per 4 KiB read at QD32 into pyfuse3's with one
+wait (bench/nullfs.py --wait), the iSCSI stack's alone (bench/stack.py) and what is left: how
+the two share one trio loop. Prints Markdown tables with the ratios the performance issues ask for.
 """
 
 from __future__ import annotations
@@ -289,6 +291,51 @@ def steps_per_request(url: str, work: Path, malloccount: Path | None) -> dict[st
         proc.wait(timeout=30)
 
 
+CPU_SPLIT_JOB = "rand read 4K QD32"  # the job whose FUSE process CPU per request is split into parts
+SPLIT_PARTS = ("pyfuse3's dispatch with one wait (bench/nullfs.py --wait)",
+               "the iSCSI stack alone, no FUSE (bench/stack.py)", "a mount's FUSE process")
+
+
+def cpu_split(url: str, work: Path, opts: list[str], runtime: float, procs: list[subprocess.Popen],
+              mounts: list[Path], rounds: int = 2) -> dict[str, list[float]]:
+    """The FUSE process's CPU per 4 KiB random read at QD32 and its parts, measured back to back
+    (``rounds`` times: the machine drifts within minutes, so parts taken apart do not add up):
+    pyfuse3's dispatch with one wait, the iSCSI stack alone, a whole mount. Part -> µs per round."""
+    job = next(j for j in JOBS if j.name == CPU_SPLIT_JOB)
+    out: dict[str, list[float]] = {part: [] for part in SPLIT_PARTS}
+    mnt, null = work / "split", work / "split-null"
+    mnt.mkdir()
+    null.mkdir()
+    fs = subprocess.Popen([*ISCSIFS, "-f", *opts, url, str(mnt)], stderr=subprocess.DEVNULL)
+    nullfs = subprocess.Popen([sys.executable, str(REPO / "bench" / "nullfs.py"), "--wait", str(null), str(256 << 20)],
+                              stderr=subprocess.DEVNULL)
+    procs += [fs, nullfs]
+    mounts += [mnt, null]
+    wait_for(lambda: is_mounted(mnt) and is_mounted(null), 30, "the iscsifs and nullfs mounts")
+    for _ in range(rounds):
+        out[SPLIT_PARTS[0]].append(fio(null / "null", job, runtime, {"p": nullfs.pid})[1]["p"])
+        stack = stack_alone(url)
+        if stack is not None:
+            out[SPLIT_PARTS[1]].append(stack)
+        out[SPLIT_PARTS[2]].append(fio(mnt / "1", job, runtime, {"p": fs.pid})[1]["p"])
+        print("bench: CPU split: " + ", ".join(f"{v[-1]:.0f}" for v in out.values() if v) + " us", file=sys.stderr)
+    for m in (mnt, null):
+        subprocess.run(["fusermount3", "-u", str(m)], timeout=60)
+    return out
+
+
+def stack_alone(url: str) -> float | None:
+    """CPU µs per 4 KiB random read at QD32 of the iSCSI stack without FUSE (bench/stack.py's
+    measurement, in a process of its own) on ``url``'s target; None if it failed (said on stderr)."""
+    out = subprocess.run([sys.executable, str(REPO / "bench" / "stack.py"), "--qd", "32", "--requests",
+                          str(STEP_REQUESTS), "--child", str(REPO), url], capture_output=True, text=True, timeout=600)
+    if out.returncode != 0:
+        last = out.stderr.strip().splitlines()[-1:] or ["no output"]
+        print(f"bench: the stack alone failed: {last[0]}", file=sys.stderr)
+        return None
+    return float(json.loads(out.stdout.splitlines()[-1])["cpu_us"])
+
+
 @contextlib.contextmanager
 def portal(work: Path, name: str, targets: int, luns: int) -> Iterator[tuple[TgtDaemon, Path]]:
     """A private tgtd with ``targets`` targets of ``luns`` 1 MiB LUNs each (in /dev/shm), and an
@@ -485,7 +532,7 @@ def main() -> int:
     ap.add_argument("--delay-us", type=int, default=250,
                     help="the delay each way of the proxied rows, both stacks (default 250 µs; 0 skips them)")
     ap.add_argument("--pairs", type=int, default=2,
-                    help="iscsifs and the peer stack in turn, this many times each (default 2: A B A B); "
+                    help="iscsifs and the peer stack in turn, this many times each (default 2: A B, then B A); "
                          "each column is the median of its runs, and the ratio is given pair by pair")
     ap.add_argument("--copy-mib", type=int, default=512, help="the image dd, cp and cat copy (default 512 MiB)")
     ap.add_argument("--copies-only", action="store_true", help="only the dd, cp and cat rows (a minute)")
@@ -510,6 +557,7 @@ def main() -> int:
     zeros: dict[str, float] = {}
     delayed: dict[str, dict[str, float | None]] = {job.name: {} for job in JOBS}
     steps: dict[str, dict[str, float | None]] = {}
+    split: dict[str, list[float]] = {}  # the FUSE process's CPU per 4 KiB read, by part (cpu_split)
     zero_mib = min(256, args.size_mib)
     rounds: dict[str, list[dict[str, float | None]]] = {}
     machine = this_machine()
@@ -528,13 +576,25 @@ def main() -> int:
                 print_copies(copied, args.copy_mib)
                 return 0
             assert tgt.proc is not None
-            # The main column (workers=0) and the peer stack in turn, --pairs times (A B A B: on a
+            # The main column (workers=0) and the peer stack in turn, --pairs times (A B B A: on a
             # shared VM the machine's speed drifts by a fifth within minutes, so only ratios taken
             # side by side hold), then the other workers= values. Each run's figures go to
             # rounds[key], one dict per run.
             runs: list[tuple[str, int, dict[str, str]]] = [("iscsifs", 0, {})] * args.pairs
             runs += [(f"workers={w}", w, {}) for w in args.workers if w]
+            def peer_run(n: int) -> None:
+                assert tgt.proc is not None
+                with peer_stack(work, lun_url, procs, mounts, f"pair{n}") as (path, peer_watch):
+                    one = {job.name: {} for job in JOBS}
+                    fio_jobs(one, "peer", path, args.runtime, {**peer_watch, "tgtd": tgt.proc.pid}, costs)
+                    rounds.setdefault("peer", []).append({name: r["peer"] for name, r in one.items()})
+
             for n, (key, workers, env) in enumerate(runs):
+                # Which stack goes first alternates (A B, B A): on VM 2 the side measured second
+                # read 0.89x the first at 4 KiB QD32, whichever it was (bench/README.md).
+                peer_first = key == "iscsifs" and have_peer and n % 2 == 1
+                if peer_first:
+                    peer_run(n)
                 mnt = work / f"{key.replace(' ', '-')}-{n}"
                 mnt.mkdir()
                 fs = subprocess.Popen([*ISCSIFS, "-f", "-o", f"workers={workers}", *opts, f"{tgt.url}/{IQN}", str(mnt)],
@@ -550,11 +610,8 @@ def main() -> int:
                 rounds.setdefault(key, []).append({name: r[key] for name, r in one.items()})
                 rss[key] = max(rss.get(key, 0.0), peak_rss_mib(fs.pid, *worker_pids))
                 subprocess.run(["fusermount3", "-u", str(mnt)], timeout=60)
-                if key == "iscsifs" and have_peer:
-                    with peer_stack(work, lun_url, procs, mounts, f"pair{n}") as (path, peer_watch):
-                        one = {job.name: {} for job in JOBS}
-                        fio_jobs(one, "peer", path, args.runtime, {**peer_watch, "tgtd": tgt.proc.pid}, costs)
-                        rounds.setdefault("peer", []).append({name: r["peer"] for name, r in one.items()})
+                if key == "iscsifs" and have_peer and not peer_first:
+                    peer_run(n)
             for key, runs_of_key in rounds.items():
                 for job in JOBS:
                     values = [r[job.name] for r in runs_of_key if r[job.name] is not None]
@@ -582,6 +639,8 @@ def main() -> int:
                                 path, watch):
                             fio_jobs(delayed, "peer", path, args.runtime, watch, jobs=DELAY_JOBS)
 
+            split = cpu_split(f"{tgt.url}/{IQN}", work, opts, args.runtime, procs, mounts)
+
             for key, extra in (("ceiling", []), ("ceiling1w", ["--wait"])):
                 null = work / key
                 null.mkdir()
@@ -590,7 +649,7 @@ def main() -> int:
                 procs.append(nullfs)
                 mounts.append(null)
                 wait_for(lambda null=null: is_mounted(null), 30, "the nullfs mount")
-                fio_jobs(results, key, null / "null", args.runtime)
+                fio_jobs(results, key, null / "null", args.runtime, {"FUSE process": nullfs.pid}, costs)
                 nullfs.terminate()
                 nullfs.wait(timeout=30)
 
@@ -684,7 +743,7 @@ def main() -> int:
     print(f"| read resumed after tgtd listens again ({args.outage:g} s outage) | s | {recovered:.2f} "
           f"| | | | | | | | < 3 | |")
     if "peer" in rounds:
-        print("\niscsifs (A) and the peer stack (B) in turn, A B A B, same run:\n")
+        print("\niscsifs (A) and the peer stack (B) in turn, A B then B A, same run:\n")
         on_this_machine()
         print("| job | iscsifs, median | peer, median | iscsifs / peer, median of pairs | pairs |")
         print("| --- | ---: | ---: | ---: | --- |")
@@ -730,6 +789,17 @@ def main() -> int:
         for key, per in steps.items():
             print(f"| {key} | {one(per.get('steps'))} | {one(per.get('switches'))} | {one(per.get('turns'))} | "
                   f"{one(per.get('allocations'))} | {one(per.get('syscalls'))} |")
+    if split and all(split.values()):
+        print(f"\nThe FUSE process's CPU per {CPU_SPLIT_JOB} request, split: its parts measured back to back, "
+              f"{len(split[SPLIT_PARTS[2]])} times (bench/stack.py):\n")
+        on_this_machine()
+        print("| part | µs, median | runs |")
+        print("| --- | ---: | --- |")
+        med = {part: statistics.median(v) for part, v in split.items()}
+        for part, v in split.items():
+            print(f"| {part} | {med[part]:.0f} | {', '.join(f'{x:.0f}' for x in v)} |")
+        left = med[SPLIT_PARTS[2]] - med[SPLIT_PARTS[0]] - med[SPLIT_PARTS[1]]
+        print(f"| left: how the two share one trio loop | {left:.0f} | |")
     print("\nCPU time per request, µs, of each process (over the job, ramp included; of the last run of each):\n")
     on_this_machine()
     print("| job | stack | by process |")
@@ -744,6 +814,7 @@ def main() -> int:
                                          "portal_mount_s": mounted,
                                          "portal_ls_s": listed, "portal500": p500, "recovery_s": recovered,
                                          "zeros_mib_s": zeros, "delayed": delayed, "steps": steps,
+                                         "cpu_split_us": split,
                                          "copies_mib_s": copied},
                                         indent=2))
     return 0

@@ -8,12 +8,12 @@ with the loopback receive a send runs for tgtd).
                                          [--requests 20000] [--rounds 3]
 
 With ``--b``, checkouts A and B in turn (A B A B), each in a process of its own that imports its
-own ``iscsifs``, and the ratio of their CPU per read pair by pair. CPU time per read moves less
-between runs than IOPS on a shared VM, so a change to the command path shows here when a whole
-mount's figures (``bench/ab.py``) drown it. Beside ``bench/nullfs.py --wait`` (what pyfuse3
-costs a request that waits once) and the mount's CPU per read (``bench/profile.py``), it splits
-a mount's request into FUSE's part, the stack's part and the rest: how the two interleave in
-one trio loop.
+own ``iscsifs``, and the ratio of their CPU per command pair by pair. CPU time per command
+moves less between runs than IOPS on a shared VM, so a change to the command path shows here
+when a whole mount's figures (``bench/ab.py``) drown it. Beside ``bench/nullfs.py --wait``
+(what pyfuse3 costs a request that waits once) and a mount's CPU per read, it splits a mount's
+request into FUSE's part, the stack's part and the rest: how the two interleave in one trio
+loop (``bench/run.py`` prints that split).
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ IQN = "iqn.2026-12.bench.iscsifs:stack"
 
 
 def child(checkout: Path, url: str, rw: str, qd: int, requests: int) -> None:
-    """In the child: read, then print {"cpu_us": ..., "iops": ...} as one JSON line."""
+    """In the child: read (or write) on the first disk LUN of ``url``'s target, then print
+    {"cpu_us": ..., "iops": ...} as one JSON line (``bench/run.py`` runs it too)."""
     sys.path.insert(0, str(checkout))
     import trio
     from iscsifs.block.client import Client
@@ -45,7 +46,8 @@ def child(checkout: Path, url: str, rw: str, qd: int, requests: int) -> None:
     async def run() -> dict[str, float]:
         parsed = parse_url(url)
         async with trio.open_nursery() as nursery:
-            session, luns = await Client.for_url(parsed).open_target(nursery, parsed, IQN, stats=Stats())
+            target = parsed.target or IQN
+            session, luns = await Client.for_url(parsed).open_target(nursery, parsed, target, stats=Stats())
             lun = luns[0][1]
             blocks = lun.size // 4096
             left = requests
@@ -108,7 +110,8 @@ def main() -> int:
                                           str(args.requests), "--child", str(checkout), url],
                                          capture_output=True, text=True, timeout=600, cwd=checkout)
                     if out.returncode != 0:
-                        raise SystemExit(f"stack: {side} failed: {out.stderr.strip().splitlines()[-1:]}")
+                        last = out.stderr.strip().splitlines()[-1:] or ["no output"]
+                        raise SystemExit(f"stack: {side} failed: {last[0]}")
                     results[side].append(json.loads(out.stdout.splitlines()[-1]))
                     print(f"stack: round {n + 1} {side}: {results[side][-1]['cpu_us']:.1f} µs CPU per command",
                           file=sys.stderr)
