@@ -582,6 +582,7 @@ def main() -> int:
             # rounds[key], one dict per run.
             runs: list[tuple[str, int, dict[str, str]]] = [("iscsifs", 0, {})] * args.pairs
             runs += [(f"workers={w}", w, {}) for w in args.workers if w]
+
             def peer_run(n: int) -> None:
                 assert tgt.proc is not None
                 with peer_stack(work, lun_url, procs, mounts, f"pair{n}") as (path, peer_watch):

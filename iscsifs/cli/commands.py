@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import re
+import stat
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -373,7 +374,7 @@ def _lun_file(path: str) -> tuple[int, int, int]:
     except OSError as exc:
         raise UsageError(error_message(exc)) from None
     try:
-        if not os.path.isfile(path):
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # the open file, not the path looked up again
             raise UsageError(f"{path} is not a LUN file")
         try:
             size, block_size = int(os.getxattr(fd, "user.iscsi.size")), int(os.getxattr(fd, "user.iscsi.block_size"))

@@ -188,7 +188,7 @@ def pdu(cls: type[_P]) -> type[_P]:
     ``object.__setattr__``, which cost 1.9 µs per SCSI Command built and 3.7 µs per Data-In
     parsed on the machine that measured it, against 0.6 and 0.9 µs now, on every 4 KiB command.
     Hashed by its fields as a frozen one is (``unsafe_hash``: nothing changes a PDU)."""
-    made = dataclass(slots=True, unsafe_hash=True)(cls)  # hashed by its fields, as frozen ones are
+    made = dataclass(slots=True, unsafe_hash=True)(cls)
     _derive_codec(made)
     REGISTRY[made.OPCODE] = made
     return made
