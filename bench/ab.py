@@ -8,7 +8,9 @@ by a fifth between runs (its pyfuse3 and iscsi-perf ceilings move with it).
 
 Each of --a and --b is a checkout (``git worktree add /tmp/before COMMIT``); its ``iscsifs`` is
 what its mount runs, with the side's mount options if given (``--a . --b . --b-options
-workers=1``: what an option gives).
+workers=1``: what an option gives), and with the side's interpreter if given (``--a . --b .
+--b-python /usr/bin/python3``: what another build of Python gives; it needs iscsifs's
+dependencies installed for it, e.g. in a venv of its own).
 """
 
 from __future__ import annotations
@@ -67,9 +69,10 @@ def random_lun(work: Path, iqn: str, size_mib: int = 256) -> Iterator[str]:
 
 @contextlib.contextmanager
 def mount(url: str, mnt: Path, env: dict[str, str], cwd: Path | None = None,
-          options: str = "") -> Iterator[subprocess.Popen[bytes]]:
-    """``iscsifs -f [-o OPTIONS] URL MNT`` with ``env`` added, live until the block ends; then unmounted."""
-    proc = subprocess.Popen([sys.executable, "-m", "iscsifs", "-f", *(["-o", options] if options else []), url,
+          options: str = "", python: str = sys.executable) -> Iterator[subprocess.Popen[bytes]]:
+    """``iscsifs -f [-o OPTIONS] URL MNT`` with ``env`` added, run by ``python``, live until the
+    block ends; then unmounted."""
+    proc = subprocess.Popen([python, "-m", "iscsifs", "-f", *(["-o", options] if options else []), url,
                              str(mnt)], cwd=cwd,
                             env=dict(os.environ, **env), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -86,9 +89,16 @@ def mount(url: str, mnt: Path, env: dict[str, str], cwd: Path | None = None,
 
 
 def measure(checkout: Path, url: str, mnt: Path, runtime: float, options: str,
-            jobs: tuple[tuple[str, str, int], ...]) -> dict[tuple[str, str, int], float]:
-    with mount(url, mnt, {"PYTHONPATH": str(checkout)}, cwd=checkout, options=options):
+            jobs: tuple[tuple[str, str, int], ...], python: str) -> dict[tuple[str, str, int], float]:
+    with mount(url, mnt, {"PYTHONPATH": str(checkout)}, cwd=checkout, options=options, python=python):
         return {job: fio(mnt / "1", *job, runtime) for job in jobs}
+
+
+def interpreter(python: str) -> str:
+    """``python``'s build, as the machine line gives this process's."""
+    out = subprocess.run([python, str(REPO / "bench" / "machine.py"), "--python"], capture_output=True, text=True,
+                         check=True)
+    return out.stdout.strip()
 
 
 def main() -> int:
@@ -97,6 +107,8 @@ def main() -> int:
     ap.add_argument("--b", type=Path, required=True, help="checkout B")
     ap.add_argument("--a-options", default="", help="A's mount options (-o)")
     ap.add_argument("--b-options", default="", help="B's mount options (-o)")
+    ap.add_argument("--a-python", default=sys.executable, help="the interpreter A's mount runs (default: this one)")
+    ap.add_argument("--b-python", default=sys.executable, help="the interpreter B's mount runs")
     ap.add_argument("--jobs", help="only these jobs, as rw:bs:qd,... "
                     "(default: randread:4k:32,randwrite:4k:32,randread:4k:1,read:1m:8)")
     ap.add_argument("--rounds", type=int, default=4)
@@ -118,13 +130,17 @@ def main() -> int:
                     mnt = work / f"mnt-{side}"
                     mnt.mkdir(exist_ok=True)
                     options = args.a_options if side == "A" else args.b_options
-                    for job, value in measure(checkout, url, mnt, args.runtime, options, jobs).items():
+                    python = args.a_python if side == "A" else args.b_python
+                    for job, value in measure(checkout, url, mnt, args.runtime, options, jobs, python).items():
                         results[side][job].append(value)
                     print(f"ab: round {n + 1} {side} done", file=sys.stderr)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"Machine: {this_machine().line()}; A -o {args.a_options or '(none)'}, "
-          f"B -o {args.b_options or '(none)'}\n")
+          f"B -o {args.b_options or '(none)'}")
+    if (args.a_python, args.b_python) != (sys.executable, sys.executable):
+        print(f"A runs {interpreter(args.a_python)}; B runs {interpreter(args.b_python)}")
+    print()
     print(f"| job | A ({args.a}) | B ({args.b}) | B/A, median of pairs | pairs |")
     print("| --- | ---: | ---: | ---: | --- |")
     for rw, bs, qd in jobs:

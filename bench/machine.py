@@ -1,14 +1,18 @@
 """The machine a figure was measured on, printed beside every table of ``bench/run.py`` and
 ``bench/ab.py``: machines of one kind differ (on one "AMD EPYC" VM the one-wait ceiling was half
-another's), so a figure without its machine says nothing.
+another's), and so do interpreters (on the same VM, a mount ran 4 KiB I/O 1.11-1.24x as fast
+on Debian's python3 as on pyenv's default build, a shared libpython without PGO), so a figure
+without its machine and its interpreter says nothing.
 
-    .venv/bin/python bench/machine.py      # the line, as the tables print it
+    .venv/bin/python bench/machine.py             # the line, as the tables print it
+    .venv/bin/python bench/machine.py --python    # the interpreter's part of it
 """
 
 from __future__ import annotations
 
 import os
 import platform
+import sys
 import sysconfig
 from dataclasses import dataclass
 
@@ -20,13 +24,19 @@ class Machine:
     virtual: bool  # the CPU says it runs under a hypervisor
     kernel: str
     python: str  # e.g. "CPython 3.11.7"
-    optimized: bool  # built with --enable-optimizations (PGO): the interpreter itself differs
-    lto: bool  # built with --with-lto
+    executable: str  # the interpreter's real path: which build of that version
+    shared: bool  # libpython is a shared library (pyenv's default), not linked into the binary
+    # PGO and LTO as configure recorded them. Debian builds its static python3 with both (its
+    # changelog) without recording either (its sysconfig is its shared build's): False means
+    # "not recorded", not "not built so".
+    optimized: bool
+    lto: bool
 
     @property
     def python_build(self) -> str:
-        flags = ["PGO" if self.optimized else "no PGO", "LTO" if self.lto else "no LTO"]
-        return f"{self.python} ({', '.join(flags)})"
+        recorded = [flag for flag, on in (("PGO", self.optimized), ("LTO", self.lto)) if on]
+        return (f"{self.python} at {self.executable} (libpython {'shared' if self.shared else 'static'}, "
+                f"{' and '.join(recorded) or 'no PGO or LTO'} recorded)")
 
     def line(self) -> str:
         kind = "vCPUs, VM" if self.virtual else "CPUs"
@@ -34,7 +44,8 @@ class Machine:
 
     def to_json(self) -> dict[str, object]:
         return {"cpu_model": self.cpu_model, "cpus": self.cpus, "virtual": self.virtual, "kernel": self.kernel,
-                "python": self.python, "optimized": self.optimized, "lto": self.lto}
+                "python": self.python, "executable": self.executable, "shared_libpython": self.shared,
+                "optimized": self.optimized, "lto": self.lto}
 
 
 def cpu_info(text: str) -> tuple[str, bool]:
@@ -56,16 +67,30 @@ def python_build(config_args: str) -> tuple[bool, bool]:
     return "--enable-optimizations" in args, any(a == "--with-lto" or a.startswith("--with-lto=") for a in args)
 
 
+def shared_libpython(maps: str) -> bool:
+    """Whether a libpython shared library is mapped, from /proc/self/maps: the build itself, where
+    sysconfig may describe another one (Debian's records its shared library's configure)."""
+    return any(os.path.basename(line.split()[-1]).startswith("libpython")
+               for line in maps.splitlines() if len(line.split()) >= 6)
+
+
 def this_machine() -> Machine:
     try:
         with open("/proc/cpuinfo") as f:
             model, virtual = cpu_info(f.read())
     except OSError:
         model, virtual = platform.processor() or "unknown CPU", False
+    try:
+        with open("/proc/self/maps") as f:
+            shared = shared_libpython(f.read())
+    except OSError:
+        shared = bool(sysconfig.get_config_var("Py_ENABLE_SHARED"))
     optimized, lto = python_build(sysconfig.get_config_var("CONFIG_ARGS") or "")
     return Machine(model, os.cpu_count() or 0, virtual, platform.release(),
-                   f"{platform.python_implementation()} {platform.python_version()}", optimized, lto)
+                   f"{platform.python_implementation()} {platform.python_version()}",
+                   os.path.realpath(sys.executable), shared, optimized, lto)
 
 
 if __name__ == "__main__":
-    print(this_machine().line())
+    here = this_machine()
+    print(here.python_build if sys.argv[1:] == ["--python"] else here.line())

@@ -1,14 +1,15 @@
 """``bench/machine.py``: the machine every benchmark table is printed with, read from
-/proc/cpuinfo and CPython's configure arguments."""
+/proc/cpuinfo, /proc/self/maps and CPython's configure arguments."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.machine import Machine, cpu_info, python_build, this_machine
+from bench.machine import Machine, cpu_info, python_build, shared_libpython, this_machine
 
 CPUINFO = """processor\t: 0
 vendor_id\t: AuthenticAMD
@@ -32,8 +33,26 @@ def test_pgo_and_lto_from_configure_arguments():
     assert python_build("'--with-lto-foo'") == (False, False)
 
 
+MAPS = """55d0c0a00000-55d0c0a01000 r--p 00000000 08:01 123 /usr/bin/python3.11
+7f2afa478000-7f2afa49e000 r--p 00000000 08:01 456 /lib/x86_64-linux-gnu/libc.so.6
+7ffd1a2b3000-7ffd1a2d4000 rw-p 00000000 00:00 0 [stack]
+7f2afa600000-7f2afa601000 rw-p 00000000 00:00 0
+"""
+
+
+def test_a_shared_libpython_is_seen_in_the_maps():
+    assert not shared_libpython(MAPS)
+    assert shared_libpython(MAPS + "7fcb18a00000-7fcb18b00000 r-xp 00000000 08:01 789 "
+                                   "/root/.pyenv/versions/3.11.7/lib/libpython3.11.so.1.0\n")
+    assert not shared_libpython("")
+
+
 def test_the_line_names_the_cpu_and_the_python_build():
-    m = Machine("AMD EPYC", 2, True, "6.1.0", "CPython 3.11.7", False, False)
-    assert m.line() == "AMD EPYC, 2 vCPUs, VM, Linux 6.1.0, CPython 3.11.7 (no PGO, no LTO)"
+    m = Machine("AMD EPYC", 2, True, "6.1.0", "CPython 3.11.7", "/opt/py/bin/python3.11", True, False, False)
+    assert m.line() == ("AMD EPYC, 2 vCPUs, VM, Linux 6.1.0, CPython 3.11.7 at /opt/py/bin/python3.11 "
+                        "(libpython shared, no PGO or LTO recorded)")
+    static = Machine("AMD EPYC", 2, False, "6.1.0", "CPython 3.11.2", "/usr/bin/python3.11", False, True, True)
+    assert static.line().endswith("(libpython static, PGO and LTO recorded)")
     here = this_machine()
     assert here.cpus >= 1 and here.python.startswith("CPython 3.") and here.cpu_model in here.line()
+    assert here.executable == os.path.realpath(sys.executable)
