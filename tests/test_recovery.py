@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import json
+import mmap
 import os
 import shutil
 import signal
@@ -267,6 +268,49 @@ def test_a_lun_that_is_another_device_after_reconnecting_fails_its_io(target, tm
                 os.close(fd)
     assert target.backing.read_bytes()[:13] != b"must not land"
     assert "is another device since reconnecting" in m.stderr
+
+
+def test_a_lun_added_back_after_its_restarted_target_takes_logins_is_waited_for(target, tmp_path):
+    """tgt, restarted, takes logins as soon as its target is bound, before its LUN is added back,
+    and answers the missing LUN's VPD pages with LUN 0's identity (``bench/run.py``'s recovery row
+    met this window). A read issued meanwhile waits for the LUN, then completes; nothing is fenced."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    expected = target.backing.read_bytes()[3 * 4096 : 4 * 4096]
+    # No REPORT LUNS poll in this test's span (nop_interval): one would find LUN 1 missing and take
+    # its file away, as it must for a LUN that is removed (README: "Files").
+    with mounted(f"{target.url}/{IQN}", mnt, "-o", "nop_interval=60,nop_timeout=5,command_timeout=5") as m:
+        fd = os.open(mnt / "1", os.O_RDWR | os.O_DIRECT)  # open before: an admin's restart under a user
+        try:
+            target.stop()
+            target.start()
+            target.targets.clear()
+            target.next_tid = 1
+            target.add_target(IQN)  # LUN 1 not yet
+            wait_for(lambda: "no device connected" in m.stderr, timeout=30)
+            buf = mmap.mmap(-1, 4096)  # page-aligned, as O_DIRECT wants
+            got: list[int | BaseException] = []
+
+            def read() -> None:
+                try:
+                    got.append(os.preadv(fd, [buf], 3 * 4096))
+                except OSError as exc:
+                    got.append(exc)
+
+            reader = threading.Thread(target=read)
+            reader.start()
+            time.sleep(2)
+            assert not got, f"the read did not wait for the LUN: {got}"
+            target.add_lun(IQN, 1, target.backing)
+            reader.join(timeout=30)
+            assert got == [4096] and buf[:] == expected, got
+            buf[:6] = b"landed"
+            assert os.pwrite(fd, buf, 0) == 4096
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    assert target.backing.read_bytes()[:6] == b"landed"
+    assert "is back through" in m.stderr and "another device" not in m.stderr, m.stderr
 
 
 @pytest.mark.parametrize("how", ["fusermount", "sigterm with a read waiting"])

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from iscsifs.block.command import command
 from iscsifs.block.stats import Stats
-from iscsifs.net.api import Executor
+from iscsifs.net.api import Executor, LunAbsent
 from iscsifs.scsi import cdb
 from iscsifs.scsi.response import (
     FULL_PROVISIONING,
@@ -158,5 +158,10 @@ async def device_identity(session: Executor, lun: int, stats: Stats | None = Non
 async def identity_of(session: Executor, lun: int) -> tuple[str, str]:
     """(serial, wwn): what a session checks after every login (``net.api.Identify``). An answer
     that cannot be read raises, so the login is tried again rather than the LUN being taken for
-    another device. Not counted: net runs it on a login of its own, maybe in a session worker."""
+    another device; so does a LUN with no device connected now (``LunAbsent``), whose VPD pages
+    are not its own. Not counted: net runs it on a login of its own, maybe in a session worker."""
+    standard = await inquiry(session, lun)
+    if not standard.connected:
+        raise LunAbsent(f"LUN {lun} of {session.target_name}: no device connected "
+                        f"(INQUIRY peripheral qualifier {standard.peripheral_qualifier})")
     return await _identity(session, lun, await _supported_pages(session, lun, None), None)

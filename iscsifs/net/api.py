@@ -29,6 +29,7 @@ from typing import Protocol
 
 from iscsifs.proto.address import Portal
 from iscsifs.proto.connection import ScsiResult
+from iscsifs.proto.errors import IscsiError
 from iscsifs.scsi.sense import Sense
 
 UnitAttention = Callable[[int, Sense], None]  # (LUN, sense) of a UNIT ATTENTION or SCSI Async Event
@@ -153,5 +154,12 @@ class MountedTarget(Target, Protocol):
 
 
 # The identity check a session runs after every login, passed down from ``iscsifs.block`` (net
-# never imports from above): (an executor over the new connection, LUN) -> (serial, wwn).
+# never imports from above): (an executor over the new connection, LUN) -> (serial, wwn), or
+# ``LunAbsent`` if no device is connected at that LUN now.
 Identify = Callable[[Executor, int], Awaitable[tuple[str, str]]]
+
+
+class LunAbsent(IscsiError):
+    """INQUIRY says no device is connected at the LUN now (peripheral qualifier not 0, SPC-4
+    §6.4.2), so its VPD pages say nothing of what it is: tgt, restarted, takes logins before its
+    LUNs are added back, and answers a missing LUN's pages with LUN 0's."""

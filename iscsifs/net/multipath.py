@@ -16,7 +16,11 @@ when the target returns.
 
 After every login, each LUN the layers above registered (``expect_identity``) must answer with
 the same serial and WWN (VPD 0x80/0x83): a path that leads to other devices than the healthy
-paths do is refused; a LUN that is another device after every path was down fails its I/O.
+paths do is refused; a LUN that is another device after every path was down fails its I/O. A
+LUN with no device connected at a login (``LunAbsent``: a restarted target that is still adding
+its LUNs back) is neither: its commands through that path wait, checking it again every
+``RECHECK_INTERVAL`` seconds within their budget, until it is there and the same device (or
+fenced as another).
 
 Each path is an I_T nexus of its own for persistent reservations: a LUN kept registered
 (``keep_registered``) is registered again by every login of every path before it serves, and a
@@ -32,7 +36,17 @@ from dataclasses import replace
 
 import trio
 
-from iscsifs.net.api import DataOut, Fenced, Identify, Into, NexusAction, PathInfo, Registrar, UnitAttention
+from iscsifs.net.api import (
+    DataOut,
+    Fenced,
+    Identify,
+    Into,
+    LunAbsent,
+    NexusAction,
+    PathInfo,
+    Registrar,
+    UnitAttention,
+)
 from iscsifs.net.dial import Connect, tcp_connect
 from iscsifs.net.nursery import fail_after
 from iscsifs.net.session import (
@@ -59,6 +73,7 @@ MAX_QUEUE_DEPTH = 64
 # CLEAR with 2A/03 to every nexus it unregistered).
 PREEMPTED = frozenset({(0x2A, 0x03), (0x2A, 0x05)})
 _GOOD = int(Status.GOOD)  # a plain int on every command's path (an IntEnum member is a lookup)
+RECHECK_INTERVAL = 1.0  # seconds between identity checks of a LUN found absent at a login
 
 
 class RecoveryTimeout(IscsiError):
@@ -98,6 +113,11 @@ class Multipath:
         self._checking: set[tuple[int, int]] = set()  # (id of a path, LUN) whose preemption is being looked at
         self.identities: dict[int, tuple[str, str]] = dict(identities or {})  # LUN -> (serial, wwn)
         self._lun_changed: dict[int, str] = {}
+        # LUN -> the paths through which it had no device connected at their last login: their
+        # commands to it check it again first (``_recheck``), one check at a time.
+        self._absent: dict[int, set[Session]] = {}
+        self._rechecked: dict[int, float] = {}  # LUN -> when it was last checked again
+        self._recheck_lock = trio.Lock()
         # Each path's ISID, kept for good: a relogin, in this process or in a worker started again,
         # reinstates the path's session (§6.3.5) instead of leaving the old nexus's tasks behind.
         self.isids: dict[Portal, bytes] = dict(isids or {})
@@ -226,6 +246,9 @@ class Multipath:
             else:
                 self._next = (self._next + 1) % len(usable)
                 path = usable[self._next]
+            if self._absent and path in self._absent.get(lun, ()):
+                await self._recheck(path, lun, expires)
+                continue
             await self._take_slot()
             try:
                 result: ScsiResult | None = await path.execute(lun, cdb, data_out=data_out, expected_in=expected_in,
@@ -411,18 +434,71 @@ class Multipath:
         if self._identify is None:
             return
         for lun, expected in list(self.identities.items()):
-            with fail_after(self.policy.command_timeout, f"the identity check of LUN {lun} through {path.portal}"):
-                now = await self._identify(probe, lun)
+            try:
+                with fail_after(self.policy.command_timeout, f"the identity check of LUN {lun} through {path.portal}"):
+                    now = await self._identify(probe, lun)
+            except LunAbsent as absent:
+                # Not another device (that would fence it for good): not there yet. The login
+                # stands, for the other LUNs; this one's commands wait for it (``_recheck``).
+                log.warning("%s through %s since reconnecting; its commands wait for it", absent, path.portal)
+                self._absent.setdefault(lun, set()).add(path)
+                continue
+            self._present(path, lun)
             if now == expected:
                 continue
             change = f"(serial {expected[0]!r} -> {now[0]!r}, wwn {expected[1]!r} -> {now[1]!r})"
             if any(p is not path for p in self._usable):
                 raise SessionRefused(f"LUN {lun} of {self.target_name} is another device through {path.portal} "
                                   f"than through the other paths {change}: path refused")
-            message = (f"LUN {lun} of {self.target_name} is another device since reconnecting through "
-                       f"{path.portal} {change}: refusing its I/O")
-            log.error("%s", message)
-            self._lun_changed[lun] = message
+            self._fence_changed(lun, f"LUN {lun} of {self.target_name} is another device since reconnecting through "
+                                     f"{path.portal} {change}: refusing its I/O")
+
+    def _present(self, path: Session, lun: int) -> None:
+        paths = self._absent.get(lun)
+        if paths is not None:
+            paths.discard(path)
+            if not paths:
+                del self._absent[lun]
+
+    def _fence_changed(self, lun: int, message: str) -> None:
+        log.error("%s", message)
+        self._lun_changed[lun] = message
+
+    async def _recheck(self, path: Session, lun: int, expires: float) -> None:
+        """A command to a LUN that had no device connected when ``path`` last logged in: check it
+        again (at most every RECHECK_INTERVAL, whoever asks), and wait a while if it is still
+        absent, within the command's budget. Found again, it must be the same device, or its I/O
+        is refused as after any login."""
+        async with self._recheck_lock:
+            if path not in self._absent.get(lun, ()):
+                return  # settled by another command's check, or by a new login
+            now = trio.current_time()
+            if now >= self._rechecked.get(lun, -float("inf")) + RECHECK_INTERVAL and self._identify is not None:
+                self._rechecked[lun] = now
+                what = f"the identity check of LUN {lun} through {path.portal}"
+                try:
+                    with fail_after(self.policy.command_timeout, what):
+                        identity = await self._identify(path, lun)
+                except LunAbsent:
+                    pass
+                except Undelivered:
+                    return  # the path went down: its next login checks the LUN again
+                else:
+                    self._present(path, lun)
+                    expected = self.identities.get(lun)
+                    if expected is not None and identity != expected:
+                        self._fence_changed(lun, f"LUN {lun} of {self.target_name} is another device since it "
+                                                 f"came back through {path.portal} (serial {expected[0]!r} -> "
+                                                 f"{identity[0]!r}, wwn {expected[1]!r} -> {identity[1]!r}): "
+                                                 "refusing its I/O")
+                    else:
+                        log.warning("LUN %d of %s is back through %s", lun, self.target_name, path.portal)
+                    return
+        if trio.current_time() >= expires:
+            raise RecoveryTimeout(f"LUN {lun} of {self.target_name} has had no device connected through "
+                                  f"{path.portal} since it logged in again, for longer than the command's "
+                                  f"{self._bound:g} s")
+        await trio.sleep_until(min(expires, trio.current_time() + RECHECK_INTERVAL))
 
     # -- queue depth ------------------------------------------------------------------------------------
 

@@ -325,3 +325,80 @@ def test_fuzz_chap_parsers_only_raise_our_errors(keys):
             parse()
         except (IscsiError, RemoteProtocolError):
             pass
+
+
+async def _relogin_to(fakes, ms, absent: bool, serial: bytes = b"FAKE0001"):
+    """Drop the path's connection; the target it logs in to next has the LUN ``absent`` or not."""
+    def setup(portal, target):
+        target.absent, target.serial = absent, serial
+
+    fakes.setup = setup
+    before = len(fakes.targets)
+    await fakes.targets[-1][1].stream.aclose()
+    while len(fakes.targets) == before or ms.paths()[0].state != "logged_in":
+        await trio.sleep(0.05)
+    return fakes.targets[-1][1]
+
+
+async def test_a_lun_absent_at_a_relogin_is_waited_for_not_taken_for_another_device(autojump_clock):
+    # tgt, restarted, takes logins before its LUNs are added back, and answers a missing LUN's
+    # VPD pages with LUN 0's identity: that is "not there yet", not "another device".
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            fakes, ms = await _managed(nursery, identities=_identity())
+            await command(ms, 0, READ, name="READ", expected_in=4096)
+            target = await _relogin_to(fakes, ms, absent=True)
+            done: list[float] = []
+
+            async def read() -> None:
+                await command(ms, 0, READ, name="READ", expected_in=4096)
+                done.append(trio.current_time())
+
+            async with trio.open_nursery() as io:
+                for _ in range(4):
+                    io.start_soon(read)
+                await trio.sleep(5)
+                assert not done  # waiting, not failed
+                inquiries = [p for p in target.log if isinstance(p, P.ScsiCommand) and p.cdb[0] == 0x12
+                             and not p.cdb[1] & 1]
+                assert 3 <= len(inquiries) <= 8  # checked again about once a second, not once per command
+                assert not any(isinstance(p, P.ScsiCommand) and p.cdb[:10] == READ for p in target.log)
+                came_back = trio.current_time()
+                target.absent = False
+            assert len(done) == 4 and max(done) - came_back <= 1.5
+            await command(ms, 0, READ, name="READ", expected_in=4096)
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_lun_that_comes_back_as_another_device_is_fenced(autojump_clock):
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            fakes, ms = await _managed(nursery, identities=_identity())
+            target = await _relogin_to(fakes, ms, absent=True, serial=b"OTHER001")
+
+            async def add_it_back() -> None:
+                await trio.sleep(2.5)
+                target.absent = False
+
+            nursery.start_soon(add_it_back)
+            with pytest.raises(IscsiError, match="another device since it came back"):
+                await command(ms, 0, READ, name="READ", expected_in=4096)
+            assert not any(isinstance(p, P.ScsiCommand) and p.cdb[:10] == READ for p in target.log)
+            with pytest.raises(IscsiError, match="another device"):
+                await command(ms, 0, READ, name="READ", expected_in=4096)
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_lun_that_stays_absent_fails_its_commands_within_their_bound(autojump_clock):
+    with trio.fail_after(300):
+        async with trio.open_nursery() as nursery:
+            fakes, ms = await _managed(nursery, identities=_identity())
+            target = await _relogin_to(fakes, ms, absent=True)
+            start = trio.current_time()
+            with pytest.raises(IscsiError, match="no device connected"):
+                await command(ms, 0, READ, name="READ", expected_in=4096)
+            assert FAST.command_bound - 1 <= trio.current_time() - start <= FAST.command_bound + 1.5
+            target.absent = False  # and once it is back, as the same device, it serves again
+            await trio.sleep(1)
+            await command(ms, 0, READ, name="READ", expected_in=4096)
+            nursery.cancel_scope.cancel()

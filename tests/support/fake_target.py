@@ -40,6 +40,10 @@ class FakeTarget:
         self.luns = [0]
         self.write_protected = False
         self.serial = b"FAKE0001"  # VPD 0x80
+        # No device at the LUN, as a restarted tgt before its LUNs are added back: INQUIRY says
+        # so (qualifier 3), the VPD pages are another LUN's (tgt answers with LUN 0's), and the
+        # other commands fail with LOGICAL UNIT NOT SUPPORTED.
+        self.absent = False
         self.max_transfer_blocks = 0  # VPD 0xB0; 0 = no limit
         self.pending_sense: list[bytes] = []  # answer the next commands with CHECK CONDITION + this
         self.pending_status: list[int] = []  # ...or with this status (BUSY, TASK SET FULL...)
@@ -150,9 +154,15 @@ class FakeTarget:
             return
         c = req.cdb
         op = c[0]
+        if self.absent and op == 0x12 and not c[1] & 1:
+            await self.respond(req, bytes([0x7F, 0, 5, 2, 31, 0, 0, 0]) + b"FAKE    " + b"controller".ljust(16) + b"0001")
+            return
+        if self.absent and op != 0x12:
+            await self.check_condition(req, sense_bytes(0x05, 0x25, 0x00))
+            return
         if op == 0x12 and c[1] & 1:
             page = c[2]
-            body = {0x00: bytes([0x00, 0x80, 0x83, 0xB0]), 0x80: self.serial,
+            body = {0x00: bytes([0x00, 0x80, 0x83, 0xB0]), 0x80: b"CONTROLR" if self.absent else self.serial,
                     0x83: bytes([0x01, 0x03, 0x00, 0x08]) + bytes.fromhex("6001405fa4e4c0de"),
                     0xB0: bytes(4) + self.max_transfer_blocks.to_bytes(4, "big") + bytes(52)}.get(page)
             if body is None:
