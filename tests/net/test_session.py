@@ -6,6 +6,7 @@ outage, multipath failover and round-robin, and fuzzing of what a target can sen
 from __future__ import annotations
 
 import errno
+from contextlib import asynccontextmanager
 from functools import partial
 
 import pytest
@@ -340,65 +341,64 @@ async def _relogin_to(fakes, ms, absent: bool, serial: bytes = b"FAKE0001"):
     return fakes.targets[-1][1]
 
 
+@asynccontextmanager
+async def _absent_after_a_relogin(serial: bytes = b"FAKE0001", limit: float = 120):
+    """A multipath that read LUN 0, then logged in again to a target where the LUN is absent
+    (as a restarted tgt before its LUNs are back; ``serial``: what it will be once it is back)."""
+    with trio.fail_after(limit):
+        async with trio.open_nursery() as nursery:
+            fakes, ms = await _managed(nursery, identities=_identity())
+            await command(ms, 0, READ, name="READ", expected_in=4096)
+            yield nursery, ms, await _relogin_to(fakes, ms, absent=True, serial=serial)
+            nursery.cancel_scope.cancel()
+
+
 async def test_a_lun_absent_at_a_relogin_is_waited_for_not_taken_for_another_device(autojump_clock):
     # tgt, restarted, takes logins before its LUNs are added back, and answers a missing LUN's
     # VPD pages with LUN 0's identity: that is "not there yet", not "another device".
-    with trio.fail_after(120):
-        async with trio.open_nursery() as nursery:
-            fakes, ms = await _managed(nursery, identities=_identity())
-            await command(ms, 0, READ, name="READ", expected_in=4096)
-            target = await _relogin_to(fakes, ms, absent=True)
-            done: list[float] = []
+    async with _absent_after_a_relogin() as (_, ms, target):
+        done: list[float] = []
 
-            async def read() -> None:
-                await command(ms, 0, READ, name="READ", expected_in=4096)
-                done.append(trio.current_time())
-
-            async with trio.open_nursery() as io:
-                for _ in range(4):
-                    io.start_soon(read)
-                await trio.sleep(5)
-                assert not done  # waiting, not failed
-                inquiries = [p for p in target.log if isinstance(p, P.ScsiCommand) and p.cdb[0] == 0x12
-                             and not p.cdb[1] & 1]
-                assert 3 <= len(inquiries) <= 8  # checked again about once a second, not once per command
-                assert not any(isinstance(p, P.ScsiCommand) and p.cdb[:10] == READ for p in target.log)
-                came_back = trio.current_time()
-                target.absent = False
-            assert len(done) == 4 and max(done) - came_back <= 1.5
+        async def read() -> None:
             await command(ms, 0, READ, name="READ", expected_in=4096)
-            nursery.cancel_scope.cancel()
+            done.append(trio.current_time())
+
+        async with trio.open_nursery() as io:
+            for _ in range(4):
+                io.start_soon(read)
+            await trio.sleep(5)
+            assert not done  # waiting, not failed
+            inquiries = [p for p in target.log if isinstance(p, P.ScsiCommand) and p.cdb[0] == 0x12
+                         and not p.cdb[1] & 1]
+            assert 3 <= len(inquiries) <= 8  # checked again about once a second, not once per command
+            assert not any(isinstance(p, P.ScsiCommand) and p.cdb[:10] == READ for p in target.log)
+            came_back = trio.current_time()
+            target.absent = False
+        assert len(done) == 4 and max(done) - came_back <= 1.5
+        await command(ms, 0, READ, name="READ", expected_in=4096)
 
 
 async def test_a_lun_that_comes_back_as_another_device_is_fenced(autojump_clock):
-    with trio.fail_after(120):
-        async with trio.open_nursery() as nursery:
-            fakes, ms = await _managed(nursery, identities=_identity())
-            target = await _relogin_to(fakes, ms, absent=True, serial=b"OTHER001")
+    async with _absent_after_a_relogin(serial=b"OTHER001") as (nursery, ms, target):
 
-            async def add_it_back() -> None:
-                await trio.sleep(2.5)
-                target.absent = False
+        async def add_it_back() -> None:
+            await trio.sleep(2.5)
+            target.absent = False
 
-            nursery.start_soon(add_it_back)
-            with pytest.raises(IscsiError, match="another device since it came back"):
-                await command(ms, 0, READ, name="READ", expected_in=4096)
-            assert not any(isinstance(p, P.ScsiCommand) and p.cdb[:10] == READ for p in target.log)
-            with pytest.raises(IscsiError, match="another device"):
-                await command(ms, 0, READ, name="READ", expected_in=4096)
-            nursery.cancel_scope.cancel()
+        nursery.start_soon(add_it_back)
+        with pytest.raises(IscsiError, match="another device since it came back"):
+            await command(ms, 0, READ, name="READ", expected_in=4096)
+        assert not any(isinstance(p, P.ScsiCommand) and p.cdb[:10] == READ for p in target.log)
+        with pytest.raises(IscsiError, match="another device"):
+            await command(ms, 0, READ, name="READ", expected_in=4096)
 
 
 async def test_a_lun_that_stays_absent_fails_its_commands_within_their_bound(autojump_clock):
-    with trio.fail_after(300):
-        async with trio.open_nursery() as nursery:
-            fakes, ms = await _managed(nursery, identities=_identity())
-            target = await _relogin_to(fakes, ms, absent=True)
-            start = trio.current_time()
-            with pytest.raises(IscsiError, match="no device connected"):
-                await command(ms, 0, READ, name="READ", expected_in=4096)
-            assert FAST.command_bound - 1 <= trio.current_time() - start <= FAST.command_bound + 1.5
-            target.absent = False  # and once it is back, as the same device, it serves again
-            await trio.sleep(1)
+    async with _absent_after_a_relogin(limit=300) as (_, ms, target):
+        start = trio.current_time()
+        with pytest.raises(IscsiError, match="no device connected"):
             await command(ms, 0, READ, name="READ", expected_in=4096)
-            nursery.cancel_scope.cancel()
+        assert FAST.command_bound - 1 <= trio.current_time() - start <= FAST.command_bound + 1.5
+        target.absent = False  # and once it is back, as the same device, it serves again
+        await trio.sleep(1)
+        await command(ms, 0, READ, name="READ", expected_in=4096)
