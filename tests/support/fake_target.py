@@ -155,7 +155,8 @@ class FakeTarget:
         c = req.cdb
         op = c[0]
         if self.absent and op == 0x12 and not c[1] & 1:
-            await self.respond(req, bytes([0x7F, 0, 5, 2, 31, 0, 0, 0]) + b"FAKE    " + b"controller".ljust(16) + b"0001")
+            inquiry = bytes([0x7F, 0, 5, 2, 31, 0, 0, 0]) + b"FAKE    " + b"controller".ljust(16) + b"0001"
+            await self.respond(req, inquiry)  # qualifier 3, type 0x1F: no device at this LUN
             return
         if self.absent and op != 0x12:
             await self.check_condition(req, sense_bytes(0x05, 0x25, 0x00))
