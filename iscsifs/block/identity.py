@@ -159,7 +159,8 @@ async def identity_of(session: Executor, lun: int) -> tuple[str, str]:
     """(serial, wwn): what a session checks after every login (``net.api.Identify``). An answer
     that cannot be read raises, so the login is tried again rather than the LUN being taken for
     another device; so does a LUN with no device connected now (``LunAbsent``), whose VPD pages
-    are not its own. Not counted: net runs it on a login of its own, maybe in a session worker."""
+    are not its own. Not counted: net runs it on a login of its own, or on a path where it checks
+    an absent LUN again, maybe in a session worker."""
     standard = await inquiry(session, lun)
     if not standard.connected:
         raise LunAbsent(f"LUN {lun} of {session.target_name}: no device connected "

@@ -18,9 +18,9 @@ After every login, each LUN the layers above registered (``expect_identity``) mu
 the same serial and WWN (VPD 0x80/0x83): a path that leads to other devices than the healthy
 paths do is refused; a LUN that is another device after every path was down fails its I/O. A
 LUN with no device connected at a login (``LunAbsent``: a restarted target that is still adding
-its LUNs back) is neither: its commands through that path wait, checking it again every
-``RECHECK_INTERVAL`` seconds within their budget, until it is there and the same device (or
-fenced as another).
+its LUNs back) is neither: its commands go through a path that serves it, or, with none, wait
+within their budget, the LUN checked again every ``RECHECK_INTERVAL`` seconds, until it is there
+and the same device (then registered, if it is kept registered), or fenced as another.
 
 Each path is an I_T nexus of its own for persistent reservations: a LUN kept registered
 (``keep_registered``) is registered again by every login of every path before it serves, and a
@@ -74,6 +74,8 @@ MAX_QUEUE_DEPTH = 64
 PREEMPTED = frozenset({(0x2A, 0x03), (0x2A, 0x05)})
 _GOOD = int(Status.GOOD)  # a plain int on every command's path (an IntEnum member is a lookup)
 RECHECK_INTERVAL = 1.0  # seconds between identity checks of a LUN found absent at a login
+# INQUIRY and REPORT LUNS go through whatever is at the LUN: they are how a rescan finds out.
+_UNGATED = frozenset({0x12, 0xA0})
 
 
 class RecoveryTimeout(IscsiError):
@@ -116,7 +118,7 @@ class Multipath:
         # LUN -> the paths through which it had no device connected at their last login: their
         # commands to it check it again first (``_recheck``), one check at a time.
         self._absent: dict[int, set[Session]] = {}
-        self._rechecked: dict[int, float] = {}  # LUN -> when it was last checked again
+        self._rechecked: dict[tuple[Session, int], float] = {}  # (path, LUN) -> when last checked again
         self._recheck_lock = trio.Lock()
         # Each path's ISID, kept for good: a relogin, in this process or in a worker started again,
         # reinstates the path's session (§6.3.5) instead of leaving the old nexus's tasks behind.
@@ -246,9 +248,14 @@ class Multipath:
             else:
                 self._next = (self._next + 1) % len(usable)
                 path = usable[self._next]
-            if self._absent and path in self._absent.get(lun, ()):
-                await self._recheck(path, lun, expires)
-                continue
+            if self._absent and lun in self._absent and cdb[0] not in _UNGATED:
+                absent = self._absent[lun]
+                if path in absent:
+                    serving = [p for p in usable if p not in absent]
+                    if not serving:
+                        await self._recheck(path, lun, expires)
+                        continue
+                    path = serving[0]
             await self._take_slot()
             try:
                 result: ScsiResult | None = await path.execute(lun, cdb, data_out=data_out, expected_in=expected_in,
@@ -363,6 +370,8 @@ class Multipath:
                 return
             for lun, registrar in todo:
                 done[lun] = registrar
+                if path in self._absent.get(lun, ()):
+                    continue  # no device there yet: registered once it is back (_check_again)
                 try:
                     with fail_after(self.policy.command_timeout, f"registering LUN {lun} through {path.portal}"):
                         if lun in self._joining:  # joining now: this path too, whatever others hold
@@ -465,40 +474,71 @@ class Multipath:
         self._lun_changed[lun] = message
 
     async def _recheck(self, path: Session, lun: int, expires: float) -> None:
-        """A command to a LUN that had no device connected when ``path`` last logged in: check it
-        again (at most every RECHECK_INTERVAL, whoever asks), and wait a while if it is still
-        absent, within the command's budget. Found again, it must be the same device, or its I/O
-        is refused as after any login."""
-        async with self._recheck_lock:
+        """A command to a LUN that had no device connected when ``path`` (the only usable path)
+        last logged in: check it again, at most every RECHECK_INTERVAL per path whoever asks,
+        then wait for that or for a path to change, all within the command's budget."""
+        key = (path, lun)
+        with trio.move_on_at(expires):
+            async with self._recheck_lock:
+                if path in self._absent.get(lun, ()) and \
+                        trio.current_time() >= self._rechecked.get(key, -float("inf")) + RECHECK_INTERVAL:
+                    try:
+                        await self._check_again(path, lun)
+                    finally:
+                        self._rechecked[key] = trio.current_time()
             if path not in self._absent.get(lun, ()):
-                return  # settled by another command's check, or by a new login
-            now = trio.current_time()
-            if now >= self._rechecked.get(lun, -float("inf")) + RECHECK_INTERVAL and self._identify is not None:
-                self._rechecked[lun] = now
-                what = f"the identity check of LUN {lun} through {path.portal}"
-                try:
-                    with fail_after(self.policy.command_timeout, what):
-                        identity = await self._identify(path, lun)
-                except LunAbsent:
-                    pass
-                except Undelivered:
-                    return  # the path went down: its next login checks the LUN again
-                else:
-                    self._present(path, lun)
-                    expected = self.identities.get(lun)
-                    if expected is not None and identity != expected:
-                        self._fence_changed(lun, f"LUN {lun} of {self.target_name} is another device since it "
-                                                 f"came back through {path.portal} (serial {expected[0]!r} -> "
-                                                 f"{identity[0]!r}, wwn {expected[1]!r} -> {identity[1]!r}): "
-                                                 "refusing its I/O")
-                    else:
-                        log.warning("LUN %d of %s is back through %s", lun, self.target_name, path.portal)
-                    return
-        if trio.current_time() >= expires:
-            raise RecoveryTimeout(f"LUN {lun} of {self.target_name} has had no device connected through "
-                                  f"{path.portal} since it logged in again, for longer than the command's "
-                                  f"{self._bound:g} s")
-        await trio.sleep_until(min(expires, trio.current_time() + RECHECK_INTERVAL))
+                return
+            changed = self._changed
+            with trio.move_on_after(RECHECK_INTERVAL):
+                await changed.wait()
+            return
+        raise RecoveryTimeout(f"LUN {lun} of {self.target_name} has had no device connected through "
+                              f"{path.portal} since it logged in again, for longer than the command's "
+                              f"{self._bound:g} s")
+
+    async def _check_again(self, path: Session, lun: int) -> None:
+        """One identity check of an absent LUN through ``path``. Still absent, or the check
+        failed: it stays absent (the next check, or the command's budget, settles it). Back as
+        itself: registered on this nexus if it is kept registered, then served. Back as another
+        device: this path is dropped if other paths serve it as it was (its next login is
+        refused, as at any login), else the LUN is fenced."""
+        try:
+            with fail_after(self.policy.command_timeout, f"the identity check of LUN {lun} through {path.portal}"):
+                identity = await self._identify(path, lun) if self._identify is not None else None
+        except LunAbsent:
+            return
+        except IscsiError as exc:
+            log.info("LUN %d of %s: checking it again through %s: %s", lun, self.target_name, path.portal, exc)
+            return
+        expected = self.identities.get(lun)
+        if identity is not None and expected is not None and identity != expected:
+            change = f"(serial {expected[0]!r} -> {identity[0]!r}, wwn {expected[1]!r} -> {identity[1]!r})"
+            if any(p is not path and p not in self._absent.get(lun, ()) for p in self._usable):
+                log.error("LUN %d of %s is another device through %s than through the other paths %s: "
+                          "dropping that path", lun, self.target_name, path.portal, change)
+                if path.connection is not None:
+                    path.connection.abort(ConnectionLost(f"LUN {lun} is another device through this path"))
+                return
+            self._present(path, lun)
+            self._fence_changed(lun, f"LUN {lun} of {self.target_name} is another device since it came back "
+                                     f"through {path.portal} {change}: refusing its I/O")
+            return
+        registrar = self._registrars.get(lun)
+        if registrar is not None:
+            try:
+                with fail_after(self.policy.command_timeout, f"registering LUN {lun} through {path.portal}"):
+                    kept = await registrar.login(path, lun)
+            except CONNECTION_ERRORS:
+                return  # still absent here: this path's next login, or the next check, registers it
+            except IscsiError as exc:
+                # As after a login: this path serves unregistered rather than never.
+                log.warning("LUN %d of %s: registering through %s failed: %s", lun, self.target_name,
+                            path.portal, exc)
+                kept = True
+            if not kept:
+                self._fenced(lun, path.portal)
+        self._present(path, lun)
+        log.warning("LUN %d of %s is back through %s", lun, self.target_name, path.portal)
 
     # -- queue depth ------------------------------------------------------------------------------------
 

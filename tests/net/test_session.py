@@ -240,12 +240,18 @@ def _identity():
     return {0: ("FAKE0001", "naa.6001405fa4e4c0de")}
 
 
+async def _both_paths_up(nursery):
+    """A multipath through A and B, once both are logged in."""
+    fakes, ms = await _managed(nursery, portals=(A, B), identities=_identity())
+    while len([p for p in ms.paths() if p.state == "logged_in"]) < 2:
+        await trio.sleep(0.1)
+    return fakes, ms
+
+
 async def test_failover_reissues_on_the_standby_path_at_once_and_fails_back(autojump_clock):
     with trio.fail_after(120):
         async with trio.open_nursery() as nursery:
-            fakes, ms = await _managed(nursery, portals=(A, B), identities=_identity())
-            while len([p for p in ms.paths() if p.state == "logged_in"]) < 2:
-                await trio.sleep(0.1)
+            fakes, ms = await _both_paths_up(nursery)
             assert [(p.portal, p.active) for p in ms.paths()] == [(A, True), (B, False)]
             (first,) = fakes.at(A)
             first.swallow = 1  # the command in flight when the path dies
@@ -402,3 +408,63 @@ async def test_a_lun_that_stays_absent_fails_its_commands_within_their_bound(aut
         target.absent = False  # and once it is back, as the same device, it serves again
         await trio.sleep(1)
         await command(ms, 0, READ, name="READ", expected_in=4096)
+
+
+class _Registrar:
+    """Counts the logins it is asked to register on (a LUN kept registered)."""
+
+    def __init__(self) -> None:
+        self.logins: list[int] = []
+
+    async def register(self, nexus, lun: int) -> None:
+        pass
+
+    async def login(self, nexus, lun: int) -> bool:
+        self.logins.append(lun)
+        return True
+
+    async def preempted(self, nexus, lun: int) -> bool:
+        return True
+
+
+async def test_an_absent_lun_is_registered_once_it_is_back_not_while_absent(autojump_clock):
+    registrar = _Registrar()
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            fakes, ms = await _managed(nursery, identities=_identity())
+            ms.keep_registered(0, registrar)
+            target = await _relogin_to(fakes, ms, absent=True)
+            assert registrar.logins == []  # nothing registered on a LUN that is not there
+
+            async def add_it_back() -> None:
+                await trio.sleep(2.5)
+                assert registrar.logins == []
+                target.absent = False
+
+            nursery.start_soon(add_it_back)
+            await command(ms, 0, READ, name="READ", expected_in=4096)
+            assert registrar.logins == [0]  # registered on this nexus once back, before the READ
+            nursery.cancel_scope.cancel()
+
+
+async def test_an_absent_lun_is_served_at_once_through_a_path_that_has_it(autojump_clock):
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            fakes, ms = await _both_paths_up(nursery)
+            fakes.setup = lambda portal, target: setattr(target, "absent", portal == A)
+            before = len(fakes.at(A))
+            await fakes.at(A)[-1].stream.aclose()
+            while len(fakes.at(A)) == before or ms.paths()[0].state != "logged_in":
+                await trio.sleep(0.05)
+            start = trio.current_time()
+            await command(ms, 0, READ, name="READ", expected_in=4096)
+            assert trio.current_time() - start < 0.1  # not a second's wait for A
+            assert not any(isinstance(p, P.ScsiCommand) and p.cdb[:10] == READ for p in fakes.at(A)[-1].log)
+            assert any(isinstance(p, P.ScsiCommand) and p.cdb[:10] == READ for p in fakes.at(B)[-1].log)
+            # B goes; the LUN comes back through A as another device: with no other path, it is fenced.
+            fakes.at(A)[-1].serial, fakes.at(A)[-1].absent = b"OTHER001", False
+            fakes.down.add(B)
+            await fakes.at(B)[-1].stream.aclose()
+            with pytest.raises(IscsiError, match="another device since it came back"):
+                await command(ms, 0, READ, name="READ", expected_in=4096)
+            nursery.cancel_scope.cancel()
