@@ -9,8 +9,8 @@ by a fifth between runs (its pyfuse3 and iscsi-perf ceilings move with it).
 Each of --a and --b is a checkout (``git worktree add /tmp/before COMMIT``); its ``iscsifs`` is
 what its mount runs, with the side's mount options if given (``--a . --b . --b-options
 workers=1``: what an option gives), and with the side's interpreter if given (``--a . --b .
---b-python /usr/bin/python3``: what another build of Python gives; it needs iscsifs's
-dependencies installed for it, e.g. in a venv of its own).
+--b-python /tmp/other-venv/bin/python``: what another build of Python gives, from a venv of it
+with iscsifs's dependencies installed).
 """
 
 from __future__ import annotations
@@ -118,6 +118,8 @@ def main() -> int:
                                             (j.split(":") for j in args.jobs.split(",")))
     if os.geteuid() != 0:
         raise SystemExit("ab: run as root (tgtd, FUSE mounts)")
+    # Asked before measuring: an interpreter that cannot run is an error now, not after the runs.
+    builds = {"A": interpreter(args.a_python), "B": interpreter(args.b_python)}
     work = Path(tempfile.mkdtemp(prefix="iscsifs-ab-"))
     sides = {"A": args.a.resolve(), "B": args.b.resolve()}  # the same checkout twice is fine
     results: dict[str, dict[tuple[str, str, int], list[float]]] = {s: {j: [] for j in jobs} for s in sides}
@@ -139,7 +141,7 @@ def main() -> int:
     print(f"Machine: {this_machine().line()}; A -o {args.a_options or '(none)'}, "
           f"B -o {args.b_options or '(none)'}")
     if (args.a_python, args.b_python) != (sys.executable, sys.executable):
-        print(f"A runs {interpreter(args.a_python)}; B runs {interpreter(args.b_python)}")
+        print(f"A runs {builds['A']}; B runs {builds['B']}")
     print()
     print(f"| job | A ({args.a}) | B ({args.b}) | B/A, median of pairs | pairs |")
     print("| --- | ---: | ---: | ---: | --- |")

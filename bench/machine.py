@@ -25,7 +25,7 @@ class Machine:
     kernel: str
     python: str  # e.g. "CPython 3.11.7"
     executable: str  # the interpreter's real path: which build of that version
-    shared: bool  # libpython is a shared library (pyenv's default), not linked into the binary
+    shared: bool | None  # libpython is a shared library (pyenv's default), not linked in; None: unknown
     # PGO and LTO as configure recorded them. Debian builds its static python3 with both (its
     # changelog) without recording either (its sysconfig is its shared build's): False means
     # "not recorded", not "not built so".
@@ -35,7 +35,8 @@ class Machine:
     @property
     def python_build(self) -> str:
         recorded = [flag for flag, on in (("PGO", self.optimized), ("LTO", self.lto)) if on]
-        return (f"{self.python} at {self.executable} (libpython {'shared' if self.shared else 'static'}, "
+        libpython = {True: "shared", False: "static", None: "shared or static: unknown"}[self.shared]
+        return (f"{self.python} at {self.executable} (libpython {libpython}, "
                 f"{' and '.join(recorded) or 'no PGO or LTO'} recorded)")
 
     def line(self) -> str:
@@ -70,8 +71,8 @@ def python_build(config_args: str) -> tuple[bool, bool]:
 def shared_libpython(maps: str) -> bool:
     """Whether a libpython shared library is mapped, from /proc/self/maps: the build itself, where
     sysconfig may describe another one (Debian's records its shared library's configure)."""
-    return any(os.path.basename(line.split()[-1]).startswith("libpython")
-               for line in maps.splitlines() if len(line.split()) >= 6)
+    paths = (line.split(maxsplit=5)[5] for line in maps.splitlines() if len(line.split(maxsplit=5)) == 6)
+    return any(os.path.basename(path.removesuffix(" (deleted)")).startswith("libpython") for path in paths)
 
 
 def this_machine() -> Machine:
@@ -84,7 +85,7 @@ def this_machine() -> Machine:
         with open("/proc/self/maps") as f:
             shared = shared_libpython(f.read())
     except OSError:
-        shared = bool(sysconfig.get_config_var("Py_ENABLE_SHARED"))
+        shared = None  # sysconfig's Py_ENABLE_SHARED may describe another build (Debian's says 1)
     optimized, lto = python_build(sysconfig.get_config_var("CONFIG_ARGS") or "")
     return Machine(model, os.cpu_count() or 0, virtual, platform.release(),
                    f"{platform.python_implementation()} {platform.python_version()}",

@@ -45,6 +45,9 @@ def test_a_shared_libpython_is_seen_in_the_maps():
     assert shared_libpython(MAPS + "7fcb18a00000-7fcb18b00000 r-xp 00000000 08:01 789 "
                                    "/root/.pyenv/versions/3.11.7/lib/libpython3.11.so.1.0\n")
     assert not shared_libpython("")
+    assert shared_libpython("7f0-7f1 r-xp 00000000 08:01 789 /opt/lib/libpython3.11.so.1.0 (deleted)\n")
+    unknown = Machine("AMD EPYC", 2, True, "6.1.0", "CPython 3.11.2", "/usr/bin/python3.11", None, False, False)
+    assert "(libpython shared or static: unknown, no PGO or LTO recorded)" in unknown.line()
 
 
 def test_the_line_names_the_cpu_and_the_python_build():
