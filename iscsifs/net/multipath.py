@@ -119,6 +119,7 @@ class Multipath:
         # commands to it check it again first (``_recheck``), one check at a time.
         self._absent: dict[int, set[Session]] = {}
         self._rechecked: dict[tuple[Session, int], float] = {}  # (path, LUN) -> when last checked again
+        self._settled = trio.Event()  # set (and replaced) when an absent LUN is settled or a path changes
         self._recheck_lock = trio.Lock()
         # Each path's ISID, kept for good: a relogin, in this process or in a worker started again,
         # reinstates the path's session (§6.3.5) instead of leaving the old nexus's tasks behind.
@@ -248,14 +249,14 @@ class Multipath:
             else:
                 self._next = (self._next + 1) % len(usable)
                 path = usable[self._next]
-            if self._absent and lun in self._absent and cdb[0] not in _UNGATED:
+            if self._absent and path in self._absent.get(lun, ()):
                 absent = self._absent[lun]
-                if path in absent:
-                    serving = [p for p in usable if p not in absent]
-                    if not serving:
-                        await self._recheck(path, lun, expires)
-                        continue
-                    path = serving[0]
+                serving = [p for p in usable if p not in absent]
+                if serving:
+                    path = serving[self._next % len(serving)]
+                elif cdb[0] not in _UNGATED:
+                    await self._recheck(path, lun, expires)
+                    continue
             await self._take_slot()
             try:
                 result: ScsiResult | None = await path.execute(lun, cdb, data_out=data_out, expected_in=expected_in,
@@ -322,6 +323,8 @@ class Multipath:
         next login. The first error is raised once every path was tried."""
         errors: list[IscsiError] = []
         for path in list(self._usable):
+            if path in self._absent.get(lun, ()):
+                continue  # no device there now: registered once it is back (``_check_again``)
             try:
                 await action(path, lun)
             except Undelivered as down:
@@ -400,6 +403,7 @@ class Multipath:
             self._down_since = trio.current_time()
         self._changed.set()
         self._changed = trio.Event()
+        self._wake_rechecks()
 
     def _path_changed(self, path: Session) -> None:
         was_active = bool(self._usable) and self._usable[0] is path
@@ -456,7 +460,7 @@ class Multipath:
             if now == expected:
                 continue
             change = f"(serial {expected[0]!r} -> {now[0]!r}, wwn {expected[1]!r} -> {now[1]!r})"
-            if any(p is not path for p in self._usable):
+            if any(p is not path and p not in self._absent.get(lun, ()) for p in self._usable):
                 raise SessionRefused(f"LUN {lun} of {self.target_name} is another device through {path.portal} "
                                   f"than through the other paths {change}: path refused")
             self._fence_changed(lun, f"LUN {lun} of {self.target_name} is another device since reconnecting through "
@@ -468,16 +472,24 @@ class Multipath:
             paths.discard(path)
             if not paths:
                 del self._absent[lun]
+            self._wake_rechecks()
 
     def _fence_changed(self, lun: int, message: str) -> None:
         log.error("%s", message)
         self._lun_changed[lun] = message
+        self._wake_rechecks()
+
+    def _wake_rechecks(self) -> None:
+        """Commands waiting in ``_recheck`` look again: a LUN is settled, or a path changed."""
+        self._settled.set()
+        self._settled = trio.Event()
 
     async def _recheck(self, path: Session, lun: int, expires: float) -> None:
         """A command to a LUN that had no device connected when ``path`` (the only usable path)
         last logged in: check it again, at most every RECHECK_INTERVAL per path whoever asks,
         then wait for that or for a path to change, all within the command's budget."""
         key = (path, lun)
+        settled = self._settled  # taken first: what settles during the check wakes this wait too
         with trio.move_on_at(expires):
             async with self._recheck_lock:
                 if path in self._absent.get(lun, ()) and \
@@ -488,9 +500,8 @@ class Multipath:
                         self._rechecked[key] = trio.current_time()
             if path not in self._absent.get(lun, ()):
                 return
-            changed = self._changed
             with trio.move_on_after(RECHECK_INTERVAL):
-                await changed.wait()
+                await settled.wait()
             return
         raise RecoveryTimeout(f"LUN {lun} of {self.target_name} has had no device connected through "
                               f"{path.portal} since it logged in again, for longer than the command's "
@@ -516,7 +527,7 @@ class Multipath:
             if any(p is not path and p not in self._absent.get(lun, ()) for p in self._usable):
                 log.error("LUN %d of %s is another device through %s than through the other paths %s: "
                           "dropping that path", lun, self.target_name, path.portal, change)
-                if path.connection is not None:
+                if path.connection is not None and path.connection.alive:
                     path.connection.abort(ConnectionLost(f"LUN {lun} is another device through this path"))
                 return
             self._present(path, lun)

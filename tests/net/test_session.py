@@ -240,6 +240,32 @@ def _identity():
     return {0: ("FAKE0001", "naa.6001405fa4e4c0de")}
 
 
+async def _path_relogs_in(fakes, ms, portal, prepare) -> None:
+    """The path through ``portal`` logs in again, to a target that ``prepare`` sets up."""
+    fakes.setup = lambda at, target: prepare(target) if at == portal else None
+    index = [p.portal for p in ms.paths()].index(portal)
+    before = len(fakes.at(portal))
+    await fakes.at(portal)[-1].stream.aclose()
+    while len(fakes.at(portal)) == before or ms.paths()[index].state not in ("logged_in", "failed"):
+        await trio.sleep(0.05)
+
+
+async def _a_relogs_in_without_the_lun(fakes, ms) -> None:
+    """Path A logs in again to a target where LUN 0 is absent; B keeps it."""
+    await _path_relogs_in(fakes, ms, A, lambda target: setattr(target, "absent", True))
+
+
+@asynccontextmanager
+async def _a_without_the_lun():
+    """Both paths up, then A logged in again to a target where LUN 0 is absent."""
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            fakes, ms = await _both_paths_up(nursery)
+            await _a_relogs_in_without_the_lun(fakes, ms)
+            yield fakes, ms
+            nursery.cancel_scope.cancel()
+
+
 async def _both_paths_up(nursery):
     """A multipath through A and B, once both are logged in."""
     fakes, ms = await _managed(nursery, portals=(A, B), identities=_identity())
@@ -411,27 +437,36 @@ async def test_a_lun_that_stays_absent_fails_its_commands_within_their_bound(aut
 
 
 class _Registrar:
-    """Counts the logins it is asked to register on (a LUN kept registered)."""
+    """Counts the nexuses it is asked to register on (a LUN kept registered), and what
+    ``seen()`` said at each login."""
 
-    def __init__(self) -> None:
+    def __init__(self, seen=lambda: None) -> None:
         self.logins: list[int] = []
+        self.registered: list[object] = []
+        self.seen_at_login: list[object] = []
+        self._seen = seen
 
     async def register(self, nexus, lun: int) -> None:
-        pass
+        self.registered.append(nexus)
 
     async def login(self, nexus, lun: int) -> bool:
         self.logins.append(lun)
+        self.seen_at_login.append(self._seen())
         return True
 
     async def preempted(self, nexus, lun: int) -> bool:
         return True
 
 
+def _reads(target) -> int:
+    return sum(isinstance(p, P.ScsiCommand) and p.cdb[:10] == READ for p in target.log)
+
+
 async def test_an_absent_lun_is_registered_once_it_is_back_not_while_absent(autojump_clock):
-    registrar = _Registrar()
     with trio.fail_after(120):
         async with trio.open_nursery() as nursery:
             fakes, ms = await _managed(nursery, identities=_identity())
+            registrar = _Registrar(seen=lambda: _reads(fakes.targets[-1][1]))
             ms.keep_registered(0, registrar)
             target = await _relogin_to(fakes, ms, absent=True)
             assert registrar.logins == []  # nothing registered on a LUN that is not there
@@ -443,28 +478,45 @@ async def test_an_absent_lun_is_registered_once_it_is_back_not_while_absent(auto
 
             nursery.start_soon(add_it_back)
             await command(ms, 0, READ, name="READ", expected_in=4096)
-            assert registrar.logins == [0]  # registered on this nexus once back, before the READ
+            assert registrar.logins == [0] and registrar.seen_at_login == [0]  # once back, before the READ
+            assert _reads(target) == 1
             nursery.cancel_scope.cancel()
 
 
 async def test_an_absent_lun_is_served_at_once_through_a_path_that_has_it(autojump_clock):
-    with trio.fail_after(120):
-        async with trio.open_nursery() as nursery:
-            fakes, ms = await _both_paths_up(nursery)
-            fakes.setup = lambda portal, target: setattr(target, "absent", portal == A)
-            before = len(fakes.at(A))
-            await fakes.at(A)[-1].stream.aclose()
-            while len(fakes.at(A)) == before or ms.paths()[0].state != "logged_in":
-                await trio.sleep(0.05)
-            start = trio.current_time()
+    async with _a_without_the_lun() as (fakes, ms):
+        start = trio.current_time()
+        await command(ms, 0, READ, name="READ", expected_in=4096)
+        assert trio.current_time() - start < 0.1  # not a second's wait for A
+        assert not any(isinstance(p, P.ScsiCommand) and p.cdb[:10] == READ for p in fakes.at(A)[-1].log)
+        assert any(isinstance(p, P.ScsiCommand) and p.cdb[:10] == READ for p in fakes.at(B)[-1].log)
+        # B goes; the LUN comes back through A as another device: with no other path, it is fenced.
+        fakes.at(A)[-1].serial, fakes.at(A)[-1].absent = b"OTHER001", False
+        fakes.down.add(B)
+        await fakes.at(B)[-1].stream.aclose()
+        with pytest.raises(IscsiError, match="another device since it came back"):
             await command(ms, 0, READ, name="READ", expected_in=4096)
-            assert trio.current_time() - start < 0.1  # not a second's wait for A
-            assert not any(isinstance(p, P.ScsiCommand) and p.cdb[:10] == READ for p in fakes.at(A)[-1].log)
-            assert any(isinstance(p, P.ScsiCommand) and p.cdb[:10] == READ for p in fakes.at(B)[-1].log)
-            # B goes; the LUN comes back through A as another device: with no other path, it is fenced.
-            fakes.at(A)[-1].serial, fakes.at(A)[-1].absent = b"OTHER001", False
-            fakes.down.add(B)
-            await fakes.at(B)[-1].stream.aclose()
-            with pytest.raises(IscsiError, match="another device since it came back"):
-                await command(ms, 0, READ, name="READ", expected_in=4096)
-            nursery.cancel_scope.cancel()
+
+
+async def test_inquiry_passes_an_absent_lun_and_goes_where_the_lun_is(autojump_clock):
+    # A rescan must find out what is at the LUN at once, and through a path that has it.
+    async with _absent_after_a_relogin() as (_, ms, _target):
+        start = trio.current_time()
+        result = await ms.execute(0, cdb.inquiry(255), expected_in=255)
+        assert trio.current_time() - start < 0.1 and result.data[0] >> 5 == 3  # not connected, said at once
+    async with _a_without_the_lun() as (_fakes, ms):
+        result = await ms.execute(0, cdb.inquiry(255), expected_in=255)
+        assert result.data[0] >> 5 == 0  # through B, which has it
+        registrar = _Registrar()
+        await ms.register(0, registrar)  # registered on B's nexus only: A has no device there
+        assert [nexus.portal for nexus in registrar.registered] == [B]
+
+
+async def test_a_path_is_not_refused_for_a_lun_that_the_other_path_does_not_have(autojump_clock):
+    # A has no device at LUN 0; B then shows another device there. A is no witness to what the
+    # LUN was, so B is not refused for good (every LUN with it): the LUN itself is fenced.
+    async with _a_without_the_lun() as (fakes, ms):
+        await _path_relogs_in(fakes, ms, B, lambda target: setattr(target, "serial", b"OTHER001"))
+        assert [(p.portal, p.state) for p in ms.paths()] == [(A, "logged_in"), (B, "logged_in")]
+        with pytest.raises(IscsiError, match="another device since reconnecting"):
+            await command(ms, 0, READ, name="READ", expected_in=4096)

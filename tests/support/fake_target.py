@@ -42,7 +42,7 @@ class FakeTarget:
         self.serial = b"FAKE0001"  # VPD 0x80
         # No device at the LUN, as a restarted tgt before its LUNs are added back: INQUIRY says
         # so (qualifier 3), the VPD pages are another LUN's (tgt answers with LUN 0's), and the
-        # other commands fail with LOGICAL UNIT NOT SUPPORTED.
+        # other commands but REPORT LUNS fail with LOGICAL UNIT NOT SUPPORTED.
         self.absent = False
         self.max_transfer_blocks = 0  # VPD 0xB0; 0 = no limit
         self.pending_sense: list[bytes] = []  # answer the next commands with CHECK CONDITION + this
@@ -158,7 +158,7 @@ class FakeTarget:
             inquiry = bytes([0x7F, 0, 5, 2, 31, 0, 0, 0]) + b"FAKE    " + b"controller".ljust(16) + b"0001"
             await self.respond(req, inquiry)  # qualifier 3, type 0x1F: no device at this LUN
             return
-        if self.absent and op != 0x12:
+        if self.absent and op not in (0x12, 0xA0):  # tgt answers REPORT LUNS whatever LUN it is sent to
             await self.check_condition(req, sense_bytes(0x05, 0x25, 0x00))
             return
         if op == 0x12 and c[1] & 1:
