@@ -78,6 +78,10 @@ RECHECK_INTERVAL = 1.0  # seconds between identity checks of a LUN found absent 
 _UNGATED = frozenset({0x12, 0xA0})
 
 
+def _change(expected: tuple[str, str], now: tuple[str, str]) -> str:
+    return f"(serial {expected[0]!r} -> {now[0]!r}, wwn {expected[1]!r} -> {now[1]!r})"
+
+
 class RecoveryTimeout(IscsiError):
     """No path to the target has worked for longer than recovery_timeout."""
 
@@ -452,19 +456,25 @@ class Multipath:
                     now = await self._identify(probe, lun)
             except LunAbsent as absent:
                 # Not another device (that would fence it for good): not there yet. The login
-                # stands, for the other LUNs; this one's commands wait for it (``_recheck``).
-                log.warning("%s through %s since reconnecting; its commands wait for it", absent, path.portal)
+                # stands, for the other LUNs; this one's go through a path that has it, or wait.
+                log.warning("%s through %s since reconnecting; its commands go where it is, or wait for it", absent,
+                            path.portal)
                 self._absent.setdefault(lun, set()).add(path)
                 continue
             self._present(path, lun)
             if now == expected:
                 continue
-            change = f"(serial {expected[0]!r} -> {now[0]!r}, wwn {expected[1]!r} -> {now[1]!r})"
-            if any(p is not path and p not in self._absent.get(lun, ()) for p in self._usable):
+            change = _change(expected, now)
+            if self._witnessed(lun, path):
                 raise SessionRefused(f"LUN {lun} of {self.target_name} is another device through {path.portal} "
                                   f"than through the other paths {change}: path refused")
             self._fence_changed(lun, f"LUN {lun} of {self.target_name} is another device since reconnecting through "
                                      f"{path.portal} {change}: refusing its I/O")
+
+    def _witnessed(self, lun: int, path: Session) -> bool:
+        """Another usable path has the LUN: it says what the LUN is, against ``path``."""
+        absent = self._absent.get(lun, ())
+        return any(p is not path and p not in absent for p in self._usable)
 
     def _present(self, path: Session, lun: int) -> None:
         paths = self._absent.get(lun)
@@ -523,8 +533,8 @@ class Multipath:
             return
         expected = self.identities.get(lun)
         if identity is not None and expected is not None and identity != expected:
-            change = f"(serial {expected[0]!r} -> {identity[0]!r}, wwn {expected[1]!r} -> {identity[1]!r})"
-            if any(p is not path and p not in self._absent.get(lun, ()) for p in self._usable):
+            change = _change(expected, identity)
+            if self._witnessed(lun, path):
                 log.error("LUN %d of %s is another device through %s than through the other paths %s: "
                           "dropping that path", lun, self.target_name, path.portal, change)
                 if path.connection is not None and path.connection.alive:
