@@ -273,14 +273,14 @@ def test_a_lun_that_is_another_device_after_reconnecting_fails_its_io(target, tm
 def test_a_lun_added_back_after_its_restarted_target_takes_logins_is_waited_for(target, tmp_path):
     """tgt, restarted, takes logins as soon as its target is bound, before its LUN is added back,
     and answers the missing LUN's VPD pages with LUN 0's identity (``bench/run.py``'s recovery row
-    met this window). A read issued meanwhile waits for the LUN, then completes; nothing is fenced."""
+    met this window). A read issued meanwhile waits for the LUN, then completes; nothing is fenced,
+    and the REPORT LUNS poll that finds the LUN missing meanwhile does not take its file away."""
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     expected = target.backing.read_bytes()[3 * 4096 : 4 * 4096]
-    # No REPORT LUNS poll in this test's span (nop_interval): one would find LUN 1 missing and take
-    # its file away, as it must for a LUN that is removed (README: "Files").
-    with mounted(f"{target.url}/{IQN}", mnt, "-o", "nop_interval=60,nop_timeout=5,command_timeout=5") as m:
+    with mounted(f"{target.url}/{IQN}", mnt, "-o", "nop_interval=3,nop_timeout=5,command_timeout=5") as m:
         fd = os.open(mnt / "1", os.O_RDWR | os.O_DIRECT)  # open before: an admin's restart under a user
+        inode = os.fstat(fd).st_ino
         try:
             target.stop()
             target.start()
@@ -299,7 +299,8 @@ def test_a_lun_added_back_after_its_restarted_target_takes_logins_is_waited_for(
 
             reader = threading.Thread(target=read)
             reader.start()
-            time.sleep(2)
+            # A poll (every nop_interval) finds LUN 1 missing; it is kept for one more period.
+            wait_for(lambda: "LUN 1 of" in m.stderr and "is no longer reported" in m.stderr, timeout=30)
             assert not got, f"the read did not wait for the LUN: {got}"
             target.add_lun(IQN, 1, target.backing)
             reader.join(timeout=30)
@@ -307,10 +308,13 @@ def test_a_lun_added_back_after_its_restarted_target_takes_logins_is_waited_for(
             buf[:6] = b"landed"
             assert os.pwrite(fd, buf, 0) == 4096
             os.fsync(fd)
+            wait_for(lambda: "is reported again" in m.stderr, timeout=30)
+            assert os.stat(mnt / "1").st_ino == inode  # the same file throughout
         finally:
             os.close(fd)
     assert target.backing.read_bytes()[:6] == b"landed"
     assert "is back through" in m.stderr and "another device" not in m.stderr, m.stderr
+    assert "is gone" not in m.stderr, m.stderr
 
 
 @pytest.mark.parametrize("how", ["fusermount", "sigterm with a read waiting"])

@@ -181,7 +181,8 @@ def _watch(nursery: trio.Nursery, client: Client, tree: Tree, handle: PooledTarg
            options: MountOptions, known: LunScan, stats: Stats | None, only_lun: int | None = None) -> None:
     watch = TargetWatch(nursery, tree, handle, directory, read_only=options.read_only, only_lun=only_lun,
                         detect_zeroes=options.detect_zeroes, rescan_timeout=client.config.recovery.rescan_timeout,
-                        reservation_key=options.reservation_key, reservation=options.reservation, stats=stats)
+                        reservation_key=options.reservation_key, reservation=options.reservation, stats=stats,
+                        missing_grace=client.config.recovery.nop_interval)
     # Logged in again after being logged out for idleness: LUNs may have changed meanwhile.
     handle.on_reopen = watch.rescan_soon if only_lun is None else None
     watch.poll(client.config.recovery.nop_interval, handle.logged_in, known)

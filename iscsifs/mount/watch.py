@@ -10,6 +10,10 @@ An idle mount sends no command that could receive those unit attentions, so each
 polled with REPORT LUNS every ``poll_interval`` (the keepalive's period): a changed list (or the
 unit attention that the poll itself receives) rescans it. A LUN added or removed then shows in
 the tree within two periods, with no I/O from anyone.
+
+A LUN that a rescan does not find is removed only once it has been missing for ``missing_grace``
+(a period): tgt, restarted, takes logins as soon as its target exists and adds the LUNs after, so
+a rescan in between would otherwise take the LUN's file, and its open handles, away for good.
 """
 
 from __future__ import annotations
@@ -46,8 +50,12 @@ class TargetWatch:
     def __init__(self, nursery: trio.Nursery, tree: Tree, target: MountedTarget, directory: int, *, read_only: bool,
                  only_lun: int | None = None, detect_zeroes: DetectZeroes = DetectZeroes.OFF,
                  rescan_timeout: float = DEFAULT_POLICY.rescan_timeout, reservation_key: int | None = None,
-                 reservation: PrType | None = None, stats: Stats | None = None) -> None:
+                 reservation: PrType | None = None, stats: Stats | None = None,
+                 missing_grace: float = DEFAULT_POLICY.nop_interval) -> None:
         self.rescan_timeout = rescan_timeout
+        self.missing_grace = missing_grace
+        self._missing: dict[int, float] = {}  # a shown LUN a rescan did not find -> when first missed
+        self._confirming = False  # a rescan is due when the first of those has been missing long enough
         self.stats = stats  # the mount's: the polls, rescans and the LUNs that appear count there
         self.reservation_key = reservation_key  # a LUN that appears is registered too
         self.reservation = reservation
@@ -190,11 +198,16 @@ class TargetWatch:
             if info is None:
                 if inode == ROOT_INODE:
                     continue  # the mounted LUN itself: its I/O will fail, the mount stays
+                if not self._missing_long_enough(number):
+                    continue
                 log.info("LUN %d of %s is gone", number, self.target.target_name)
                 for parent, name in self.tree.remove(inode):
                     _invalidate_entry(parent, name)
-            elif node.lun is not None and info.capacity is not None:
-                await self._set_capacity(inode, node.lun, info.capacity)
+            else:
+                if self._missing.pop(number, None) is not None:
+                    log.info("LUN %d of %s is reported again", number, self.target.target_name)
+                if node.lun is not None and info.capacity is not None:
+                    await self._set_capacity(inode, node.lun, info.capacity)
         if self.only_lun is not None:
             return
         for number, info in sorted(found.items()):
@@ -214,6 +227,29 @@ class TargetWatch:
         await _invalidate_inode(self.directory)
         if self.tree.by_id is not None:
             await _invalidate_inode(self.tree.by_id)
+
+    def _missing_long_enough(self, lun: int) -> bool:
+        """True once ``lun`` has been missing from rescans for ``missing_grace``; until then a
+        rescan is due when it will have been."""
+        now = trio.current_time()
+        since = self._missing.setdefault(lun, now)
+        if now - since >= self.missing_grace:
+            del self._missing[lun]
+            return True
+        if since == now:
+            log.info("LUN %d of %s is no longer reported: its file is removed if it is still missing in %g s",
+                     lun, self.target.target_name, self.missing_grace)
+        if not self._confirming:
+            self._confirming = True
+            self.nursery.start_soon(self._rescan_after, since + self.missing_grace - now)
+        return False
+
+    async def _rescan_after(self, delay: float) -> None:
+        try:
+            await trio.sleep(delay)
+        finally:
+            self._confirming = False
+        self.rescan_soon()
 
 
 def _invalidate_entry(parent: int, name: bytes) -> None:

@@ -1,7 +1,8 @@
 """The watch keeps the tree true to the target: unit attentions (2A/09 capacity, 3F/0E LUNs, on a
 command or as a SCSI Async Event) change a file's size and the directory; a LUN whose answers a
 rescan cannot use is kept as it was (not removed), and the next idle poll tries the rescan again
-until it sees it whole."""
+until it sees it whole. A LUN a rescan does not find goes only once it has been missing for a
+grace period, so one that a restarting target adds back in time keeps its file and handles."""
 
 from __future__ import annotations
 
@@ -87,7 +88,7 @@ async def test_a_lun_the_rescan_cannot_read_stays_and_is_tried_again():
 # -- unit attentions --------------------------------------------------------------------------------
 
 
-async def _watched(nursery):
+async def _watched(nursery, missing_grace=0.0):
     """The fake target's LUN 0 as a file in an IscsiFs, with a TargetWatch on the session."""
     target, session = await open_multipath(nursery)
     fs = IscsiFs(Tree())
@@ -95,7 +96,7 @@ async def _watched(nursery):
     pooled = in_pool(nursery, session)
     lun = open_lun(pooled, info)
     inode = fs.tree.add_lun(ROOT_INODE, "0", info, lun, pooled)
-    TargetWatch(nursery, fs.tree, pooled, ROOT_INODE, read_only=False)
+    TargetWatch(nursery, fs.tree, pooled, ROOT_INODE, read_only=False, missing_grace=missing_grace)
     await lun.read(0, 512)  # the pool logs in (it hands out the multipath) and hears its unit attentions
     return target, fs, lun, inode
 
@@ -116,26 +117,74 @@ async def test_capacity_changed_unit_attention_updates_the_size():
             nursery.cancel_scope.cancel()
 
 
+REPORTED_LUNS_CHANGED = sense_bytes(0x06, 0x3F, 0x0E)
+
+
+async def _lun_1_added(target, fs) -> None:
+    # Announced by a SCSI Async Event this time (RFC 7143 §11.9.1), not by a command.
+    target.luns = [0, 1]
+    sense = REPORTED_LUNS_CHANGED
+    event = P.AsyncMessage(lun=0, async_event=P.AsyncEvent.SCSI_ASYNC_EVENT,
+                           data=len(sense).to_bytes(2, "big") + sense, **target.sn())
+    await target.send(event)
+    while 1 not in fs.tree.lun_inodes(ROOT_INODE):
+        await trio.sleep(0.01)
+
+
+async def _luns_changed(target, fs, luns: list[int]) -> None:
+    """The target lists ``luns`` and says so on the next command, which a read on LUN 0 sends."""
+    target.luns = luns
+    target.pending_sense.append(REPORTED_LUNS_CHANGED)
+    await fs.nodes[fs.tree.lun_inodes(ROOT_INODE)[0]].lun.read(0, 512)
+
+
 async def test_reported_luns_changed_rescans_the_directory():
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             target, fs, _, _ = await _watched(nursery)
-            # Announced by a SCSI Async Event this time (RFC 7143 §11.9.1), not by a command.
-            target.luns = [0, 1]
-            sense = sense_bytes(0x06, 0x3F, 0x0E)
-            event = P.AsyncMessage(lun=0, async_event=P.AsyncEvent.SCSI_ASYNC_EVENT,
-                                   data=len(sense).to_bytes(2, "big") + sense, **target.sn())
-            await target.send(event)
-            while 1 not in fs.tree.lun_inodes(ROOT_INODE):
-                await trio.sleep(0.01)
+            await _lun_1_added(target, fs)
             assert (await fs.lookup(ROOT_INODE, b"1")).st_size == len(target.disk)
             gone = fs.tree.lun_inodes(ROOT_INODE)[1]
-            target.luns = [0]
-            target.pending_sense.append(sense)  # this time on a command
-            await fs.nodes[fs.tree.lun_inodes(ROOT_INODE)[0]].lun.read(0, 512)
+            await _luns_changed(target, fs, [0])  # this time on a command
             while 1 in fs.tree.lun_inodes(ROOT_INODE):
                 await trio.sleep(0.01)
             with pytest.raises(pyfuse3.FUSEError) as e:
                 await fs.getattr(gone)
             assert e.value.errno == 6  # ENXIO: a handle to a LUN that is gone
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_lun_missing_from_a_rescan_goes_only_after_the_grace(caplog):
+    # tgt, restarted, takes logins before it has added its LUNs back: a rescan in that window does
+    # not find them. Real time: the watch forgets inodes from a thread.
+    grace = 1.0
+    caplog.set_level("INFO", logger="iscsifs")
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            target, fs, _, _ = await _watched(nursery, missing_grace=grace)
+            await _lun_1_added(target, fs)
+            kept = fs.tree.lun_inodes(ROOT_INODE)[1]
+            handle = fs.nodes[kept].lun
+            assert handle is not None
+
+            await _luns_changed(target, fs, [0])
+            while "LUN 1 of iqn.2026-11.test:tgt is no longer reported" not in caplog.text:
+                await trio.sleep(0.01)
+            await _luns_changed(target, fs, [0, 1])  # back within the grace
+            while "is reported again" not in caplog.text:
+                await trio.sleep(0.01)
+            await trio.sleep(grace + 0.3)  # past the grace, and the rescan due then
+            assert fs.tree.lun_inodes(ROOT_INODE).get(1) == kept  # the same file throughout
+            assert await handle.read(0, 512) == bytes(target.disk[:512])
+            assert "is gone" not in caplog.text
+
+            await _luns_changed(target, fs, [0])  # missing for good: it goes at the end of the grace
+            missed = trio.current_time()
+            while 1 in fs.tree.lun_inodes(ROOT_INODE):
+                await trio.sleep(0.01)
+            assert grace <= trio.current_time() - missed <= grace + 0.5
+            assert "LUN 1 of iqn.2026-11.test:tgt is gone" in caplog.text
+            with pytest.raises(pyfuse3.FUSEError) as e:
+                await fs.getattr(kept)
+            assert e.value.errno == 6  # ENXIO
             nursery.cancel_scope.cancel()
