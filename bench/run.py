@@ -417,9 +417,10 @@ def copies(path: Path, image: Path, out: Path) -> dict[str, float]:
 
 
 def copy_section(work: Path, shm: Path, tgt: TgtDaemon, opts: list[str], have_peer: bool, procs: list[subprocess.Popen],
-                 mounts: list[Path], mib: int) -> dict[str, dict[str, float]]:
+                 mounts: list[Path], mib: int, passes: int) -> dict[str, dict[str, list[float]]]:
     """``copies`` on a LUN (2) of exactly ``mib`` MiB: iscsifs with -o cache=none and
-    cache=writeback, and the peer stack. Stack -> row -> MiB/s."""
+    cache=writeback, and the peer stack, ``passes`` times, the order reversed every other pass
+    (none, writeback, peer; then peer, writeback, none). Stack -> row -> MiB/s, one per pass."""
     image = shm / "image.img"
     with open(image, "wb") as f:
         f.write(os.urandom(1 << 20) * mib)
@@ -427,34 +428,52 @@ def copy_section(work: Path, shm: Path, tgt: TgtDaemon, opts: list[str], have_pe
     with open(lun, "wb") as f:
         f.write(os.urandom(1 << 20) * mib)
     tgt.add_lun(IQN, 2, lun)
-    out: dict[str, dict[str, float]] = {}
-    for cache in ("none", "writeback"):
-        mnt = work / f"copy-{cache}"
+    stacks = [f"iscsifs cache={cache}" for cache in ("none", "writeback")] + (["peer"] if have_peer else [])
+    out: dict[str, dict[str, list[float]]] = {stack: {row: [] for row in COPY_ROWS} for stack in stacks}
+
+    def one(stack: str, n: int) -> dict[str, float]:
+        if stack == "peer":
+            with peer_stack(work, f"{tgt.url}/{IQN}/2", procs, mounts, f"copy{n}") as (path, _watch):
+                return copies(path, image, shm / "out.img")
+        mnt = work / f"copy-{stack.rpartition('=')[2]}-{n}"
         mnt.mkdir()
-        fs = subprocess.Popen([*ISCSIFS, "-f", "-o", f"cache={cache}", *opts, f"{tgt.url}/{IQN}", str(mnt)],
-                              stderr=subprocess.DEVNULL)
+        fs = subprocess.Popen([*ISCSIFS, "-f", "-o", stack.replace("iscsifs ", ""), *opts, f"{tgt.url}/{IQN}",
+                               str(mnt)], stderr=subprocess.DEVNULL)
         procs.append(fs)
         mounts.append(mnt)
-        wait_for(lambda mnt=mnt: is_mounted(mnt), 30, "the iscsifs mount")
-        out[f"iscsifs cache={cache}"] = copies(mnt / "2", image, shm / "out.img")
-        subprocess.run(["fusermount3", "-u", str(mnt)], timeout=60)
-    if have_peer:
-        with peer_stack(work, f"{tgt.url}/{IQN}/2", procs, mounts, "copy") as (path, _watch):
-            out["peer"] = copies(path, image, shm / "out.img")
+        wait_for(lambda: is_mounted(mnt), 30, "the iscsifs mount")
+        try:
+            return copies(mnt / "2", image, shm / "out.img")
+        finally:
+            subprocess.run(["fusermount3", "-u", str(mnt)], timeout=60)
+
+    # The order alternates: in one order the first stack measured did 0.6-0.75x in `cat` what it
+    # did measured second, on VM 2 (bench/README.md, "Copies in alternated order").
+    for n in range(passes):
+        for stack in (stacks if n % 2 == 0 else stacks[::-1]):
+            for row, rate in one(stack, n).items():
+                out[stack][row].append(rate)
     image.unlink()
     return out
 
 
-def print_copies(copied: dict[str, dict[str, float]], mib: int) -> None:
-    """The copy rows, with each iscsifs mode against its own dd and against the peer's same row."""
+def print_copies(copied: dict[str, dict[str, list[float]]], mib: int) -> None:
+    """The copy rows (the median of the passes), with each iscsifs mode against its own dd and
+    against the peer's same row, pass by pass in brackets."""
     def rate(stack: str, row: str) -> str:
         v = copied.get(stack, {}).get(row)
-        return f"{v:.0f}" if v else "-"
+        return f"{statistics.median(v):.0f}" if v else "-"
 
-    def of(a: float | None, b: float | None) -> str:
-        return f"{a / b:.2f}x" if a and b else "-"
+    def of(a: list[float] | None, b: list[float] | None) -> str:
+        if not a or not b:
+            return "-"
+        pairs = [x / y for x, y in zip(a, b, strict=True)]
+        return f"{statistics.median(pairs):.2f}x ({', '.join(f'{p:.2f}' for p in pairs)})"
 
     peer = copied.get("peer", {})
+    passes = max((len(v) for rows in copied.values() for v in rows.values()), default=0)
+    print(f"Each row is the median of {passes} passes, the order reversed every other pass; ratios are "
+          "the median of the passes' ratios, each pass's in brackets.\n")
     print(f"| job ({mib} MiB) | unit | " + " | ".join(copied) + " | " +
           " | ".join(f"{k} vs peer" for k in copied if k != "peer") + " | cp vs own dd |")
     print("| --- | --- | " + " | ".join("---:" for _ in copied) + " | " +
@@ -533,7 +552,8 @@ def main() -> int:
                     help="the delay each way of the proxied rows, both stacks (default 250 µs; 0 skips them)")
     ap.add_argument("--pairs", type=int, default=2,
                     help="iscsifs and the peer stack in turn, this many times each (default 2: A B, then B A); "
-                         "each column is the median of its runs, and the ratio is given pair by pair")
+                         "each column is the median of its runs, and the ratio is given pair by pair; the copies "
+                         "run this many passes, the order reversed every other one")
     ap.add_argument("--copy-mib", type=int, default=512, help="the image dd, cp and cat copy (default 512 MiB)")
     ap.add_argument("--copies-only", action="store_true", help="only the dd, cp and cat rows (a minute)")
     args = ap.parse_args()
@@ -561,7 +581,7 @@ def main() -> int:
     zero_mib = min(256, args.size_mib)
     rounds: dict[str, list[dict[str, float | None]]] = {}
     machine = this_machine()
-    copied: dict[str, dict[str, float]] = {}
+    copied: dict[str, dict[str, list[float]]] = {}
     try:
         with TgtDaemon(work / "tgt") as tgt:
             tgt.add_target(IQN)
@@ -569,7 +589,7 @@ def main() -> int:
             lun_url = f"{tgt.url}/{IQN}/1"
 
             opts = ["-o", args.iscsifs_options] if args.iscsifs_options else []
-            copied = copy_section(work, shm, tgt, opts, have_peer, procs, mounts, args.copy_mib)
+            copied = copy_section(work, shm, tgt, opts, have_peer, procs, mounts, args.copy_mib, args.pairs)
             if args.copies_only:
                 print(f"\nCopies, {os.uname().nodename}, tgtd LUN in /dev/shm:\n")
                 print(f"Machine: {machine.line()}\n")
