@@ -8,12 +8,14 @@ attention is simply retried.
 
 An idle mount sends no command that could receive those unit attentions, so each target is also
 polled with REPORT LUNS every ``poll_interval`` (the keepalive's period): a changed list (or the
-unit attention that the poll itself receives) rescans it. A LUN added or removed then shows in
-the tree within two periods, with no I/O from anyone.
+unit attention that the poll itself receives) rescans it. A LUN added then shows in the tree
+within two periods, with no I/O from anyone; one removed goes within about two and the rescans.
 
 A LUN that a rescan does not find is removed only once it has been missing for ``missing_grace``
 (a period): tgt, restarted, takes logins as soon as its target exists and adds the LUNs after, so
 a rescan in between would otherwise take the LUN's file, and its open handles, away for good.
+A LUN whose serial number or WWN changed is another device: its file goes at once, and the new
+device gets a file of its own.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from collections.abc import Callable
 import pyfuse3
 import trio
 
-from iscsifs.block.client import LunScan, open_lun, report_luns, scan
+from iscsifs.block.client import LunInfo, LunScan, open_lun, report_luns, scan
 from iscsifs.block.identity import read_capacity
 from iscsifs.block.lun import DetectZeroes, Lun
 from iscsifs.block.reservation import Reservations
@@ -190,10 +192,11 @@ class TargetWatch:
         self._incomplete = bool(result.skipped)
         found = {info.lun: info for info in result.luns if info.is_disk}
         shown = self._luns()
-        for number, inode in shown.items():
+        for number, inode in list(shown.items()):
             node = self.tree.nodes[inode]
             info = found.get(number)
             if info is None and number in result.skipped:
+                self._missing.pop(number, None)  # reported, so not missing
                 continue  # reported, but its answers were unusable: it stays as it was
             if info is None:
                 if inode == ROOT_INODE:
@@ -203,6 +206,16 @@ class TargetWatch:
                 log.info("LUN %d of %s is gone", number, self.target.target_name)
                 for parent, name in self.tree.remove(inode):
                     _invalidate_entry(parent, name)
+            elif inode != ROOT_INODE and _serial_wwn(node.info) != _serial_wwn(info):
+                # Deleted and another device added under its number between two rescans (or while
+                # it was missing): its handles must not reach the new device. The new file follows.
+                self._missing.pop(number, None)
+                log.info("LUN %d of %s is another device now (serial %r -> %r): its file goes, the new "
+                         "device's is shown", number, self.target.target_name, _serial_wwn(node.info)[0],
+                         info.identity.serial)
+                for parent, name in self.tree.remove(inode):
+                    _invalidate_entry(parent, name)
+                del shown[number]
             else:
                 if self._missing.pop(number, None) is not None:
                     log.info("LUN %d of %s is reported again", number, self.target.target_name)
@@ -250,6 +263,10 @@ class TargetWatch:
         finally:
             self._confirming = False
         self.rescan_soon()
+
+
+def _serial_wwn(info: LunInfo | None) -> tuple[str, str]:
+    return (info.identity.serial, info.identity.wwn) if info is not None else ("", "")
 
 
 def _invalidate_entry(parent: int, name: bytes) -> None:

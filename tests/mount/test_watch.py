@@ -188,3 +188,29 @@ async def test_a_lun_missing_from_a_rescan_goes_only_after_the_grace(caplog):
                 await fs.getattr(kept)
             assert e.value.errno == 6  # ENXIO
             nursery.cancel_scope.cancel()
+
+
+async def test_a_lun_back_as_another_device_gets_a_new_file(caplog):
+    # Deleted, then another device added under its number while its file was kept: the old file's
+    # handles must not reach the new device (ENXIO), and the new device is shown.
+    caplog.set_level("INFO", logger="iscsifs")
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            target, fs, _, lun0 = await _watched(nursery, missing_grace=5.0)
+            await _lun_1_added(target, fs)
+            old = fs.tree.lun_inodes(ROOT_INODE)[1]
+            await _luns_changed(target, fs, [0])
+            while "is no longer reported" not in caplog.text:
+                await trio.sleep(0.01)
+            target.lun_serials[1] = b"OTHER001"
+            await _luns_changed(target, fs, [0, 1])  # back within the grace, as another device
+            while fs.tree.lun_inodes(ROOT_INODE).get(1, old) == old:
+                await trio.sleep(0.01)
+            new = fs.tree.lun_inodes(ROOT_INODE)[1]
+            assert fs.nodes[new].info.identity.serial == "OTHER001"
+            with pytest.raises(pyfuse3.FUSEError) as e:
+                await fs.getattr(old)
+            assert e.value.errno == 6  # ENXIO
+            assert fs.tree.lun_inodes(ROOT_INODE)[0] == lun0  # LUN 0 is the device it was
+            assert "is another device now (serial 'FAKE0001' -> 'OTHER001')" in caplog.text
+            nursery.cancel_scope.cancel()

@@ -40,6 +40,7 @@ class FakeTarget:
         self.luns = [0]
         self.write_protected = False
         self.serial = b"FAKE0001"  # VPD 0x80
+        self.lun_serials: dict[int, bytes] = {}  # LUNs whose VPD 0x80 differs from ``serial``
         # No device at the LUN, as a restarted tgt before its LUNs are added back: INQUIRY says
         # so (qualifier 3), the VPD pages are another LUN's (tgt answers with LUN 0's), and the
         # other commands but REPORT LUNS fail with LOGICAL UNIT NOT SUPPORTED.
@@ -163,7 +164,8 @@ class FakeTarget:
             return
         if op == 0x12 and c[1] & 1:
             page = c[2]
-            body = {0x00: bytes([0x00, 0x80, 0x83, 0xB0]), 0x80: b"CONTROLR" if self.absent else self.serial,
+            serial = b"CONTROLR" if self.absent else self.lun_serials.get(req.lun >> 48, self.serial)
+            body = {0x00: bytes([0x00, 0x80, 0x83, 0xB0]), 0x80: serial,
                     0x83: bytes([0x01, 0x03, 0x00, 0x08]) + bytes.fromhex("6001405fa4e4c0de"),
                     0xB0: bytes(4) + self.max_transfer_blocks.to_bytes(4, "big") + bytes(52)}.get(page)
             if body is None:
