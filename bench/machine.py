@@ -31,6 +31,10 @@ class Machine:
     # "not recorded", not "not built so".
     optimized: bool
     lto: bool
+    # How an idle CPU waits (/sys/devices/system/cpu/cpuidle/current_driver): on a VM, "haltpoll"
+    # polls a while before it halts, "none" halts at once, so each wake-up of a process on the
+    # other vCPU costs an exit to the host. VM 2 had haltpoll, VM 3 none (bench/README.md).
+    cpuidle: str = "unknown"
 
     @property
     def python_build(self) -> str:
@@ -41,12 +45,12 @@ class Machine:
 
     def line(self) -> str:
         kind = "vCPUs, VM" if self.virtual else "CPUs"
-        return f"{self.cpu_model}, {self.cpus} {kind}, Linux {self.kernel}, {self.python_build}"
+        return f"{self.cpu_model}, {self.cpus} {kind}, Linux {self.kernel}, cpuidle {self.cpuidle}, {self.python_build}"
 
     def to_json(self) -> dict[str, object]:
         return {"cpu_model": self.cpu_model, "cpus": self.cpus, "virtual": self.virtual, "kernel": self.kernel,
                 "python": self.python, "executable": self.executable, "shared_libpython": self.shared,
-                "optimized": self.optimized, "lto": self.lto}
+                "optimized": self.optimized, "lto": self.lto, "cpuidle": self.cpuidle}
 
 
 def cpu_info(text: str) -> tuple[str, bool]:
@@ -87,9 +91,14 @@ def this_machine() -> Machine:
     except OSError:
         shared = None  # sysconfig's Py_ENABLE_SHARED may describe another build (Debian's says 1)
     optimized, lto = python_build(sysconfig.get_config_var("CONFIG_ARGS") or "")
+    try:
+        with open("/sys/devices/system/cpu/cpuidle/current_driver") as f:
+            cpuidle = f.read().strip() or "unknown"
+    except OSError:
+        cpuidle = "unknown"
     return Machine(model, os.cpu_count() or 0, virtual, platform.release(),
                    f"{platform.python_implementation()} {platform.python_version()}",
-                   os.path.realpath(sys.executable), shared, optimized, lto)
+                   os.path.realpath(sys.executable), shared, optimized, lto, cpuidle)
 
 
 if __name__ == "__main__":

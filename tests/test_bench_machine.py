@@ -52,8 +52,11 @@ def test_a_shared_libpython_is_seen_in_the_maps():
 
 def test_the_line_names_the_cpu_and_the_python_build():
     m = Machine("AMD EPYC", 2, True, "6.1.0", "CPython 3.11.7", "/opt/py/bin/python3.11", True, False, False)
-    assert m.line() == ("AMD EPYC, 2 vCPUs, VM, Linux 6.1.0, CPython 3.11.7 at /opt/py/bin/python3.11 "
-                        "(libpython shared, no PGO or LTO recorded)")
+    assert m.line() == ("AMD EPYC, 2 vCPUs, VM, Linux 6.1.0, cpuidle unknown, CPython 3.11.7 at "
+                        "/opt/py/bin/python3.11 (libpython shared, no PGO or LTO recorded)")
+    halting = Machine("AMD EPYC", 2, True, "6.1.0", "CPython 3.11.2", "/usr/bin/python3.11", False, False, False,
+                      "haltpoll")
+    assert ", Linux 6.1.0, cpuidle haltpoll, CPython 3.11.2 at " in halting.line()
     static = Machine("AMD EPYC", 2, False, "6.1.0", "CPython 3.11.2", "/usr/bin/python3.11", False, True, True)
     assert static.line().endswith("(libpython static, PGO and LTO recorded)")
     here = this_machine()
