@@ -214,3 +214,38 @@ async def test_a_lun_back_as_another_device_gets_a_new_file(caplog):
             assert fs.tree.lun_inodes(ROOT_INODE)[0] == lun0  # LUN 0 is the device it was
             assert "is another device now (serial 'FAKE0001' -> 'OTHER001')" in caplog.text
             nursery.cancel_scope.cancel()
+
+
+async def test_a_lun_reported_but_unreadable_is_not_counted_as_missing(caplog):
+    # Missing, then reported again but with answers the rescan cannot use (kept as it was), then
+    # missing again: the grace starts anew from the second miss, not from the first.
+    grace = 1.0
+    caplog.set_level("INFO", logger="iscsifs")
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            target, fs, _, _ = await _watched(nursery, missing_grace=grace)
+            await _lun_1_added(target, fs)
+            kept = fs.tree.lun_inodes(ROOT_INODE)[1]
+            garbled = []
+            plain = target.respond
+
+            async def respond(req: P.ScsiCommand, data: bytes) -> None:
+                cut = req.cdb[0] == 0x12 and not req.cdb[1] & 1 and req.lun >> 48 == 1
+                if cut:
+                    garbled.append(1)
+                await plain(req, data[:2] if cut else data)
+
+            target.respond = respond  # type: ignore[method-assign]
+            await _luns_changed(target, fs, [0])
+            while "no longer reported" not in caplog.text:
+                await trio.sleep(0.01)
+            await _luns_changed(target, fs, [0, 1])  # reported, its INQUIRY cut: skipped
+            while not garbled:
+                await trio.sleep(0.01)
+            await trio.sleep(grace)  # the first miss is now older than the grace
+            await _luns_changed(target, fs, [0])
+            while caplog.text.count("no longer reported") < 2:
+                assert "is gone" not in caplog.text, "removed at once: the first miss was still counted"
+                await trio.sleep(0.01)
+            assert fs.tree.lun_inodes(ROOT_INODE).get(1) == kept
+            nursery.cancel_scope.cancel()
