@@ -21,9 +21,9 @@ stack; and the peak RSS of the iscsifs processes under load. iscsifs runs once p
 request, so the table shows which process is the bottleneck. It also copies an image onto a LUN
 and the LUN into a file as people do (dd, cp, cat), with -o cache=none and cache=writeback.
 Every table is printed with the machine it was measured on
-(bench/machine.py: the CPU model, the Python build) and the one-wait ceiling of 4 KiB reads at
-QD32, the figure machines of one kind differ most in. Both stacks run the 4 KiB
-jobs and the sequential read again through bench/delayproxy.c, which delays each direction by
+(bench/machine.py: the CPU model, the kernel and its cpuidle driver, the Python build) and the
+one-wait ceiling of 4 KiB reads at QD32, the figure machines of one kind differ most in. Both
+stacks run the 4 KiB jobs and the sequential read again through bench/delayproxy.c, which delays each direction by
 --delay-us (250 µs: a SAN is not loopback, and pipelining only shows with a delay). Per 4 KiB
 read at QD32, it counts trio task steps, task switches, loop turns and allocations of the FUSE
 process (bench/steps.py, bench/malloccount.c) and the system calls of each stack's processes
@@ -447,8 +447,8 @@ def copy_section(work: Path, shm: Path, tgt: TgtDaemon, opts: list[str], have_pe
         finally:
             subprocess.run(["fusermount3", "-u", str(mnt)], timeout=60)
 
-    # The order alternates: in one order the first stack measured did 0.6-0.75x in `cat` what it
-    # did measured second, on VM 2 (bench/README.md, "Copies in alternated order").
+    # The order alternates: on VM 3, `cat` on cache=none did 285 MiB/s measured first and 480
+    # measured last in the same run (bench/README.md, "Copies in alternated order").
     for n in range(passes):
         for stack in (stacks if n % 2 == 0 else stacks[::-1]):
             for row, rate in one(stack, n).items():

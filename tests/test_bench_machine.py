@@ -62,3 +62,4 @@ def test_the_line_names_the_cpu_and_the_python_build():
     here = this_machine()
     assert here.cpus >= 1 and here.python.startswith("CPython 3.") and here.cpu_model in here.line()
     assert here.executable == os.path.realpath(sys.executable)
+    assert here.cpuidle and f", cpuidle {here.cpuidle}, " in here.line()

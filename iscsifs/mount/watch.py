@@ -206,7 +206,7 @@ class TargetWatch:
                 log.info("LUN %d of %s is gone", number, self.target.target_name)
                 for parent, name in self.tree.remove(inode):
                     _invalidate_entry(parent, name)
-            elif inode != ROOT_INODE and _serial_wwn(node.info) != _serial_wwn(info):
+            elif self.only_lun is None and inode != ROOT_INODE and _changed(node.info, info):
                 # Deleted and another device added under its number between two rescans (or while
                 # it was missing): its handles must not reach the new device. The new file follows.
                 self._missing.pop(number, None)
@@ -267,6 +267,13 @@ class TargetWatch:
 
 def _serial_wwn(info: LunInfo | None) -> tuple[str, str]:
     return (info.identity.serial, info.identity.wwn) if info is not None else ("", "")
+
+
+def _changed(shown: LunInfo | None, found: LunInfo) -> bool:
+    """Another device, as far as both say what they are: a LUN that gives neither a serial
+    number nor a WWN cannot be told apart (as ``expect_identity`` has it)."""
+    before, now = _serial_wwn(shown), _serial_wwn(found)
+    return any(before) and any(now) and before != now
 
 
 def _invalidate_entry(parent: int, name: bytes) -> None:

@@ -249,3 +249,22 @@ async def test_a_lun_reported_but_unreadable_is_not_counted_as_missing(caplog):
                 await trio.sleep(0.01)
             assert fs.tree.lun_inodes(ROOT_INODE).get(1) == kept
             nursery.cancel_scope.cancel()
+
+
+def test_another_device_only_where_both_say_what_they_are():
+    from iscsifs.block.client import LunInfo
+    from iscsifs.block.identity import Identity
+    from iscsifs.mount.watch import _changed
+    from iscsifs.scsi.response import StandardInquiry
+
+    disk = StandardInquiry(0, 0, False, 6, "FAKE", "disk", "0001")
+
+    def info(serial: str, wwn: str) -> LunInfo:
+        return LunInfo("iqn.2026-11.test:tgt", 1, disk, None, Identity(serial=serial, wwn=wwn))
+
+    assert _changed(info("A", "naa.1"), info("B", "naa.1"))
+    assert _changed(info("A", "naa.1"), info("A", "naa.2"))
+    assert not _changed(info("A", "naa.1"), info("A", "naa.1"))
+    assert not _changed(info("A", "naa.1"), info("", ""))  # says nothing: cannot be told apart
+    assert not _changed(info("", ""), info("A", "naa.1"))
+    assert not _changed(None, info("A", "naa.1"))
