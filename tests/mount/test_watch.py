@@ -6,6 +6,8 @@ grace period, so one that a restarting target adds back in time keeps its file a
 
 from __future__ import annotations
 
+import contextlib
+
 import pyfuse3
 import pytest
 import trio
@@ -138,6 +140,19 @@ async def _luns_changed(target, fs, luns: list[int]) -> None:
     await fs.nodes[fs.tree.lun_inodes(ROOT_INODE)[0]].lun.read(0, 512)
 
 
+@contextlib.asynccontextmanager
+async def _lun_1_watched(caplog, grace: float):
+    """LUN 0 watched with ``missing_grace=grace``, LUN 1 added and shown, the log captured; all
+    within 10 s. Yields the fake target, the file system, LUN 0's inode and LUN 1's."""
+    caplog.set_level("INFO", logger="iscsifs")
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            target, fs, _, lun0 = await _watched(nursery, missing_grace=grace)
+            await _lun_1_added(target, fs)
+            yield target, fs, lun0, fs.tree.lun_inodes(ROOT_INODE)[1]
+            nursery.cancel_scope.cancel()
+
+
 async def test_reported_luns_changed_rescans_the_directory():
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
@@ -158,97 +173,79 @@ async def test_a_lun_missing_from_a_rescan_goes_only_after_the_grace(caplog):
     # tgt, restarted, takes logins before it has added its LUNs back: a rescan in that window does
     # not find them. Real time: the watch forgets inodes from a thread.
     grace = 1.0
-    caplog.set_level("INFO", logger="iscsifs")
-    with trio.fail_after(10):
-        async with trio.open_nursery() as nursery:
-            target, fs, _, _ = await _watched(nursery, missing_grace=grace)
-            await _lun_1_added(target, fs)
-            kept = fs.tree.lun_inodes(ROOT_INODE)[1]
-            handle = fs.nodes[kept].lun
-            assert handle is not None
+    async with _lun_1_watched(caplog, grace) as (target, fs, _, kept):
+        handle = fs.nodes[kept].lun
+        assert handle is not None
 
-            await _luns_changed(target, fs, [0])
-            while "LUN 1 of iqn.2026-11.test:tgt is no longer reported" not in caplog.text:
-                await trio.sleep(0.01)
-            await _luns_changed(target, fs, [0, 1])  # back within the grace
-            while "is reported again" not in caplog.text:
-                await trio.sleep(0.01)
-            await trio.sleep(grace + 0.3)  # past the grace, and the rescan due then
-            assert fs.tree.lun_inodes(ROOT_INODE).get(1) == kept  # the same file throughout
-            assert await handle.read(0, 512) == bytes(target.disk[:512])
-            assert "is gone" not in caplog.text
+        await _luns_changed(target, fs, [0])
+        while "LUN 1 of iqn.2026-11.test:tgt is no longer reported" not in caplog.text:
+            await trio.sleep(0.01)
+        await _luns_changed(target, fs, [0, 1])  # back within the grace
+        while "is reported again" not in caplog.text:
+            await trio.sleep(0.01)
+        await trio.sleep(grace + 0.3)  # past the grace, and the rescan due then
+        assert fs.tree.lun_inodes(ROOT_INODE).get(1) == kept  # the same file throughout
+        assert await handle.read(0, 512) == bytes(target.disk[:512])
+        assert "is gone" not in caplog.text
 
-            await _luns_changed(target, fs, [0])  # missing for good: it goes at the end of the grace
-            missed = trio.current_time()
-            while 1 in fs.tree.lun_inodes(ROOT_INODE):
-                await trio.sleep(0.01)
-            assert grace <= trio.current_time() - missed <= grace + 0.5
-            assert "LUN 1 of iqn.2026-11.test:tgt is gone" in caplog.text
-            with pytest.raises(pyfuse3.FUSEError) as e:
-                await fs.getattr(kept)
-            assert e.value.errno == 6  # ENXIO
-            nursery.cancel_scope.cancel()
+        await _luns_changed(target, fs, [0])  # missing for good: it goes at the end of the grace
+        missed = trio.current_time()
+        while 1 in fs.tree.lun_inodes(ROOT_INODE):
+            await trio.sleep(0.01)
+        assert grace <= trio.current_time() - missed <= grace + 0.5
+        assert "LUN 1 of iqn.2026-11.test:tgt is gone" in caplog.text
+        with pytest.raises(pyfuse3.FUSEError) as e:
+            await fs.getattr(kept)
+        assert e.value.errno == 6  # ENXIO
 
 
 async def test_a_lun_back_as_another_device_gets_a_new_file(caplog):
     # Deleted, then another device added under its number while its file was kept: the old file's
     # handles must not reach the new device (ENXIO), and the new device is shown.
-    caplog.set_level("INFO", logger="iscsifs")
-    with trio.fail_after(10):
-        async with trio.open_nursery() as nursery:
-            target, fs, _, lun0 = await _watched(nursery, missing_grace=5.0)
-            await _lun_1_added(target, fs)
-            old = fs.tree.lun_inodes(ROOT_INODE)[1]
-            await _luns_changed(target, fs, [0])
-            while "is no longer reported" not in caplog.text:
-                await trio.sleep(0.01)
-            target.lun_serials[1] = b"OTHER001"
-            await _luns_changed(target, fs, [0, 1])  # back within the grace, as another device
-            while fs.tree.lun_inodes(ROOT_INODE).get(1, old) == old:
-                await trio.sleep(0.01)
-            new = fs.tree.lun_inodes(ROOT_INODE)[1]
-            assert fs.nodes[new].info.identity.serial == "OTHER001"
-            with pytest.raises(pyfuse3.FUSEError) as e:
-                await fs.getattr(old)
-            assert e.value.errno == 6  # ENXIO
-            assert fs.tree.lun_inodes(ROOT_INODE)[0] == lun0  # LUN 0 is the device it was
-            assert "is another device now (serial 'FAKE0001' -> 'OTHER001')" in caplog.text
-            nursery.cancel_scope.cancel()
+    async with _lun_1_watched(caplog, 5.0) as (target, fs, lun0, old):
+        await _luns_changed(target, fs, [0])
+        while "is no longer reported" not in caplog.text:
+            await trio.sleep(0.01)
+        target.lun_serials[1] = b"OTHER001"
+        await _luns_changed(target, fs, [0, 1])  # back within the grace, as another device
+        while fs.tree.lun_inodes(ROOT_INODE).get(1, old) == old:
+            await trio.sleep(0.01)
+        new = fs.tree.lun_inodes(ROOT_INODE)[1]
+        assert fs.nodes[new].info.identity.serial == "OTHER001"
+        with pytest.raises(pyfuse3.FUSEError) as e:
+            await fs.getattr(old)
+        assert e.value.errno == 6  # ENXIO
+        assert fs.tree.lun_inodes(ROOT_INODE)[0] == lun0  # LUN 0 is the device it was
+        assert "is another device now (serial 'FAKE0001' -> 'OTHER001')" in caplog.text
 
 
 async def test_a_lun_reported_but_unreadable_is_not_counted_as_missing(caplog):
     # Missing, then reported again but with answers the rescan cannot use (kept as it was), then
     # missing again: the grace starts anew from the second miss, not from the first.
     grace = 1.0
-    caplog.set_level("INFO", logger="iscsifs")
-    with trio.fail_after(10):
-        async with trio.open_nursery() as nursery:
-            target, fs, _, _ = await _watched(nursery, missing_grace=grace)
-            await _lun_1_added(target, fs)
-            kept = fs.tree.lun_inodes(ROOT_INODE)[1]
-            garbled = []
-            plain = target.respond
+    async with _lun_1_watched(caplog, grace) as (target, fs, _, kept):
+        garbled = []
+        plain = target.respond
 
-            async def respond(req: P.ScsiCommand, data: bytes) -> None:
-                cut = req.cdb[0] == 0x12 and not req.cdb[1] & 1 and req.lun >> 48 == 1
-                if cut:
-                    garbled.append(1)
-                await plain(req, data[:2] if cut else data)
+        async def respond(req: P.ScsiCommand, data: bytes) -> None:
+            cut = req.cdb[0] == 0x12 and not req.cdb[1] & 1 and req.lun >> 48 == 1
+            if cut:
+                garbled.append(1)
+            await plain(req, data[:2] if cut else data)
 
-            target.respond = respond  # type: ignore[method-assign]
-            await _luns_changed(target, fs, [0])
-            while "no longer reported" not in caplog.text:
-                await trio.sleep(0.01)
-            await _luns_changed(target, fs, [0, 1])  # reported, its INQUIRY cut: skipped
-            while not garbled:
-                await trio.sleep(0.01)
-            await trio.sleep(grace)  # the first miss is now older than the grace
-            await _luns_changed(target, fs, [0])
-            while caplog.text.count("no longer reported") < 2:
-                assert "is gone" not in caplog.text, "removed at once: the first miss was still counted"
-                await trio.sleep(0.01)
-            assert fs.tree.lun_inodes(ROOT_INODE).get(1) == kept
-            nursery.cancel_scope.cancel()
+        target.respond = respond  # type: ignore[method-assign]
+        await _luns_changed(target, fs, [0])
+        while "no longer reported" not in caplog.text:
+            await trio.sleep(0.01)
+        await _luns_changed(target, fs, [0, 1])  # reported, its INQUIRY cut: skipped
+        while not garbled:
+            await trio.sleep(0.01)
+        await trio.sleep(grace)  # the first miss is now older than the grace
+        await _luns_changed(target, fs, [0])
+        while caplog.text.count("no longer reported") < 2:
+            assert "is gone" not in caplog.text, "removed at once: the first miss was still counted"
+            await trio.sleep(0.01)
+        assert fs.tree.lun_inodes(ROOT_INODE).get(1) == kept
 
 
 def test_another_device_only_where_both_say_what_they_are():
