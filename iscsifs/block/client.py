@@ -27,7 +27,7 @@ from iscsifs.block.stats import Stats
 from iscsifs.net.api import Executor, Target
 from iscsifs.net.connection import Connection
 from iscsifs.net.dial import Connect, tcp_connect
-from iscsifs.net.multipath import Multipath
+from iscsifs.net.multipath import LunChanged, Multipath
 from iscsifs.net.nursery import fail_after, single_error
 from iscsifs.net.remote import RemoteMultipath
 from iscsifs.net.workers import Workers
@@ -282,14 +282,17 @@ class LunScan:
 
 async def scan(session: Target, stats: Stats | None = None) -> LunScan:
     """Every LUN of the target with its INQUIRY data, and capacity and identity for disks. A LUN
-    whose answers fail or are malformed is skipped with a log line; the others are still shown.
+    whose answers fail or are malformed, or that is fenced as another device, is skipped with a
+    log line; the others are still shown.
     Errors of the session itself (lost, timed out) end the scan."""
     infos: list[LunInfo] = []
     skipped: set[int] = set()
     for lun in await report_luns(session, stats):
         try:
             info = await _scan_lun(session, lun, stats)
-        except (ScsiError, ScsiParseError) as exc:
+        except (ScsiError, ScsiParseError, LunChanged) as exc:
+            # LunChanged: the multipath refuses every command to a LUN that came back from a
+            # relogin as another device; the rest of the target is still scanned.
             log.warning("LUN %d of %s skipped: %s", lun, session.target_name, exc)
             skipped.add(lun)
             continue

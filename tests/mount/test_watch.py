@@ -20,6 +20,7 @@ from iscsifs.net.multipath import Multipath
 from iscsifs.net.pool import TargetPool
 from iscsifs.proto import pdu as P
 from iscsifs.proto.address import Portal
+from iscsifs.proto.errors import IscsiError
 from iscsifs.proto.login import LoginConfig
 from iscsifs.proto.policy import RecoveryPolicy
 
@@ -265,3 +266,43 @@ def test_another_device_only_where_both_say_what_they_are():
     assert not _changed(info("A", "naa.1"), info("", ""))  # says nothing: cannot be told apart
     assert not _changed(info("", ""), info("A", "naa.1"))
     assert not _changed(None, info("A", "naa.1"))
+
+
+async def test_a_lun_fenced_at_a_relogin_does_not_stop_the_rescans(caplog):
+    # LUN 1 comes back from a relogin as another device: the multipath refuses every command to
+    # it. A rescan skips it (kept as it was, its I/O refused) and still shows the other changes.
+    caplog.set_level("INFO", logger="iscsifs")
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            state = {"luns": [0, 1], "serials": {}}
+
+            def setup(portal: Portal, target: FakeTarget) -> None:
+                target.luns, target.lun_serials = list(state["luns"]), dict(state["serials"])
+
+            fakes = FakePortals(nursery, max_cmd_sn_delta=8)
+            fakes.setup = setup
+            multipath = await Multipath.open(nursery, [Portal("fake")], CONFIG, RecoveryPolicy(), connect=fakes,
+                                             identify=identity_of)
+            pooled = in_pool(nursery, multipath)
+            fs = IscsiFs(Tree())
+            for info in (await scan(pooled)).luns:
+                fs.tree.add_lun(ROOT_INODE, str(info.lun), info, open_lun(pooled, info), pooled)
+            TargetWatch(nursery, fs.tree, pooled, ROOT_INODE, read_only=False, missing_grace=0.2)
+            lun0, lun1 = (fs.nodes[fs.tree.lun_inodes(ROOT_INODE)[n]].lun for n in (0, 1))
+            await lun0.read(0, 512)
+            fenced = fs.tree.lun_inodes(ROOT_INODE)[1]
+
+            state["serials"] = {1: b"OTHER001"}
+            await fakes.targets[-1][1].stream.aclose()  # the next login finds LUN 1 changed
+            with pytest.raises(IscsiError, match="another device"):
+                await lun1.read(0, 512)
+
+            target = fakes.targets[-1][1]
+            target.luns = [0, 1, 2]
+            target.pending_sense.append(REPORTED_LUNS_CHANGED)
+            await lun0.read(0, 512)
+            while 2 not in fs.tree.lun_inodes(ROOT_INODE):
+                await trio.sleep(0.01)
+            assert fs.tree.lun_inodes(ROOT_INODE)[1] == fenced  # skipped: kept, its I/O refused
+            assert "LUN 1 of iqn.2026-11.test:tgt skipped" in caplog.text
+            nursery.cancel_scope.cancel()
