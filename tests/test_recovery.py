@@ -14,6 +14,7 @@ import signal
 import subprocess
 import threading
 import time
+from contextlib import contextmanager
 
 import pytest
 
@@ -25,6 +26,7 @@ from support.targets import (
     needs_fuse,
     pattern,
     run,
+    unmount,
     wait_for,
 )
 from support.tgt import TgtDaemon
@@ -270,7 +272,27 @@ def test_a_lun_that_is_another_device_after_reconnecting_fails_its_io(target, tm
     assert "is another device since reconnecting" in m.stderr
 
 
-def test_a_lun_added_back_after_its_restarted_target_takes_logins_is_waited_for(target, tmp_path):
+@contextmanager
+def _mounted_as(how: str, url: str, mnt, options: str, tmp_path):
+    """The mount ``-f`` (its stderr) or as users run it from fstab, a daemon (its log file):
+    yields what it has logged so far, as a function; unmounts at the end."""
+    if how == "-f":
+        with mounted(url, mnt, "-o", options) as m:
+            yield lambda: m.stderr
+        return
+    log_file, pid_file = tmp_path / "iscsifs.log", tmp_path / "iscsifs.pid"
+    r = run(*ISCSIFS, "-o", f"log_file={log_file},{options}", "--pid-file", str(pid_file), url, str(mnt))
+    assert r.returncode == 0, r.stderr
+    try:
+        wait_for(lambda: log_file.exists() and "mounted" in log_file.read_text(), 10)
+        yield log_file.read_text
+    finally:
+        unmount(mnt)
+        wait_for(lambda: not pid_file.exists(), 30)
+
+
+@pytest.mark.parametrize("how", ["-f", "daemon"])
+def test_a_lun_added_back_after_its_restarted_target_takes_logins_is_waited_for(target, tmp_path, how):
     """tgt, restarted, takes logins as soon as its target is bound, before its LUN is added back,
     and answers the missing LUN's VPD pages with LUN 0's identity (``bench/run.py``'s recovery row
     met this window). A read issued meanwhile waits for the LUN, then completes; nothing is fenced,
@@ -278,7 +300,8 @@ def test_a_lun_added_back_after_its_restarted_target_takes_logins_is_waited_for(
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     expected = target.backing.read_bytes()[3 * 4096 : 4 * 4096]
-    with mounted(f"{target.url}/{IQN}", mnt, "-o", "nop_interval=3,nop_timeout=5,command_timeout=5") as m:
+    with _mounted_as(how, f"{target.url}/{IQN}", mnt, "nop_interval=3,nop_timeout=5,command_timeout=5",
+                     tmp_path) as logged:
         fd = os.open(mnt / "1", os.O_RDWR | os.O_DIRECT)  # open before: an admin's restart under a user
         inode = os.fstat(fd).st_ino
         try:
@@ -287,7 +310,7 @@ def test_a_lun_added_back_after_its_restarted_target_takes_logins_is_waited_for(
             target.targets.clear()
             target.next_tid = 1
             target.add_target(IQN)  # LUN 1 not yet
-            wait_for(lambda: "no device connected" in m.stderr, timeout=30)
+            wait_for(lambda: "no device connected" in logged(), timeout=30)
             buf = mmap.mmap(-1, 4096)  # page-aligned, as O_DIRECT wants
             got: list[int | BaseException] = []
 
@@ -300,7 +323,7 @@ def test_a_lun_added_back_after_its_restarted_target_takes_logins_is_waited_for(
             reader = threading.Thread(target=read)
             reader.start()
             # A poll (every nop_interval) finds LUN 1 missing; it is kept for one more period.
-            wait_for(lambda: "LUN 1 of" in m.stderr and "is no longer reported" in m.stderr, timeout=30)
+            wait_for(lambda: "LUN 1 of" in logged() and "is no longer reported" in logged(), timeout=30)
             assert not got, f"the read did not wait for the LUN: {got}"
             target.add_lun(IQN, 1, target.backing)
             reader.join(timeout=30)
@@ -308,13 +331,13 @@ def test_a_lun_added_back_after_its_restarted_target_takes_logins_is_waited_for(
             buf[:6] = b"landed"
             assert os.pwrite(fd, buf, 0) == 4096
             os.fsync(fd)
-            wait_for(lambda: "is reported again" in m.stderr, timeout=30)
+            wait_for(lambda: "is reported again" in logged(), timeout=30)
             assert os.stat(mnt / "1").st_ino == inode  # the same file throughout
         finally:
             os.close(fd)
     assert target.backing.read_bytes()[:6] == b"landed"
-    assert "is back through" in m.stderr and "another device" not in m.stderr, m.stderr
-    assert "is gone" not in m.stderr, m.stderr
+    assert "is back through" in logged() and "another device" not in logged(), logged()
+    assert "is gone" not in logged(), logged()
 
 
 @pytest.mark.parametrize("how", ["fusermount", "sigterm with a read waiting"])
