@@ -204,8 +204,7 @@ class TargetWatch:
                 if not self._missing_long_enough(number):
                     continue
                 log.info("LUN %d of %s is gone", number, self.target.target_name)
-                for parent, name in self.tree.remove(inode):
-                    _invalidate_entry(parent, name)
+                self._remove(inode)
             elif self.only_lun is None and inode != ROOT_INODE and _changed(node.info, info):
                 # Deleted and another device added under its number between two rescans (or while
                 # it was missing): its handles must not reach the new device. The new file follows.
@@ -213,8 +212,7 @@ class TargetWatch:
                 log.info("LUN %d of %s is another device now (serial %r -> %r): its file goes, the new "
                          "device's is shown", number, self.target.target_name, _serial_wwn(node.info)[0],
                          info.identity.serial)
-                for parent, name in self.tree.remove(inode):
-                    _invalidate_entry(parent, name)
+                self._remove(inode)
                 del shown[number]
             else:
                 if self._missing.pop(number, None) is not None:
@@ -240,6 +238,11 @@ class TargetWatch:
         await _invalidate_inode(self.directory)
         if self.tree.by_id is not None:
             await _invalidate_inode(self.tree.by_id)
+
+    def _remove(self, inode: int) -> None:
+        """A LUN file goes (its open handles get ENXIO), and the kernel forgets its entries."""
+        for parent, name in self.tree.remove(inode):
+            _invalidate_entry(parent, name)
 
     def _missing_long_enough(self, lun: int) -> bool:
         """True once ``lun`` has been missing from rescans for ``missing_grace``; until then a

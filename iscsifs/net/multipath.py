@@ -38,6 +38,7 @@ import trio
 
 from iscsifs.net.api import (
     DataOut,
+    Executor,
     Fenced,
     Identify,
     Into,
@@ -379,23 +380,27 @@ class Multipath:
                 done[lun] = registrar
                 if path in self._absent.get(lun, ()):
                     continue  # no device there yet: registered once it is back (_check_again)
-                try:
-                    with fail_after(self.policy.command_timeout, f"registering LUN {lun} through {path.portal}"):
-                        if lun in self._joining:  # joining now: this path too, whatever others hold
-                            await registrar.register(probe, lun)
-                            kept = True
-                        else:
-                            kept = await registrar.login(probe, lun)
-                except CONNECTION_ERRORS:
-                    raise  # this login failed: the next one registers
-                except IscsiError as exc:
-                    # The target refused or garbled it: this path serves unregistered (its writes
-                    # may conflict), rather than never serving.
-                    log.warning("LUN %d of %s: registering through %s failed: %s", lun, self.target_name,
-                                path.portal, exc)
-                    continue
-                if not kept:
-                    self._fenced(lun, path.portal)
+                await self._register_on(path, probe, lun, registrar)  # a lost connection: the next login does
+
+    async def _register_on(self, path: Session, executor: Executor, lun: int, registrar: Registrar) -> None:
+        """``lun`` registered on ``path``'s nexus (through ``executor``) before it serves there;
+        fenced if another host removed our key. A lost connection raises (whoever logs in next
+        registers); a refusal is logged and the path serves unregistered (its writes may
+        conflict), rather than never serving."""
+        try:
+            with fail_after(self.policy.command_timeout, f"registering LUN {lun} through {path.portal}"):
+                if lun in self._joining:  # joining now: this path too, whatever others hold
+                    await registrar.register(executor, lun)
+                    kept = True
+                else:
+                    kept = await registrar.login(executor, lun)
+        except CONNECTION_ERRORS:
+            raise
+        except IscsiError as exc:
+            log.warning("LUN %d of %s: registering through %s failed: %s", lun, self.target_name, path.portal, exc)
+            return
+        if not kept:
+            self._fenced(lun, path.portal)
 
     # -- paths ---------------------------------------------------------------------------------------
 
@@ -547,17 +552,9 @@ class Multipath:
         registrar = self._registrars.get(lun)
         if registrar is not None:
             try:
-                with fail_after(self.policy.command_timeout, f"registering LUN {lun} through {path.portal}"):
-                    kept = await registrar.login(path, lun)
+                await self._register_on(path, path, lun, registrar)
             except CONNECTION_ERRORS:
                 return  # still absent here: this path's next login, or the next check, registers it
-            except IscsiError as exc:
-                # As after a login: this path serves unregistered rather than never.
-                log.warning("LUN %d of %s: registering through %s failed: %s", lun, self.target_name,
-                            path.portal, exc)
-                kept = True
-            if not kept:
-                self._fenced(lun, path.portal)
         self._present(path, lun)
         log.warning("LUN %d of %s is back through %s", lun, self.target_name, path.portal)
 
