@@ -274,31 +274,37 @@ async def report_luns(session: Executor, stats: Stats | None = None) -> list[int
 @dataclass(frozen=True, slots=True)
 class LunScan:
     """What a scan of a target found: every LUN that answered (disks and others), and the LUNs it
-    reported whose answers failed or could not be decoded (a rescan keeps showing those)."""
+    reported whose answers failed or could not be decoded (a rescan keeps showing those); of
+    those, the ones the multipath refuses as another device since a relogin (``changed``)."""
 
     luns: list[LunInfo]
     skipped: frozenset[int] = frozenset()
+    changed: frozenset[int] = frozenset()
 
 
 async def scan(session: Target, stats: Stats | None = None) -> LunScan:
     """Every LUN of the target with its INQUIRY data, and capacity and identity for disks. A LUN
     whose answers fail or are malformed, or that is fenced as another device, is skipped with a
-    log line; the others are still shown.
+    log line (and the fenced ones said so); the others are still shown.
     Errors of the session itself (lost, timed out) end the scan."""
     infos: list[LunInfo] = []
     skipped: set[int] = set()
+    changed: set[int] = set()
     for lun in await report_luns(session, stats):
         try:
             info = await _scan_lun(session, lun, stats)
         except (ScsiError, ScsiParseError, LunChanged) as exc:
             # LunChanged: the multipath refuses every command to a LUN that came back from a
-            # relogin as another device; the rest of the target is still scanned.
+            # relogin as another device (until its file goes: ``forget_lun``); the rest of the
+            # target is still scanned.
             log.warning("LUN %d of %s skipped: %s", lun, session.target_name, exc)
             skipped.add(lun)
+            if isinstance(exc, LunChanged):
+                changed.add(lun)
             continue
         if info is not None:
             infos.append(info)
-    return LunScan(infos, frozenset(skipped))
+    return LunScan(infos, frozenset(skipped), frozenset(changed))
 
 
 # Not disks, but named by their serial elsewhere: a changer lists its drives by it.

@@ -15,7 +15,8 @@ A LUN that a rescan does not find is removed only once it has been missing for `
 (a period): tgt, restarted, takes logins as soon as its target exists and adds the LUNs after, so
 a rescan in between would otherwise take the LUN's file, and its open handles, away for good.
 A LUN whose serial number or WWN changed is another device: its file goes at once, and the new
-device gets a file of its own.
+device gets a file of its own; so does one that the session refuses as another device since a
+relogin. A file that goes takes with it what the session expected of its LUN (``forget_lun``).
 """
 
 from __future__ import annotations
@@ -195,6 +196,16 @@ class TargetWatch:
         for number, inode in list(shown.items()):
             node = self.tree.nodes[inode]
             info = found.get(number)
+            if number in result.changed and self.only_lun is None and inode != ROOT_INODE:
+                # The multipath found another device under this number at a relogin and refuses
+                # its I/O: the file goes (which lifts that refusal), and the next pass shows the
+                # new device as it would any LUN that appeared.
+                self._missing.pop(number, None)
+                log.info("LUN %d of %s has been another device since a relogin: its file goes, the new "
+                         "device's is shown", number, self.target.target_name)
+                self._remove(inode)
+                self._again = True
+                continue
             if info is None and number in result.skipped:
                 self._missing.pop(number, None)  # reported, so not missing
                 continue  # reported, but its answers were unusable: it stays as it was
@@ -240,7 +251,11 @@ class TargetWatch:
             await _invalidate_inode(self.tree.by_id)
 
     def _remove(self, inode: int) -> None:
-        """A LUN file goes (its open handles get ENXIO), and the kernel forgets its entries."""
+        """A LUN file goes (its open handles get ENXIO, and so do its commands still waiting in
+        the session), and the kernel forgets its entries."""
+        node = self.tree.nodes[inode]
+        if node.lun is not None:
+            self.target.forget_lun(node.lun.lun)
         for parent, name in self.tree.remove(inode):
             _invalidate_entry(parent, name)
 

@@ -105,6 +105,12 @@ class Target(Executor, Protocol):
         """After any later login, ``lun`` must still answer with this serial and WWN."""
         ...
 
+    def forget_lun(self, lun: int) -> None:
+        """``lun`` is no longer shown: expect nothing of it (identity, registration, a fence as
+        another device), so that what the target has under its number can be shown anew; its
+        commands from before fail with ENXIO."""
+        ...
+
     async def every_nexus(self, lun: int, action: NexusAction) -> None:
         """Run ``action`` on every I_T nexus logged in now (each path; each worker's session);
         raises the first error, after trying them all."""

@@ -98,6 +98,12 @@ class ExpectIdentity:
 
 
 @dataclass(frozen=True, slots=True)
+class ForgetLun:
+    sid: int
+    lun: int
+
+
+@dataclass(frozen=True, slots=True)
 class KeepRegistered:
     sid: int
     lun: int
@@ -118,8 +124,8 @@ class EveryNexus:
     action: NexusAction
 
 
-Call = Open | Logout | CloseNow | StartPaths | ExpectIdentity | Register | KeepRegistered | EveryNexus
-CALLS = (Open, Logout, CloseNow, StartPaths, ExpectIdentity, Register, KeepRegistered, EveryNexus)
+Call = Open | Logout | CloseNow | StartPaths | ExpectIdentity | ForgetLun | Register | KeepRegistered | EveryNexus
+CALLS = (Open, Logout, CloseNow, StartPaths, ExpectIdentity, ForgetLun, Register, KeepRegistered, EveryNexus)
 
 
 # -- events: a worker to the FUSE process ---------------------------------------------------------

@@ -31,6 +31,7 @@ any other here: returned to the caller, never re-issued on another path.
 
 from __future__ import annotations
 
+import errno as _errno
 import logging
 from dataclasses import replace
 
@@ -91,6 +92,13 @@ class LunChanged(IscsiError):
     """After a login, a LUN answers with another device's identity: its I/O is refused."""
 
 
+class LunForgotten(IscsiError):
+    """The layers above no longer show the LUN (``forget_lun``): a command to it from before
+    ends, wherever it was waiting."""
+
+    errno = _errno.ENXIO
+
+
 class Multipath:
     """Create with ``await Multipath.open(...)``."""
 
@@ -120,6 +128,8 @@ class Multipath:
         self._checking: set[tuple[int, int]] = set()  # (id of a path, LUN) whose preemption is being looked at
         self.identities: dict[int, tuple[str, str]] = dict(identities or {})  # LUN -> (serial, wwn)
         self._lun_changed: dict[int, str] = {}
+        # LUN -> how many times it was forgotten: a command ends if this changes while it runs.
+        self._forgotten: dict[int, int] = {}
         # LUN -> the paths through which it had no device connected at their last login: their
         # commands to it check it again first (``_recheck``), one check at a time.
         self._absent: dict[int, set[Session]] = {}
@@ -235,6 +245,22 @@ class Multipath:
         if serial or wwn:
             self.identities[lun] = (serial, wwn)
 
+    def forget_lun(self, lun: int) -> None:
+        """The layers above no longer show ``lun``: nothing is expected of it from now on (no
+        identity, no registration, no fence as another device, no wait for it to come back), so
+        whatever the target has under its number can be shown anew; its commands from before end
+        (``LunForgotten``), those waiting for it at once."""
+        self.identities.pop(lun, None)
+        self._registrars.pop(lun, None)
+        if self._lun_changed.pop(lun, None) is not None:
+            log.info("LUN %d of %s: the file of the device it was is gone; its I/O is no longer refused",
+                     lun, self.target_name)
+        self._absent.pop(lun, None)
+        for key in [key for key in self._rechecked if key[1] == lun]:
+            del self._rechecked[key]
+        self._forgotten[lun] = self._forgotten.get(lun, 0) + 1
+        self._wake_rechecks()
+
     async def execute(self, lun: int, cdb: bytes, *, data_out: DataOut | None = None, expected_in: int = 0,
                       into: Into | None = None) -> ScsiResult:
         """Run a command to completion across path failures, within its budget (see the module
@@ -242,9 +268,13 @@ class Multipath:
         started = trio.current_time()
         expires = started + self._bound
         attempts: Attempts | None = None  # made only once an attempt failed: nothing on the usual path
+        forgotten = self._forgotten.get(lun, 0) if self._forgotten else 0
         while True:
             if lun in self._lun_changed:
                 raise LunChanged(self._lun_changed[lun])
+            if self._forgotten and self._forgotten.get(lun, 0) != forgotten:
+                raise LunForgotten(f"LUN {lun} of {self.target_name} is no longer shown (gone, or another "
+                                   "device): its commands from before end")
             usable = self._usable
             if not usable:
                 await self._wait_for_path(expires)

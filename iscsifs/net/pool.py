@@ -99,6 +99,12 @@ class PooledTarget:
         if self.multipath is not None:
             self.multipath.expect_identity(lun, serial, wwn)
 
+    def forget_lun(self, lun: int) -> None:
+        self.identities.pop(lun, None)
+        self.registrars.pop(lun, None)
+        if self.multipath is not None:
+            self.multipath.forget_lun(lun)
+
     async def register(self, lun: int, registrar: Registrar) -> None:
         multipath = self.multipath or await self._pool.open(self)
         await multipath.register(lun, registrar)

@@ -24,6 +24,7 @@ from iscsifs.net.ipc import (
     CloseNow,
     EveryNexus,
     ExpectIdentity,
+    ForgetLun,
     KeepRegistered,
     Logout,
     MultipathState,
@@ -111,6 +112,11 @@ class RemoteMultipath:
     def expect_identity(self, lun: int, serial: str, wwn: str) -> None:
         for worker, sid in self._subs:
             worker.tell_again(ExpectIdentity(sid, lun, serial, wwn))
+
+    def forget_lun(self, lun: int) -> None:
+        self.registrars.pop(lun, None)
+        for worker, sid in self._subs:
+            worker.tell_again(ForgetLun(sid, lun))  # after the ExpectIdentity a new worker is told again
 
     def start_paths(self) -> None:
         for worker, sid in self._subs:

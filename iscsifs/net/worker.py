@@ -37,6 +37,7 @@ from iscsifs.net.ipc import (
     EveryNexus,
     ExpectIdentity,
     Fenced,
+    ForgetLun,
     KeepRegistered,
     Kind,
     LogLine,
@@ -80,8 +81,8 @@ class Worker:
         # How each call is carried out, by its class (``net.ipc``).
         self._handlers: dict[type[Call], Callable[[Call], Awaitable[None]]] = {
             Open: self._open, Logout: self._logout, CloseNow: self._close_now, StartPaths: self._start_paths,
-            ExpectIdentity: self._expect_identity, Register: self._register, KeepRegistered: self._keep_registered,
-            EveryNexus: self._every_nexus,
+            ExpectIdentity: self._expect_identity, ForgetLun: self._forget_lun, Register: self._register,
+            KeepRegistered: self._keep_registered, EveryNexus: self._every_nexus,
         }
 
     def send(self, parts: Parts) -> None:
@@ -207,6 +208,10 @@ class Worker:
     async def _expect_identity(self, call: Call) -> None:
         assert isinstance(call, ExpectIdentity)
         (await self._session(call.sid)).expect_identity(call.lun, call.serial, call.wwn)
+
+    async def _forget_lun(self, call: Call) -> None:
+        assert isinstance(call, ForgetLun)
+        (await self._session(call.sid)).forget_lun(call.lun)
 
     async def _register(self, call: Call) -> None:
         assert isinstance(call, Register)

@@ -7,6 +7,7 @@ grace period, so one that a restarting target adds back in time keeps its file a
 from __future__ import annotations
 
 import contextlib
+import os
 
 import pyfuse3
 import pytest
@@ -268,9 +269,10 @@ def test_another_device_only_where_both_say_what_they_are():
     assert not _changed(None, info("A", "naa.1"))
 
 
-async def test_a_lun_fenced_at_a_relogin_does_not_stop_the_rescans(caplog):
+async def test_a_lun_fenced_at_a_relogin_is_shown_anew_as_the_new_device(caplog):
     # LUN 1 comes back from a relogin as another device: the multipath refuses every command to
-    # it. A rescan skips it (kept as it was, its I/O refused) and still shows the other changes.
+    # it, the scan's too. The rescan takes its file away (old handles ENXIO), which lifts the
+    # refusal, and shows the new device as a new file; the target's other changes show as well.
     caplog.set_level("INFO", logger="iscsifs")
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
@@ -301,8 +303,17 @@ async def test_a_lun_fenced_at_a_relogin_does_not_stop_the_rescans(caplog):
             target.luns = [0, 1, 2]
             target.pending_sense.append(REPORTED_LUNS_CHANGED)
             await lun0.read(0, 512)
-            while 2 not in fs.tree.lun_inodes(ROOT_INODE):
+            while 2 not in fs.tree.lun_inodes(ROOT_INODE) or fs.tree.lun_inodes(ROOT_INODE).get(1, fenced) == fenced:
                 await trio.sleep(0.01)
-            assert fs.tree.lun_inodes(ROOT_INODE)[1] == fenced  # skipped: kept, its I/O refused
-            assert "LUN 1 of iqn.2026-11.test:tgt skipped" in caplog.text
+            new = fs.tree.lun_inodes(ROOT_INODE)[1]
+            assert fs.nodes[new].info.identity.serial == "OTHER001"
+            with pytest.raises(pyfuse3.FUSEError) as e:
+                await fs.getattr(fenced)
+            assert e.value.errno == 6  # ENXIO
+            fh = (await fs.open(new, os.O_RDWR, None)).fh
+            await fs.write(fh, 0, b"n" * 512)
+            assert bytes(await fs.read(fh, 0, 512)) == b"n" * 512
+            assert bytes(target.disk[:512]) == b"n" * 512
+            assert "LUN 1 of iqn.2026-11.test:tgt has been another device since a relogin" in caplog.text
+            assert "LUN 1 of iqn.2026-11.test:tgt appeared" in caplog.text
             nursery.cancel_scope.cancel()

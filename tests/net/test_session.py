@@ -436,6 +436,45 @@ async def test_a_lun_that_stays_absent_fails_its_commands_within_their_bound(aut
         await command(ms, 0, READ, name="READ", expected_in=4096)
 
 
+async def test_forgetting_an_absent_lun_ends_its_waiting_commands_at_once(autojump_clock):
+    # The watch removed the LUN's file (missing for its grace): its commands waiting for the LUN
+    # to come back end with ENXIO then, not at their bound.
+    async with _absent_after_a_relogin() as (_, ms, target):
+        failed: list[tuple[float, int]] = []
+
+        async def read() -> None:
+            try:
+                await command(ms, 0, READ, name="READ", expected_in=4096)
+            except IscsiError as exc:
+                failed.append((trio.current_time(), exc.errno))
+
+        async with trio.open_nursery() as io:
+            for _ in range(3):
+                io.start_soon(read)
+            await trio.sleep(5)
+            assert not failed  # waiting
+            forgotten = trio.current_time()
+            ms.forget_lun(0)
+        assert [e for _, e in failed] == [errno.ENXIO] * 3
+        assert max(t for t, _ in failed) - forgotten < 0.1
+        target.absent = False  # what comes under the number is served, nothing expected of it
+        await command(ms, 0, READ, name="READ", expected_in=4096)
+
+
+async def test_forgetting_a_fenced_lun_lifts_the_fence_for_new_commands(autojump_clock):
+    async with _absent_after_a_relogin(serial=b"OTHER001") as (_, ms, target):
+        target.absent = False
+        with pytest.raises(IscsiError, match="another device since it came back"):
+            await command(ms, 0, READ, name="READ", expected_in=4096)
+        ms.forget_lun(0)  # its file went: the new device may be shown
+        assert 0 not in ms.identities
+        await command(ms, 0, READ, name="READ", expected_in=4096)
+        assert any(isinstance(p, P.ScsiCommand) and p.cdb[:10] == READ for p in target.log)
+        # Expected from now on: the new device, which a later login must find again.
+        ms.expect_identity(0, "OTHER001", "naa.6001405fa4e4c0de")
+        assert ms.identities == {0: ("OTHER001", "naa.6001405fa4e4c0de")}
+
+
 class _Registrar:
     """Counts the nexuses it is asked to register on (a LUN kept registered), and what
     ``seen()`` said at each login."""
