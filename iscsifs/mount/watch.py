@@ -89,12 +89,22 @@ class TargetWatch:
 
     async def _poll(self, interval: float, logged_in: Callable[[], Target | None],
                     previous: set[int] | None) -> None:
+        reconnects = self.target.reconnects
         while self.target.alive:
             await trio.sleep(interval)
             session = logged_in()
             if session is None:
                 previous = None
                 continue
+            # Logged in again since the last poll: the unit attentions of what changed meanwhile
+            # went to the old nexus, and the login may have fenced a LUN as another device.
+            relogged_in, reconnects = self.target.reconnects != reconnects, self.target.reconnects
+            if relogged_in:
+                log.info("target %s was logged in again: rescanning it", self.target.target_name)
+                if self.only_lun is None:
+                    self.rescan_soon()
+                else:
+                    self.nursery.start_soon(self._refresh_capacity, self.only_lun)
             try:
                 with fail_after(self.rescan_timeout, "REPORT LUNS"):
                     reported = set(await report_luns(session, self.stats))
@@ -105,11 +115,12 @@ class TargetWatch:
             except Exception:
                 log.exception("polling the LUNs of %s failed", self.target.target_name)
                 continue
-            if previous is not None and reported != previous and self.only_lun is None:
-                log.info("target %s reports other LUNs than before: rescanning", self.target.target_name)
-                self.rescan_soon()
-            elif self._incomplete and self.only_lun is None:
-                self.rescan_soon()
+            if self.only_lun is None and not relogged_in:  # (then rescanning already)
+                if previous is not None and reported != previous:
+                    log.info("target %s reports other LUNs than before: rescanning", self.target.target_name)
+                    self.rescan_soon()
+                elif self._incomplete:
+                    self.rescan_soon()
             previous = reported
 
     def on_unit_attention(self, lun: int, sense: Sense) -> None:

@@ -150,6 +150,11 @@ class LoggedIn(Target, Protocol):
 
 
 class MountedTarget(Target, Protocol):
+    @property
+    def reconnects(self) -> int:
+        """Logins beyond each path's first (0 while logged out for idleness)."""
+        ...
+
     def hold(self) -> None:
         """A file is open on this target: keep it logged in."""
         ...

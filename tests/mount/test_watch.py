@@ -269,10 +269,11 @@ def test_another_device_only_where_both_say_what_they_are():
     assert not _changed(None, info("A", "naa.1"))
 
 
-async def test_a_lun_fenced_at_a_relogin_is_shown_anew_as_the_new_device(caplog):
-    # LUN 1 comes back from a relogin as another device: the multipath refuses every command to
-    # it, the scan's too. The rescan takes its file away (old handles ENXIO), which lifts the
-    # refusal, and shows the new device as a new file; the target's other changes show as well.
+@contextlib.asynccontextmanager
+async def _lun_1_fenced_at_a_relogin(caplog, poll: float | None = None):
+    """LUNs 0 and 1 shown and watched (polled every ``poll`` s, if given); then the connection
+    drops and the next login finds LUN 1 another device, which the multipath fences. Yields the
+    target logged in to now, the file system, LUN 0 and LUN 1's old inode; all within 10 s."""
     caplog.set_level("INFO", logger="iscsifs")
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
@@ -287,9 +288,12 @@ async def test_a_lun_fenced_at_a_relogin_is_shown_anew_as_the_new_device(caplog)
                                              identify=identity_of)
             pooled = in_pool(nursery, multipath)
             fs = IscsiFs(Tree())
-            for info in (await scan(pooled)).luns:
+            found = await scan(pooled)
+            for info in found.luns:
                 fs.tree.add_lun(ROOT_INODE, str(info.lun), info, open_lun(pooled, info), pooled)
-            TargetWatch(nursery, fs.tree, pooled, ROOT_INODE, read_only=False, missing_grace=0.2)
+            watch = TargetWatch(nursery, fs.tree, pooled, ROOT_INODE, read_only=False, missing_grace=0.2)
+            if poll is not None:
+                watch.poll(poll, pooled.logged_in, found)
             lun0, lun1 = (fs.nodes[fs.tree.lun_inodes(ROOT_INODE)[n]].lun for n in (0, 1))
             await lun0.read(0, 512)
             fenced = fs.tree.lun_inodes(ROOT_INODE)[1]
@@ -298,22 +302,42 @@ async def test_a_lun_fenced_at_a_relogin_is_shown_anew_as_the_new_device(caplog)
             await fakes.targets[-1][1].stream.aclose()  # the next login finds LUN 1 changed
             with pytest.raises(IscsiError, match="another device"):
                 await lun1.read(0, 512)
-
-            target = fakes.targets[-1][1]
-            target.luns = [0, 1, 2]
-            target.pending_sense.append(REPORTED_LUNS_CHANGED)
-            await lun0.read(0, 512)
-            while 2 not in fs.tree.lun_inodes(ROOT_INODE) or fs.tree.lun_inodes(ROOT_INODE).get(1, fenced) == fenced:
-                await trio.sleep(0.01)
-            new = fs.tree.lun_inodes(ROOT_INODE)[1]
-            assert fs.nodes[new].info.identity.serial == "OTHER001"
-            with pytest.raises(pyfuse3.FUSEError) as e:
-                await fs.getattr(fenced)
-            assert e.value.errno == 6  # ENXIO
-            fh = (await fs.open(new, os.O_RDWR, None)).fh
-            await fs.write(fh, 0, b"n" * 512)
-            assert bytes(await fs.read(fh, 0, 512)) == b"n" * 512
-            assert bytes(target.disk[:512]) == b"n" * 512
-            assert "LUN 1 of iqn.2026-11.test:tgt has been another device since a relogin" in caplog.text
-            assert "LUN 1 of iqn.2026-11.test:tgt appeared" in caplog.text
+            yield fakes.targets[-1][1], fs, lun0, fenced
             nursery.cancel_scope.cancel()
+
+
+async def _shown_anew(fs, target, fenced: int) -> None:
+    """LUN 1's old file is gone (ENXIO) and a new one shows the new device, read and written."""
+    while fs.tree.lun_inodes(ROOT_INODE).get(1, fenced) == fenced:
+        await trio.sleep(0.01)
+    new = fs.tree.lun_inodes(ROOT_INODE)[1]
+    assert fs.nodes[new].info.identity.serial == "OTHER001"
+    with pytest.raises(pyfuse3.FUSEError) as e:
+        await fs.getattr(fenced)
+    assert e.value.errno == 6  # ENXIO
+    fh = (await fs.open(new, os.O_RDWR, None)).fh
+    await fs.write(fh, 0, b"n" * 512)
+    assert bytes(await fs.read(fh, 0, 512)) == b"n" * 512
+    assert bytes(target.disk[:512]) == b"n" * 512
+
+
+async def test_a_lun_fenced_at_a_relogin_is_shown_anew_as_the_new_device(caplog):
+    # The multipath refuses every command to the fenced LUN, the scan's too. A rescan (here for a
+    # LUN the target adds) takes its file away, which lifts the refusal, and shows the new device
+    # as a new file; the target's other changes show as well.
+    async with _lun_1_fenced_at_a_relogin(caplog) as (target, fs, lun0, fenced):
+        target.luns = [0, 1, 2]
+        target.pending_sense.append(REPORTED_LUNS_CHANGED)
+        await lun0.read(0, 512)
+        await _shown_anew(fs, target, fenced)
+        while 2 not in fs.tree.lun_inodes(ROOT_INODE):
+            await trio.sleep(0.01)
+        assert "LUN 1 of iqn.2026-11.test:tgt has been another device since a relogin" in caplog.text
+        assert "LUN 1 of iqn.2026-11.test:tgt appeared" in caplog.text
+
+
+async def test_the_poll_rescans_after_a_relogin(caplog):
+    # No unit attention says anything: the next poll sees that the target was logged in again.
+    async with _lun_1_fenced_at_a_relogin(caplog, poll=0.05) as (target, fs, _, fenced):
+        await _shown_anew(fs, target, fenced)
+        assert "was logged in again: rescanning it" in caplog.text

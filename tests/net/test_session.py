@@ -451,12 +451,13 @@ async def test_forgetting_an_absent_lun_ends_its_waiting_commands_at_once(autoju
         async with trio.open_nursery() as io:
             for _ in range(3):
                 io.start_soon(read)
-            await trio.sleep(5)
+            await trio.sleep(5.5)  # between two checks of the LUN
             assert not failed  # waiting
             forgotten = trio.current_time()
             ms.forget_lun(0)
         assert [e for _, e in failed] == [errno.ENXIO] * 3
         assert max(t for t, _ in failed) - forgotten < 0.1
+        assert not any(isinstance(p, P.ScsiCommand) and p.cdb[:10] == READ for p in target.log)  # none sent
         target.absent = False  # what comes under the number is served, nothing expected of it
         await command(ms, 0, READ, name="READ", expected_in=4096)
 
