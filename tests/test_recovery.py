@@ -249,11 +249,15 @@ def test_fio_verify_crc32c_across_faults(target, proxy, tmp_path):
     assert m.stderr.count("reconnecting") >= 2 and "no NOP-In" in m.stderr, m.stderr
 
 
-def test_a_lun_that_is_another_device_after_reconnecting_fails_its_io(target, tmp_path):
+def test_a_lun_that_is_another_device_after_reconnecting_fails_its_io_then_is_shown_anew(target, tmp_path):
+    """The old file's I/O fails; the next poll rescans the target logged in again, and the file
+    is replaced by one of the new device (a new inode), which serves."""
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     with mounted(f"{target.url}/{IQN}", mnt, "-o", FAST) as m:
         assert (mnt / "1").read_bytes()[:4096] == target.backing.read_bytes()[:4096]
+        old = os.open(mnt / "1", os.O_RDONLY)  # a handle of the old device's file
+        inode = os.fstat(old).st_ino
         target.stop()
         target.start()
         target.targets.clear()
@@ -268,8 +272,61 @@ def test_a_lun_that_is_another_device_after_reconnecting_fails_its_io(target, tm
         finally:
             with pytest.raises(OSError):  # close(2) reports it too: the flush cannot reach that LUN
                 os.close(fd)
-    assert target.backing.read_bytes()[:13] != b"must not land"
+        try:
+            wait_for(lambda: _inode(mnt / "1") not in (None, inode), timeout=30)  # gone, then back anew
+            with pytest.raises(OSError) as e:
+                os.pread(old, 512, 0)
+            assert e.value.errno == errno.ENXIO
+        finally:
+            closed = _close(old)
+        assert closed == errno.ENXIO  # its device is gone: nothing of it can be made durable
+        fd = os.open(mnt / "1", os.O_RDWR | os.O_DIRECT)
+        try:
+            buf = mmap.mmap(-1, 4096)
+            buf[:] = b"n" * 4096
+            assert os.pwrite(fd, buf, 4096) == 4096
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    data = target.backing.read_bytes()
+    assert data[:13] != b"must not land" and data[4096:8192] == b"n" * 4096
     assert "is another device since reconnecting" in m.stderr
+    assert "has been another device since a relogin" in m.stderr and "LUN 1 of" in m.stderr
+
+
+def test_a_lun_resized_while_its_target_was_down_shows_its_new_size(target, tmp_path):
+    """Its CAPACITY DATA HAS CHANGED would have gone to the old nexus: the poll rescans a target
+    that was logged in again."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    with mounted(f"{target.url}/{IQN}", mnt, "-o", FAST) as m:
+        assert os.stat(mnt / "1").st_size == 8 << 20
+        target.stop()
+        with open(target.backing, "ab") as f:
+            f.truncate(16 << 20)
+        target.start()
+        _configure(target, target.backing)
+        wait_for(lambda: os.stat(mnt / "1").st_size == 16 << 20, timeout=30)
+        with open(mnt / "1", "rb") as f:
+            f.seek((16 << 20) - 4096)
+            assert f.read() == bytes(4096)
+    assert "was logged in again: rescanning it" in m.stderr
+
+
+def _inode(path) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except FileNotFoundError:
+        return None
+
+
+def _close(fd: int) -> int:
+    """close(2): the errno it reported, or 0 (the descriptor is closed either way)."""
+    try:
+        os.close(fd)
+    except OSError as exc:
+        return exc.errno or 0
+    return 0
 
 
 @contextmanager
