@@ -136,6 +136,7 @@ class Multipath:
         self._rechecked: dict[tuple[Session, int], float] = {}  # (path, LUN) -> when last checked again
         self._settled = trio.Event()  # set (and replaced) when an absent LUN is settled or a path changes
         self._recheck_lock = trio.Lock()
+        self._behind: set[tuple[Session, int]] = set()  # (path, LUN) being checked again in the background
         # Each path's ISID, kept for good: a relogin, in this process or in a worker started again,
         # reinstates the path's session (§6.3.5) instead of leaving the old nexus's tasks behind.
         self.isids: dict[Portal, bytes] = dict(isids or {})
@@ -288,6 +289,7 @@ class Multipath:
                 absent = self._absent[lun]
                 serving = [p for p in usable if p not in absent]
                 if serving:
+                    self._check_behind(path, lun)  # so that a preferred path is used again once it has it
                     path = serving[self._next % len(serving)]
                 elif cdb[0] not in _UNGATED:
                     await self._recheck(path, lun, expires)
@@ -551,6 +553,30 @@ class Multipath:
         raise RecoveryTimeout(f"LUN {lun} of {self.target_name} has had no device connected through "
                               f"{path.portal} since it logged in again, for longer than the command's "
                               f"{self._bound:g} s")
+
+    def _check_behind(self, path: Session, lun: int) -> None:
+        """A command went to another path because ``lun`` was absent through ``path``: check it
+        again there in the background, paced as ``_recheck`` is (no command waits for it)."""
+        key = (path, lun)
+        if key in self._behind or trio.current_time() < self._rechecked.get(key, -float("inf")) + RECHECK_INTERVAL:
+            return
+        self._behind.add(key)
+        self._nursery.start_soon(self._check_in_background, path, lun)
+
+    async def _check_in_background(self, path: Session, lun: int) -> None:
+        key = (path, lun)
+        try:
+            async with self._recheck_lock:
+                if path in self._absent.get(lun, ()) and path in self._usable and \
+                        trio.current_time() >= self._rechecked.get(key, -float("inf")) + RECHECK_INTERVAL:
+                    try:
+                        await self._check_again(path, lun)
+                    finally:
+                        self._rechecked[key] = trio.current_time()
+        except IscsiError as exc:  # no command waits for this check: the next one tries again
+            log.info("LUN %d of %s: checking it again through %s: %s", lun, self.target_name, path.portal, exc)
+        finally:
+            self._behind.discard(key)
 
     async def _check_again(self, path: Session, lun: int) -> None:
         """One identity check of an absent LUN through ``path``. Still absent, or the check

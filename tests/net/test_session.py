@@ -538,6 +538,48 @@ async def test_an_absent_lun_is_served_at_once_through_a_path_that_has_it(autoju
             await command(ms, 0, READ, name="READ", expected_in=4096)
 
 
+def _reads(target) -> int:
+    return sum(isinstance(p, P.ScsiCommand) and p.cdb[:10] == READ for p in target.log)
+
+
+async def test_a_preferred_path_serves_the_lun_again_once_it_has_it(autojump_clock):
+    # Failover prefers A. While A lacks the LUN, its commands go to B, and A is checked again in
+    # the background (about once a second), so A serves again once the LUN is back there.
+    async with _a_without_the_lun() as (fakes, ms):
+        await command(ms, 0, READ, name="READ", expected_in=4096)
+        a = fakes.at(A)[-1]
+        checks = sum(isinstance(p, P.ScsiCommand) and p.cdb[0] == 0x12 and not p.cdb[1] & 1 for p in a.log)
+        for _ in range(5):  # every command to B within a second: one check of A, not five
+            await command(ms, 0, READ, name="READ", expected_in=4096)
+        assert sum(isinstance(p, P.ScsiCommand) and p.cdb[0] == 0x12 and not p.cdb[1] & 1 for p in a.log) == checks
+        a.absent = False
+        await trio.sleep(1.5)
+        await command(ms, 0, READ, name="READ", expected_in=4096)  # to B; A is checked behind it
+        await trio.sleep(0.1)
+        before = _reads(fakes.at(B)[-1])
+        await command(ms, 0, READ, name="READ", expected_in=4096)
+        assert _reads(a) == 1 and _reads(fakes.at(B)[-1]) == before
+
+
+async def test_a_path_whose_lun_comes_back_as_another_device_is_dropped_while_another_has_it(autojump_clock, caplog):
+    async with _a_without_the_lun() as (fakes, ms):
+        await command(ms, 0, READ, name="READ", expected_in=4096)
+        fakes.setup = lambda at, target: setattr(target, "serial", b"OTHER001") if at == A else None
+        a = fakes.at(A)[-1]
+        a.serial, a.absent = b"OTHER001", False
+        await trio.sleep(1.5)
+        await command(ms, 0, READ, name="READ", expected_in=4096)  # A is checked behind it
+        while ms.paths()[0].state == "logged_in":
+            await trio.sleep(0.1)
+        await trio.sleep(5)  # its relogins are refused: B has LUN 0 as it was
+        assert ms.paths()[0].state != "logged_in" and ms.paths()[1].state == "logged_in"
+        await command(ms, 0, READ, name="READ", expected_in=4096)
+        assert not any(_reads(t) for t in fakes.at(A)) and 0 not in ms._lun_changed
+        assert ("another device through a.example:3260 than through the other paths (serial 'FAKE0001' -> "
+                "'OTHER001'") in caplog.text
+        assert "dropping that path" in caplog.text and "path refused" in caplog.text
+
+
 async def test_inquiry_passes_an_absent_lun_and_goes_where_the_lun_is(autojump_clock):
     # A rescan must find out what is at the LUN at once, and through a path that has it.
     async with _absent_after_a_relogin() as (_, ms, _target):
