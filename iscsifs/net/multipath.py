@@ -18,9 +18,11 @@ After every login, each LUN the layers above registered (``expect_identity``) mu
 the same serial and WWN (VPD 0x80/0x83): a path that leads to other devices than the healthy
 paths do is refused; a LUN that is another device after every path was down fails its I/O. A
 LUN with no device connected at a login (``LunAbsent``: a restarted target that is still adding
-its LUNs back) is neither: its commands go through a path that serves it, or, with none, wait
-within their budget, the LUN checked again every ``RECHECK_INTERVAL`` seconds, until it is there
-and the same device (then registered, if it is kept registered), or fenced as another.
+its LUNs back) is neither: its commands go through a path that serves it (the path without it
+checked again behind them), or, with none, wait within their budget, the LUN checked again every
+``RECHECK_INTERVAL`` seconds, until it is there and the same device (then registered, if it is
+kept registered), or fenced as another. A LUN fenced so is let go when the layers above no longer
+show it (``forget_lun``), and so is everything expected of a LUN they take away.
 
 Each path is an I_T nexus of its own for persistent reservations: a LUN kept registered
 (``keep_registered``) is registered again by every login of every path before it serves, and a
