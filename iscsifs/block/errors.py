@@ -35,3 +35,10 @@ class LunGrowError(IscsiError):
     """A LUN cannot be made larger by truncating it: its size is the target's."""
 
     errno = errno.EFBIG
+
+
+class LunRemoved(IscsiError):
+    """The LUN's file went (gone from the target, or another device now): what its I/O had yet
+    to send is refused, so none of it reaches whatever the target has under that number now."""
+
+    errno = errno.ENXIO

@@ -19,11 +19,19 @@ import enum
 from typing import NoReturn
 
 from iscsifs.block.command import command
-from iscsifs.block.errors import LunCannotUnmap, LunGrowError, LunRangeError, LunReadOnly, UnalignedRange
+from iscsifs.block.errors import (
+    LunCannotUnmap,
+    LunGrowError,
+    LunRangeError,
+    LunReadOnly,
+    LunRemoved,
+    UnalignedRange,
+)
 from iscsifs.block.ranges import ByteRanges, RangeLock
 from iscsifs.block.reservation import LunFenced, LunPr
 from iscsifs.block.stats import Stats
-from iscsifs.net.api import Executor
+from iscsifs.net.api import DataOut, Executor, Into
+from iscsifs.proto.connection import ScsiResult
 from iscsifs.scsi import cdb
 from iscsifs.scsi.response import (
     FULL_PROVISIONING,
@@ -89,6 +97,11 @@ class Lun:
     @property
     def size(self) -> int:
         return self.capacity.size
+
+    def removed(self) -> None:
+        """Its file went: every command it has yet to send (the rest of a large read or write, a
+        write waiting for its block range, a flush) fails with ENXIO from now on."""
+        self.session = _Removed(self.session.target_name, self.lun)
 
     def set_capacity(self, capacity: Capacity) -> None:
         """The target changed the LUN's size (UNIT ATTENTION 2A/09)."""
@@ -346,3 +359,19 @@ class Lun:
             lba += step
         if end > last * bs:
             await self._write_locked(last * bs, bytes(end - last * bs))
+
+
+class _Removed:
+    """The executor of a LUN whose file went: it sends nothing."""
+
+    def __init__(self, target_name: str, lun: int) -> None:
+        self._target_name = target_name
+        self._lun = lun
+
+    @property
+    def target_name(self) -> str:
+        return self._target_name
+
+    async def execute(self, lun: int, cdb: bytes, *, data_out: DataOut | None = None, expected_in: int = 0,
+                      into: Into | None = None) -> ScsiResult:
+        raise LunRemoved(f"LUN {self._lun} of {self._target_name} was removed (gone, or another device now)")

@@ -266,6 +266,7 @@ class TargetWatch:
         the session), and the kernel forgets its entries."""
         node = self.tree.nodes[inode]
         if node.lun is not None:
+            node.lun.removed()  # first: nothing of its I/O goes out once the session forgets it
             self.target.forget_lun(node.lun.lun)
         for parent, name in self.tree.remove(inode):
             _invalidate_entry(parent, name)

@@ -264,20 +264,23 @@ class Multipath:
         self._forgotten[lun] = self._forgotten.get(lun, 0) + 1
         self._wake_rechecks()
 
+    def forgotten(self, lun: int) -> int:
+        """How many times ``lun`` was forgotten: a command issued before the next time ends then."""
+        return self._forgotten.get(lun, 0) if self._forgotten else 0
+
     async def execute(self, lun: int, cdb: bytes, *, data_out: DataOut | None = None, expected_in: int = 0,
-                      into: Into | None = None) -> ScsiResult:
+                      into: Into | None = None, forgotten: int | None = None) -> ScsiResult:
         """Run a command to completion across path failures, within its budget (see the module
-        docstring)."""
+        docstring). ``forgotten``: ``self.forgotten(lun)`` when the command was issued, if that
+        was before this call (a session worker takes it as the command arrives)."""
         started = trio.current_time()
         expires = started + self._bound
         attempts: Attempts | None = None  # made only once an attempt failed: nothing on the usual path
-        forgotten = self._forgotten.get(lun, 0) if self._forgotten else 0
+        if forgotten is None:
+            forgotten = self._forgotten.get(lun, 0) if self._forgotten else 0
         while True:
-            if lun in self._lun_changed:
-                raise LunChanged(self._lun_changed[lun])
-            if self._forgotten and self._forgotten.get(lun, 0) != forgotten:
-                raise LunForgotten(f"LUN {lun} of {self.target_name} is no longer shown (gone, or another "
-                                   "device): its commands from before end")
+            if lun in self._lun_changed or self._forgotten:
+                self._check_still_shown(lun, cdb, forgotten)
             usable = self._usable
             if not usable:
                 await self._wait_for_path(expires)
@@ -298,6 +301,8 @@ class Multipath:
                     continue
             await self._take_slot()
             try:
+                if lun in self._lun_changed or self._forgotten:
+                    self._check_still_shown(lun, cdb, forgotten)  # again: the wait for a slot may have been long
                 result: ScsiResult | None = await path.execute(lun, cdb, data_out=data_out, expected_in=expected_in,
                                                                into=into, expires=expires)
             except Undelivered as failed:
@@ -320,6 +325,15 @@ class Multipath:
             else:
                 self._feedback(lun, result, path)
             return result
+
+    def _check_still_shown(self, lun: int, cdb: bytes, forgotten: int) -> None:
+        """Raise if the command must not go out: its LUN is fenced as another device (but for
+        INQUIRY and REPORT LUNS, which a rescan sends to find out), or was forgotten since."""
+        if lun in self._lun_changed and cdb[0] not in _UNGATED:
+            raise LunChanged(self._lun_changed[lun])
+        if self._forgotten.get(lun, 0) != forgotten:
+            raise LunForgotten(f"LUN {lun} of {self.target_name} is no longer shown (gone, or another "
+                               "device): its commands from before end")
 
     def _feedback(self, lun: int, result: ScsiResult, path: Session) -> None:
         """What a result other than GOOD says of the target beyond this command: TASK SET FULL
@@ -412,8 +426,10 @@ class Multipath:
                 return
             for lun, registrar in todo:
                 done[lun] = registrar
-                if path in self._absent.get(lun, ()):
-                    continue  # no device there yet: registered once it is back (_check_again)
+                if path in self._absent.get(lun, ()) or lun in self._lun_changed:
+                    # No device there yet: registered once it is back (_check_again). Another
+                    # device: not ours to register on (its file, once shown, joins by itself).
+                    continue
                 await self._register_on(path, probe, lun, registrar)  # a lost connection: the next login does
 
     async def _register_on(self, path: Session, executor: Executor, lun: int, registrar: Registrar) -> None:
@@ -494,12 +510,16 @@ class Multipath:
                 with fail_after(self.policy.command_timeout, f"the identity check of LUN {lun} through {path.portal}"):
                     now = await self._identify(probe, lun)
             except LunAbsent as absent:
+                if self.identities.get(lun) != expected:
+                    continue  # forgotten while it was checked
                 # Not another device (that would fence it for good): not there yet. The login
                 # stands, for the other LUNs; this one's go through a path that has it, or wait.
                 log.warning("%s through %s since reconnecting; its commands go where it is, or wait for it", absent,
                             path.portal)
                 self._absent.setdefault(lun, set()).add(path)
                 continue
+            if self.identities.get(lun) != expected:
+                continue  # forgotten (or expected anew) while it was checked: nothing to compare with
             self._present(path, lun)
             if now == expected:
                 continue

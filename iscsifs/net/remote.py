@@ -70,6 +70,7 @@ class RemoteMultipath:
         self.on_unit_attention: UnitAttention | None = None
         self.on_fenced: Fenced | None = None
         self.registrars: dict[int, Registrar] = {}  # what a restarted worker's first login registers
+        self.identities: dict[int, tuple[str, str]] = {}  # and what it expects of each LUN
         self._closed = False
 
     def __repr__(self) -> str:
@@ -110,13 +111,16 @@ class RemoteMultipath:
         return await worker.exchange.execute(sid, lun, cdb, data_out, expected_in, into, self._policy, self._target)
 
     def expect_identity(self, lun: int, serial: str, wwn: str) -> None:
+        if serial or wwn:
+            self.identities[lun] = (serial, wwn)
         for worker, sid in self._subs:
-            worker.tell_again(ExpectIdentity(sid, lun, serial, wwn))
+            worker.tell(ExpectIdentity(sid, lun, serial, wwn))
 
     def forget_lun(self, lun: int) -> None:
+        self.identities.pop(lun, None)
         self.registrars.pop(lun, None)
         for worker, sid in self._subs:
-            worker.tell_again(ForgetLun(sid, lun))  # after the ExpectIdentity a new worker is told again
+            worker.tell(ForgetLun(sid, lun))
 
     def start_paths(self) -> None:
         for worker, sid in self._subs:

@@ -62,6 +62,21 @@ log = logging.getLogger("iscsifs")
 
 
 
+Setting = StartPaths | ExpectIdentity | ForgetLun | KeepRegistered
+SETTINGS = (StartPaths, ExpectIdentity, ForgetLun, KeepRegistered)
+
+
+def _apply(session: Multipath, call: Setting) -> None:
+    if isinstance(call, StartPaths):
+        session.start_paths()
+    elif isinstance(call, ExpectIdentity):
+        session.expect_identity(call.lun, call.serial, call.wwn)
+    elif isinstance(call, ForgetLun):
+        session.forget_lun(call.lun)
+    else:
+        session.keep_registered(call.lun, call.registrar)
+
+
 class _Entry:
     """A session of this worker, or one being (re)opened: commands wait for it."""
 
@@ -70,6 +85,7 @@ class _Entry:
         self.ready = trio.Event()
         self.error: BaseException | None = None
         self.closed = False
+        self.settings: list[Setting] = []  # told while it is (re)opened: applied in order once it is open
 
 
 class Worker:
@@ -80,9 +96,8 @@ class Worker:
         self._sessions: dict[int, _Entry] = {}
         # How each call is carried out, by its class (``net.ipc``).
         self._handlers: dict[type[Call], Callable[[Call], Awaitable[None]]] = {
-            Open: self._open, Logout: self._logout, CloseNow: self._close_now, StartPaths: self._start_paths,
-            ExpectIdentity: self._expect_identity, ForgetLun: self._forget_lun, Register: self._register,
-            KeepRegistered: self._keep_registered, EveryNexus: self._every_nexus,
+            Open: self._open, Logout: self._logout, CloseNow: self._close_now, Register: self._register,
+            EveryNexus: self._every_nexus, **{setting: self._set for setting in SETTINGS},
         }
 
     def send(self, parts: Parts) -> None:
@@ -101,7 +116,10 @@ class Worker:
                 if isinstance(call, Open):
                     # Now, not when its task starts: the commands that follow it must find it.
                     self._sessions[call.sid] = _Entry()
-                self._nursery.start_soon(self._call, tag, call)
+                if not tag and isinstance(call, SETTINGS):
+                    self._setting(call)
+                else:
+                    self._nursery.start_soon(self._call, tag, call)
         # The FUSE process closed the channel (unmount) or died: nothing more to serve.
 
     # -- commands ----------------------------------------------------------------------------------
@@ -115,13 +133,17 @@ class Worker:
             data_out = self._arena.view[offset : offset + out_len] if offset != INLINE else bytes(payload[body:])
         elif expected_in and offset != INLINE:
             into = self._arena.view[offset : offset + expected_in]
-        self._nursery.start_soon(self._run, tag, sid, lun, cdb, data_out, expected_in, into)
+        # As it arrives, before a ForgetLun that follows it can be applied: it was issued first.
+        entry = self._sessions.get(sid)
+        forgotten = entry.session.forgotten(lun) if entry is not None and entry.session is not None else None
+        self._nursery.start_soon(self._run, tag, sid, lun, cdb, data_out, expected_in, into, forgotten)
 
     async def _run(self, tag: int, sid: int, lun: int, cdb: bytes, data_out: DataOut | None, expected_in: int,
-                   into: Into | None) -> None:
+                   into: Into | None, forgotten: int | None) -> None:
         try:
             session = await self._session(sid)
-            result = await session.execute(lun, cdb, data_out=data_out, expected_in=expected_in, into=into)
+            result = await session.execute(lun, cdb, data_out=data_out, expected_in=expected_in, into=into,
+                                           forgotten=forgotten)
         except (IscsiError, OSError) as exc:
             self.send(error_frame(tag, exc))
             return
@@ -183,6 +205,9 @@ class Worker:
         session.on_unit_attention = partial(self._unit_attention, sid)
         session.on_fenced = partial(self._fenced, sid)
         entry.session, entry.error = session, None
+        for told in entry.settings:
+            _apply(session, told)
+        entry.settings.clear()
         entry.ready.set()
         if entry.closed:
             await session.logout()
@@ -202,24 +227,26 @@ class Worker:
         if entry is not None and entry.session is not None:
             entry.session.close_now()
 
-    async def _start_paths(self, call: Call) -> None:
-        (await self._session(call.sid)).start_paths()
+    def _setting(self, call: Setting) -> None:
+        """A setting of a session (told, no answer), applied as it arrives: in the order the FUSE
+        process told them, and before the commands that follow. A session being (re)opened
+        takes them in that order once it is open."""
+        entry = self._sessions.get(call.sid)
+        if entry is None or entry.closed:
+            return
+        if entry.session is None:
+            entry.settings.append(call)
+        else:
+            _apply(entry.session, call)
 
-    async def _expect_identity(self, call: Call) -> None:
-        assert isinstance(call, ExpectIdentity)
-        (await self._session(call.sid)).expect_identity(call.lun, call.serial, call.wwn)
-
-    async def _forget_lun(self, call: Call) -> None:
-        assert isinstance(call, ForgetLun)
-        (await self._session(call.sid)).forget_lun(call.lun)
+    async def _set(self, call: Call) -> None:
+        """A setting told with a tag (its outcome wanted): once the session is open."""
+        assert isinstance(call, SETTINGS)
+        _apply(await self._session(call.sid), call)
 
     async def _register(self, call: Call) -> None:
         assert isinstance(call, Register)
         await (await self._session(call.sid)).register(call.lun, call.registrar)
-
-    async def _keep_registered(self, call: Call) -> None:
-        assert isinstance(call, KeepRegistered)
-        (await self._session(call.sid)).keep_registered(call.lun, call.registrar)
 
     async def _every_nexus(self, call: Call) -> None:
         assert isinstance(call, EveryNexus)

@@ -145,8 +145,12 @@ class WorkerProcess:
             self.restarts += 1
             for sid, opened in self.opened.items():
                 remote = self._workers.sessions.get(sid)
+                # What the layers above expect now, not what they expected at the first login,
+                # nor the calls that changed it since (replayed, forgetting a LUN would undo its
+                # new device's registration).
                 registrars = dict(remote.registrars) if remote is not None else None
-                self.tell(replace(opened, reopen=True, registrars=registrars))
+                identities = dict(remote.identities) if remote is not None else opened.identities
+                self.tell(replace(opened, reopen=True, registrars=registrars, identities=identities))
                 for told in self.said.get(sid, ()):
                     self.tell(told)
             for frame in self.exchange.frames():
@@ -202,6 +206,7 @@ class Workers:
         the first error. Each worker's is logged in with an ISID of its own."""
         assert config.target_name is not None
         remote = RemoteMultipath(config.target_name, portals, policy, self._logged_out)
+        remote.identities = dict(identities or {})
         try:
             for worker in self.processes:
                 sid = next(self._sids)
