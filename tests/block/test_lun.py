@@ -13,7 +13,7 @@ import pytest
 import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from iscsifs.block.errors import LunRangeError
+from iscsifs.block.errors import LunRangeError, LunRemoved
 from iscsifs.block.lun import Lun
 from iscsifs.proto.connection import ScsiResult
 from iscsifs.scsi.response import BlockLimits, Capacity
@@ -134,3 +134,26 @@ async def test_commands_are_split_at_the_transfer_limit():
     lun = lun_over(disk, max_transfer=8 * BS, limits=BlockLimits(maximum_transfer_length=4, optimal_transfer_length=0))
     await lun.write(0, b"z" * 10 * BS)
     assert [(op, n) for op, _, n in disk.commands] == [(0x2A, 4), (0x2A, 4), (0x2A, 2)]
+
+
+async def test_a_removed_lun_sends_nothing_more_of_its_io():
+    # Its file went while a large write was under way: the chunks it had yet to send are refused
+    # (ENXIO), so none of them reaches whatever the target has under the number now.
+    disk = Disk(64)
+    lun = lun_over(disk, max_transfer=8 * BS)
+    plain = disk.execute
+
+    async def execute(lun_number: int, cdb: bytes, **kw):
+        result = await plain(lun_number, cdb, **kw)
+        lun.removed()  # during the first command
+        return result
+
+    disk.execute = execute  # type: ignore[method-assign]
+    with pytest.raises(LunRemoved) as e:
+        await lun.write(0, b"w" * (32 * BS))
+    assert e.value.errno == errno.ENXIO
+    assert [op for op, _, _ in disk.commands] == [0x2A]  # one chunk of four went out
+    assert disk.data[8 * BS :] == bytes(56 * BS)
+    with pytest.raises(LunRemoved):
+        await lun.read(0, BS)
+    assert len(disk.commands) == 1
