@@ -13,6 +13,7 @@ import pyfuse3
 import pytest
 import trio
 from iscsifs.block.client import open_lun, scan, scan_luns
+from iscsifs.block.errors import LunRemoved
 from iscsifs.block.identity import identity_of
 from iscsifs.mount.fs import IscsiFs
 from iscsifs.mount.tree import ROOT_INODE, Tree
@@ -270,10 +271,11 @@ def test_another_device_only_where_both_say_what_they_are():
 
 
 @contextlib.asynccontextmanager
-async def _lun_1_fenced_at_a_relogin(caplog, poll: float | None = None):
+async def _fenced_at_a_relogin(caplog, poll: float | None = None, changed: int = 1):
     """LUNs 0 and 1 shown and watched (polled every ``poll`` s, if given); then the connection
-    drops and the next login finds LUN 1 another device, which the multipath fences. Yields the
-    target logged in to now, the file system, LUN 0 and LUN 1's old inode; all within 10 s."""
+    drops and the next login finds LUN ``changed`` another device, which the multipath fences.
+    Yields the target logged in to now, the file system, the other LUN, and the changed LUN's
+    old inode and Lun; all within 10 s."""
     caplog.set_level("INFO", logger="iscsifs")
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
@@ -294,27 +296,30 @@ async def _lun_1_fenced_at_a_relogin(caplog, poll: float | None = None):
             watch = TargetWatch(nursery, fs.tree, pooled, ROOT_INODE, read_only=False, missing_grace=0.2)
             if poll is not None:
                 watch.poll(poll, pooled.logged_in, found)
-            lun0, lun1 = (fs.nodes[fs.tree.lun_inodes(ROOT_INODE)[n]].lun for n in (0, 1))
-            await lun0.read(0, 512)
-            fenced = fs.tree.lun_inodes(ROOT_INODE)[1]
+            other, old = (fs.nodes[fs.tree.lun_inodes(ROOT_INODE)[n]].lun for n in (1 - changed, changed))
+            await other.read(0, 512)
+            fenced = fs.tree.lun_inodes(ROOT_INODE)[changed]
 
-            state["serials"] = {1: b"OTHER001"}
-            await fakes.targets[-1][1].stream.aclose()  # the next login finds LUN 1 changed
+            state["serials"] = {changed: b"OTHER001"}
+            await fakes.targets[-1][1].stream.aclose()  # the next login finds the LUN changed
             with pytest.raises(IscsiError, match="another device"):
-                await lun1.read(0, 512)
-            yield fakes.targets[-1][1], fs, lun0, fenced
+                await old.read(0, 512)
+            yield fakes.targets[-1][1], fs, other, fenced, old
             nursery.cancel_scope.cancel()
 
 
-async def _shown_anew(fs, target, fenced: int) -> None:
-    """LUN 1's old file is gone (ENXIO) and a new one shows the new device, read and written."""
-    while fs.tree.lun_inodes(ROOT_INODE).get(1, fenced) == fenced:
+async def _shown_anew(fs, target, fenced: int, old, number: int = 1) -> None:
+    """The LUN's old file is gone (ENXIO, and its Lun sends nothing more) and a new one shows the
+    new device, read and written."""
+    while fs.tree.lun_inodes(ROOT_INODE).get(number, fenced) == fenced:
         await trio.sleep(0.01)
-    new = fs.tree.lun_inodes(ROOT_INODE)[1]
+    new = fs.tree.lun_inodes(ROOT_INODE)[number]
     assert fs.nodes[new].info.identity.serial == "OTHER001"
     with pytest.raises(pyfuse3.FUSEError) as e:
         await fs.getattr(fenced)
     assert e.value.errno == 6  # ENXIO
+    with pytest.raises(LunRemoved):
+        await old.read(0, 512)
     fh = (await fs.open(new, os.O_RDWR, None)).fh
     await fs.write(fh, 0, b"n" * 512)
     assert bytes(await fs.read(fh, 0, 512)) == b"n" * 512
@@ -325,11 +330,11 @@ async def test_a_lun_fenced_at_a_relogin_is_shown_anew_as_the_new_device(caplog)
     # The multipath refuses every command to the fenced LUN, the scan's too. A rescan (here for a
     # LUN the target adds) takes its file away, which lifts the refusal, and shows the new device
     # as a new file; the target's other changes show as well.
-    async with _lun_1_fenced_at_a_relogin(caplog) as (target, fs, lun0, fenced):
+    async with _fenced_at_a_relogin(caplog) as (target, fs, lun0, fenced, old):
         target.luns = [0, 1, 2]
         target.pending_sense.append(REPORTED_LUNS_CHANGED)
         await lun0.read(0, 512)
-        await _shown_anew(fs, target, fenced)
+        await _shown_anew(fs, target, fenced, old)
         while 2 not in fs.tree.lun_inodes(ROOT_INODE):
             await trio.sleep(0.01)
         assert "LUN 1 of iqn.2026-11.test:tgt has been another device since a relogin" in caplog.text
@@ -338,6 +343,14 @@ async def test_a_lun_fenced_at_a_relogin_is_shown_anew_as_the_new_device(caplog)
 
 async def test_the_poll_rescans_after_a_relogin(caplog):
     # No unit attention says anything: the next poll sees that the target was logged in again.
-    async with _lun_1_fenced_at_a_relogin(caplog, poll=0.05) as (target, fs, _, fenced):
-        await _shown_anew(fs, target, fenced)
+    async with _fenced_at_a_relogin(caplog, poll=0.05) as (target, fs, _, fenced, old):
+        await _shown_anew(fs, target, fenced, old)
         assert "was logged in again: rescanning it" in caplog.text
+
+
+async def test_lun_0_fenced_at_a_relogin_is_shown_anew_too(caplog):
+    # REPORT LUNS goes to LUN 0: the fence lets it (and INQUIRY) through, or no rescan of the
+    # target could run while LUN 0 is fenced.
+    async with _fenced_at_a_relogin(caplog, poll=0.05, changed=0) as (target, fs, lun1, fenced, old):
+        await _shown_anew(fs, target, fenced, old, number=0)
+        assert bytes(await lun1.read(0, 512)) == bytes(target.disk[:512])  # the other LUN is as it was

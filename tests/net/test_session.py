@@ -571,39 +571,6 @@ async def test_an_absent_lun_is_served_at_once_through_a_path_that_has_it(autoju
             await command(ms, 0, READ, name="READ", expected_in=4096)
 
 
-async def test_a_lun_forgotten_while_a_login_checks_it_is_not_fenced_by_that_check(autojump_clock):
-    # Its file went while a relogin was asking what the LUN is: the answer (another device) no
-    # longer has anything to be compared with.
-    with trio.fail_after(120):
-        async with trio.open_nursery() as nursery:
-            fakes, ms = await _managed(nursery, identities=_identity())
-            await command(ms, 0, READ, name="READ", expected_in=4096)
-            held, release = trio.Event(), trio.Event()
-
-            def setup(portal, target) -> None:
-                target.serial = b"OTHER001"
-                plain = target.respond
-
-                async def respond(req, data) -> None:
-                    if req.cdb[0] == 0x12 and req.cdb[1] & 1:  # the check's VPD pages
-                        held.set()
-                        await release.wait()
-                    await plain(req, data)
-
-                target.respond = respond
-
-            fakes.setup = setup
-            await fakes.targets[-1][1].stream.aclose()
-            await held.wait()
-            ms.forget_lun(0)
-            release.set()
-            while ms.paths()[0].state != "logged_in":
-                await trio.sleep(0.05)
-            assert 0 not in ms._lun_changed
-            await command(ms, 0, READ, name="READ", expected_in=4096)
-            nursery.cancel_scope.cancel()
-
-
 def _reads(target) -> int:
     return sum(isinstance(p, P.ScsiCommand) and p.cdb[:10] == READ for p in target.log)
 
