@@ -556,6 +556,22 @@ async def test_an_absent_lun_is_registered_once_it_is_back_not_while_absent(auto
             nursery.cancel_scope.cancel()
 
 
+async def test_a_relogin_registers_no_key_on_a_lun_it_found_another_device(autojump_clock):
+    # The key is ours to keep on the device we showed, not on what replaced it (its file, once
+    # shown, joins by itself); forgetting the LUN stops the registrar for good.
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            fakes, ms = await _managed(nursery, identities=_identity())
+            registrar = _Registrar()
+            ms.keep_registered(0, registrar)
+            await _relogin_to(fakes, ms, absent=False, serial=b"OTHER001")
+            assert 0 in ms._lun_changed and registrar.logins == [] and registrar.registered == []
+            ms.forget_lun(0)
+            await _relogin_to(fakes, ms, absent=False, serial=b"OTHER001")
+            assert registrar.logins == [] and 0 not in ms._lun_changed
+            nursery.cancel_scope.cancel()
+
+
 async def test_an_absent_lun_is_served_at_once_through_a_path_that_has_it(autojump_clock):
     async with _a_without_the_lun() as (fakes, ms):
         start = trio.current_time()
