@@ -95,6 +95,7 @@ class TargetWatch:
             session = logged_in()
             if session is None:
                 previous = None
+                reconnects = self.target.reconnects  # a session opened again counts from 0 (and is rescanned)
                 continue
             # Logged in again since the last poll: the unit attentions of what changed meanwhile
             # went to the old nexus, and the login may have fenced a LUN as another device.
