@@ -5,6 +5,7 @@ long. Every command of a LUN goes through ``command``; how a LUN is found and id
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import trio
 
@@ -48,11 +49,13 @@ def _transient(status: int, sense: Sense | None) -> bool:
 
 async def command(session: Executor, lun: int, cdb_bytes: bytes, *, name: str,
                   data_out: DataOut | None = None, expected_in: int = 0,
-                  into: Into | None = None, stats: Stats | None = None) -> ScsiResult:
+                  into: Into | None = None, stats: Stats | None = None,
+                  again: Callable[[], Executor] | None = None) -> ScsiResult:
     """Run a SCSI command; return on GOOD. UNIT ATTENTION is retried (and reported), BUSY, TASK SET
     FULL, ABORTED COMMAND and NOT READY (becoming ready) are retried with backoff, everything
     else (RESERVATION CONFLICT included: someone else holds the LUN) raises ScsiError at once.
-    Each attempt is counted in ``stats``, the caller's (its mount's), if it keeps any."""
+    Each attempt is counted in ``stats``, the caller's (its mount's), if it keeps any. A retry
+    goes to ``again()``, if given (a LUN whose file went has no executor to retry on)."""
     attentions = 0
     backoff = 0.005
     first_refusal: float | None = None
@@ -81,6 +84,8 @@ async def command(session: Executor, lun: int, cdb_bytes: bytes, *, name: str,
             attentions += 1
             # The executor has told whoever follows the target (``net.api``).
             log.debug("LUN %d: %s reported unit attention %s; retrying", lun, name, sense)
+            if again is not None:
+                session = again()
             continue
         if result.status == Status.CHECK_CONDITION and sense is not None and sense.key == SenseKey.RECOVERED_ERROR:
             return result
@@ -91,5 +96,7 @@ async def command(session: Executor, lun: int, cdb_bytes: bytes, *, name: str,
                       status_text(result.status) if sense is None else sense, backoff)
             await trio.sleep(backoff)
             backoff = min(backoff * 2, 1.0)
+            if again is not None:
+                session = again()
             continue
         raise ScsiError(result.status, sense, f"{name} on LUN {lun}")

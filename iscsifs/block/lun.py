@@ -72,6 +72,7 @@ class Lun:
                  provisioning: Provisioning = FULL_PROVISIONING,
                  detect_zeroes: DetectZeroes = DetectZeroes.OFF, stats: Stats | None = None) -> None:
         self.session = session
+        self._again = lambda: self.session  # where a retry goes: the executor as it is then (``removed``)
         self.stats = stats  # where its commands are counted: its mount's (None: nowhere)
         self.limits = limits
         self.provisioning = provisioning
@@ -127,7 +128,7 @@ class Lun:
     async def _read_command(self, lba: int, blocks: int, into: memoryview | None) -> bytes | bytearray | memoryview:
         length = blocks * self.block_size
         result = await command(self.session, self.lun, cdb.read(lba, blocks), name="READ", expected_in=length,
-                               into=into, stats=self.stats)
+                               into=into, stats=self.stats, again=self._again)
         if len(result.data) != length:
             raise ScsiError(Status.CHECK_CONDITION, None,
                             f"READ at LBA {lba} returned {len(result.data)} of {length} bytes")
@@ -155,7 +156,7 @@ class Lun:
                 lba += blocks
                 continue
             await command(self.session, self.lun, cdb.write(lba, blocks), name="WRITE", data_out=chunk,
-                          stats=self.stats)
+                          stats=self.stats, again=self._again)
             lba += blocks
 
     async def discard(self, offset: int, length: int) -> None:
@@ -179,10 +180,11 @@ class Lun:
                 n = min(end - lba, per)
                 if self.provisioning.unmap:
                     unmap_cdb, params = cdb.unmap([(lba, n)])
-                    await command(self.session, self.lun, unmap_cdb, name="UNMAP", data_out=params, stats=self.stats)
+                    await command(self.session, self.lun, unmap_cdb, name="UNMAP", data_out=params, stats=self.stats,
+                                  again=self._again)
                 else:
                     await command(self.session, self.lun, cdb.write_same_16(lba, n, unmap=True), name="WRITE SAME",
-                                  data_out=ZEROS[:bs], stats=self.stats)
+                                  data_out=ZEROS[:bs], stats=self.stats, again=self._again)
                 lba += n
 
     async def lba_status(self, offset: int) -> tuple[list[tuple[int, int, str]], int | None]:
@@ -193,7 +195,8 @@ class Lun:
         lba = offset // bs
         try:
             result = await command(self.session, self.lun, cdb.get_lba_status(lba, LBA_STATUS_ALLOCATION),
-                                   name="GET LBA STATUS", expected_in=LBA_STATUS_ALLOCATION, stats=self.stats)
+                                   name="GET LBA STATUS", expected_in=LBA_STATUS_ALLOCATION, stats=self.stats,
+                                   again=self._again)
         except ScsiError as exc:
             if self.provisioning.can_unmap or exc.sense is None or exc.sense.key != SenseKey.ILLEGAL_REQUEST:
                 raise
@@ -212,7 +215,7 @@ class Lun:
         """WRITE SAME(16) of zeros; False (and never again) where the LUN does not know it."""
         try:
             await command(self.session, self.lun, cdb.write_same_16(lba, blocks, unmap=unmap), name="WRITE SAME",
-                          data_out=ZEROS[: self.block_size], stats=self.stats)
+                          data_out=ZEROS[: self.block_size], stats=self.stats, again=self._again)
             return True
         except ScsiError as exc:
             if exc.sense is None or exc.sense.key != SenseKey.ILLEGAL_REQUEST:
@@ -331,7 +334,8 @@ class Lun:
                     for a, b in self.zeros.overlapping(start, end):
                         await self._write_zeros_locked(a, b)
                         self.zeros.remove(a, b)
-            await command(self.session, self.lun, cdb.synchronize_cache(), name="SYNCHRONIZE CACHE", stats=self.stats)
+            await command(self.session, self.lun, cdb.synchronize_cache(), name="SYNCHRONIZE CACHE", stats=self.stats,
+                          again=self._again)
         except BaseException:
             self.dirty = True
             raise

@@ -23,6 +23,7 @@ reported) is the executor's own business: it sees every result.
 
 from __future__ import annotations
 
+import errno as _errno
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -174,3 +175,10 @@ class LunAbsent(IscsiError):
     """INQUIRY says no device is connected at the LUN now (peripheral qualifier not 0, SPC-4
     §6.4.2), so its VPD pages say nothing of what it is: tgt, restarted, takes logins before its
     LUNs are added back, and answers a missing LUN's pages with LUN 0's."""
+
+
+class LunForgotten(IscsiError):
+    """The layers above no longer show the LUN (``Target.forget_lun``): a command to it from
+    before ends, wherever it was waiting, and is never sent again."""
+
+    errno = _errno.ENXIO

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import outcome
 import trio
 
-from iscsifs.net.api import DataOut, Into
+from iscsifs.net.api import DataOut, Into, LunForgotten
 from iscsifs.net.arena import Arena
 from iscsifs.net.channel import Parts
 from iscsifs.net.ipc import (
@@ -54,6 +54,8 @@ class _Command:
     cdb: bytes
     target: str
     policy: RecoveryPolicy
+    sid: int = 0
+    forgotten: int = 0  # how many times its LUN had been forgotten when it was issued
 
 
 class Exchange:
@@ -72,10 +74,11 @@ class Exchange:
         return len(self.pending)
 
     async def execute(self, sid: int, lun: int, cdb: bytes, data_out: DataOut | None, expected_in: int,
-                      into: Into | None, policy: RecoveryPolicy, target: str) -> ScsiResult:
+                      into: Into | None, policy: RecoveryPolicy, target: str, forgotten: int = 0) -> ScsiResult:
         arena = self._arena
         tag = self._next_tag()
-        pending = _Pending([], into=into, command=_Command(trio.current_time(), lun, cdb, target, policy))
+        pending = _Pending([], into=into, command=_Command(trio.current_time(), lun, cdb, target, policy, sid,
+                                                          forgotten))
         if data_out is not None and len(data_out):
             n = len(data_out)
             offset = arena.offset_of(data_out)
@@ -160,14 +163,20 @@ class Exchange:
 
     # -- when the worker dies ------------------------------------------------------------------------
 
-    def worker_died(self, how: str) -> None:
+    def worker_died(self, how: str, forgotten: Callable[[int, int], int] = lambda sid, lun: 0) -> None:
         """The worker died with these requests unanswered: a command whose budget that spends
-        fails now; the rest go to its successor (``frames``)."""
+        fails now, and so does one whose LUN was forgotten since it was issued (``forgotten``:
+        (session id, LUN) -> how many times now); the rest go to its successor (``frames``)."""
         now = trio.current_time()
         for tag in sorted(self.pending):
             pending = self.pending[tag]
             command = pending.command
             if command is None:
+                continue
+            if forgotten(command.sid, command.lun) != command.forgotten:
+                self._finish(tag, outcome.Error(LunForgotten(
+                    f"LUN {command.lun} of {command.target} is no longer shown: its command from before "
+                    "is not sent again")))
                 continue
             if pending.attempts is None:
                 pending.attempts = Attempts(describe_command(command.cdb, command.lun, command.target),

@@ -33,7 +33,6 @@ any other here: returned to the caller, never re-issued on another path.
 
 from __future__ import annotations
 
-import errno as _errno
 import logging
 from dataclasses import replace
 
@@ -46,6 +45,7 @@ from iscsifs.net.api import (
     Identify,
     Into,
     LunAbsent,
+    LunForgotten,
     NexusAction,
     PathInfo,
     Registrar,
@@ -94,11 +94,6 @@ class LunChanged(IscsiError):
     """After a login, a LUN answers with another device's identity: its I/O is refused."""
 
 
-class LunForgotten(IscsiError):
-    """The layers above no longer show the LUN (``forget_lun``): a command to it from before
-    ends, wherever it was waiting."""
-
-    errno = _errno.ENXIO
 
 
 class Multipath:

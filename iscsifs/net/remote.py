@@ -71,6 +71,9 @@ class RemoteMultipath:
         self.on_fenced: Fenced | None = None
         self.registrars: dict[int, Registrar] = {}  # what a restarted worker's first login registers
         self.identities: dict[int, tuple[str, str]] = {}  # and what it expects of each LUN
+        # LUN -> times forgotten: a command issued before that, unanswered when its worker died,
+        # is not sent again (``Exchange.worker_died``).
+        self.forgotten: dict[int, int] = {}
         self._closed = False
 
     def __repr__(self) -> str:
@@ -108,7 +111,8 @@ class RemoteMultipath:
         subs = self._subs
         self._next = (self._next + 1) % len(subs)
         worker, sid = subs[self._next]
-        return await worker.exchange.execute(sid, lun, cdb, data_out, expected_in, into, self._policy, self._target)
+        return await worker.exchange.execute(sid, lun, cdb, data_out, expected_in, into, self._policy, self._target,
+                                             self.forgotten.get(lun, 0))
 
     def expect_identity(self, lun: int, serial: str, wwn: str) -> None:
         if serial or wwn:
@@ -117,6 +121,7 @@ class RemoteMultipath:
             worker.tell(ExpectIdentity(sid, lun, serial, wwn))
 
     def forget_lun(self, lun: int) -> None:
+        self.forgotten[lun] = self.forgotten.get(lun, 0) + 1
         self.identities.pop(lun, None)
         self.registrars.pop(lun, None)
         for worker, sid in self._subs:

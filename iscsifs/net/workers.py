@@ -23,6 +23,7 @@ from iscsifs.net.exchange import Exchange
 from iscsifs.net.ipc import (
     Call,
     Event,
+    ExpectIdentity,
     Fenced,
     Kind,
     LogLine,
@@ -130,7 +131,8 @@ class WorkerProcess:
                 log.debug("session worker %d (pid %d) could not start (%s)", self.index, process.pid, how)
                 self.exchange.close(IscsiError(f"session worker {self.index} could not start ({how})"))
                 return
-            self.exchange.worker_died(how)  # commands that have used their budget fail now
+            # Commands that have used their budget fail now, and those of a LUN forgotten since.
+            self.exchange.worker_died(how, self._forgotten)
             delay = 0.1 if trio.current_time() - started > 10 else min(delay * 2, policy.worker_restart_delay)
             log.warning("session worker %d (pid %d) ended (%s); starting it again, %d request%s to issue again",
                         self.index, process.pid, how, len(self.exchange), "" if len(self.exchange) == 1 else "s")
@@ -147,14 +149,25 @@ class WorkerProcess:
                 remote = self._workers.sessions.get(sid)
                 # What the layers above expect now, not what they expected at the first login,
                 # nor the calls that changed it since (replayed, forgetting a LUN would undo its
-                # new device's registration).
+                # new device's registration). Opened without identities, the other paths wait for
+                # StartPaths (as the first time, while the first scan runs): the identities go
+                # first, as settings, then what was said (StartPaths, if it was).
                 registrars = dict(remote.registrars) if remote is not None else None
-                identities = dict(remote.identities) if remote is not None else opened.identities
-                self.tell(replace(opened, reopen=True, registrars=registrars, identities=identities))
+                identities = dict(remote.identities) if remote is not None else {}
+                held_back = opened.identities is None
+                self.tell(replace(opened, reopen=True, registrars=registrars,
+                                  identities=None if held_back else identities))
+                if held_back:
+                    for lun, (serial, wwn) in identities.items():
+                        self.tell(ExpectIdentity(sid, lun, serial, wwn))
                 for told in self.said.get(sid, ()):
                     self.tell(told)
             for frame in self.exchange.frames():
                 self.send(frame)
+
+    def _forgotten(self, sid: int, lun: int) -> int:
+        remote = self._workers.sessions.get(sid)
+        return remote.forgotten.get(lun, 0) if remote is not None else 0
 
     async def close(self) -> None:
         """Close the channel (the worker exits on it), then wait for the process, or kill it."""

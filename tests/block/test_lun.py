@@ -157,3 +157,22 @@ async def test_a_removed_lun_sends_nothing_more_of_its_io():
     with pytest.raises(LunRemoved):
         await lun.read(0, BS)
     assert len(disk.commands) == 1
+
+
+async def test_a_retry_after_the_lun_was_removed_is_refused_too():
+    # BUSY, then its file goes during the backoff: the retry is not sent (command's ``again``).
+    disk = Disk(8)
+    lun = lun_over(disk)
+    plain = disk.execute
+
+    async def execute(lun_number: int, cdb: bytes, **kw):
+        if len(disk.commands) == 0:
+            disk.commands.append((cdb[0], 0, 0))
+            lun.removed()
+            return ScsiResult(0x08)  # BUSY
+        return await plain(lun_number, cdb, **kw)
+
+    disk.execute = execute  # type: ignore[method-assign]
+    with pytest.raises(LunRemoved):
+        await lun.write(0, b"w" * BS)
+    assert len(disk.commands) == 1 and disk.data == bytes(8 * BS)
