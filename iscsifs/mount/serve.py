@@ -27,6 +27,7 @@ from iscsifs.block.stats import Stats, prometheus_text
 from iscsifs.block.tape import TapeDrive
 from iscsifs.mount import logs
 from iscsifs.mount.fs import CacheMode, IscsiFs
+from iscsifs.mount.fuseloop import FuseWait
 from iscsifs.mount.mountpoint import MountError, mount_device
 from iscsifs.mount.tape import ChangerFile, TapeFile
 from iscsifs.mount.tree import ROOT_INODE, Tree, usable_name
@@ -272,6 +273,7 @@ class Mount:
         self.mountpoint = mountpoint
         self.options = replace(options, fsname=url.without_query())
         self.terminated = False  # we unmount (a signal, an error), rather than fusermount3 -u
+        self._wait: FuseWait | None = None  # in place of pyfuse3's wait for requests (``mount.fuseloop``)
         self.mounted = False  # the kernel mount is made
         self.dropped = False  # running as -o setuid's user: the unmount monitor unmounts
         self.live = False  # ready() was called: the caller has said it is mounted
@@ -347,7 +349,7 @@ class Mount:
             except Exception as exc:  # noqa: BLE001 - raised by _serve once FUSE has stopped
                 self.failure = exc
                 self.terminated = True
-                pyfuse3.terminate()
+                self._terminate()
 
         # With -o setuid the mount is reported live once it runs as the user: after the kernel's
         # INIT (readahead is set from its answer, by root) and the drop.
@@ -357,6 +359,7 @@ class Mount:
         except (RuntimeError, OSError) as exc:
             raise MountError(f"cannot mount on {self.mountpoint}: {exc}") from None
         self.mounted = True
+        self._wait = FuseWait.install()
         try:
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
                 if self.options.setuid is None:
@@ -370,6 +373,16 @@ class Mount:
         except BaseException:
             self.terminated = True  # we are leaving on an error: the kernel mount is still there
             raise
+        finally:
+            if self._wait is not None:
+                self._wait.uninstall()
+
+    def _terminate(self) -> None:
+        """End pyfuse3's loop: through the wait that stands in for its own, which must know."""
+        if self._wait is not None:
+            self._wait.terminate()
+        else:
+            pyfuse3.terminate()
 
     def _go_live(self, fs: IscsiFs, prepare: Callable[[], None], ready: Callable[[], None]) -> None:
         """What may still fail (the caller's ``prepare``, the privilege drop) before ``ready``
@@ -402,7 +415,7 @@ class Mount:
             log.info("received %s: unmounting", signal.Signals(signum).name)
             self.terminated = True
             abandon_unreachable(pool)  # FUSE waits for running requests to return
-            pyfuse3.terminate()
+            self._terminate()
             return
 
 
