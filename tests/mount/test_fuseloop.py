@@ -50,6 +50,9 @@ async def test_queued_requests_are_taken_without_waiting_and_none_after_the_end(
             trio.lowlevel.notify_closing(r)
         assert woken[2:] == [False, False]
         assert await wait.wait() is False  # and from now on
+        os.read(r, 1)
+        with trio.fail_after(1):  # with nothing queued: at once, not a wait no one will end
+            assert await wait.wait() is False
     finally:
         os.close(r)
         os.close(w)
