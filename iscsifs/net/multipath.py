@@ -94,8 +94,6 @@ class LunChanged(IscsiError):
     """After a login, a LUN answers with another device's identity: its I/O is refused."""
 
 
-
-
 class Multipath:
     """Create with ``await Multipath.open(...)``."""
 
@@ -272,7 +270,7 @@ class Multipath:
         expires = started + self._bound
         attempts: Attempts | None = None  # made only once an attempt failed: nothing on the usual path
         if forgotten is None:
-            forgotten = self._forgotten.get(lun, 0) if self._forgotten else 0
+            forgotten = self.forgotten(lun)
         while True:
             if lun in self._lun_changed or self._forgotten:
                 self._check_still_shown(lun, cdb, forgotten)
@@ -501,20 +499,21 @@ class Multipath:
         if self._identify is None:
             return
         for lun, expected in list(self.identities.items()):
+            absent: LunAbsent | None = None
             try:
                 with fail_after(self.policy.command_timeout, f"the identity check of LUN {lun} through {path.portal}"):
                     now = await self._identify(probe, lun)
-            except LunAbsent as absent:
-                if self.identities.get(lun) != expected:
-                    continue  # forgotten while it was checked
+            except LunAbsent as exc:
+                absent = exc
+            if self.identities.get(lun) != expected:
+                continue  # forgotten (or expected anew) while it was checked: nothing to compare with
+            if absent is not None:
                 # Not another device (that would fence it for good): not there yet. The login
                 # stands, for the other LUNs; this one's go through a path that has it, or wait.
                 log.warning("%s through %s since reconnecting; its commands go where it is, or wait for it", absent,
                             path.portal)
                 self._absent.setdefault(lun, set()).add(path)
                 continue
-            if self.identities.get(lun) != expected:
-                continue  # forgotten (or expected anew) while it was checked: nothing to compare with
             self._present(path, lun)
             if now == expected:
                 continue
@@ -552,16 +551,9 @@ class Multipath:
         """A command to a LUN that had no device connected when ``path`` (the only usable path)
         last logged in: check it again, at most every RECHECK_INTERVAL per path whoever asks,
         then wait for that or for a path to change, all within the command's budget."""
-        key = (path, lun)
         settled = self._settled  # taken first: what settles during the check wakes this wait too
         with trio.move_on_at(expires):
-            async with self._recheck_lock:
-                if path in self._absent.get(lun, ()) and \
-                        trio.current_time() >= self._rechecked.get(key, -float("inf")) + RECHECK_INTERVAL:
-                    try:
-                        await self._check_again(path, lun)
-                    finally:
-                        self._rechecked[key] = trio.current_time()
+            await self._check_if_due(path, lun)
             if path not in self._absent.get(lun, ()):
                 return
             with trio.move_on_after(RECHECK_INTERVAL):
@@ -583,17 +575,24 @@ class Multipath:
     async def _check_in_background(self, path: Session, lun: int) -> None:
         key = (path, lun)
         try:
-            async with self._recheck_lock:
-                if path in self._absent.get(lun, ()) and path in self._usable and \
-                        trio.current_time() >= self._rechecked.get(key, -float("inf")) + RECHECK_INTERVAL:
-                    try:
-                        await self._check_again(path, lun)
-                    finally:
-                        self._rechecked[key] = trio.current_time()
+            if path in self._usable:
+                await self._check_if_due(path, lun)
         except IscsiError as exc:  # no command waits for this check: the next one tries again
             log.info("LUN %d of %s: checking it again through %s: %s", lun, self.target_name, path.portal, exc)
         finally:
             self._behind.discard(key)
+
+    async def _check_if_due(self, path: Session, lun: int) -> None:
+        """``_check_again``, one check at a time whoever asks, at most every RECHECK_INTERVAL per
+        (path, LUN), and only while the LUN is still absent through ``path``."""
+        key = (path, lun)
+        async with self._recheck_lock:
+            if path in self._absent.get(lun, ()) and \
+                    trio.current_time() >= self._rechecked.get(key, -float("inf")) + RECHECK_INTERVAL:
+                try:
+                    await self._check_again(path, lun)
+                finally:
+                    self._rechecked[key] = trio.current_time()
 
     async def _check_again(self, path: Session, lun: int) -> None:
         """One identity check of an absent LUN through ``path``. Still absent, or the check
