@@ -15,6 +15,7 @@ import subprocess
 import threading
 import time
 from contextlib import contextmanager
+from functools import partial
 
 import pytest
 
@@ -424,26 +425,40 @@ def test_unmount_works_during_an_outage(target, proxy, tmp_path, how):
     assert "unreachable" in m.stderr
 
 
-def test_sigterm_under_load_ends_the_mount_and_answers_every_request(target, tmp_path):
-    """Requests queued in /dev/fuse when the mount is told to stop (32 in flight): none is read
-    and dropped unanswered, so fio ends (with errors) instead of waiting for ever, and the mount
-    goes. (A wait for requests that kept reading after the loop was told to end lost them.)"""
+@pytest.mark.parametrize("how", ["-f", "daemon"])
+def test_sigterm_under_load_ends_the_mount_and_answers_every_request(target, tmp_path, how):
+    """Requests queued in /dev/fuse when the mount is told to stop (32 in flight; a daemon as
+    `systemctl stop` stops it): none is read and dropped unanswered, so fio ends (with errors)
+    instead of waiting for ever, and the mount goes. (A wait for requests that kept reading after
+    the loop was told to end lost them.)"""
     mnt = tmp_path / "mnt"
     mnt.mkdir()
-    for _ in range(3):  # the requests pending at the signal differ from one try to the next
-        with mounted(f"{target.url}/{IQN}", mnt, "-o", FAST) as m:
-            fio = subprocess.Popen(["fio", "--name=load", f"--filename={mnt / '1'}", "--rw=randread", "--bs=4k",
-                                    "--iodepth=32", "--ioengine=libaio", "--direct=1", "--runtime=60", "--time_based",
-                                    "--output-format=json"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            try:
-                time.sleep(1.5)
-                m.proc.send_signal(signal.SIGTERM)
-                assert m.proc.wait(timeout=30) == 0, m.stderr
-                fio.wait(timeout=30)  # answered (with ENOTCONN): not waiting for ever
-            finally:
-                if fio.poll() is None:
-                    fio.kill()
-            assert not is_mounted(mnt)
+    for attempt in range(3):  # the requests pending at the signal differ from one try to the next
+        if how == "-f":
+            with mounted(f"{target.url}/{IQN}", mnt, "-o", FAST) as m:
+                _sigterm_under_load(mnt, m.proc.send_signal, lambda: m.proc.wait(timeout=30) == 0, lambda: m.stderr)
+            continue
+        run_dir = tmp_path / f"run{attempt}"
+        run_dir.mkdir()
+        with _mounted_as(how, f"{target.url}/{IQN}", mnt, FAST, run_dir) as logged:
+            _sigterm_under_load(mnt, partial(os.kill, int((run_dir / "iscsifs.pid").read_text())),
+                                lambda: wait_for(lambda: not (run_dir / "iscsifs.pid").exists(), 30) is None, logged)
+
+
+def _sigterm_under_load(mnt, send_signal, ended, logged) -> None:
+    fio = subprocess.Popen(["fio", "--name=load", f"--filename={mnt / '1'}", "--rw=randread", "--bs=4k",
+                            "--iodepth=32", "--ioengine=libaio", "--direct=1", "--runtime=60", "--time_based",
+                            "--output-format=json"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1.5)
+        send_signal(signal.SIGTERM)
+        assert ended(), logged()
+        fio.wait(timeout=30)  # answered (with ENOTCONN): not waiting for ever
+    finally:
+        if fio.poll() is None:
+            fio.kill()
+    assert not is_mounted(mnt)
+    assert "received SIGTERM: unmounting" in logged(), logged()
 
 
 # -- multipath ---------------------------------------------------------------------------------------
