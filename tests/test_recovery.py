@@ -441,8 +441,14 @@ def test_sigterm_under_load_ends_the_mount_and_answers_every_request(target, tmp
         run_dir = tmp_path / f"run{attempt}"
         run_dir.mkdir()
         with _mounted_as(how, f"{target.url}/{IQN}", mnt, FAST, run_dir) as logged:
-            _sigterm_under_load(mnt, partial(os.kill, int((run_dir / "iscsifs.pid").read_text())),
-                                lambda: wait_for(lambda: not (run_dir / "iscsifs.pid").exists(), 30) is None, logged)
+            pid_file = run_dir / "iscsifs.pid"
+            _sigterm_under_load(mnt, partial(os.kill, int(pid_file.read_text())), partial(_exited, pid_file), logged)
+
+
+def _exited(pid_file) -> bool:
+    """The daemon removes its pid file last, as it exits."""
+    wait_for(lambda: not pid_file.exists(), timeout=30)
+    return True
 
 
 def _sigterm_under_load(mnt, send_signal, ended, logged) -> None:
