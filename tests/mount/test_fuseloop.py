@@ -6,6 +6,7 @@ for /dev/fuse; pyfuse3 itself is left alone unless its version is one the wait w
 from __future__ import annotations
 
 import os
+import select
 
 import pyfuse3
 import trio
@@ -53,6 +54,74 @@ async def test_queued_requests_are_taken_without_waiting_and_none_after_the_end(
         os.read(r, 1)
         with trio.fail_after(1):  # with nothing queued: at once, not a wait no one will end
             assert await wait.wait() is False
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+async def test_a_queued_request_is_taken_at_once_while_another_task_waits_for_one():
+    r, w = os.pipe()
+    try:
+        wait = FuseWait(r)
+        woken: list[bool] = []
+        steps = []
+
+        async def waiter() -> None:
+            woken.append(await wait.wait())
+
+        async def other() -> None:
+            steps.append("other ran")
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(waiter)
+            await trio.sleep(0.05)  # parked in the wait, holding the lock
+            os.write(w, b"x")
+            nursery.start_soon(other)
+            # A task back from answering a request takes the next without a loop turn, rather
+            # than hand it to the waiter (which is woken too: the pipe stays readable here).
+            assert await wait.wait() is True
+            assert not steps
+        assert woken == [True]
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+async def test_a_waiter_woken_for_a_request_another_task_took_waits_again():
+    """pyfuse3 reads /dev/fuse blocking: a wait that said True with nothing queued would stall
+    the whole loop in read(2). Who runs first after the wake-up is trio's coin toss, so rounds."""
+    r, w = os.pipe()
+    probe = select.poll()
+    probe.register(r, select.POLLIN)
+    try:
+        wait = FuseWait(r)
+        taken_first = 0
+        for _ in range(40):
+            while probe.poll(0):
+                os.read(r, 1)
+            seen: list[bool] = []
+
+            async def waiter(seen: list[bool] = seen) -> None:
+                ok = await wait.wait()
+                queued = bool(probe.poll(0))
+                seen.append(ok and queued)
+                if queued:
+                    os.read(r, 1)  # as pyfuse3 reads it
+
+            with trio.fail_after(5):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(waiter)
+                    await trio.sleep(0.01)  # parked in wait_readable
+                    os.write(w, b"x")
+                    await trio.sleep(0)  # the loop wakes the waiter: it and this task run next
+                    if probe.poll(0):  # this task ran first: it takes the request
+                        assert await wait.wait() is True
+                        os.read(r, 1)
+                        taken_first += 1
+                        await trio.sleep(0.01)
+                        os.write(w, b"x")  # the waiter's own
+            assert seen == [True]
+        assert taken_first  # the case was met (each round is a coin toss)
     finally:
         os.close(r)
         os.close(w)
