@@ -2,9 +2,14 @@
 text requests and logout, a malformed PDU, Data-In received into the caller's buffer; a
 renegotiation the target asks for (RFC 7143 §11.9; the other Asynchronous Messages are the
 session's, tests/net/test_async_messages.py), a digest error, a login redirection. The
-sans-I/O core under it is tests/proto/test_connection.py."""
+sans-I/O core under it is tests/proto/test_connection.py. How commands are written: one alone at
+once, those of one loop turn together at its end, with a full socket or a failure there handed
+to a task without the loop sleeping on it."""
 
 from __future__ import annotations
+
+import errno
+import os
 
 import pytest
 import trio
@@ -238,3 +243,115 @@ async def test_login_redirection_is_followed():
             assert connection.alive and connection.portal == Portal("second.example", 3262)
             nursery.cancel_scope.cancel()
     assert [p.host for p in seen] == ["first.example", "second.example"]
+
+
+# -- writing: at once when alone, the turn's commands together ------------------------------------
+
+
+def _count_writes(monkeypatch, session, fake=None) -> list[bool]:
+    """Each ``writev`` of ``session``'s socket: True when a task made it, False when the loop's
+    end-of-turn hook did. ``fake(fd, buffers)`` stands in for the hook's writes if given."""
+    real = os.writev
+    writes: list[bool] = []
+
+    def writev(fd, buffers):
+        if fd != session._fd:
+            return real(fd, buffers)
+        try:
+            trio.lowlevel.current_task()
+            writes.append(True)
+        except RuntimeError:  # no task: trio's loop, between turns
+            writes.append(False)
+            if fake is not None:
+                return fake(fd, buffers)
+        return real(fd, buffers)
+
+    monkeypatch.setattr(os, "writev", writev)
+    return writes
+
+
+class _Results(list):
+    def __init__(self, expected: int) -> None:
+        super().__init__()
+        self.expected = expected
+        self.all_in = trio.Event()
+
+    def append(self, item) -> None:
+        super().append(item)
+        if len(self) == self.expected:
+            self.all_in.set()
+
+
+async def _reads(nursery, session, results: list, n: int) -> None:
+    """``n`` reads started in one turn (the window is open for them all)."""
+
+    async def read():
+        try:
+            results.append(await session.execute(0, READ_8, expected_in=4096))
+        except Undelivered as exc:
+            results.append(exc)
+
+    for _ in range(n):
+        nursery.start_soon(read)
+
+
+async def test_the_commands_of_one_turn_leave_in_one_write_and_one_alone_at_once(monkeypatch):
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            target, session = await logged_in(nursery, CONFIG, max_cmd_sn_delta=32)
+            writes = _count_writes(monkeypatch, session)
+            results = _Results(8)
+            await _reads(nursery, session, results, 8)
+            commands = [await target.recv() for _ in range(8)]
+            # The first is alone in flight: written at once, by its task. The other seven are
+            # issued in the same turn while it is out: one write for them, at the turn's end.
+            assert writes == [True, False]
+            for cmd in commands:
+                await target.serve_scsi(cmd)
+            await results.all_in.wait()
+            assert [r.status for r in results] == [0] * 8
+            nursery.cancel_scope.cancel()
+
+
+async def _one_then_seven(nursery, target, session, results: list) -> list:
+    """One read, received by the target; then seven in one turn, held to its end. Nothing else
+    moves on the sockets then, so a task woken from inside trio's loop would sleep with it."""
+    await _reads(nursery, session, results, 1)
+    first = await target.recv()
+    await _reads(nursery, session, results, 7)
+    return [first]
+
+
+async def test_a_full_socket_at_the_turns_end_is_finished_by_the_writer_without_a_stall(monkeypatch):
+    def full(fd, buffers):
+        raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+
+    with trio.fail_after(5):  # woken from inside trio's loop, the writer would sleep until then
+        async with trio.open_nursery() as nursery:
+            target, session = await logged_in(nursery, CONFIG, max_cmd_sn_delta=32)
+            writes = _count_writes(monkeypatch, session, fake=full)
+            results = _Results(8)
+            commands = await _one_then_seven(nursery, target, session, results)
+            commands += [await target.recv() for _ in range(7)]
+            assert writes == [True, False, True]  # the seven by the writer task, in one write
+            for cmd in commands:
+                await target.serve_scsi(cmd)
+            await results.all_in.wait()
+            assert [r.status for r in results] == [0] * 8
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_failed_write_at_the_turns_end_fails_the_connection_at_once(monkeypatch):
+    def broken(fd, buffers):
+        raise OSError(errno.EPIPE, "Broken pipe")
+
+    with trio.fail_after(5):  # failed from inside trio's loop, the commands would wait until then
+        async with trio.open_nursery() as nursery:
+            target, session = await logged_in(nursery, CONFIG, max_cmd_sn_delta=32)
+            _count_writes(monkeypatch, session, fake=broken)
+            results = _Results(8)
+            await _one_then_seven(nursery, target, session, results)
+            await results.all_in.wait()  # no timer of its own: a stall shows as fail_after's
+            assert all(isinstance(r, Undelivered) and r.delivery is Delivery.CONNECTION_DIED for r in results)
+            assert not session.alive
+            nursery.cancel_scope.cancel()
