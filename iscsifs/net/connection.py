@@ -431,21 +431,21 @@ class Connection:
                 self._wake_writer.set()
 
     def send_held(self) -> None:
-        """At the end of the loop turn (``TurnEnd``): no task may be woken from here, so a full
-        socket's writer and a failure are woken through the loop's own wake-up."""
+        """At the end of the loop turn (``TurnEnd``): no task may be woken from here, so what the
+        socket did not take, or refused, is left to the writer task, woken through the loop's
+        own wake-up. A broken socket then fails its write there, and the connection with it, in
+        a task (``fail`` reaches the session, whose errors must not land in trio's system task)."""
         self._held = False
         fd = self._fd
         if fd is None or self._dead is not None:
             return  # closed or failed: what is queued is never sent
         try:
             drain(self._outgoing, lambda batch: os.writev(fd, batch))
-        except OSError as exc:
-            self._outgoing.clear()
-            lost = ConnectionLost(f"connection to {self.portal} lost while sending: {exc}")
-            self._turn_end.wake(partial(self.fail, lost))
-            return
-        if self._outgoing:
-            self._turn_end.wake(self._wake_writer_now)
+        except OSError:
+            pass  # kept: the writer's own write meets the error again, and fails the connection
+        finally:
+            if self._outgoing:
+                self._turn_end.wake(self._wake_writer_now)
 
     def _wake_writer_now(self) -> None:
         self._wake_writer.set()

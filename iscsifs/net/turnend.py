@@ -10,13 +10,16 @@ switch more than the system calls it saved: ``bench/README.md``.)
 The hook runs inside trio's loop after it has chosen how long to sleep: a task woken there would
 sleep with it. So a ``Held`` may not wake a task in ``send_held``; what needs a task (a full
 socket, a failure) goes through ``wake``, which uses ``TrioToken.run_sync_soon`` and with it the
-loop's own wake-up descriptor.
+loop's own wake-up descriptor. What runs there runs in trio's system task, where an exception
+ends the whole run: keep it to setting an Event. ``turns`` counts the loop's turns, for the
+FUSE wait's share of one (``mount.fuseloop``).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from functools import partial
 from typing import Protocol
 
 import trio
@@ -33,6 +36,7 @@ class TurnEnd(trio.abc.Instrument):
     def __init__(self, token: trio.lowlevel.TrioToken) -> None:
         self._token = token
         self._held: list[Held] = []
+        self.turns = 0  # turns of the loop so far (each ends here)
 
     def hold(self, sender: Held) -> None:
         """``sender.send_held()`` at the end of this turn (once per call: callers hold once)."""
@@ -43,6 +47,7 @@ class TurnEnd(trio.abc.Instrument):
         self._token.run_sync_soon(fn)
 
     def before_io_wait(self, timeout: float) -> None:
+        self.turns += 1
         held = self._held
         if not held:
             return
@@ -50,8 +55,10 @@ class TurnEnd(trio.abc.Instrument):
         for sender in held:
             try:
                 sender.send_held()
-            except Exception:  # trio would drop this hook for good, and every later write with it
-                log.exception("sending %r at the end of a loop turn", sender)
+            except Exception as exc:  # noqa: BLE001 - trio would drop this hook for good, and every later write with it
+                # Logged from a task: in a session worker a log line is a frame to the FUSE
+                # process, whose send may wake a task.
+                self.wake(partial(log.error, "sending %r at the end of a loop turn", sender, exc_info=exc))
 
 
 _TURN_END: trio.lowlevel.RunVar[TurnEnd] = trio.lowlevel.RunVar("iscsifs_turn_end")

@@ -10,7 +10,7 @@ import select
 
 import pyfuse3
 import trio
-from iscsifs.mount.fuseloop import FuseWait
+from iscsifs.mount.fuseloop import TAKEN_PER_TURN, FuseWait
 
 
 async def test_queued_requests_are_taken_without_waiting_and_none_after_the_end():
@@ -122,6 +122,44 @@ async def test_a_waiter_woken_for_a_request_another_task_took_waits_again():
                         os.write(w, b"x")  # the waiter's own
             assert seen == [True]
         assert taken_first  # the case was met (each round is a coin toss)
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+async def test_requests_that_never_wait_leave_the_loop_a_turn_every_so_many():
+    """Handlers such as getattr answer without waiting: with requests kept queued, the tasks
+    taking them without the lock would otherwise hold trio's loop (the iSCSI readers, the
+    deadlines, the signals) for as long as requests come."""
+    r, w = os.pipe()
+    try:
+        wait = FuseWait(r)
+        total = 3 * TAKEN_PER_TURN + 5
+        os.write(w, b"x" * total)
+        taken = 0
+        seen: list[int] = []  # how many were taken each time another task got to run
+
+        async def task() -> None:  # as pyfuse3's: wait, read, answer (no await), again
+            nonlocal taken
+            while True:
+                assert await wait.wait()
+                os.read(r, 1)
+                taken += 1
+                if taken == total:
+                    nursery.cancel_scope.cancel()  # the other task waits for more
+
+        async def other() -> None:
+            while taken < total:
+                seen.append(taken)
+                await trio.sleep(0)
+
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(task)
+                nursery.start_soon(task)
+                nursery.start_soon(other)
+        steps = [b - a for a, b in zip([0, *seen], [*seen, total], strict=True)]
+        assert max(steps) <= TAKEN_PER_TURN and len(seen) >= 3
     finally:
         os.close(r)
         os.close(w)

@@ -342,16 +342,27 @@ async def test_a_full_socket_at_the_turns_end_is_finished_by_the_writer_without_
 
 
 async def test_a_failed_write_at_the_turns_end_fails_the_connection_at_once(monkeypatch):
-    def broken(fd, buffers):
+    """The socket breaks after the first command: the held seven's write fails at the turn's end,
+    and the writer task, woken for them, meets the error again and fails the connection (in a
+    task: the session hears of it there)."""
+    real = os.writev
+    writes: list[bool] = []
+
+    def writev(fd, buffers):
+        if fd != session._fd:
+            return real(fd, buffers)
+        writes.append(True)
+        if len(writes) == 1:
+            return real(fd, buffers)
         raise OSError(errno.EPIPE, "Broken pipe")
 
-    with trio.fail_after(5):  # failed from inside trio's loop, the commands would wait until then
+    with trio.fail_after(5):  # a writer woken from inside trio's loop would sleep until then
         async with trio.open_nursery() as nursery:
             target, session = await logged_in(nursery, CONFIG, max_cmd_sn_delta=32)
-            _count_writes(monkeypatch, session, fake=broken)
+            monkeypatch.setattr(os, "writev", writev)
             results = _Results(8)
             await _one_then_seven(nursery, target, session, results)
             await results.all_in.wait()  # no timer of its own: a stall shows as fail_after's
             assert all(isinstance(r, Undelivered) and r.delivery is Delivery.CONNECTION_DIED for r in results)
-            assert not session.alive
+            assert not session.alive and len(writes) == 3  # the first, the turn's end, the writer's
             nursery.cancel_scope.cancel()
