@@ -134,7 +134,7 @@ async def test_requests_that_never_wait_leave_the_loop_a_turn_every_so_many():
     r, w = os.pipe()
     try:
         wait = FuseWait(r)
-        total = 3 * TAKEN_PER_TURN + 5
+        total = 4 * TAKEN_PER_TURN + 5
         os.write(w, b"x" * total)
         taken = 0
         seen: list[int] = []  # how many were taken each time another task got to run
@@ -158,8 +158,10 @@ async def test_requests_that_never_wait_leave_the_loop_a_turn_every_so_many():
                 nursery.start_soon(task)
                 nursery.start_soon(task)
                 nursery.start_soon(other)
+        # Between two of its steps, the other task sees one turn's takes, or two when it ran
+        # first in one turn and last in the next (trio shuffles each turn's tasks).
         steps = [b - a for a, b in zip([0, *seen], [*seen, total], strict=True)]
-        assert max(steps) <= TAKEN_PER_TURN and len(seen) >= 3
+        assert max(steps) <= 2 * TAKEN_PER_TURN and len(seen) >= 3
     finally:
         os.close(r)
         os.close(w)
