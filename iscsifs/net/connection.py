@@ -5,11 +5,11 @@ connection, a late command or an Asynchronous Message leads to is the session co
 
 A reader task parses PDUs and hands them to the sans-I/O ``ConnectionCore``; completions wake the
 waiter keyed by Initiator Task Tag. PDUs are encoded when they are built (so CmdSN order is wire
-order) onto one outgoing queue, and written from it at the end of the loop turn while other
-commands are in flight (``net.turnend``: those of every task that ran in the turn in one call;
-a command alone is written at once) with non-blocking
-scatter writes (``os.writev``, no joining): a 4 KiB command costs no task switch to send, and a
-writer task only finishes what a full socket did not take. Its waits are shielded: a half-sent
+order) onto one outgoing queue, and written from it with non-blocking scatter writes
+(``os.writev``, no joining): at the end of the loop turn while other commands are in flight
+(``net.turnend``: those of every task that ran in the turn in one call), at once when a command
+is alone. A 4 KiB command costs no task switch to send, and a writer task only finishes what a
+full socket did not take, or fails the connection on what it refused. Its waits are shielded: a half-sent
 PDU would corrupt the stream, so cancellation only ever stops the *wait* for a response.
 A command waits until it is answered or its session ends its attempt (``end_task``): its
 deadline is the session core's, with no cancel scope per command (which cost more than the
