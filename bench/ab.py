@@ -51,6 +51,25 @@ def fio(path: Path, rw: str, bs: str, iodepth: int, runtime: float) -> float:
     return float(stats["iops"] if bs == "4k" else stats["bw"] / 1024)
 
 
+WARM_READ = 8 << 20  # bytes: larger than any command either stack sends (1 MiB)
+
+
+def warm_tgtd(lun_url: str) -> bool:
+    """One 8 MiB READ from another client (qemu-io, libiscsi) on a LUN of a fresh tgtd, so that
+    every stack measured finds tgtd's allocator in one state, the one it stays in from the
+    first command larger than 1 MiB any initiator sends it. tgtd takes each command's buffer
+    from glibc's malloc (valloc), which maps a buffer of 1 MiB afresh for every command (mmap, a
+    page fault per page, munmap) until it has freed a larger one. Neither stack sends more than
+    1 MiB, so before this READ both paid that on every 1 MiB transfer: on one mount, 1 MiB
+    direct writes did 288-414 MiB/s before it and 484-587 after (bench/README.md, "A target's
+    allocator, and a VM's first touch"). True once the READ was done."""
+    if shutil.which("qemu-io") is None:
+        return False
+    done = subprocess.run(["qemu-io", "-f", "raw", "-c", f"read 0 {WARM_READ}", lun_url],
+                          capture_output=True, text=True, timeout=60)
+    return done.returncode == 0 and f"read {WARM_READ}/{WARM_READ} bytes" in done.stdout
+
+
 @contextlib.contextmanager
 def random_lun(work: Path, iqn: str, size_mib: int = 256) -> Iterator[str]:
     """A private tgtd with one LUN (1) of random data in /dev/shm; yields the target's URL."""
@@ -62,6 +81,9 @@ def random_lun(work: Path, iqn: str, size_mib: int = 256) -> Iterator[str]:
         with TgtDaemon(work / "tgt") as tgt:
             tgt.add_target(iqn)
             tgt.add_lun(iqn, 1, backing)
+            if not warm_tgtd(f"{tgt.url}/{iqn}/1"):
+                print("bench: no qemu-io: tgtd not warmed (1 MiB transfers may be slower on it for a while)",
+                      file=sys.stderr)
             yield f"{tgt.url}/{iqn}"
     finally:
         shutil.rmtree(shm, ignore_errors=True)

@@ -1,14 +1,19 @@
 """``bench/machine.py``: the machine every benchmark table is printed with, read from
-/proc/cpuinfo, /proc/self/maps and CPython's configure arguments."""
+/proc/cpuinfo, /proc/self/maps and CPython's configure arguments; and ``bench.ab.warm_tgtd``,
+the READ that puts tgtd's allocator in one state before any stack is measured."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.ab import warm_tgtd
 from bench.machine import Machine, cpu_info, python_build, shared_libpython, this_machine
 
 CPUINFO = """processor\t: 0
@@ -63,3 +68,14 @@ def test_the_line_names_the_cpu_and_the_python_build():
     assert here.cpus >= 1 and here.python.startswith("CPython 3.") and here.cpu_model in here.line()
     assert here.executable == os.path.realpath(sys.executable)
     assert here.cpuidle and f", cpuidle {here.cpuidle}, " in here.line()
+
+
+def test_tgtd_is_warmed_by_an_8_mib_read_and_a_failed_one_says_so(make_target):
+    """``bench.ab.warm_tgtd``: True only once qemu-io has read the 8 MiB (the benchmark says
+    when tgtd was not warmed)."""
+    if shutil.which("qemu-io") is None:
+        pytest.skip("needs qemu-io (Debian package qemu-utils)")
+    target = make_target({1: 16 << 20, 2: 4 << 20})
+    assert warm_tgtd(target.lun_url(1))
+    assert not warm_tgtd(target.lun_url(2))  # 4 MiB: the READ cannot be done
+    assert not warm_tgtd(target.lun_url(7))  # no such LUN
