@@ -426,9 +426,9 @@ def touch_memory(shm: Path, mib: int) -> float:
     """Write ``mib`` MiB into a file in /dev/shm and delete it; returns the MiB/s. On a VM whose
     memory the host backs only once the guest first uses it (this project's VMs), a page the
     guest touches for the first time since boot costs a fault in the host as well: 6 GiB into
-    /dev/shm went at 654 MiB/s the first time and 1,760-1,795 after. The copies below need about
-    2 GiB of page cache and /dev/shm, and without this the stack measured first paid for it:
-    its `cat` did 461-594 MiB/s where the same mount's next pass did 904-922."""
+    /dev/shm went at 654 MiB/s the first time and 1,760-1,795 after. The copies use about 2 GiB
+    of page cache and /dev/shm; left to chance, the first stack measured paid for it (bench/README.md,
+    "A target's allocator, and a VM's first touch")."""
     path = shm / "touch.tmp"
     started = time.monotonic()
     with open(path, "wb") as f:
