@@ -58,7 +58,7 @@ def warm_tgtd(lun_url: str) -> bool:
     """One 8 MiB READ from another client (qemu-io, libiscsi) on a LUN of a fresh tgtd, so that
     every stack measured finds tgtd's allocator in one state, the one it stays in from the
     first command larger than 1 MiB any initiator sends it. tgtd takes each command's buffer
-    from glibc's malloc (valloc), which maps a buffer of 1 MiB afresh for every command (mmap, a
+    from glibc (posix_memalign), which maps a buffer of 1 MiB afresh for every command (mmap, a
     page fault per page, munmap) until it has freed a larger one. Neither stack sends more than
     1 MiB, so before this READ both paid that on every 1 MiB transfer: on one mount, 1 MiB
     direct writes did 288-414 MiB/s before it and 484-587 after (bench/README.md, "A target's
