@@ -61,12 +61,15 @@ def warm_tgtd(lun_url: str) -> bool:
     from glibc (posix_memalign), which maps a buffer of 1 MiB afresh for every command (mmap, a
     page fault per page, munmap) until it has freed a larger one. Neither stack sends more than
     1 MiB, so before this READ both paid that on every 1 MiB transfer: on one mount, 1 MiB
-    direct writes did 288-414 MiB/s before it and 484-587 after (bench/README.md, "A target's
+    direct writes did 288-373 MiB/s before it and 538-587 after (bench/README.md, "A target's
     allocator, and a VM's first touch"). True once the READ was done."""
     if shutil.which("qemu-io") is None:
         return False
-    done = subprocess.run(["qemu-io", "-f", "raw", "-c", f"read 0 {WARM_READ}", lun_url],
-                          capture_output=True, text=True, timeout=60)
+    try:
+        done = subprocess.run(["qemu-io", "-f", "raw", "-c", f"read 0 {WARM_READ}", lun_url],
+                              capture_output=True, text=True, timeout=60)
+    except (subprocess.TimeoutExpired, OSError):
+        return False
     return done.returncode == 0 and f"read {WARM_READ}/{WARM_READ} bytes" in done.stdout
 
 
@@ -82,8 +85,8 @@ def random_lun(work: Path, iqn: str, size_mib: int = 256) -> Iterator[str]:
             tgt.add_target(iqn)
             tgt.add_lun(iqn, 1, backing)
             if not warm_tgtd(f"{tgt.url}/{iqn}/1"):
-                print("bench: no qemu-io: tgtd not warmed (1 MiB transfers may be slower on it for a while)",
-                      file=sys.stderr)
+                print("bench: tgtd NOT warmed (no qemu-io with iscsi://, or its 8 MiB READ failed): 1 MiB "
+                      "transfers pay its fresh allocator", file=sys.stderr)
             yield f"{tgt.url}/{iqn}"
     finally:
         shutil.rmtree(shm, ignore_errors=True)

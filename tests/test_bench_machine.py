@@ -5,7 +5,6 @@ the READ that puts tgtd's allocator in one state before any stack is measured.""
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -15,6 +14,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.ab import warm_tgtd
 from bench.machine import Machine, cpu_info, python_build, shared_libpython, this_machine
+
+from support.targets import qemu_io_has_iscsi
 
 CPUINFO = """processor\t: 0
 vendor_id\t: AuthenticAMD
@@ -73,8 +74,8 @@ def test_the_line_names_the_cpu_and_the_python_build():
 def test_tgtd_is_warmed_by_an_8_mib_read_and_a_failed_one_says_so(make_target):
     """``bench.ab.warm_tgtd``: True only once qemu-io has read the 8 MiB (the benchmark says
     when tgtd was not warmed)."""
-    if shutil.which("qemu-io") is None:
-        pytest.skip("needs qemu-io (Debian package qemu-utils)")
+    if not qemu_io_has_iscsi():
+        pytest.skip("needs qemu-io with iscsi:// (qemu-utils, qemu-block-extra)")
     target = make_target({1: 16 << 20, 2: 4 << 20})
     assert warm_tgtd(target.lun_url(1))
     assert not warm_tgtd(target.lun_url(2))  # 4 MiB: the READ cannot be done

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from support.reservations import key, pr, pr_json, write
-from support.targets import ISCSIFS, mounted, needs_fuse, pattern, run, wait_for
+from support.targets import ISCSIFS, mounted, needs_fuse, pattern, qemu_io_has_iscsi, run, wait_for
 
 pytestmark = needs_fuse
 
@@ -134,15 +134,7 @@ def test_fencing_holds_under_load(hosts, tmp_path):
     assert t.backing[1].read_bytes()[:8] == b"rejoined"
 
 
-def _qemu_io_has_iscsi() -> bool:
-    if shutil.which("qemu-io") is None:
-        return False
-    r = subprocess.run(["qemu-io", "--help"], capture_output=True, text=True)
-    drivers = subprocess.run(["qemu-img", "--help"], capture_output=True, text=True).stdout
-    return r.returncode == 0 and "iscsi" in drivers
-
-
-@pytest.mark.skipif(not _qemu_io_has_iscsi(), reason="needs qemu-io with iscsi:// (qemu-utils, qemu-block-extra)")
+@pytest.mark.skipif(not qemu_io_has_iscsi(), reason="needs qemu-io with iscsi:// (qemu-utils, qemu-block-extra)")
 def test_an_independent_client_sees_the_reservation(hosts):
     """qemu-io (libiscsi, another initiator) cannot write while A holds write-exclusive, and can
     once A released it."""

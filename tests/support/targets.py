@@ -160,3 +160,13 @@ def mounted(url: str, mountpoint: Path, *options: str, timeout: float = 30.0):
 
 def run(*args: str, timeout: float = 60, **kw) -> subprocess.CompletedProcess:
     return subprocess.run(list(args), capture_output=True, timeout=timeout, **kw)
+
+
+def qemu_io_has_iscsi() -> bool:
+    """qemu-io is here with its iscsi:// driver (qemu-utils with qemu-block-extra): an
+    independent libiscsi client."""
+    if shutil.which("qemu-io") is None:
+        return False
+    r = subprocess.run(["qemu-io", "--help"], capture_output=True, text=True)
+    drivers = subprocess.run(["qemu-img", "--help"], capture_output=True, text=True).stdout
+    return r.returncode == 0 and "iscsi" in drivers
