@@ -73,6 +73,13 @@ def warm_tgtd(lun_url: str) -> bool:
     return done.returncode == 0 and f"read {WARM_READ}/{WARM_READ} bytes" in done.stdout
 
 
+def warm_line(warmed: bool) -> str:
+    """What ``warm_tgtd`` did, as the benchmarks print it."""
+    return ("tgtd warmed by one 8 MiB READ from qemu-io" if warmed
+            else "tgtd NOT warmed (no qemu-io with iscsi://, or its READ failed): 1 MiB transfers pay its fresh "
+                 "allocator")
+
+
 @contextlib.contextmanager
 def random_lun(work: Path, iqn: str, size_mib: int = 256) -> Iterator[str]:
     """A private tgtd with one LUN (1) of random data in /dev/shm; yields the target's URL."""
@@ -85,8 +92,7 @@ def random_lun(work: Path, iqn: str, size_mib: int = 256) -> Iterator[str]:
             tgt.add_target(iqn)
             tgt.add_lun(iqn, 1, backing)
             if not warm_tgtd(f"{tgt.url}/{iqn}/1"):
-                print("bench: tgtd NOT warmed (no qemu-io with iscsi://, or its 8 MiB READ failed): 1 MiB "
-                      "transfers pay its fresh allocator", file=sys.stderr)
+                print(f"bench: {warm_line(False)}", file=sys.stderr)
             yield f"{tgt.url}/{iqn}"
     finally:
         shutil.rmtree(shm, ignore_errors=True)

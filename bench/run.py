@@ -59,7 +59,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))  # the tests' private tgtd
 
-from bench.ab import warm_tgtd  # noqa: E402
+from bench.ab import warm_line, warm_tgtd  # noqa: E402
 from bench.machine import this_machine  # noqa: E402
 
 from support.tgt import TgtDaemon, free_port  # noqa: E402
@@ -483,12 +483,6 @@ def copy_section(work: Path, shm: Path, tgt: TgtDaemon, opts: list[str], have_pe
                 out[stack][row].append(rate)
     image.unlink()
     return out
-
-
-def warm_line(warmed: bool) -> str:
-    return ("tgtd warmed by one 8 MiB READ from qemu-io" if warmed
-            else "tgtd NOT warmed (no qemu-io with iscsi://, or its READ failed): 1 MiB transfers pay its fresh "
-                 "allocator")
 
 
 def print_copies(copied: dict[str, dict[str, list[float]]], mib: int) -> None:

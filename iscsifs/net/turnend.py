@@ -11,7 +11,8 @@ The hook runs inside trio's loop after it has chosen how long to sleep: a task w
 sleep with it. So a ``Held`` may not wake a task in ``send_held``; what needs a task (a full
 socket, a failure) goes through ``wake``, which uses ``TrioToken.run_sync_soon`` and with it the
 loop's own wake-up descriptor. What runs there runs in trio's system task, where an exception
-ends the whole run: keep it to setting an Event. ``turns`` counts the loop's turns, for the
+ends the whole run: keep it to what cannot raise (setting an Event, a log line: logging's
+handlers report their own errors). ``turns`` counts the loop's turns, for the
 FUSE wait's share of one (``mount.fuseloop``).
 """
 
