@@ -2,7 +2,7 @@
 never cost. close() returns once the data is on the target, fsync means SYNCHRONIZE CACHE after
 every dirty page, a failed write-back surfaces at fsync and close, writes past the end never
 reach the LUN, a resize drops the cached pages, kill -9 after sync loses nothing, and random
-buffered, mmap and O_DIRECT I/O leaves the LUN equal to a model of it. A tape drive's file
+buffered, mmap, O_DIRECT and write-only I/O leaves the LUN equal to a model of it (in both modes). A tape drive's file
 keeps its blocks. Also the default (cache=none): the preferred I/O size that lets cp write 1 MiB
 at a time."""
 
@@ -258,12 +258,15 @@ def test_kill_9_after_sync_loses_nothing(make_target, tmp_path):
 
 
 class Model:
-    """The LUN as it must be, beside three ways into the file: buffered, O_DIRECT and mmap."""
+    """The LUN as it must be, beside four ways into the file: buffered, O_DIRECT, mmap, and a
+    write-only open (direct I/O without the writeback cache, like cp's), whose writes the other
+    three must see."""
 
     def __init__(self, path: Path, initial: bytes) -> None:
         self.bytes = bytearray(initial)
         self.buffered = os.open(path, os.O_RDWR)
         self.direct = os.open(path, os.O_RDWR | os.O_DIRECT)
+        self.write_only = os.open(path, os.O_WRONLY)
         self.map_fd = os.open(path, os.O_RDWR)
         self.map = mmap.mmap(self.map_fd, len(initial))
         self.aligned = mmap.mmap(-1, 1 << 20)  # O_DIRECT wants aligned memory
@@ -272,13 +275,13 @@ class Model:
         self.map.flush()
         self.map.close()
         self.aligned.close()
-        for fd in (self.buffered, self.direct, self.map_fd):
+        for fd in (self.buffered, self.direct, self.write_only, self.map_fd):
             os.close(fd)
 
     def step(self, rng: random.Random) -> str:
         size = len(self.bytes)
-        way = rng.choice(["buffered", "direct", "mmap"])
-        writing = rng.random() < 0.6
+        way = rng.choice(["buffered", "direct", "mmap", "write-only"])
+        writing = way == "write-only" or rng.random() < 0.6
         if way == "direct":
             length = rng.randrange(1, 65) * 4096
             offset = rng.randrange(0, (size - length) // 4096 + 1) * 4096
@@ -291,6 +294,8 @@ class Model:
             self.bytes[offset : offset + length] = data
             if way == "buffered":
                 assert os.pwrite(self.buffered, data, offset) == length, what
+            elif way == "write-only":
+                assert os.pwrite(self.write_only, data, offset) == length, what
             elif way == "direct":
                 self.aligned[:length] = data
                 assert os.pwritev(self.direct, [memoryview(self.aligned)[:length]], offset) == length, what
@@ -310,12 +315,13 @@ class Model:
         return what
 
 
-@pytest.mark.parametrize("seed", [1, 2])
-def test_random_buffered_mmap_and_direct_io_leaves_the_lun_equal_to_the_model(lab, tmp_path, seed):
+@pytest.mark.parametrize(("cache", "seed"), [("writeback", 1), ("writeback", 2), ("none", 3)])
+def test_random_buffered_mmap_direct_and_write_only_io_leaves_the_lun_equal_to_the_model(lab, tmp_path, cache,
+                                                                                         seed):
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     rng = random.Random(seed)
-    with mounted(lab.url, mnt, *WB):
+    with mounted(lab.url, mnt, "-o", f"cache={cache}"):
         model = Model(mnt / lab.name, lab.backing.read_bytes())
         try:
             for _ in range(400):

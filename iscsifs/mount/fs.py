@@ -771,11 +771,16 @@ class IscsiFs(pyfuse3.Operations):
         # sends its writes straight on, without first asking getxattr("security.capability") under
         # the inode lock once per write (file_remove_privs), which serialised a queue of writes
         # behind one FUSE round trip each. It still drops cached pages of the range it writes.
+        # Without the writeback cache, a write-only open (cp's, a shell's >, dd's) too: its writes
+        # go through as they come either way, and it reads nothing it could cache; through the
+        # page cache each write also cost a copy into it and that getxattr (cp of 256 MiB: 408-437
+        # -> 522-546 MiB/s, bench/README.md "VM 3, fifth visit").
         target = node.target
         assert target is not None  # every LUN file has one (Tree.add_lun)
         target.hold()  # an open file keeps its target logged in (net.pool)
         self._held[inode] = (node.lun, target, self._held[inode][2] + 1 if inode in self._held else 1)
-        return pyfuse3.FileInfo(fh=inode, keep_cache=False, direct_io=bool(flags & os.O_DIRECT))
+        write_only = flags & os.O_ACCMODE == os.O_WRONLY and not self.enable_writeback_cache
+        return pyfuse3.FileInfo(fh=inode, keep_cache=False, direct_io=bool(flags & os.O_DIRECT) or write_only)
 
     async def _open_tape(self, node: Node, tape: TapeFile, flags: int) -> pyfuse3.FileInfo:
         """As st opens /dev/nst0: one opener at a time (EBUSY); without O_NONBLOCK, a drive with no
