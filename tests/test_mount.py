@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import mmap
 import os
 import random
@@ -171,6 +172,29 @@ def test_readahead_of_the_mount(make_target, tmp_path, options, kib):
         assert (mnt / "1").read_bytes() == pattern(4 << 20, seed=_seed(t))
 
 
+def test_the_loop_polls_for_answers_where_asked(make_target, tmp_path):
+    """poll=US: while its sleeps are short, the loop polls the target's socket and /dev/fuse
+    before it sleeps (net.turnend), and the mount's statistics count it; poll=0 never does."""
+    t = make_target({1: 1 << 20})
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    buf = mmap.mmap(-1, 4096)  # O_DIRECT wants aligned memory
+    # 10 ms, the most: one request at a time sleeps far less than that even on a loaded machine.
+    for option, polling in (("poll=10000", True), ("poll=0", False)):
+        with mounted(t.url, mnt, "-o", option):
+            fd = os.open(mnt / "1", os.O_RDONLY | os.O_DIRECT)
+            try:
+                for i in range(500):
+                    assert os.preadv(fd, [buf], i % 256 * 4096) == 4096
+            finally:
+                os.close(fd)
+            stats = json.loads(os.getxattr(mnt, "user.iscsifs.stats"))
+            assert (stats["polls"] > 0, stats["polls_answered"] > 0) == (polling, polling), (option, stats)
+            assert stats["polls_answered"] <= stats["polls"]
+            shown = run(*ISCSIFS, "stats", str(mnt)).stdout.decode()
+            assert ("sleeps polled for first" in shown) == polling, shown
+
+
 def test_concurrent_unaligned_writers_lose_nothing(make_target, tmp_path):
     """Many threads write disjoint, unaligned slices that share 512-byte blocks."""
     size = 1 << 20
@@ -317,6 +341,11 @@ def test_bad_mount_options_and_mountpoints(make_target, tmp_path):
         r = run(*ISCSIFS, "-o", bad, t.url, str(tmp_path))
         err = r.stderr.decode()
         assert r.returncode == 2 and "is not a number of KiB" in err and len(err.strip().splitlines()) == 1, err
+    for bad in ("poll=lots", "poll=-1", "poll=10001"):
+        r = run(*ISCSIFS, "-o", bad, t.url, str(tmp_path))
+        err = r.stderr.decode()
+        assert r.returncode == 2 and "is not a number of microseconds" in err, err
+        assert len(err.strip().splitlines()) == 1, err
     r = run(*ISCSIFS, t.url, str(tmp_path / "missing"))
     assert r.returncode == 2 and "does not exist" in r.stderr.decode()
     f = tmp_path / "file"

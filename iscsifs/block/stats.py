@@ -63,6 +63,11 @@ class Gauges(Protocol):
         """Session workers started again after they ended."""
         ...
 
+    def loop_polls(self) -> tuple[int, int]:
+        """Sleeps of the loop polled for first (net.turnend), and of them those a ready answer or
+        request ended."""
+        ...
+
 
 class NoGauges:
     """The gauges of a ``Stats`` that no mount reports to (a library user's, a test's)."""
@@ -84,6 +89,9 @@ class NoGauges:
 
     def worker_restarts(self) -> int:
         return 0
+
+    def loop_polls(self) -> tuple[int, int]:
+        return 0, 0
 
 
 class Stats:
@@ -157,6 +165,7 @@ class Stats:
         commands = self.commands
         gauges = self.gauges
         reconnects = gauges.reconnects_by_target()
+        polls, answered = gauges.loop_polls()
         return {
             "uptime_s": round(time.time() - self.started, 1),
             "started": self.started,
@@ -167,6 +176,8 @@ class Stats:
             "reconnects_by_target": reconnects,
             "workers": gauges.workers(),
             "worker_restarts": gauges.worker_restarts(),
+            "polls": polls,
+            "polls_answered": answered,
             "commands": sum(commands.values()),
             "commands_by_kind": dict(sorted(commands.items())),
             "errors": self.errors,

@@ -86,6 +86,8 @@ OPTIONS_HELP = """options (-o, comma-separated, repeatable):
   header_digest=D        none, crc32c, crc32c-none (default) or none-crc32c
   data_digest=D          likewise (default none-crc32c)
   readahead=KIB          the kernel's readahead for buffered reads (default 1024; set only when run as root)
+  poll=US                while I/O is quick, poll up to US microseconds for the next answer or request
+                         before sleeping (default 50; 0: never; not with workers)
   portal=HOST[:PORT]     another path to every target (repeatable; IPv6 in [brackets]); SendTargets adds its own
   path_policy=P          failover (default: one active path, the others standby) or round-robin
   detect_zeroes=M        off (default), on (zero blocks go out as WRITE SAME) or unmap (deallocated where it
@@ -131,6 +133,7 @@ IGNORED_OPTIONS = frozenset({"_netdev", "nofail", "auto", "noauto", "user", "nou
 
 
 MAX_READAHEAD_KIB = 65536
+MAX_POLL_US = 10_000
 MAX_WORKERS = 64
 WORKERS_VARIABLE = "ISCSIFS_WORKERS"  # the default of -o workers (e.g. for every mount of a systemd unit)
 RECOVERY_OPTIONS = ("nop_interval", "nop_timeout", "command_timeout", "recovery_timeout", "login_timeout")
@@ -293,6 +296,8 @@ VALUED: dict[str, Apply] = {
     **{key: _recovery for key in RECOVERY_OPTIONS},
     "readahead": lambda o, k, v: replace(o, mount=replace(o.mount, readahead_kib=_number(
         k, v, 0, MAX_READAHEAD_KIB, f"a number of KiB (0 to {MAX_READAHEAD_KIB})"))),
+    "poll": lambda o, k, v: replace(o, mount=replace(o.mount, poll_us=_number(
+        k, v, 0, MAX_POLL_US, f"a number of microseconds (0 to {MAX_POLL_US})"))),
     "portal": _portal,
     "detect_zeroes": _mount_choice(DetectZeroes, "off, on or unmap", lambda m, v: replace(m, detect_zeroes=v)),
     "cache": _mount_choice(CacheMode, "none or writeback", lambda m, v: replace(m, cache=v)),

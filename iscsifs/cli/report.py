@@ -88,6 +88,8 @@ def stats_text(stats: dict[str, Any]) -> str:  # Any: the JSON of Stats.snapshot
         f"sessions     {stats['sessions']} logged in, {stats['reconnects']} reconnects",
         *([f"workers      {stats['workers']} processes, restarted {stats['worker_restarts']} times"]
           if stats.get("workers") else []),
+        *([f"polling      {stats['polls']} sleeps polled for first, {stats['polls_answered']} of them ended by"
+           " an answer or a request"] if stats.get("polls") else []),
         f"commands     {stats['commands']} ({stats['errors']} not GOOD, retried ones such as UNIT ATTENTION included)",
         f"read         {human_bytes(stats['bytes_read'])} ({human_bytes(stats['bytes_read'] / up)}/s on average)",
         f"written      {human_bytes(stats['bytes_written'])} ({human_bytes(stats['bytes_written'] / up)}/s on average)",

@@ -58,6 +58,7 @@ class FuseWait:
         self._poll.register(fd, select.POLLIN)
         self._taken = 0  # requests found queued and taken without the lock
         self._turn_end = turn_end()
+        self._turn_end.watch(fd)  # polled before the loop sleeps, where the mount asks it
         self._turn = -1
         self._in_turn = 0  # of them, in the loop turn ``_turn``
         self._original: object = None
@@ -80,6 +81,7 @@ class FuseWait:
 
     def uninstall(self) -> None:
         pyfuse3._wait_fuse_readable = self._original  # type: ignore[attr-defined]
+        self._turn_end.unwatch(self.fd)
 
     def terminate(self) -> None:
         """End the loop (``pyfuse3.terminate``): no task reads a request from now on."""

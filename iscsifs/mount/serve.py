@@ -36,6 +36,7 @@ from iscsifs.net.api import MountedTarget
 from iscsifs.net.arena import ArenaBuffers
 from iscsifs.net.pool import Opener, PooledTarget, TargetPool
 from iscsifs.net.privileges import Credentials, EndingThreadResolver, PrivilegeError, drop_privileges
+from iscsifs.net.turnend import TurnEnd, turn_end
 from iscsifs.net.workers import Workers
 from iscsifs.proto.errors import IscsiError
 from iscsifs.scsi.persistent import PrType, key_text
@@ -54,6 +55,11 @@ WORKER_PRELOAD = ("iscsifs.block.command", "iscsifs.block.reservation")
 # buffered sequential reads (cat, cp, dd without O_DIRECT) ~55% faster against tgt: measured
 # 128 -> 438-475 MiB/s, 512 -> 668-676, 1024 -> 711-714, 2048 -> 672-681, 4096 -> 587-655.
 DEFAULT_READAHEAD_KIB = 1024
+# How long the loop polls before it sleeps, while its sleeps are shorter than that on average
+# (net.turnend): about what waking a halted vCPU costs, so that only waits of its order are
+# polled. 50 us: 1.08x the reads at 4 KiB QD1, 1 MiB reads and writes even (0.99x, 0.98x);
+# 200 us: 1.04-1.10x, but 1 MiB writes 0.96x (bench/README.md, "VM 3, fifth visit").
+DEFAULT_POLL_US = 50
 # pyfuse3's request tasks kept waiting for /dev/fuse. Its default (1) ends a task whenever more
 # than one is idle and starts one whenever none is, which under a queue of requests is a task
 # spawn and exit per few requests. Measured against tgt (fio, 4 KiB, two runs each): random read
@@ -77,6 +83,7 @@ class MountOptions:
     fsname: str = "iscsifs"
     kernel: frozenset[str] = frozenset()  # generic mount flags passed through: nodev, noexec, noatime...
     readahead_kib: int = DEFAULT_READAHEAD_KIB
+    poll_us: int = DEFAULT_POLL_US  # polling before the loop sleeps, without session workers (net.turnend)
     detect_zeroes: DetectZeroes = DetectZeroes.OFF
     cache: CacheMode = CacheMode.NONE  # the kernel's page cache for writes (mount.fs)
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
@@ -360,6 +367,11 @@ class Mount:
             raise MountError(f"cannot mount on {self.mountpoint}: {exc}") from None
         self.mounted = True
         self._wait = FuseWait.install()
+        if self._wait is not None and not self.options.workers:
+            # Every wait of this process is then on a socket to a target or on /dev/fuse, and
+            # each is watched. A session worker's answers come on a channel: no polling there.
+            self.gauges.turn_end = turn_end()
+            self.gauges.turn_end.poll_before_sleep(self.options.poll_us)
         try:
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
                 if self.options.setuid is None:
@@ -427,6 +439,7 @@ class MountGauges:
         self.pool: TargetPool | None = None
         self.tree: Tree | None = None
         self.session_workers: Workers | None = None
+        self.turn_end: TurnEnd | None = None  # where the loop polls before it sleeps, if it does
 
     def sessions(self) -> int:
         return self.pool.logged_in if self.pool is not None else 0
@@ -454,6 +467,10 @@ class MountGauges:
 
     def worker_restarts(self) -> int:
         return sum(p.restarts for p in self.session_workers.processes) if self.session_workers is not None else 0
+
+    def loop_polls(self) -> tuple[int, int]:
+        hook = self.turn_end
+        return (hook.polled, hook.polled_ready) if hook is not None else (0, 0)
 
 
 def write_metrics(path: str, stats: Stats) -> None:

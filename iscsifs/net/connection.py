@@ -129,6 +129,7 @@ class Connection:
         self._outgoing: collections.deque[bytes | bytearray | memoryview] = collections.deque()
         self._wake_writer = trio.Event()
         self._turn_end = turn_end()
+        self._turn_end.watch(self._fd)  # polled before the loop sleeps, where the mount asks it
         self._held = False  # a send is due at the end of this loop turn
         self._window_changed = trio.Event()
         self._window_waiters = 0
@@ -260,7 +261,7 @@ class Connection:
             self.fail(exc)
         finally:
             if self._dead is not None:
-                self._fd = None
+                self._forget_fd()
                 with trio.CancelScope(shield=True):
                     await self._stream.aclose()
 
@@ -384,8 +385,14 @@ class Connection:
         if self._nursery is not None:
             self._nursery.start_soon(self._close_stream)
 
+    def _forget_fd(self) -> None:
+        """Before the socket is closed: nothing may use its number again (see ``_fd``)."""
+        if self._fd is not None:
+            self._turn_end.unwatch(self._fd)
+            self._fd = None
+
     async def _close_stream(self) -> None:
-        self._fd = None
+        self._forget_fd()
         with trio.CancelScope(shield=True):
             await self._stream.aclose()
 
@@ -471,7 +478,14 @@ class Connection:
                     return  # the reader and the writer end together with the connection
                 while self._outgoing and self._dead is None:
                     with trio.CancelScope(shield=True):
-                        await trio.lowlevel.wait_writable(self._sock)
+                        fd = self._fd
+                        if fd is None:
+                            return
+                        self._turn_end.writing(fd, True)
+                        try:
+                            await trio.lowlevel.wait_writable(self._sock)
+                        finally:
+                            self._turn_end.writing(fd, False)
                         if self._fd is None:
                             return
                         self._flush()
@@ -609,7 +623,7 @@ class Connection:
 
     async def aclose(self) -> None:
         self._step(ConnectionInput.CLOSE)
-        self._fd = None
+        self._forget_fd()
         self._wake_writer.set()
         with trio.CancelScope(shield=True):
             await self._stream.aclose()

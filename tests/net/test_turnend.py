@@ -1,10 +1,12 @@
 """The end-of-turn hook: what is held is sent once, before the loop waits for I/O, after every
 task of the turn ran; one hook per trio run; a sender that raises is logged and does not take
-the hook (and every later write) down with it."""
+the hook (and every later write) down with it. Where asked, it polls the watched descriptors
+before the loop sleeps, only while the loop's sleeps are short."""
 
 from __future__ import annotations
 
 import logging
+import socket
 
 import trio
 from iscsifs.net.turnend import turn_end
@@ -49,3 +51,74 @@ def test_each_trio_run_has_its_own_hook():
 
 async def _hook() -> object:
     return turn_end()
+
+
+async def test_the_loop_polls_before_it_sleeps_only_while_its_sleeps_are_short():
+    hook = turn_end()
+    a, b = socket.socketpair()
+    try:
+        hook.watch(a.fileno())
+        hook.poll_before_sleep(10_000)  # 10 ms: sleeps of 0.2 ms stay under it on a busy machine
+        await trio.sleep(0.0002)
+        assert hook.polled == 0  # closed until sleeps have been seen short
+
+        for _ in range(80):  # the average of the sleeps falls below 10 ms, and polling starts
+            await trio.sleep(0.0002)
+        assert hook.polled > 0 and hook.polled_ready == 0  # nothing to read: each ran to the timer
+
+        polled = hook.polled
+        b.send(b"x")  # ready while nobody waits for it: the poll ends at once, the sleep does not
+        await trio.sleep(0.0002)
+        assert (hook.polled, hook.polled_ready) == (polled + 1, 1)
+        a.recv(1)
+
+        await trio.sleep(0.5)  # one long sleep: the average is then above 10 ms, and polling stops
+        polled = hook.polled
+        await trio.sleep(0.0002)
+        assert hook.polled == polled
+
+        for _ in range(80):
+            await trio.sleep(0.0002)
+        assert hook.polled > polled  # short sleeps again
+        polled = hook.polled
+        hook.unwatch(a.fileno())  # nothing watched: nothing to poll
+        for _ in range(10):
+            await trio.sleep(0.0002)
+        assert hook.polled == polled
+        hook.watch(a.fileno())
+        hook.poll_before_sleep(0)  # never
+        for _ in range(10):
+            await trio.sleep(0.0002)
+        assert hook.polled == polled
+    finally:
+        hook.unwatch(a.fileno())
+        a.close()
+        b.close()
+
+
+async def test_a_poll_that_fails_stops_polling_and_not_the_hook(caplog):
+    hook = turn_end()
+
+    class Broken:
+        def poll(self, timeout: int) -> list[tuple[int, int]]:
+            raise OSError("a poll that fails")
+
+    a, b = socket.socketpair()
+    try:
+        hook.watch(a.fileno())
+        hook._poll = Broken()  # type: ignore[assignment]
+        hook.poll_before_sleep(10_000)
+        hook.waits_ns = 0  # as after short sleeps
+        await trio.sleep(0.001)
+        with trio.fail_after(1):
+            while "polling before the loop sleeps stopped" not in caplog.text:
+                await trio.sleep(0)
+        assert hook.poll_ns == 0
+        log: list[str] = []
+        hook.hold(Sender(log, "d"))
+        await trio.sleep(0)
+        assert log == ["sent d"]  # the hook is still there
+    finally:
+        hook._watched.clear()
+        a.close()
+        b.close()
