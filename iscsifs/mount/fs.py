@@ -16,6 +16,7 @@ import errno
 import json
 import logging
 import os
+import re
 import stat
 import struct
 import time
@@ -251,6 +252,20 @@ class CacheMode(enum.Enum):
     WRITEBACK = "writeback"
 
 
+# The first Linux whose FUSE drops the cached pages of the range a write through a direct_io
+# open covers ("fuse: invalidate page cache pages before direct write", 6.6). Before it, pages
+# another open of the file had cached stayed as they were, so a reader would see old data.
+DIRECT_WRITE_DROPS_PAGES_SINCE = (6, 6)
+
+
+def direct_writes_drop_cached_pages(release: str) -> bool:
+    """Whether the kernel of this ``uname -r`` keeps cached pages coherent with direct_io writes."""
+    found = re.match(r"(\d+)\.(\d+)", release)
+    if found is None:
+        return False  # not a version we can read: keep the page cache, coherent on every kernel
+    return (int(found[1]), int(found[2])) >= DIRECT_WRITE_DROPS_PAGES_SINCE
+
+
 class IscsiFs(pyfuse3.Operations):
     supports_dot_lookup = True
     enable_writeback_cache = False  # pyfuse3 asks the kernel for it at INIT when True
@@ -260,6 +275,9 @@ class IscsiFs(pyfuse3.Operations):
                  stats: Stats | None = None, mountpoint: str = "", writeback: bool = False) -> None:
         super().__init__()
         self.enable_writeback_cache = writeback
+        # Without the writeback cache, write-only opens go straight to the LUN (``open``), where
+        # the kernel keeps other opens' cached pages coherent with such writes.
+        self.write_only_direct = not writeback and direct_writes_drop_cached_pages(os.uname().release)
         self.tree = tree
         self.nodes = tree.nodes  # the same dict: looked up on every request
         self.read_only = read_only
@@ -774,12 +792,13 @@ class IscsiFs(pyfuse3.Operations):
         # Without the writeback cache, a write-only open (cp's, a shell's >, dd's) too: its writes
         # go through as they come either way, and it reads nothing it could cache; through the
         # page cache each write also cost a copy into it and that getxattr (cp of 256 MiB: 408-437
-        # -> 522-546 MiB/s, bench/README.md "VM 3, fifth visit").
+        # -> 522-546 MiB/s, bench/README.md "VM 3, fifth visit"). Only where the kernel drops
+        # the cached pages a direct_io write covers (``direct_writes_drop_cached_pages``).
         target = node.target
         assert target is not None  # every LUN file has one (Tree.add_lun)
         target.hold()  # an open file keeps its target logged in (net.pool)
         self._held[inode] = (node.lun, target, self._held[inode][2] + 1 if inode in self._held else 1)
-        write_only = flags & os.O_ACCMODE == os.O_WRONLY and not self.enable_writeback_cache
+        write_only = flags & os.O_ACCMODE == os.O_WRONLY and self.write_only_direct
         return pyfuse3.FileInfo(fh=inode, keep_cache=False, direct_io=bool(flags & os.O_DIRECT) or write_only)
 
     async def _open_tape(self, node: Node, tape: TapeFile, flags: int) -> pyfuse3.FileInfo:

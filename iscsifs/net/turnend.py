@@ -23,8 +23,8 @@ was: at 4 KiB and one request in flight, where the FUSE process is busy 93% of e
 anyway, 1.08x the reads with 50 us (``bench/README.md``, "VM 3, fifth visit"). While sleeps are
 long (an idle mount, a slow network, 1 MiB transfers), it does not poll: ``waits_ns``, an
 average of the last sleeps, polled ones included, is then above the time it would poll. A task
-that waits to write is polled for too (``writing``); other waits (timers, signals, threads) are
-late by a poll at most.
+that waits to write is polled for too (``writing``), and a ``wake`` skips the poll; other waits
+(timers, signals, threads) are late by a poll at most.
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ import trio
 log = logging.getLogger("iscsifs.connection")
 
 # How many of the last sleeps the average of their lengths follows, about: after an idle spell
-# (one sleep of seconds) polling starts again within some 60 short sleeps, a few milliseconds of
-# busy I/O. It starts closed: a mount polls once it has seen short sleeps.
+# (one sleep of a second) polling at 50 us starts again within some 75 short sleeps, a few
+# milliseconds of busy I/O. It starts closed: a mount polls once it has seen short sleeps.
 POLL_GATE_WEIGHT = 8
 POLL_GATE_START_NS = 1_000_000_000
 
@@ -64,6 +64,7 @@ class TurnEnd(trio.abc.Instrument):
         self._poll = select.poll()
         self._watched: set[int] = set()
         self._sleep_from = 0  # when the sleep being timed began; 0: none
+        self._woken = False  # ``wake`` was called since the loop last slept: it will not sleep
 
     def hold(self, sender: Held) -> None:
         """``sender.send_held()`` at the end of this turn (once per call: callers hold once)."""
@@ -71,6 +72,7 @@ class TurnEnd(trio.abc.Instrument):
 
     def wake(self, fn: Callable[[], object]) -> None:
         """``fn()`` in a task context soon, and the loop not asleep meanwhile."""
+        self._woken = True  # through trio's own wake-up descriptor, which no poll here sees
         self._token.run_sync_soon(fn)
 
     def poll_before_sleep(self, microseconds: int) -> None:
@@ -90,6 +92,9 @@ class TurnEnd(trio.abc.Instrument):
         that too meanwhile, else the poll would run to its end every time."""
         if fd in self._watched:
             self._poll.modify(fd, select.POLLIN | select.POLLOUT if waiting else select.POLLIN)
+
+    def watching(self, fd: int) -> bool:
+        return fd in self._watched
 
     def unwatch(self, fd: int) -> None:
         """Before ``fd`` is closed: its number may be another file's next."""
@@ -111,7 +116,7 @@ class TurnEnd(trio.abc.Instrument):
                     self.wake(partial(log.error, "sending %r at the end of a loop turn", sender, exc_info=exc))
         if self.poll_ns and timeout > 0 and self._watched:
             self._sleep_from = now = time.perf_counter_ns()
-            if self.waits_ns < self.poll_ns:
+            if self.waits_ns < self.poll_ns and not self._woken:
                 try:
                     self._poll_until(now + (self.poll_ns if timeout * 1e9 >= self.poll_ns else int(timeout * 1e9)))
                 except Exception as exc:  # noqa: BLE001 - as above: trio would drop the hook, and the held writes with it
@@ -119,6 +124,7 @@ class TurnEnd(trio.abc.Instrument):
                     self.wake(partial(log.error, "polling before the loop sleeps stopped", exc_info=exc))
 
     def after_io_wait(self, timeout: float) -> None:
+        self._woken = False
         if self._sleep_from:
             slept = time.perf_counter_ns() - self._sleep_from
             self._sleep_from = 0

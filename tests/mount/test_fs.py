@@ -9,7 +9,7 @@ import os
 import pytest
 import trio
 from iscsifs.block.client import open_lun, scan_luns
-from iscsifs.mount.fs import IscsiFs
+from iscsifs.mount.fs import IscsiFs, direct_writes_drop_cached_pages
 from iscsifs.mount.tree import ROOT_INODE, Tree
 
 from support.fake_multipath import in_pool, open_multipath
@@ -42,9 +42,25 @@ async def test_o_direct_and_write_only_opens_get_direct_io_and_others_the_page_c
             fs = IscsiFs(Tree(), writeback=writeback)
             pooled = in_pool(nursery, session)
             inode = fs.tree.add_lun(ROOT_INODE, "0", info, open_lun(pooled, info), pooled)
-            for flags, direct in ((os.O_RDONLY, False), (os.O_RDWR, False), (os.O_WRONLY, not writeback),
-                                  (os.O_WRONLY | os.O_TRUNC | os.O_APPEND, not writeback),
+            write_only = not writeback and direct_writes_drop_cached_pages(os.uname().release)
+            assert fs.write_only_direct == write_only
+            for flags, direct in ((os.O_RDONLY, False), (os.O_RDWR, False), (os.O_WRONLY, write_only),
+                                  (os.O_WRONLY | os.O_TRUNC | os.O_APPEND, write_only),
                                   (os.O_RDONLY | os.O_DIRECT, True), (os.O_WRONLY | os.O_DIRECT, True)):
                 fi = await fs.open(inode, flags, None)
                 assert (fi.direct_io, fi.keep_cache) == (direct, False), flags
             nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize(("release", "drops"), [
+    ("6.1.0-13-amd64", False),  # Debian 12: a write-only open keeps the page cache there
+    ("5.15.0-91-generic", False),
+    ("6.6.0", True),
+    ("6.10.0-rc1", True),
+    ("6.18.44-fc-v1272", True),
+    ("7.0.0", True),
+    ("6", False),
+    ("", False),
+])
+def test_write_only_opens_skip_the_page_cache_only_on_kernels_that_keep_it_coherent(release, drops):
+    assert direct_writes_drop_cached_pages(release) is drops

@@ -15,6 +15,7 @@ import pytest
 import trio
 import trio.testing
 from iscsifs.net.connection import Connection
+from iscsifs.net.turnend import turn_end
 from iscsifs.proto import pdu as P
 from iscsifs.proto.address import Portal
 from iscsifs.proto.errors import ConnectionLost, Delivery, Undelivered
@@ -112,6 +113,27 @@ async def test_text_continuation_and_logout():
         assert not session.alive
         with pytest.raises(ConnectionLost):
             await session.execute(0, bytes(6))
+
+
+async def test_the_socket_is_watched_for_polling_until_it_is_closed():
+    # Polled before the loop sleeps (net.turnend) while open; never after: its number may be
+    # another file's next.
+    async with trio.open_nursery() as nursery:
+        _, connection = await logged_in(nursery, CONFIG, max_cmd_sn_delta=4)
+        fd = connection._fd
+        assert fd is not None and turn_end().watching(fd)
+        await connection.aclose()
+        assert not turn_end().watching(fd)
+
+        target, connection = await logged_in(nursery, CONFIG, max_cmd_sn_delta=4)
+        fd = connection._fd
+        assert fd is not None and turn_end().watching(fd)
+        await target.stream.aclose()  # the target goes: the reader fails the connection
+        with trio.fail_after(5):
+            while turn_end().watching(fd):
+                await trio.sleep(0.01)
+        assert not connection.alive
+        nursery.cancel_scope.cancel()
 
 
 async def test_malformed_pdu_from_target_fails_waiting_commands():
