@@ -264,6 +264,11 @@ def prometheus_text(snapshot: dict[str, Any]) -> str:  # Any: the JSON of Stats.
     family("iscsifs_sessions", "gauge", "Targets logged in now.", iter([("", "", snapshot.get("sessions", 0))]))
     family("iscsifs_worker_restarts_total", "counter", "Session worker processes started again after they ended.",
            iter([("", "", snapshot.get("worker_restarts", 0))]))
+    family("iscsifs_loop_polls_total", "counter", "Sleeps of the mount's loop it polled for first (-o poll).",
+           iter([("", "", snapshot.get("polls", 0))]))
+    family("iscsifs_loop_polls_answered_total", "counter",
+           "Of the polled sleeps, those an answer or a request ended before the poll's time was up.",
+           iter([("", "", snapshot.get("polls_answered", 0))]))
 
     def reservation_samples(field_name: str) -> Iterator[tuple[str, str, float]]:
         for name, pr in sorted(snapshot.get("reservations", {}).items()):
