@@ -176,6 +176,19 @@ def test_readahead_of_the_mount(make_target, tmp_path, options, kib):
         assert (mnt / "1").read_bytes() == pattern(4 << 20, seed=_seed(t))
 
 
+def _polls_after_reads(mnt: Path) -> tuple[int, int, str]:
+    """500 reads of 4 KiB, one at a time; then the mount's polls, answered polls and stats text."""
+    buf = mmap.mmap(-1, 4096)  # O_DIRECT wants aligned memory
+    fd = os.open(mnt / "1", os.O_RDONLY | os.O_DIRECT)
+    try:
+        for i in range(500):
+            assert os.preadv(fd, [buf], i % 256 * 4096) == 4096
+    finally:
+        os.close(fd)
+    stats = json.loads(os.getxattr(mnt, "user.iscsifs.stats"))
+    return stats["polls"], stats["polls_answered"], run(*ISCSIFS, "stats", str(mnt)).stdout.decode()
+
+
 def test_the_loop_polls_for_answers_where_asked(make_target, tmp_path):
     """poll=US: while its sleeps are short, the loop polls the target's socket and /dev/fuse
     before it sleeps (net.turnend), and the mount's statistics count it; poll=0 never does, nor
@@ -183,22 +196,33 @@ def test_the_loop_polls_for_answers_where_asked(make_target, tmp_path):
     t = make_target({1: 1 << 20})
     mnt = tmp_path / "mnt"
     mnt.mkdir()
-    buf = mmap.mmap(-1, 4096)  # O_DIRECT wants aligned memory
     # 10 ms, the most: one request at a time sleeps far less than that even on a loaded machine.
     for option, polling in (("poll=10000,workers=0", True), ("poll=0,workers=0", False),
                             ("poll=10000,workers=1", False)):
         with mounted(t.url, mnt, "-o", option):
-            fd = os.open(mnt / "1", os.O_RDONLY | os.O_DIRECT)
-            try:
-                for i in range(500):
-                    assert os.preadv(fd, [buf], i % 256 * 4096) == 4096
-            finally:
-                os.close(fd)
-            stats = json.loads(os.getxattr(mnt, "user.iscsifs.stats"))
-            assert (stats["polls"] > 0, stats["polls_answered"] > 0) == (polling, polling), (option, stats)
-            assert stats["polls_answered"] <= stats["polls"]
-            shown = run(*ISCSIFS, "stats", str(mnt)).stdout.decode()
+            polls, answered, shown = _polls_after_reads(mnt)
+            assert (polls > 0, answered > 0) == (polling, polling), (option, polls, answered)
+            assert answered <= polls
             assert ("sleeps polled for first" in shown) == polling, shown
+
+
+def test_a_background_mount_as_nobody_polls_too(make_target, tmp_path):
+    # As users run it: no -f, privileges dropped once the mount is live (polling was set up
+    # before, as root).
+    t = make_target({1: 1 << 20})
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    pid_file = tmp_path / "iscsifs.pid"
+    try:
+        r = run(*ISCSIFS, "--pid-file", str(pid_file), "-o", "poll=10000,workers=0,setuid=nobody", t.url, str(mnt))
+        assert r.returncode == 0, r.stderr
+        assert os.stat(f"/proc/{int(pid_file.read_text())}").st_uid != 0  # running as nobody
+        polls, answered, shown = _polls_after_reads(mnt)
+        assert 0 < answered <= polls, (polls, answered)
+        assert "sleeps polled for first" in shown, shown
+    finally:
+        unmount(mnt)
+    wait_for(lambda: not pid_file.exists(), 30)  # the daemon ended, and its pid file went
 
 
 def test_concurrent_unaligned_writers_lose_nothing(make_target, tmp_path):

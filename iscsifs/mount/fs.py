@@ -788,12 +788,13 @@ class IscsiFs(pyfuse3.Operations):
         # direct_io for an O_DIRECT open, which bypasses the page cache either way: the kernel then
         # sends its writes straight on, without first asking getxattr("security.capability") under
         # the inode lock once per write (file_remove_privs), which serialised a queue of writes
-        # behind one FUSE round trip each. It still drops cached pages of the range it writes.
-        # Without the writeback cache, a write-only open (cp's, a shell's >, dd's) too: its writes
-        # go through as they come either way, and it reads nothing it could cache; through the
-        # page cache each write also cost a copy into it and that getxattr (cp of 256 MiB: 408-437
-        # -> 522-546 MiB/s, bench/README.md "VM 3, fifth visit"). Only where the kernel drops
-        # the cached pages a direct_io write covers (``direct_writes_drop_cached_pages``).
+        # behind one FUSE round trip each. From Linux 6.6 it also drops other opens' cached pages
+        # of the range it writes (older kernels leave them stale). Without the writeback cache,
+        # a write-only open (cp's, a shell's >, dd's) too: its writes go through as they come
+        # either way, and it reads nothing it could cache; through the page cache each write also
+        # cost a copy into it and that getxattr (cp of 256 MiB: 408-437 -> 522-546 MiB/s,
+        # bench/README.md "VM 3, fifth visit"). Only where the kernel drops the cached pages a
+        # direct_io write covers (``direct_writes_drop_cached_pages``).
         target = node.target
         assert target is not None  # every LUN file has one (Tree.add_lun)
         target.hold()  # an open file keeps its target logged in (net.pool)
