@@ -631,6 +631,10 @@ def main() -> int:
                 print(f"\nCopies, {os.uname().nodename}, tgtd LUN in /dev/shm, {warm_line(warmed)}:\n")
                 print(f"Machine: {machine.line()}\n")
                 print_copies(copied, args.copy_mib)
+                if args.json:  # the same keys as a whole run's, for the rows it measured
+                    args.json.write_text(json.dumps({"machine": machine.to_json(), "copies_mib_s": copied,
+                                                     "tgtd_warmed": warmed, "memory_touched_mib_s": touched},
+                                                    indent=2))
                 return 0
             assert tgt.proc is not None
             # The main column (workers=0) and the peer stack in turn, --pairs times (A B B A: on a
