@@ -8,15 +8,23 @@ requests are queued in the kernel, as they are whenever the mount is busy. The l
 function up by name at each call, so ``FuseWait.install`` puts in its place one that asks
 poll(2) first and waits only when nothing is there: at 4 KiB and 32 in flight, 1.19x the reads
 and 1.23x the writes (``bench/README.md``, "VM 3, second visit"). A request found queued is
-taken without the lock, too: the lock then only orders the tasks that wait, and a task back from
-answering reads the next request in the same loop turn instead of handing the lock to an idle
-task that runs in the next one (1.44x the reads and 1.40x the writes again, "VM 3, third visit").
-At most ``TAKEN_PER_TURN`` a turn, though: with handlers that never wait (getattr) and other
-processes keeping requests queued, one task would otherwise keep trio's loop for good.
+taken at once, too, by whichever task asks: a task back from answering reads the next request in
+the same loop turn instead of handing over to an idle task that runs in the next one (1.44x the
+reads and 1.40x the writes again, "VM 3, third visit"). At most ``TAKEN_PER_TURN`` a turn,
+though: with handlers that never wait (getattr) and other processes keeping requests queued, one
+task would otherwise keep trio's loop for good.
+
+One task at a time waits on the descriptor (is armed); the others park as idle. When the armed
+task is woken for a request, nobody waits on the descriptor while it handles it. Not polling
+(``net.turnend``), the loop sleeps next, so an idle task is woken to arm at once, a loop turn of
+its own. Polling, the descriptor is left vacant instead: at queue depth 1 the task back from its
+answer arms it again itself, and no turn is spent on a hand-over; ``TurnEnd`` wakes an idle task
+only if the loop would otherwise sleep with nobody waiting on /dev/fuse, or stays busy for two
+turns ("VM 3, sixth visit").
 
 What it keeps of the original's contract: True once the descriptor is readable (pyfuse3 reads it
-blocking, so a waiter woken for a request that a task without the lock took meanwhile waits
-again), False when the loop is to end, one task at a time in ``wait_readable``. What it cannot
+blocking, so a waiter woken for a request that another task took meanwhile waits again), False
+when the loop is to end, one task at a time in ``wait_readable``. What it cannot
 see is libfuse's exit flag (a C global), so ``terminate`` must be how the mount ends the loop:
 after it no task reads again. (A task that read after the exit would drop the request
 unanswered: libfuse returns 0 for it, and pyfuse3 ends the task, so the program that made the
@@ -25,7 +33,7 @@ readable with an error, and libfuse's read then ends each task, as before.
 
 pyfuse3 counts its waiting tasks in a C attribute this wait does not touch, so it starts a task
 per request read until ``max_tasks`` (99) and never ends one for idleness: a pool of at most
-99 tasks, each parked on the lock when idle.
+99 tasks, each parked when idle.
 
 Any other pyfuse3 version, or no /dev/fuse descriptor found, leaves pyfuse3 as it is.
 """
@@ -53,10 +61,12 @@ class FuseWait:
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self.ending = False
-        self._lock = trio.Lock()
+        self._armed = False  # a task waits on the descriptor (one at most: trio allows no more)
+        self._idle = trio.lowlevel.ParkingLot()  # tasks with nothing to do while one is armed
+        self._summoned = False  # an idle task was woken to arm, and has not run yet
         self._poll = select.poll()
         self._poll.register(fd, select.POLLIN)
-        self._taken = 0  # requests found queued and taken without the lock
+        self._taken = 0  # requests found queued and taken at once, without waiting
         self._turn_end = turn_end()
         self._turn_end.watch(fd)  # polled before the loop sleeps, where the mount asks it
         self._turn = -1
@@ -87,44 +97,78 @@ class FuseWait:
         """End the loop (``pyfuse3.terminate``): no task reads a request from now on."""
         self.ending = True
         pyfuse3.terminate()
+        self._idle.unpark_all()
 
     async def wait(self) -> bool:
-        if self.ending:
-            return False
-        if self._poll.poll(0):
-            # Queued: read it now, without the lock. Waiters parked on the lock are for when the
-            # kernel has nothing; a hand-over to one of them would cost this request a loop turn.
-            turns = self._turn_end.turns
-            if turns != self._turn:
-                self._turn, self._in_turn = turns, 0
-            if self._in_turn < TAKEN_PER_TURN:
-                self._in_turn += 1
-                self._taken += 1
-                return True
-            # This turn's share is read. Handlers that never wait (getattr, lookup) would
-            # otherwise keep the loop, and with it the iSCSI readers, the deadlines and the
-            # signals, for as long as other processes keep requests queued.
-            await trio.lowlevel.checkpoint()
-            return await self.wait()
-        lock = self._lock
+        while True:
+            if self.ending:
+                return False
+            if self._poll.poll(0):
+                # Queued: read it now. A hand-over to a waiting task would cost this request a
+                # loop turn.
+                turns = self._turn_end.turns
+                if turns != self._turn:
+                    self._turn, self._in_turn = turns, 0
+                if self._in_turn < TAKEN_PER_TURN:
+                    self._in_turn += 1
+                    self._taken += 1
+                    if not self._armed:
+                        self._vacate()
+                    return True
+                # This turn's share is read. Handlers that never wait (getattr, lookup) would
+                # otherwise keep the loop, and with it the iSCSI readers, the deadlines and the
+                # signals, for as long as other processes keep requests queued.
+                await trio.lowlevel.checkpoint()
+                continue
+            if not self._armed:
+                break
+            try:
+                await self._idle.park()
+            finally:
+                self._summoned = False  # (whichever ran: at worst one more is woken than needed)
+        self._armed = True
+        self._turn_end.filled(self.fd)
         try:
-            lock.acquire_nowait()
-            queued = False  # as polled just now: no checkpoint since
-        except trio.WouldBlock:
-            await lock.acquire()
-            queued = bool(self._poll.poll(0))
-        try:
-            while not self.ending and not queued:
+            while not self.ending:
                 taken = self._taken
-                await trio.lowlevel.wait_readable(self.fd)
-                # Readable when trio woke us; a task that took a request without the lock since
+                await self._turn_end.wait_readable(self.fd, self.fd)
+                # Readable when trio woke us; a task that took a request without waiting since
                 # may have left nothing (a blocking read would then stall the whole loop).
-                queued = self._taken == taken or bool(self._poll.poll(0))
+                if self._taken == taken or self._poll.poll(0):
+                    break
         except trio.ClosedResourceError:  # pyfuse3.terminate's notify_closing
+            self._armed = False
+            self._idle.unpark_all()
             return False
-        finally:
-            lock.release()
-        return not self.ending
+        except BaseException:  # cancelled: another task waits in its place
+            self._armed = False
+            self._vacate()
+            raise
+        self._armed = False
+        if self._ended():  # terminate() came while we waited
+            self._idle.unpark_all()
+            return False
+        # Nobody waits on the descriptor now. Polling, the next task back with nothing to do
+        # will; if none is before the loop would sleep, an idle one is woken to
+        # (``TurnEnd.vacant``). Not polling, the loop sleeps next: an idle task arms it now.
+        self._vacate()
+        return True
+
+    def _ended(self) -> bool:
+        return self.ending  # a call: set meanwhile, which the type checker's narrowing cannot see
+
+    def _vacate(self) -> None:
+        if self._turn_end.polling:
+            self._turn_end.vacant(self.fd, self._fill)
+        elif not self._summoned and self._idle:
+            self._summoned = True  # one is on its way: it arms, or takes a request and calls this again
+            self._idle.unpark()
+
+    def _fill(self) -> bool:
+        if self._armed or not self._idle:
+            return False
+        self._idle.unpark()
+        return True
 
 
 def _fuse_fd() -> int | None:

@@ -25,6 +25,15 @@ long (an idle mount, a slow network, 1 MiB transfers), it does not poll: ``waits
 average of the last sleeps, polled ones included, is then above the time it would poll. A task
 that waits to write is polled for too (``writing``), and a ``wake`` skips the poll; other waits
 (timers, signals, threads) are late by a poll at most.
+
+While it polls, a descriptor may be left with no task waiting on it (``vacant``): /dev/fuse
+while the task woken for a request handles it, and an iSCSI socket its reader lends to a command
+alone in flight. That saves the hand-over to another task, a loop turn each, on the round trip
+of a request at queue depth 1 (``mount.fuseloop``, ``net.connection``). The hook sees that one
+gets a task again before the loop sleeps: if the poll ended on a descriptor a task waits on
+(``wait_readable``), trio's wait returns at once; otherwise, or if the vacant descriptor is the
+ready one, it wakes a task for it and ends the sleep through the wake-up descriptor. A busy loop
+does not sleep, so a descriptor left for two turns gets its task then.
 """
 
 from __future__ import annotations
@@ -45,6 +54,10 @@ log = logging.getLogger("iscsifs.connection")
 # milliseconds of busy I/O. It starts closed: a mount polls once it has seen short sleeps.
 POLL_GATE_WEIGHT = 8
 POLL_GATE_START_NS = 1_000_000_000
+# Busy turns a descriptor may stay without a task waiting on it (``vacant``): at queue depth 1 a
+# request's turn leaves /dev/fuse so, and the task back from its answer two turns later waits on it
+# again itself.
+VACANT_TURNS = 2
 
 
 class Held(Protocol):
@@ -61,10 +74,15 @@ class TurnEnd(trio.abc.Instrument):
         self.waits_ns = float(POLL_GATE_START_NS)  # the recent sleeps' average, polled or not
         self.polled = 0  # sleeps polled before, and of them, ended by the poll
         self.polled_ready = 0
+        # Answers a command read in its own task, from a socket its reader lent it
+        # (``net.connection``): counted here, once per process, as the polls are.
+        self.own_answers = 0
         self._poll = select.poll()
         self._watched: set[int] = set()
         self._sleep_from = 0  # when the sleep being timed began; 0: none
         self._woken = False  # ``wake`` was called since the loop last slept: it will not sleep
+        self._vacant: dict[int, _Vacancy] = {}  # descriptors nobody waits on for now (``vacant``)
+        self._armed: set[int] = set()  # descriptors a task waits on, through ``wait_readable``
 
     def hold(self, sender: Held) -> None:
         """``sender.send_held()`` at the end of this turn (once per call: callers hold once)."""
@@ -93,6 +111,30 @@ class TurnEnd(trio.abc.Instrument):
         if fd in self._watched:
             self._poll.modify(fd, select.POLLIN | select.POLLOUT if waiting else select.POLLIN)
 
+    def vacant(self, fd: int, fill: Callable[[], bool]) -> None:
+        """No task waits on ``fd`` for now, and one must before the loop sleeps: then, or after
+        two busy turns, ``fill()`` wakes one (True if it did), unless ``filled(fd)`` came first.
+        Polling, a vacancy does not stop the loop from waiting for a descriptor that a task
+        waits on (``wait_readable``) and that the poll found ready: the loop will not sleep."""
+        if fd not in self._vacant:
+            self._vacant[fd] = _Vacancy(fill)
+
+    def filled(self, fd: int) -> None:
+        self._vacant.pop(fd, None)
+
+    @property
+    def polling(self) -> bool:
+        """The loop polls before it sleeps now (its recent sleeps were short)."""
+        return bool(self.poll_ns) and self.waits_ns < self.poll_ns
+
+    async def wait_readable(self, fd: int, obj: int | trio.socket.SocketType) -> None:
+        """``trio.lowlevel.wait_readable(obj)``, known here to be waited on meanwhile."""
+        self._armed.add(fd)
+        try:
+            await trio.lowlevel.wait_readable(obj)
+        finally:
+            self._armed.discard(fd)
+
     def watching(self, fd: int) -> bool:
         return fd in self._watched
 
@@ -114,14 +156,40 @@ class TurnEnd(trio.abc.Instrument):
                     # Logged from a task: in a session worker a log line is a frame to the FUSE
                     # process, whose send may wake a task.
                     self.wake(partial(log.error, "sending %r at the end of a loop turn", sender, exc_info=exc))
+        vacant = self._vacant
+        if vacant and timeout <= 0:
+            # The loop does not sleep this time; a descriptor vacant for two busy turns gets its
+            # task anyway, which runs in the next (requests must not queue behind a busy loop).
+            for fd, vacancy in list(vacant.items()):
+                vacancy.turns += 1
+                if vacancy.turns >= VACANT_TURNS:
+                    del vacant[fd]
+                    self._fill(vacancy)
+            vacant = {}
+        ready: list[tuple[int, int]] = []
         if self.poll_ns and timeout > 0 and self._watched:
             self._sleep_from = now = time.perf_counter_ns()
             if self.waits_ns < self.poll_ns and not self._woken:
                 try:
-                    self._poll_until(now + (self.poll_ns if timeout * 1e9 >= self.poll_ns else int(timeout * 1e9)))
+                    budget = self.poll_ns if timeout * 1e9 >= self.poll_ns else int(timeout * 1e9)
+                    ready = self._poll_until(now + budget)
                 except Exception as exc:  # noqa: BLE001 - as above: trio would drop the hook, and the held writes with it
                     self.poll_ns = 0
                     self.wake(partial(log.error, "polling before the loop sleeps stopped", exc_info=exc))
+        if vacant and not self._woken:
+            ready_fds = {fd for fd, _ in ready}
+            # A descriptor a task waits on is ready: trio's wait returns at once, the loop does
+            # not sleep, and the vacancies can wait for the next turn's end.
+            sleeps = ready_fds.isdisjoint(self._armed)
+            woke = False
+            for fd, vacancy in list(vacant.items()):
+                if sleeps or fd in ready_fds:
+                    # The loop would sleep with nobody waiting on ``fd``: a task must, so it must not.
+                    del vacant[fd]
+                    woke = self._fill(vacancy) or woke
+            if woke:
+                self._woken = True
+                self._token.run_sync_soon(_nothing)  # through the wake-up descriptor: the sleep ends at once
 
     def after_io_wait(self, timeout: float) -> None:
         self._woken = False
@@ -130,14 +198,34 @@ class TurnEnd(trio.abc.Instrument):
             self._sleep_from = 0
             self.waits_ns += (slept - self.waits_ns) / POLL_GATE_WEIGHT
 
-    def _poll_until(self, deadline: int) -> None:
+    def _fill(self, vacancy: _Vacancy) -> bool:
+        try:
+            return vacancy.fill()
+        except Exception as exc:  # noqa: BLE001 - as above: trio would drop the hook, and the held writes with it
+            self.wake(partial(log.error, "waking a task to wait on a descriptor failed", exc_info=exc))
+            return True
+
+    def _poll_until(self, deadline: int) -> list[tuple[int, int]]:
         self.polled += 1
         poll = self._poll.poll
         clock = time.perf_counter_ns
-        while not poll(0):
+        while not (ready := poll(0)):
             if clock() >= deadline:
-                return
+                return ready
         self.polled_ready += 1
+        return ready
+
+
+class _Vacancy:
+    __slots__ = ("fill", "turns")
+
+    def __init__(self, fill: Callable[[], bool]) -> None:
+        self.fill = fill  # wakes a task to wait on the descriptor; True if it did
+        self.turns = 0  # busy turns (the loop did not sleep) since the descriptor was left
+
+
+def _nothing() -> None:
+    pass
 
 
 _TURN_END: trio.lowlevel.RunVar[TurnEnd] = trio.lowlevel.RunVar("iscsifs_turn_end")

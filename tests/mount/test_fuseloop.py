@@ -10,7 +10,9 @@ import select
 
 import pyfuse3
 import trio
+import trio.testing
 from iscsifs.mount.fuseloop import TAKEN_PER_TURN, FuseWait
+from iscsifs.net.turnend import turn_end
 
 
 async def test_queued_requests_are_taken_without_waiting_and_none_after_the_end():
@@ -35,7 +37,7 @@ async def test_queued_requests_are_taken_without_waiting_and_none_after_the_end(
         os.read(r, 1)  # nothing queued now
         async with trio.open_nursery() as nursery:
             nursery.start_soon(waiter)
-            nursery.start_soon(waiter)  # parked on the lock behind the first
+            nursery.start_soon(waiter)  # parked behind the first, which waits on the descriptor
             await trio.sleep(0.05)
             assert woken == []
             os.write(w, b"x")
@@ -74,7 +76,7 @@ async def test_a_queued_request_is_taken_at_once_while_another_task_waits_for_on
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(waiter)
-            await trio.sleep(0.05)  # parked in the wait, holding the lock
+            await trio.sleep(0.05)  # waiting on the descriptor
             os.write(w, b"x")
             nursery.start_soon(other)
             # A task back from answering a request takes the next without a loop turn, rather
@@ -129,7 +131,7 @@ async def test_a_waiter_woken_for_a_request_another_task_took_waits_again():
 
 async def test_requests_that_never_wait_leave_the_loop_a_turn_every_so_many():
     """Handlers such as getattr answer without waiting: with requests kept queued, the tasks
-    taking them without the lock would otherwise hold trio's loop (the iSCSI readers, the
+    taking them at once would otherwise hold trio's loop (the iSCSI readers, the
     deadlines, the signals) for as long as requests come."""
     r, w = os.pipe()
     try:
@@ -179,3 +181,82 @@ def test_without_a_dev_fuse_descriptor_pyfuse3_is_left_alone(monkeypatch):
     monkeypatch.setattr(pyfuse3, "__version__", "3.5.0")
     assert FuseWait.install() is None  # no mount in this process
     assert pyfuse3._wait_fuse_readable is original
+
+
+async def test_the_task_woken_for_a_request_hands_the_wait_over_at_once_only_where_the_loop_does_not_poll():
+    """One task waits on /dev/fuse, the others park. Not polling, the loop sleeps next: the task
+    woken for a request wakes an idle one to wait in its place. Polling, it leaves the wait
+    vacant: the task back from its answer waits again itself (at queue depth 1, no turn spent on a
+    hand-over), and an idle task is woken only if the loop would sleep with nobody waiting."""
+    r, w = os.pipe()
+    hook = turn_end()
+    try:
+        for polling in (False, True):
+            wait = FuseWait(r)
+            hook.poll_before_sleep(10_000 if polling else 0)
+            seen: list[tuple[str, bool, int]] = []
+
+            async def task(name: str, wait: FuseWait = wait, seen: list[tuple[str, bool, int]] = seen) -> None:
+                while True:
+                    assert await wait.wait()
+                    seen.append((name, wait._armed, len(wait._idle)))  # as the wait returned
+                    os.read(r, 1)  # as pyfuse3 reads it; then back at once, as at queue depth 1
+
+            with trio.fail_after(5):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(task, "first")
+                    await trio.testing.wait_all_tasks_blocked()
+                    assert wait._armed  # the first waits on the descriptor
+                    nursery.start_soon(task, "second")
+                    await trio.testing.wait_all_tasks_blocked()  # the second parks
+                    hook.waits_ns = 0  # short sleeps: the gate open
+                    os.write(w, b"x")
+                    while not seen:
+                        await trio.sleep(0)
+                    await trio.testing.wait_all_tasks_blocked()
+                    # The first took it; nobody waited on the descriptor then. Not polling, the
+                    # second was woken at once (0 parked) and waits now; polling, it stayed parked.
+                    assert seen[0] == ("first", False, 0 if not polling else 1)
+                    assert wait._armed  # someone waits again either way
+                    assert len(wait._idle) == 1  # and one is parked: the second, or the first
+                    nursery.cancel_scope.cancel()
+            hook.filled(r)
+    finally:
+        hook.poll_before_sleep(0)
+        os.close(r)
+        os.close(w)
+
+
+async def test_polling_an_idle_task_waits_while_the_one_woken_handles_its_request():
+    r, w = os.pipe()
+    hook = turn_end()
+    try:
+        wait = FuseWait(r)
+        hook.poll_before_sleep(10_000)
+        returned: list[str] = []
+
+        async def task(name: str) -> None:
+            while True:
+                assert await wait.wait()
+                returned.append(name)
+                os.read(r, 1)
+                await trio.sleep(0.2)  # a slow command: the loop sleeps meanwhile
+
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(task, "first")
+                await trio.testing.wait_all_tasks_blocked()
+                nursery.start_soon(task, "second")
+                await trio.testing.wait_all_tasks_blocked()
+                hook.waits_ns = 0
+                os.write(w, b"x")
+                while not returned:
+                    await trio.sleep(0.01)
+                os.write(w, b"y")  # while the first handles its request
+                await trio.sleep(0.1)
+                assert returned == ["first", "second"]  # read by the idle one, not after the first's 0.2 s
+                nursery.cancel_scope.cancel()
+    finally:
+        hook.poll_before_sleep(0)
+        os.close(r)
+        os.close(w)

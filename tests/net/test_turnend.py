@@ -6,9 +6,11 @@ before the loop sleeps, only while the loop's sleeps are short."""
 from __future__ import annotations
 
 import logging
+import os
 import socket
 
 import trio
+import trio.testing
 from iscsifs.net.turnend import turn_end
 
 
@@ -135,3 +137,111 @@ async def test_a_poll_that_fails_stops_polling_and_not_the_hook(caplog):
         hook._watched.clear()
         a.close()
         b.close()
+
+
+async def test_a_vacant_descriptor_gets_a_task_before_the_loop_sleeps_or_after_two_busy_turns(caplog):
+    """``vacant``: nobody waits on a descriptor for now. The loop may not sleep so: the hook
+    wakes a task for it first (and ends that sleep at once), unless one came to wait meanwhile
+    (``filled``). A loop that keeps busy does not sleep: two turns, then the task anyway."""
+    hook = turn_end()
+    filled: list[str] = []
+
+    def fill(name: str, woke: bool = True) -> bool:
+        filled.append(name)
+        return woke
+
+    woken = trio.Event()
+    ran: list[float] = []
+
+    async def task() -> None:  # the one a fill wakes
+        await woken.wait()
+        ran.append(trio.current_time())
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(task)
+            await trio.testing.wait_all_tasks_blocked()
+            hook.vacant(1000, lambda: fill("a") and woken.set() is None)
+            hook.vacant(1000, lambda: fill("again"))  # one vacancy a descriptor: the first stays
+            start = trio.current_time()
+            await trio.sleep(0.5)  # the loop would sleep 0.5 s: the hook wakes the task, and ends that sleep
+    assert filled == ["a"] and ran[0] - start < 0.25  # the woken task did not wait for the sleep's end
+
+    hook.vacant(1001, lambda: fill("b"))
+    hook.filled(1001)  # a task came to wait on it
+    await trio.sleep(0.001)
+    assert filled == ["a"]
+
+    hook.vacant(1002, lambda: fill("c"))
+    hook.before_io_wait(0)  # busy: the loop does not sleep
+    assert filled == ["a"]
+    hook.before_io_wait(0)
+    assert filled == ["a", "c"]  # the second busy turn
+
+    def broken() -> bool:
+        raise RuntimeError("a bug in a fill")
+
+    hook.vacant(1003, broken)
+    await trio.sleep(0.001)
+    with trio.fail_after(1):
+        while "waking a task to wait on a descriptor failed" not in caplog.text:
+            await trio.sleep(0)
+    log: list[str] = []
+    hook.hold(Sender(log, "e"))
+    await trio.sleep(0)
+    assert log == ["sent e"]  # the hook is still there
+
+
+async def test_polling_a_vacancy_waits_while_a_descriptor_a_task_waits_on_is_ready():
+    """Polling, the sleep ends on a ready descriptor a task waits on (``wait_readable``): the
+    loop does not sleep, so the vacancy can wait for the next turn's end. Not when the ready one
+    is the vacant descriptor itself, nor when the poll ran out."""
+    hook = turn_end()
+    a, b = socket.socketpair()
+    r, w = os.pipe()
+    filled: list[int] = []
+    try:
+        hook.watch(a.fileno())
+        hook.watch(r)
+        hook.poll_before_sleep(10_000)
+        woken: list[bool] = []
+
+        async def waiter() -> None:
+            await hook.wait_readable(a.fileno(), a)
+            woken.append(True)
+
+        with trio.fail_after(5):
+            await _vacancy_beside_a_waiter(hook, waiter, a, b, r, w, filled)
+        assert woken == [True]
+    finally:
+        hook.unwatch(a.fileno())
+        hook.unwatch(r)
+        a.close()
+        b.close()
+        os.close(r)
+        os.close(w)
+
+
+async def _vacancy_beside_a_waiter(hook, waiter, a, b, r, w, filled) -> None:
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(waiter)
+        await trio.testing.wait_all_tasks_blocked()
+        hook.vacant(r, lambda: filled.append(r) is None)
+        b.send(b"x")  # ready, and a task waits on it
+        hook.waits_ns = 0
+        hook.before_io_wait(0.01)  # as trio calls it
+        hook.after_io_wait(0.01)
+        assert filled == [] and hook.polled_ready
+        os.write(w, b"x")  # the vacant descriptor ready: a task must read it
+        hook.waits_ns = 0
+        hook.before_io_wait(0.01)
+        hook.after_io_wait(0.01)
+        assert filled == [r]
+        os.read(r, 1)
+        hook.vacant(r, lambda: filled.append(-r) is None)
+        a.recv(1)
+        hook.waits_ns = 0
+        hook.before_io_wait(0.001)  # nothing ready: the poll runs out, the loop would sleep
+        hook.after_io_wait(0.001)
+        assert filled == [r, -r]
+        b.send(b"y")
