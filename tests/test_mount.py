@@ -176,34 +176,43 @@ def test_readahead_of_the_mount(make_target, tmp_path, options, kib):
         assert (mnt / "1").read_bytes() == pattern(4 << 20, seed=_seed(t))
 
 
-def _polls_after_reads(mnt: Path) -> tuple[int, int, str]:
-    """500 reads of 4 KiB, one at a time; then the mount's polls, answered polls and stats text."""
+def _polls_after_reads(mnt: Path, expected: bytes) -> tuple[int, int, int, str]:
+    """500 reads of 4 KiB, one at a time, each checked against ``expected`` (the LUN's first
+    MiB); then the mount's polls, answered polls, answers read by their command's own task, and
+    stats text."""
     buf = mmap.mmap(-1, 4096)  # O_DIRECT wants aligned memory
     fd = os.open(mnt / "1", os.O_RDONLY | os.O_DIRECT)
     try:
         for i in range(500):
-            assert os.preadv(fd, [buf], i % 256 * 4096) == 4096
+            off = i * 37 % 256 * 4096
+            assert os.preadv(fd, [buf], off) == 4096
+            assert buf[:] == expected[off : off + 4096], off
     finally:
         os.close(fd)
     stats = json.loads(os.getxattr(mnt, "user.iscsifs.stats"))
-    return stats["polls"], stats["polls_answered"], run(*ISCSIFS, "stats", str(mnt)).stdout.decode()
+    return (stats["polls"], stats["polls_answered"], stats["own_answers"],
+            run(*ISCSIFS, "stats", str(mnt)).stdout.decode())
 
 
 def test_the_loop_polls_for_answers_where_asked(make_target, tmp_path):
     """poll=US: while its sleeps are short, the loop polls the target's socket and /dev/fuse
     before it sleeps (net.turnend), and the mount's statistics count it; poll=0 never does, nor
-    a mount with session workers (whose answers come on channels it does not poll)."""
+    a mount with session workers (whose answers come on channels it does not poll). While it
+    polls, a read alone in flight receives its own answer (net.connection), and gets the LUN's
+    bytes that way as any other."""
     t = make_target({1: 1 << 20})
+    expected = pattern(1 << 20, seed=_seed(t))
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     # 10 ms, the most: one request at a time sleeps far less than that even on a loaded machine.
     for option, polling in (("poll=10000,workers=0", True), ("poll=0,workers=0", False),
                             ("poll=10000,workers=1", False)):
         with mounted(t.url, mnt, "-o", option):
-            polls, answered, shown = _polls_after_reads(mnt)
-            assert (polls > 0, answered > 0) == (polling, polling), (option, polls, answered)
-            assert answered <= polls
+            polls, answered, own, shown = _polls_after_reads(mnt, expected)
+            assert (polls > 0, answered > 0, own > 0) == (polling, polling, polling), (option, polls, answered, own)
+            assert answered <= polls and own <= 500 + 10  # the reads, and the few commands of the mount's start
             assert ("sleeps polled for first" in shown) == polling, shown
+            assert ("answers read by their command's own task" in shown) == polling, shown
 
 
 def test_a_background_mount_as_nobody_polls_too(make_target, tmp_path):
@@ -217,8 +226,8 @@ def test_a_background_mount_as_nobody_polls_too(make_target, tmp_path):
         r = run(*ISCSIFS, "--pid-file", str(pid_file), "-o", "poll=10000,workers=0,setuid=nobody", t.url, str(mnt))
         assert r.returncode == 0, r.stderr
         assert os.stat(f"/proc/{int(pid_file.read_text())}").st_uid != 0  # running as nobody
-        polls, answered, shown = _polls_after_reads(mnt)
-        assert 0 < answered <= polls, (polls, answered)
+        polls, answered, own, shown = _polls_after_reads(mnt, pattern(1 << 20, seed=_seed(t)))
+        assert 0 < answered <= polls and own > 0, (polls, answered, own)
         assert "sleeps polled for first" in shown, shown
     finally:
         unmount(mnt)

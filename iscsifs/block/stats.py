@@ -68,6 +68,11 @@ class Gauges(Protocol):
         request ended."""
         ...
 
+    def own_answers(self) -> int:
+        """Answers a command read in its own task, its connection's reader having lent it the
+        socket while the loop polls (net.connection)."""
+        ...
+
 
 class NoGauges:
     """The gauges of a ``Stats`` that no mount reports to (a library user's, a test's)."""
@@ -92,6 +97,9 @@ class NoGauges:
 
     def loop_polls(self) -> tuple[int, int]:
         return 0, 0
+
+    def own_answers(self) -> int:
+        return 0
 
 
 class Stats:
@@ -178,6 +186,7 @@ class Stats:
             "worker_restarts": gauges.worker_restarts(),
             "polls": polls,
             "polls_answered": answered,
+            "own_answers": gauges.own_answers(),
             "commands": sum(commands.values()),
             "commands_by_kind": dict(sorted(commands.items())),
             "errors": self.errors,
@@ -269,6 +278,9 @@ def prometheus_text(snapshot: dict[str, Any]) -> str:  # Any: the JSON of Stats.
     family("iscsifs_loop_polls_answered_total", "counter",
            "Of the polled sleeps, those an answer or a request ended before the poll's time was up.",
            iter([("", "", snapshot.get("polls_answered", 0))]))
+    family("iscsifs_own_answers_total", "counter",
+           "Answers a command read in its own task, on a socket lent it while the loop polls.",
+           iter([("", "", snapshot.get("own_answers", 0))]))
 
     def reservation_samples(field_name: str) -> Iterator[tuple[str, str, float]]:
         for name, pr in sorted(snapshot.get("reservations", {}).items()):

@@ -89,7 +89,8 @@ def stats_text(stats: dict[str, Any]) -> str:  # Any: the JSON of Stats.snapshot
         *([f"workers      {stats['workers']} processes, restarted {stats['worker_restarts']} times"]
           if stats.get("workers") else []),
         *([f"polling      {stats['polls']} sleeps polled for first, {stats['polls_answered']} of them ended by"
-           " an answer or a request"] if stats.get("polls") else []),
+           f" an answer or a request; {stats.get('own_answers', 0)} answers read by their command's own task"]
+          if stats.get("polls") else []),
         f"commands     {stats['commands']} ({stats['errors']} not GOOD, retried ones such as UNIT ATTENTION included)",
         f"read         {human_bytes(stats['bytes_read'])} ({human_bytes(stats['bytes_read'] / up)}/s on average)",
         f"written      {human_bytes(stats['bytes_written'])} ({human_bytes(stats['bytes_written'] / up)}/s on average)",

@@ -472,6 +472,10 @@ class MountGauges:
         hook = self.turn_end
         return (hook.polled, hook.polled_ready) if hook is not None else (0, 0)
 
+    def own_answers(self) -> int:
+        hook = self.turn_end
+        return hook.own_answers if hook is not None else 0
+
 
 def write_metrics(path: str, stats: Stats) -> None:
     """The statistics as Prometheus text, replacing ``path`` at once (a file in the same

@@ -123,6 +123,12 @@ class Connection:
         self._fd: int | None = self._sock.fileno()
         self._placed_last = False  # the last thing received was a placed Data-In segment
         self._drained = False  # the last receive took less than it asked
+        # The socket lent by the reader (parked on ``_resume``) to a command alone in flight,
+        # which reads its own answer (``_hold``): see ``_lend``.
+        self._lent = False
+        self._resume = trio.Event()
+        self._holding = False
+        self._hold_scope: trio.CancelScope | None = None
         self._reader = reader
         self._core = ConnectionCore(login.params, cmd_sn=config.cmd_sn, exp_cmd_sn=login.exp_cmd_sn,
                                  max_cmd_sn=login.max_cmd_sn, exp_stat_sn=(login.stat_sn + 1) & 0xFFFFFFFF)
@@ -210,6 +216,8 @@ class Connection:
         event = self._tasks.pop(initiator_task_tag, None)
         if event is not None:
             event.set()
+        if self._hold_scope is not None:
+            self._hold_scope.cancel()
 
     async def renegotiate(self, policy: RecoveryPolicy) -> None:
         """Answer the target's offers (§6.2, §11.10) until it has nothing more to ask; the new
@@ -237,12 +245,20 @@ class Connection:
 
     async def _read_loop(self) -> None:
         reader = self._reader
+        may_lend = True
         try:
             while True:
                 item = reader.next()
                 if item is None:
+                    if may_lend and self._may_lend():
+                        await self._lend()
+                        if self._dead is not None or self._closed:
+                            return
+                        may_lend = False  # woken to read: lending again at once would wake no one
+                        continue
                     await self._receive()
                     continue
+                may_lend = True
                 if isinstance(item, Placement):
                     dest = self._core.data_in_destination(item.header, item.length)
                     if dest is not None:
@@ -265,6 +281,79 @@ class Connection:
                 with trio.CancelScope(shield=True):
                     await self._stream.aclose()
 
+    def _may_lend(self) -> bool:
+        return (self._turn_end.polling and not self._core.outstanding and not self._reader.buffered
+                and self._fd is not None and self.state is ConnectionState.FULL_FEATURE)
+
+    async def _lend(self) -> None:
+        """Nothing in flight and the loop polling (its sleeps are short): leave the socket to the
+        next command alone in flight, which waits on it itself and so runs on as soon as its
+        answer is parsed, in the same loop turn, instead of being woken by this task for the
+        next. Resumed (``_resume_reader``) when anything else is sent, when the holder leaves
+        something for us, when the connection ends, and when the loop would sleep with nobody
+        waiting on the socket (``TurnEnd.vacant``): a NOP-In or a close is read then."""
+        fd = self._fd
+        assert fd is not None
+        self._lent = True
+        self._resume = trio.Event()
+        self._turn_end.vacant(fd, self._fill)
+        try:
+            await self._resume.wait()
+        finally:
+            self._lent = False
+            self._turn_end.filled(fd)
+
+    def _fill(self) -> bool:
+        """From ``TurnEnd``: the loop would sleep with nobody waiting on the lent socket."""
+        if self._lent and not self._holding:
+            self._resume_reader()
+            return True
+        return False
+
+    def _resume_reader(self) -> None:
+        if self._lent:
+            self._lent = False
+            if self._fd is not None:
+                self._turn_end.filled(self._fd)
+            self._resume.set()
+
+    async def _hold(self, event: trio.Event) -> None:
+        """Read the lent socket in the command's own task until its answer is in (``_lend``)."""
+        self._holding = True
+        if self._fd is not None:
+            self._turn_end.filled(self._fd)
+        reader = self._reader
+        try:
+            with trio.CancelScope() as scope:
+                self._hold_scope = scope  # cancelled by end_task, fail and aclose: the event alone would not wake us
+                while not event.is_set():
+                    item = reader.next()
+                    if item is None:
+                        await self._receive()
+                        continue
+                    if isinstance(item, Placement):
+                        break  # a segment to place: the reader's job
+                    if log.isEnabledFor(logging.DEBUG):
+                        log.debug("%s <- %s", self.target_name or "discovery", describe(item))
+                    self._dispatch(self._core.receive(item))
+                    if event.is_set():
+                        self._turn_end.own_answers += 1
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as lost:
+            self.fail(ConnectionLost(f"connection to {self.portal} lost: {lost or type(lost).__name__}"))
+        except IscsiError as exc:
+            self.fail(exc)
+        finally:
+            self._holding = False
+            self._hold_scope = None
+            if self._lent:
+                if (self._dead is None and self._fd is not None and not self._core.outstanding
+                        and not reader.buffered):
+                    self._turn_end.vacant(self._fd, self._fill)  # still lent, to the next command
+                else:
+                    self._resume_reader()
+        if not event.is_set():  # Event.wait would yield even then: a loop turn before the caller runs on
+            await event.wait()
+
     async def _receive(self) -> None:
         """More bytes into the reader: received into its buffer, without an intermediate copy."""
         # Right after a placed segment, another Data-In header is likely next: take little
@@ -278,7 +367,9 @@ class Connection:
             # answers at 4 KiB). Otherwise yield once, as trio's own receive would. Right after a
             # placed segment, what came before it says nothing of what follows: try first.
             if self._drained and not placed_last:
-                await trio.lowlevel.wait_readable(self._sock)
+                if self._fd is None:
+                    raise ConnectionLost("connection closed")
+                await self._turn_end.wait_readable(self._fd, self._sock)
             else:
                 await trio.lowlevel.checkpoint()
             while True:
@@ -288,7 +379,7 @@ class Connection:
                     n = os.readv(self._fd, [view])
                     break
                 except BlockingIOError:
-                    await trio.lowlevel.wait_readable(self._sock)
+                    await self._turn_end.wait_readable(self._fd, self._sock)
         finally:
             view.release()
         # After a placed segment we asked for little on purpose: taking less says nothing.
@@ -311,7 +402,7 @@ class Connection:
             try:
                 n = os.readv(self._fd, [dest[got:]])
             except BlockingIOError:
-                await trio.lowlevel.wait_readable(self._sock)
+                await self._turn_end.wait_readable(self._fd, self._sock)
                 continue
             if not n:
                 raise ConnectionLost(f"target {self.portal} closed the connection")
@@ -376,6 +467,9 @@ class Connection:
         self._waiters.clear()
         self._window_changed.set()
         self._wake_writer.set()
+        self._resume_reader()
+        if self._hold_scope is not None:
+            self._hold_scope.cancel()
         if self.on_failure is not None and not logging_out:
             self.on_failure(self, error)
 
@@ -535,7 +629,13 @@ class Connection:
         if watch is not None:
             watch.started(task, expires)
         try:
-            await event.wait()
+            if self._lent and not self._holding and self._core.outstanding == 1 \
+                    and expected_in < self._reader.place_min:
+                await self._hold(event)
+            else:
+                if not self._holding:
+                    self._resume_reader()
+                await event.wait()
         finally:
             self._tasks.pop(task.initiator_task_tag, None)
             self._core.detach(task)
@@ -570,6 +670,8 @@ class Connection:
             return pdu, [pdu]
 
         sent = await self._issue(build, command=False)
+        if not self._holding:
+            self._resume_reader()
         try:
             await waiter.event.wait()
         finally:
@@ -623,6 +725,9 @@ class Connection:
 
     async def aclose(self) -> None:
         self._step(ConnectionInput.CLOSE)
+        self._resume_reader()
+        if self._hold_scope is not None:
+            self._hold_scope.cancel()
         self._forget_fd()
         self._wake_writer.set()
         with trio.CancelScope(shield=True):

@@ -71,12 +71,15 @@ class Gauges:
     def loop_polls(self) -> tuple[int, int]:
         return 10, 9
 
+    def own_answers(self) -> int:
+        return 7
+
 
 def test_a_snapshot_reports_the_gauges_it_was_made_with():
     snap = Stats(Gauges()).snapshot()
     assert (snap["sessions"], snap["reconnects"], snap["workers"], snap["worker_restarts"]) == (2, 4, 4, 1)
     assert snap["reconnects_by_target"] == {"t1": 1, "t2": 3}
-    assert (snap["polls"], snap["polls_answered"]) == (10, 9)
+    assert (snap["polls"], snap["polls_answered"], snap["own_answers"]) == (10, 9, 7)
     assert snap["paths"]["t1"][0]["state"] == "logged_in"
     bare = Stats().snapshot()  # no mount reports to it
     assert (bare["sessions"], bare["reconnects"], bare["workers"], bare["paths"]) == (0, 0, 0, {})

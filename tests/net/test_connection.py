@@ -388,3 +388,147 @@ async def test_a_failed_write_at_the_turns_end_fails_the_connection_at_once(monk
             assert all(isinstance(r, Undelivered) and r.delivery is Delivery.CONNECTION_DIED for r in results)
             assert not session.alive and len(writes) == 3  # the first, the turn's end, the writer's
             nursery.cancel_scope.cancel()
+
+
+# -- while the loop polls: the socket lent to a command alone in flight ------------------------------
+
+
+def _polling() -> None:
+    """This run's loop polls before it sleeps, and its gate is open (its sleeps were short)."""
+    hook = turn_end()
+    hook.poll_before_sleep(10_000)
+    hook.waits_ns = 0
+
+
+async def _serve(target: FakeTarget) -> None:
+    while True:
+        req = await target.recv()
+        if isinstance(req, P.ScsiCommand):
+            await target.serve_scsi(req)
+
+
+async def test_while_the_loop_polls_a_command_alone_reads_its_own_answer():
+    async with trio.open_nursery() as nursery:
+        target, connection = await logged_in(nursery, CONFIG, max_cmd_sn_delta=8)
+        target.disk[:] = os.urandom(len(target.disk))
+        nursery.start_soon(_serve, target)
+        _polling()
+        hook = turn_end()
+        for lba in range(20):  # 4 KiB reads one at a time: the reader lends the socket after the first
+            hook.waits_ns = 0
+            res = await connection.execute(0, bytes.fromhex(f"28000000{lba:04x}00000800"), expected_in=4096)
+            assert bytes(res.data) == target.disk[lba * 512 : lba * 512 + 4096]
+        assert 15 <= hook.own_answers <= 20
+        data = os.urandom(4096)  # a write, R2T and all, alone too
+        res = await connection.execute(0, bytes.fromhex("2a00000000400000080000"), data_out=data)
+        assert res.status == 0 and target.disk[0x40 * 512 : 0x40 * 512 + 4096] == data
+        # A read to be placed (64 KiB) is the reader's: the command hands it back.
+        hook.waits_ns = 0
+        owned = hook.own_answers
+        res = await connection.execute(0, bytes.fromhex("28000000000000008000"), expected_in=65536)
+        assert bytes(res.data) == target.disk[:65536] and hook.own_answers == owned
+        # Two at once: whichever reads, both get theirs.
+        got: dict[int, bytes] = {}
+
+        async def read(lba: int) -> None:
+            res = await connection.execute(0, bytes.fromhex(f"28000000{lba:04x}00000800"), expected_in=4096)
+            got[lba] = bytes(res.data)
+
+        for _ in range(5):
+            hook.waits_ns = 0
+            async with trio.open_nursery() as both:
+                both.start_soon(read, 8)
+                both.start_soon(read, 16)
+            assert got == {8: target.disk[4096:8192], 16: target.disk[8192:12288]}
+        nursery.cancel_scope.cancel()
+
+
+async def _lent(connection: Connection) -> None:
+    """One read, so that the reader lends the socket after its answer (until the loop sleeps)."""
+    turn_end().waits_ns = 0
+    await connection.execute(0, READ_8, expected_in=4096)
+    assert connection._lent  # the reader waits to be resumed, not on the socket
+
+
+async def test_a_lent_socket_is_read_again_before_the_loop_sleeps():
+    # Nothing in flight, the socket lent: a NOP-In the target sends then (a ping, a close) is
+    # read once the loop would sleep, and answered.
+    async with trio.open_nursery() as nursery:
+        target, connection = await logged_in(nursery, CONFIG, max_cmd_sn_delta=8)
+        _polling()
+
+        async def serve_one() -> None:
+            await target.serve_scsi(await target.recv())
+
+        nursery.start_soon(serve_one)
+        await _lent(connection)
+        await target.send(P.NopIn(0, P.RESERVED_TAG, 0x55, **target.sn(advance=False)))
+        with trio.fail_after(2):
+            answer = await target.recv()
+        assert isinstance(answer, P.NopOut) and answer.target_transfer_tag == 0x55
+        await target.stream.aclose()  # and the target going is seen too
+        with trio.fail_after(2):
+            while connection.alive:
+                await trio.sleep(0.01)
+        with pytest.raises(Undelivered):
+            await connection.execute(0, READ_8, expected_in=4096)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_command_reading_its_own_answer_is_ended_by_the_session_and_by_a_failure():
+    async with trio.open_nursery() as nursery:
+        target, connection = await logged_in(nursery, CONFIG, max_cmd_sn_delta=8)
+        _polling()
+
+        errors: list[BaseException] = []
+
+        async def lent_then_read() -> None:
+            # The second read is issued as the first returns, the socket lent: it holds it.
+            await _lent(connection)
+            try:
+                await connection.execute(0, READ_8, expected_in=4096)
+            except Undelivered as exc:
+                errors.append(exc)
+
+        # The target never answers the second; the session ends it (its time is up).
+        nursery.start_soon(lent_then_read)
+        await target.serve_scsi(await target.recv())  # the first
+        req = await target.recv()
+        await trio.testing.wait_all_tasks_blocked()
+        assert connection._holding  # the command waits on the socket itself
+        connection.end_task(req.initiator_task_tag, Undelivered(Delivery.CONNECTION_DIED, "time is up"))
+        with trio.fail_after(2):
+            while not errors:
+                await trio.sleep(0)
+        assert "time is up" in str(errors[0])
+        # The connection goes on: the next commands are answered (through the reader or their own).
+        errors.clear()
+        nursery.start_soon(lent_then_read)
+        await target.serve_scsi(await target.recv())
+        await target.recv()
+        await trio.testing.wait_all_tasks_blocked()
+        assert connection._holding
+        # Holding, and the target goes: the command learns it at once.
+        await target.stream.aclose()
+        with trio.fail_after(2):
+            while not errors:
+                await trio.sleep(0)
+        assert errors[0].delivery is Delivery.CONNECTION_DIED and not connection.alive
+        nursery.cancel_scope.cancel()
+
+
+async def test_closing_a_connection_whose_socket_is_lent_ends_its_tasks():
+    async with trio.open_nursery() as nursery:
+        target, connection = await logged_in(nursery, CONFIG, max_cmd_sn_delta=8)
+        _polling()
+
+        async def serve_one() -> None:
+            await target.serve_scsi(await target.recv())
+
+        nursery.start_soon(serve_one)
+        await _lent(connection)
+        with trio.fail_after(2):
+            await connection.aclose()
+            await trio.testing.wait_all_tasks_blocked()
+        assert not connection._lent
+        nursery.cancel_scope.cancel()
