@@ -92,6 +92,7 @@ class FuseWait:
     def uninstall(self) -> None:
         pyfuse3._wait_fuse_readable = self._original  # type: ignore[attr-defined]
         self._turn_end.unwatch(self.fd)
+        self._turn_end.filled(self.fd)  # its number may be another file's next
 
     def terminate(self) -> None:
         """End the loop (``pyfuse3.terminate``): no task reads a request from now on."""

@@ -129,6 +129,7 @@ class Connection:
         self._resume = trio.Event()
         self._holding = False
         self._hold_scope: trio.CancelScope | None = None
+        self._hold_itt = RESERVED_TAG  # the holder's command
         self._reader = reader
         self._core = ConnectionCore(login.params, cmd_sn=config.cmd_sn, exp_cmd_sn=login.exp_cmd_sn,
                                  max_cmd_sn=login.max_cmd_sn, exp_stat_sn=(login.stat_sn + 1) & 0xFFFFFFFF)
@@ -216,8 +217,8 @@ class Connection:
         event = self._tasks.pop(initiator_task_tag, None)
         if event is not None:
             event.set()
-        if self._hold_scope is not None:
-            self._hold_scope.cancel()
+        if self._hold_scope is not None and self._hold_itt == initiator_task_tag:
+            self._hold_scope.cancel()  # the holder waits on the socket: the event alone would not wake it
 
     async def renegotiate(self, policy: RecoveryPolicy) -> None:
         """Answer the target's offers (§6.2, §11.10) until it has nothing more to ask; the new
@@ -317,9 +318,10 @@ class Connection:
                 self._turn_end.filled(self._fd)
             self._resume.set()
 
-    async def _hold(self, event: trio.Event) -> None:
+    async def _hold(self, itt: int, event: trio.Event) -> None:
         """Read the lent socket in the command's own task until its answer is in (``_lend``)."""
         self._holding = True
+        self._hold_itt = itt
         if self._fd is not None:
             self._turn_end.filled(self._fd)
         reader = self._reader
@@ -483,6 +485,7 @@ class Connection:
         """Before the socket is closed: nothing may use its number again (see ``_fd``)."""
         if self._fd is not None:
             self._turn_end.unwatch(self._fd)
+            self._turn_end.filled(self._fd)
             self._fd = None
 
     async def _close_stream(self) -> None:
@@ -631,7 +634,7 @@ class Connection:
         try:
             if self._lent and not self._holding and self._core.outstanding == 1 \
                     and expected_in < self._reader.place_min:
-                await self._hold(event)
+                await self._hold(task.initiator_task_tag, event)
             else:
                 if not self._holding:
                     self._resume_reader()

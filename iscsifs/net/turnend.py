@@ -81,6 +81,7 @@ class TurnEnd(trio.abc.Instrument):
         self._watched: set[int] = set()
         self._sleep_from = 0  # when the sleep being timed began; 0: none
         self._woken = False  # ``wake`` was called since the loop last slept: it will not sleep
+        self._in_hook = False  # ``before_io_wait`` runs
         self._vacant: dict[int, _Vacancy] = {}  # descriptors nobody waits on for now (``vacant``)
         self._armed: set[int] = set()  # descriptors a task waits on, through ``wait_readable``
 
@@ -90,7 +91,11 @@ class TurnEnd(trio.abc.Instrument):
 
     def wake(self, fn: Callable[[], object]) -> None:
         """``fn()`` in a task context soon, and the loop not asleep meanwhile."""
-        self._woken = True  # through trio's own wake-up descriptor, which no poll here sees
+        if self._in_hook:
+            # The sleep about to start ends at once, through trio's own wake-up descriptor, which
+            # no poll here sees. (From a task, trio may drain that descriptor in the same turn:
+            # then the next sleep is an ordinary one.)
+            self._woken = True
         self._token.run_sync_soon(fn)
 
     def poll_before_sleep(self, microseconds: int) -> None:
@@ -116,8 +121,11 @@ class TurnEnd(trio.abc.Instrument):
         two busy turns, ``fill()`` wakes one (True if it did), unless ``filled(fd)`` came first.
         Polling, a vacancy does not stop the loop from waiting for a descriptor that a task
         waits on (``wait_readable``) and that the poll found ready: the loop will not sleep."""
-        if fd not in self._vacant:
+        vacancy = self._vacant.get(fd)
+        if vacancy is None:
             self._vacant[fd] = _Vacancy(fill)
+        else:
+            vacancy.fill = fill  # the same descriptor, maybe another file's now: the turns go on
 
     def filled(self, fd: int) -> None:
         self._vacant.pop(fd, None)
@@ -145,6 +153,13 @@ class TurnEnd(trio.abc.Instrument):
             self._poll.unregister(fd)
 
     def before_io_wait(self, timeout: float) -> None:
+        self._in_hook = True
+        try:
+            self._before_io_wait(timeout)
+        finally:
+            self._in_hook = False
+
+    def _before_io_wait(self, timeout: float) -> None:
         self.turns += 1
         held = self._held
         if held:
@@ -163,7 +178,7 @@ class TurnEnd(trio.abc.Instrument):
             for fd, vacancy in list(vacant.items()):
                 vacancy.turns += 1
                 if vacancy.turns >= VACANT_TURNS:
-                    del vacant[fd]
+                    vacant.pop(fd, None)
                     self._fill(vacancy)
             vacant = {}
         ready: list[tuple[int, int]] = []
@@ -185,7 +200,7 @@ class TurnEnd(trio.abc.Instrument):
             for fd, vacancy in list(vacant.items()):
                 if sleeps or fd in ready_fds:
                     # The loop would sleep with nobody waiting on ``fd``: a task must, so it must not.
-                    del vacant[fd]
+                    vacant.pop(fd, None)
                     woke = self._fill(vacancy) or woke
             if woke:
                 self._woken = True

@@ -215,7 +215,8 @@ async def test_the_task_woken_for_a_request_hands_the_wait_over_at_once_only_whe
                         await trio.sleep(0)
                     await trio.testing.wait_all_tasks_blocked()
                     # The first took it; nobody waited on the descriptor then. Not polling, the
-                    # second was woken at once (0 parked) and waits now; polling, it stayed parked.
+                    # second was woken at once to take its place (0 parked); polling, it stayed
+                    # parked, and the first, back at once, waits again itself.
                     assert seen[0] == ("first", False, 0 if not polling else 1)
                     assert wait._armed  # someone waits again either way
                     assert len(wait._idle) == 1  # and one is parked: the second, or the first

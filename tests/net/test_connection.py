@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Callable
 
 import pytest
 import trio
@@ -18,12 +19,12 @@ from iscsifs.net.connection import Connection
 from iscsifs.net.turnend import turn_end
 from iscsifs.proto import pdu as P
 from iscsifs.proto.address import Portal
-from iscsifs.proto.errors import ConnectionLost, Delivery, Undelivered
+from iscsifs.proto.errors import ConnectionLost, Delivery, IscsiError, Undelivered
 from iscsifs.proto.login import LoginConfig
 from iscsifs.proto.policy import RecoveryPolicy
 from iscsifs.proto.text import Offer, encode_text, parse_text
 
-from support.fake_target import FakeTarget, logged_in, stream_pair
+from support.fake_target import FakeTarget, logged_in, open_over, stream_pair
 
 CONFIG = LoginConfig(initiator_name="iqn.2026-11.test:init", target_name="iqn.2026-11.test:tgt")
 READ_8 = bytes.fromhex("28000000000000000800")  # READ(10) LBA 0, 8 blocks
@@ -517,18 +518,126 @@ async def test_a_command_reading_its_own_answer_is_ended_by_the_session_and_by_a
         nursery.cancel_scope.cancel()
 
 
-async def test_closing_a_connection_whose_socket_is_lent_ends_its_tasks():
+async def _holding(connection: Connection, target: FakeTarget, nursery: trio.Nursery,
+                   errors: list[BaseException], read_into: list[bytes] | None = None) -> P.ScsiCommand:
+    """A read alone in flight that waits on the lent socket for its answer, which the target
+    has not sent: its command, as the target got it. What the read raises goes to ``errors``,
+    what it read to ``read_into``."""
+
+    async def lent_then_read() -> None:
+        await _lent(connection)
+        try:
+            res = await connection.execute(0, READ_8, expected_in=4096)
+            if read_into is not None:
+                read_into.append(bytes(res.data))
+        except IscsiError as exc:
+            errors.append(exc)
+
+    nursery.start_soon(lent_then_read)
+    await target.serve_scsi(await target.recv())  # the first, which makes the reader lend
+    req = await target.recv()
+    await trio.testing.wait_all_tasks_blocked()
+    assert connection._holding  # the command waits on the socket itself
+    return req
+
+
+async def _until(predicate: Callable[[], object]) -> None:
+    with trio.fail_after(2):
+        while not predicate():
+            await trio.sleep(0)
+
+
+@pytest.mark.parametrize("how", ["close", "fail"])
+async def test_a_connection_closed_or_failed_from_elsewhere_releases_the_command_holding_its_socket(how):
+    # The session closes it, or fails it (a lost ping, the writer's error): the holder is
+    # woken, its caller told, and the connection's tasks all end, none left waiting.
+    async with trio.open_nursery() as outer:
+        client, server = stream_pair()
+        target = FakeTarget(server, max_cmd_sn_delta=8)
+        outer.start_soon(target.login)
+        errors: list[BaseException] = []
+        with trio.fail_after(5):
+            async with trio.open_nursery() as tasks:  # the connection's: reader, writer, the read
+                connection = await open_over(tasks, client, CONFIG)
+                _polling()
+                await _holding(connection, target, tasks, errors)
+                if how == "close":
+                    await connection.aclose()
+                else:
+                    connection.fail(ConnectionLost("the session gave up on it"))
+            # ... and ended by itself, every task in it done
+        assert len(errors) == 1 and errors[0].delivery is Delivery.CONNECTION_DIED
+        outer.cancel_scope.cancel()
+
+
+async def test_while_a_command_holds_the_socket_the_others_answers_reach_them():
+    # A second command, a ping, the end of the second: the holder reads what comes for them
+    # too, and is not disturbed by what is not its own.
+    async with trio.open_nursery() as nursery:
+        target, connection = await logged_in(nursery, CONFIG, max_cmd_sn_delta=8)
+        target.disk[:4096] = os.urandom(4096)
+        _polling()
+        errors: list[BaseException] = []
+        got: list[bytes] = []
+        first = await _holding(connection, target, nursery, errors, got)
+        second_errors: list[BaseException] = []
+
+        async def second() -> None:
+            try:
+                await connection.execute(0, READ_8, expected_in=4096)
+            except IscsiError as exc:
+                second_errors.append(exc)
+
+        pinged: list[bool] = []
+
+        async def ping() -> None:
+            await connection.ping()
+            pinged.append(True)
+
+        nursery.start_soon(second)
+        req2 = await target.recv()
+        nursery.start_soon(ping)
+        nop = await target.recv()
+        assert isinstance(nop, P.NopOut)
+        await target.send(P.NopIn(0, nop.initiator_task_tag, P.RESERVED_TAG, **target.sn()))
+        await _until(lambda: pinged)
+        connection.end_task(req2.initiator_task_tag, Undelivered(Delivery.CONNECTION_DIED, "time is up"))
+        await _until(lambda: second_errors)
+        assert connection._holding and not errors and not got  # the first still waits, on the socket
+        await target.serve_scsi(first)
+        await _until(lambda: got)
+        assert got == [bytes(target.disk[:4096])] and not errors
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_data_in_too_large_for_the_holders_read_fails_the_connection_not_the_mount():
+    # A segment to place goes to the reader, which finds it beyond the read: a protocol error.
     async with trio.open_nursery() as nursery:
         target, connection = await logged_in(nursery, CONFIG, max_cmd_sn_delta=8)
         _polling()
+        errors: list[BaseException] = []
+        req = await _holding(connection, target, nursery, errors)
+        await target.send(P.DataIn(0, req.initiator_task_tag, P.RESERVED_TAG, data_sn=0, buffer_offset=0,
+                                   final=True, has_status=True, data=bytes(40960), **target.sn()))
+        await _until(lambda: errors)
+        assert not connection.alive
+        nursery.cancel_scope.cancel()
 
-        async def serve_one() -> None:
-            await target.serve_scsi(await target.recv())
 
-        nursery.start_soon(serve_one)
-        await _lent(connection)
+async def test_a_holder_cancelled_by_its_caller_leaves_the_socket_to_the_next_command():
+    async with trio.open_nursery() as nursery:
+        target, connection = await logged_in(nursery, CONFIG, max_cmd_sn_delta=8)
+        target.disk[:4096] = os.urandom(4096)
+        _polling()
+        errors: list[BaseException] = []
+        with trio.CancelScope() as scope:  # the caller's own: it gives up on the read
+            async with trio.open_nursery() as reads:
+                req = await _holding(connection, target, reads, errors)
+                scope.cancel()
+        assert not errors and not connection._holding
+        await target.serve_scsi(req)  # late: into the cancelled read's private buffer, never to anyone
+        nursery.start_soon(_serve, target)
         with trio.fail_after(2):
-            await connection.aclose()
-            await trio.testing.wait_all_tasks_blocked()
-        assert not connection._lent
+            res = await connection.execute(0, READ_8, expected_in=4096)
+        assert bytes(res.data) == target.disk[:4096]
         nursery.cancel_scope.cancel()

@@ -75,10 +75,15 @@ async def test_the_loop_polls_before_it_sleeps_only_while_its_sleeps_are_short()
         assert hook.polled > polled and hook.polled_ready == 1
         a.recv(1)
 
-        # Called as trio calls it: after a wake the loop will not sleep, so it polls for nothing.
+        # Called as trio calls it: after a wake from the hook (here a held write's, as a full
+        # socket's) the loop will not sleep, so it polls for nothing.
+        class Waking:
+            def send_held(self) -> None:
+                hook.wake(lambda: None)
+
         polled = hook.polled
         hook.waits_ns = 0
-        hook.wake(lambda: None)
+        hook.hold(Waking())
         hook.before_io_wait(0.01)
         assert hook.polled == polled
         hook.after_io_wait(0.01)
@@ -161,8 +166,9 @@ async def test_a_vacant_descriptor_gets_a_task_before_the_loop_sleeps_or_after_t
         async with trio.open_nursery() as nursery:
             nursery.start_soon(task)
             await trio.testing.wait_all_tasks_blocked()
+            hook.vacant(1000, lambda: fill("old"))
+            # One vacancy a descriptor, with the last fill given: its number may be another file's now.
             hook.vacant(1000, lambda: fill("a") and woken.set() is None)
-            hook.vacant(1000, lambda: fill("again"))  # one vacancy a descriptor: the first stays
             start = trio.current_time()
             await trio.sleep(0.5)  # the loop would sleep 0.5 s: the hook wakes the task, and ends that sleep
     assert filled == ["a"] and ran[0] - start < 0.25  # the woken task did not wait for the sleep's end
