@@ -269,18 +269,27 @@ class Connection:
                     if item is None:
                         await self._receive()
                         continue
-                if log.isEnabledFor(logging.DEBUG):
-                    log.debug("%s <- %s", self.target_name or "discovery", describe(item))
-                self._dispatch(self._core.receive(item))
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as lost:
-            self.fail(ConnectionLost(f"connection to {self.portal} lost: {lost or type(lost).__name__}"))
-        except IscsiError as exc:
-            self.fail(exc)
+                self._received(item)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, IscsiError) as exc:
+            self._reading_failed(exc)
         finally:
             if self._dead is not None:
                 self._forget_fd()
                 with trio.CancelScope(shield=True):
                     await self._stream.aclose()
+
+    def _received(self, pdu: Pdu) -> None:
+        """A whole PDU read (by the reader or a holder): to the core, and its events on."""
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s <- %s", self.target_name or "discovery", describe(pdu))
+        self._dispatch(self._core.receive(pdu))
+
+    def _reading_failed(self, exc: Exception) -> None:
+        """Reading the socket (the reader or a holder) ended in ``exc``: the connection fails."""
+        if isinstance(exc, IscsiError):
+            self.fail(exc)
+        else:
+            self.fail(ConnectionLost(f"connection to {self.portal} lost: {exc or type(exc).__name__}"))
 
     def _may_lend(self) -> bool:
         return (self._turn_end.polling and not self._core.outstanding and not self._reader.buffered
@@ -335,21 +344,17 @@ class Connection:
                         continue
                     if isinstance(item, Placement):
                         break  # a segment to place: the reader's job
-                    if log.isEnabledFor(logging.DEBUG):
-                        log.debug("%s <- %s", self.target_name or "discovery", describe(item))
-                    self._dispatch(self._core.receive(item))
+                    self._received(item)
                     if event.is_set():
                         self._turn_end.own_answers += 1
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as lost:
-            self.fail(ConnectionLost(f"connection to {self.portal} lost: {lost or type(lost).__name__}"))
-        except IscsiError as exc:
-            self.fail(exc)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, IscsiError) as exc:
+            self._reading_failed(exc)
         finally:
             self._holding = False
             self._hold_scope = None
             if self._lent:
-                if (self._dead is None and self._fd is not None and not self._core.outstanding
-                        and not reader.buffered):
+                if self._may_lend():
+                    assert self._fd is not None  # (``_may_lend`` says so)
                     self._turn_end.vacant(self._fd, self._fill)  # still lent, to the next command
                 else:
                     self._resume_reader()
