@@ -401,6 +401,14 @@ def _polling() -> None:
     hook.waits_ns = 0
 
 
+async def _polled(nursery: trio.Nursery) -> tuple[FakeTarget, Connection]:
+    """A connection to a fake target whose disk holds random bytes, in a loop that polls."""
+    target, connection = await logged_in(nursery, CONFIG, max_cmd_sn_delta=8)
+    target.disk[:] = os.urandom(len(target.disk))
+    _polling()
+    return target, connection
+
+
 async def _serve(target: FakeTarget) -> None:
     while True:
         req = await target.recv()
@@ -410,10 +418,8 @@ async def _serve(target: FakeTarget) -> None:
 
 async def test_while_the_loop_polls_a_command_alone_reads_its_own_answer():
     async with trio.open_nursery() as nursery:
-        target, connection = await logged_in(nursery, CONFIG, max_cmd_sn_delta=8)
-        target.disk[:] = os.urandom(len(target.disk))
+        target, connection = await _polled(nursery)
         nursery.start_soon(_serve, target)
-        _polling()
         hook = turn_end()
         for lba in range(20):  # 4 KiB reads one at a time: the reader lends the socket after the first
             hook.waits_ns = 0
@@ -455,8 +461,7 @@ async def test_a_lent_socket_is_read_again_before_the_loop_sleeps():
     # Nothing in flight, the socket lent: a NOP-In the target sends then (a ping, a close) is
     # read once the loop would sleep, and answered.
     async with trio.open_nursery() as nursery:
-        target, connection = await logged_in(nursery, CONFIG, max_cmd_sn_delta=8)
-        _polling()
+        target, connection = await _polled(nursery)
 
         async def serve_one() -> None:
             await target.serve_scsi(await target.recv())
@@ -478,8 +483,7 @@ async def test_a_lent_socket_is_read_again_before_the_loop_sleeps():
 
 async def test_a_command_reading_its_own_answer_is_ended_by_the_session_and_by_a_failure():
     async with trio.open_nursery() as nursery:
-        target, connection = await logged_in(nursery, CONFIG, max_cmd_sn_delta=8)
-        _polling()
+        target, connection = await _polled(nursery)
 
         errors: list[BaseException] = []
 
@@ -574,9 +578,7 @@ async def test_while_a_command_holds_the_socket_the_others_answers_reach_them():
     # A second command, a ping, the end of the second: the holder reads what comes for them
     # too, and is not disturbed by what is not its own.
     async with trio.open_nursery() as nursery:
-        target, connection = await logged_in(nursery, CONFIG, max_cmd_sn_delta=8)
-        target.disk[:4096] = os.urandom(4096)
-        _polling()
+        target, connection = await _polled(nursery)
         errors: list[BaseException] = []
         got: list[bytes] = []
         first = await _holding(connection, target, nursery, errors, got)
@@ -613,8 +615,7 @@ async def test_while_a_command_holds_the_socket_the_others_answers_reach_them():
 async def test_a_data_in_too_large_for_the_holders_read_fails_the_connection_not_the_mount():
     # A segment to place goes to the reader, which finds it beyond the read: a protocol error.
     async with trio.open_nursery() as nursery:
-        target, connection = await logged_in(nursery, CONFIG, max_cmd_sn_delta=8)
-        _polling()
+        target, connection = await _polled(nursery)
         errors: list[BaseException] = []
         req = await _holding(connection, target, nursery, errors)
         await target.send(P.DataIn(0, req.initiator_task_tag, P.RESERVED_TAG, data_sn=0, buffer_offset=0,
@@ -626,9 +627,7 @@ async def test_a_data_in_too_large_for_the_holders_read_fails_the_connection_not
 
 async def test_a_holder_cancelled_by_its_caller_leaves_the_socket_to_the_next_command():
     async with trio.open_nursery() as nursery:
-        target, connection = await logged_in(nursery, CONFIG, max_cmd_sn_delta=8)
-        target.disk[:4096] = os.urandom(4096)
-        _polling()
+        target, connection = await _polled(nursery)
         errors: list[BaseException] = []
         with trio.CancelScope() as scope:  # the caller's own: it gives up on the read
             async with trio.open_nursery() as reads:
